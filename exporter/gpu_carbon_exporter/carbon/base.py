@@ -1,0 +1,45 @@
+"""The carbon-intensity provider interface.
+
+The meter asks a provider which intensity was in force over each sampling
+interval (``segments``), so emissions integrate exactly when intensity steps.
+Live providers (polling an API) refresh in their own thread; ``segments`` and
+``current`` never block on the network.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Intensity:
+    """Grid carbon intensity in gCO2e/kWh, and where it came from."""
+
+    g_per_kwh: float
+    zone: str
+    source: str
+    signal: str = "average"  # "average" or "marginal"
+    fallback: bool = False
+    observed_at: float | None = None  # unix time the value refers to, if known
+
+
+class IntensityProvider(ABC):
+    name: str = "provider"
+
+    @abstractmethod
+    def current(self, now: float) -> Intensity:
+        """The intensity in force at unix time ``now``."""
+
+    def segments(self, t0: float, t1: float) -> list[tuple[float, float, Intensity]]:
+        """Sub-intervals of [t0, t1] with the intensity in force in each.
+
+        The default holds the value in force at ``t0`` over the whole interval.
+        """
+        return [(t0, t1, self.current(t0))]
+
+    def healthy(self) -> bool:
+        """False while the provider serves a fallback because its source failed."""
+        return True
+
+    def close(self) -> None:
+        """Stop any background polling."""

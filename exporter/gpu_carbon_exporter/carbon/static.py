@@ -1,0 +1,56 @@
+"""Static intensities: a fixed value, the bundled per-country table, a timeline."""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Callable
+
+from ..sim.patterns import PiecewiseConstant
+from .base import Intensity, IntensityProvider
+
+COUNTRY_ATTRIBUTION = "Our World in Data, based on Ember and Energy Institute, CC BY 4.0"
+
+
+@lru_cache(maxsize=1)
+def country_table() -> dict[str, dict]:
+    """ISO-3 code -> {"name", "g_per_kwh", "year"}; zero (no-data) entries are excluded."""
+    text = resources.files(__package__).joinpath("data/country_intensity.json").read_text()
+    return json.loads(text)["countries"]
+
+
+class StaticIntensity(IntensityProvider):
+    name = "static"
+
+    def __init__(self, zone: str, g_per_kwh: float, source: str = "static") -> None:
+        self._value = Intensity(float(g_per_kwh), zone, source)
+
+    def current(self, now: float) -> Intensity:
+        return self._value
+
+
+def country_intensity(zone: str, iso3: str) -> StaticIntensity:
+    """The bundled table's value for ``iso3``. Raises KeyError for unknown or no-data codes."""
+    entry = country_table()[iso3.upper()]
+    return StaticIntensity(zone, entry["g_per_kwh"], source="country_table")
+
+
+class TimelineIntensity(IntensityProvider):
+    """A piecewise-constant timeline over scenario time ``t = now - epoch``."""
+
+    name = "timeline"
+
+    def __init__(self, zone: str, timeline: PiecewiseConstant, epoch: Callable[[], float],
+                 source: str = "scenario") -> None:
+        self.zone, self.timeline, self.epoch, self.source = zone, timeline, epoch, source
+
+    def _at(self, t: float) -> Intensity:
+        return Intensity(self.timeline.power(t), self.zone, self.source)
+
+    def current(self, now: float) -> Intensity:
+        return self._at(now - self.epoch())
+
+    def segments(self, t0: float, t1: float) -> list[tuple[float, float, Intensity]]:
+        e = self.epoch()
+        edges = [t0 - e, *self.timeline.breakpoints(t0 - e, t1 - e), t1 - e]
+        return [(a + e, b + e, self._at(a)) for a, b in zip(edges, edges[1:])]

@@ -1,0 +1,186 @@
+"""Command line: ``serve`` (default), ``check-config``, ``--once``, ``--simulate``, ``--version``."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import Any, Sequence
+
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from . import __version__
+from .carbon.base import IntensityProvider
+from .carbon.select import build_provider
+from .carbon.static import TimelineIntensity
+from .collector import SnapshotCollector
+from .config import ConfigError, load_config
+from .meter import Embodied, Meter
+from .sources.base import DeviceSource, SourceUnavailable
+from .state import StateStore
+
+log = logging.getLogger("gpu_carbon_exporter")
+EXIT_CONFIG, EXIT_NO_SOURCE = 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gpu-carbon-exporter",
+        description="Prometheus exporter for GPU energy, power and carbon emissions.",
+        epilog="Subcommands: 'serve' (default) and 'check-config FILE'.")
+    p.add_argument("--version", action="version", version=f"gpu-carbon-exporter {__version__}")
+    p.add_argument("-c", "--config", metavar="FILE", help="YAML configuration file")
+    p.add_argument("--simulate", nargs="?", const="", metavar="SCENARIO.yaml",
+                   help="simulated GPUs; without a file, the built-in 8-GPU demo node")
+    p.add_argument("--once", action="store_true", help="print one exposition to stdout and exit")
+    p.add_argument("--web.listen-address", dest="listen_address", metavar="ADDR",
+                   help="host:port to listen on (default :9842)")
+    p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
+                   help="exporter-toolkit web config (TLS, basic auth)")
+    p.add_argument("--log.level", dest="log_level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--state.path", dest="state_path", metavar="FILE", help="counter state file")
+    p.add_argument("--carbon.zone", dest="zone", metavar="ZONE", help="carbon zone of this node")
+    p.add_argument("--sampling.interval", dest="interval", type=float, metavar="SECONDS",
+                   help="seconds between full samples (default 1)")
+    return p
+
+
+def _apply_flags(cfg: dict[str, Any], args: argparse.Namespace, source: str) -> None:
+    """CLI flags override the file."""
+    from .config import check_zone
+
+    overrides = [("web", "listen_address", args.listen_address), ("web", "config_file", args.web_config_file),
+                 ("log", "level", args.log_level), ("state", "path", args.state_path),
+                 ("carbon", "zone", args.zone), ("sampling", "interval_seconds", args.interval)]
+    for section, key, value in overrides:
+        if value is not None:
+            cfg[section][key] = value
+    check_zone(cfg, source)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper()),
+                        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=\"%(message)s\"")
+
+
+def build_meter(cfg: dict[str, Any], simulate: str | None) -> tuple[Meter, list[DeviceSource]]:
+    """Sources, intensity and the meter, from config (and a scenario when simulating)."""
+    from .sources.nvml import NvmlSource
+
+    carbon = cfg["carbon"]
+    intensity: IntensityProvider
+    pue = carbon["pue"]
+    sources: list[DeviceSource] = []
+    if simulate is not None:
+        from .sim.nvml import SimulatedNvml
+        from .sim.scenario import load_scenario
+
+        scenario = load_scenario(simulate)
+        epoch = scenario.start_time if scenario.start_time is not None else time.time()
+        sources.append(NvmlSource(SimulatedNvml(scenario, lambda: time.time() - epoch)))
+        timeline = scenario.intensity.get(scenario.zone)
+        if carbon["zone"] is None and timeline is not None:
+            intensity = TimelineIntensity(scenario.zone, timeline, lambda: epoch)
+        else:
+            intensity = build_provider(carbon)
+        pue = pue if pue is not None else scenario.pue
+        log.info("simulating %d GPUs from %s", len(scenario.devices), scenario.name)
+    else:
+        intensity = build_provider(carbon)
+        if cfg["sources"]["nvml"]["enabled"]:
+            sources.append(NvmlSource())
+    emb = carbon["embodied"]
+    s = cfg["sampling"]
+    meter = Meter(
+        sources, intensity, pue=pue if pue is not None else 1.0,
+        embodied=Embodied(emb["kg_co2e_per_device"], emb["lifetime_years"]) if emb["kg_co2e_per_device"] else None,
+        wue_l_per_kwh=carbon["wue_liters_per_kwh"],
+        state=StateStore(cfg["state"]["path"]) if cfg["state"]["path"] else None,
+        sample_interval_s=s["interval_seconds"], integration_hz=s["integration_hz"],
+        slow_refresh_s=s["slow_refresh_seconds"], lost_retry_s=s["lost_device_retry_seconds"],
+        persist_interval_s=cfg["state"]["persist_interval_seconds"])
+    return meter, sources
+
+
+def make_registry(meter: Meter, cfg: dict[str, Any]) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(
+        lambda: meter.snapshot, embodied=bool(cfg["carbon"]["embodied"]["kg_co2e_per_device"]),
+        water=cfg["carbon"]["wue_liters_per_kwh"] is not None))
+    return registry
+
+
+def _serve(meter: Meter, cfg: dict[str, Any]) -> int:
+    from .web import ExporterServer, load_web_config, parse_listen_address
+
+    web = load_web_config(cfg["web"]["config_file"])
+    host, port = parse_listen_address(cfg["web"]["listen_address"])
+    meter.start()
+    interval = cfg["sampling"]["interval_seconds"]
+
+    def health() -> tuple[bool, str]:
+        age = time.time() - meter.snapshot.time
+        ok = age < max(3 * interval, 5.0)
+        return ok, "ok" if ok else f"stale: last sample {age:.1f}s ago"
+
+    server = ExporterServer((host, port), make_registry(meter, cfg), web, health,
+                            read_timeout_s=cfg["web"]["read_timeout_seconds"],
+                            max_connections=cfg["web"]["max_connections"])
+    scheme = "https" if web.ssl_context else "http"
+    log.info("listening on %s://%s:%d/metrics", scheme, host, server.server_address[1])
+
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("received signal %d, persisting counters and exiting", signum)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+        meter.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = "serve"
+    if argv and argv[0] in ("serve", "check-config"):
+        command = argv.pop(0)
+    if command == "check-config":
+        if len(argv) != 1:
+            print("usage: gpu-carbon-exporter check-config FILE", file=sys.stderr)
+            return EXIT_CONFIG
+        try:
+            load_config(argv[0])
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_CONFIG
+        print(f"{argv[0]}: OK")
+        return 0
+    args = _parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        _apply_flags(cfg, args, args.config or "<command line>")
+        _setup_logging(cfg["log"]["level"])
+        meter, _ = build_meter(cfg, args.simulate)
+        if args.once:
+            meter.open()
+            meter.sample()
+            sys.stdout.write(generate_latest(make_registry(meter, cfg)).decode())
+            meter.stop()
+            return 0
+        return _serve(meter, cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except SourceUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_NO_SOURCE
+    except (ValueError, OSError) as err:  # scenario errors, bad listen address, port in use
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG

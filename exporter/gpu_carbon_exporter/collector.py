@@ -1,0 +1,133 @@
+"""Builds Prometheus metric families from a meter snapshot, fresh on each scrape.
+
+This is the only module that knows metric names; it converts native units
+(mW, mJ, MHz, percent) to base units (W, J, Hz, ratio). docs/metrics.md lists
+every family.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from . import __version__
+from .meter import DeviceSnapshot, Snapshot
+
+PREFIX = "gpu_carbon"
+GPU_LABELS = ["gpu", "uuid"]
+
+# (suffix, help, reading attribute, scale to base unit)
+_READING_GAUGES = [
+    ("gpu_power_watts", "Board power draw as nvmlDeviceGetPowerUsage reports it (W).", "power_mw", 1e-3),
+    ("gpu_power_instant_watts", "Instantaneous board power, NVML field POWER_INSTANT (W).", "power_instant_mw", 1e-3),
+    ("gpu_power_average_watts", "1-second average board power, NVML field POWER_AVERAGE (W).", "power_average_mw", 1e-3),
+    ("gpu_utilization_ratio", "Fraction of the last sample period a kernel was running (0-1).", "gpu_util_pct", 1e-2),
+    ("gpu_memory_utilization_ratio", "Fraction of the last sample period device memory was read or written (0-1).",
+     "memory_util_pct", 1e-2),
+    ("gpu_memory_used_bytes", "Device memory in use (bytes).", "memory_used_bytes", 1),
+    ("gpu_memory_total_bytes", "Device memory installed (bytes).", "memory_total_bytes", 1),
+    ("gpu_temperature_celsius", "GPU die temperature (degrees Celsius).", "temperature_c", 1),
+    ("gpu_sm_clock_hertz", "Current SM clock (Hz).", "sm_clock_mhz", 1e6),
+    ("gpu_power_limit_watts", "Enforced power limit (W).", "power_limit_mw", 1e-3),
+]
+
+
+def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=labels or [])
+
+
+def _counter(name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
+    return CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)
+
+
+class SnapshotCollector(Collector):
+    """A ``Collector`` whose ``collect()`` reads ``get_snapshot()`` and nothing else."""
+
+    def __init__(self, get_snapshot: Callable[[], Snapshot], *, embodied: bool = False,
+                 water: bool = False, clock: Callable[[], float] = time.time) -> None:
+        self.get_snapshot, self.embodied, self.water, self.clock = get_snapshot, embodied, water, clock
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.get_snapshot()
+        build = _gauge("build_info", "Exporter build; the value is always 1.", ["version"])
+        build.add_metric([__version__], 1)
+        yield build
+        yield from self._sources(snap)
+        yield from self._devices(snap.devices)
+        yield from self._carbon(snap)
+        yield from self._health(snap)
+
+    def _sources(self, snap: Snapshot) -> Iterator[Metric]:
+        info = _gauge("source_info", "Driver and library versions of each source; always 1.",
+                      ["collector", "driver_version", "library_version"])
+        for name, kv in sorted(snap.source_info.items()):
+            info.add_metric([name, kv.get("driver_version", ""), kv.get("nvml_version", "")], 1)
+        yield info
+
+    def _devices(self, devices: tuple[DeviceSnapshot, ...]) -> Iterator[Metric]:
+        info = _gauge("gpu_info", "Identity of each GPU; always 1.",
+                      GPU_LABELS + ["name", "pci_bus_id", "mig_mode"])
+        mig = _gauge("mig_instance_info", "MIG instances of each GPU; always 1.",
+                     GPU_LABELS + ["mig_uuid", "gpu_instance_id", "compute_instance_id"])
+        up = _gauge("gpu_up", "1 if the GPU answered its last sample, 0 if it is lost.", GPU_LABELS)
+        gauges = {attr: (_gauge(n, h, GPU_LABELS), scale) for n, h, attr, scale in _READING_GAUGES}
+        energy = _counter("gpu_energy_joules", "Energy used by the GPU (J), from the hardware counter "
+                          "(method=counter) or integrated power (method=integrated).", GPU_LABELS + ["method"])
+        emissions = _counter("gpu_emissions_grams", "Operational emissions (gCO2e): energy x PUE x grid "
+                             "intensity in force when it was used.", GPU_LABELS)
+        rate = _gauge("gpu_emission_rate_grams_per_second",
+                      "Current operational emission rate (gCO2e/s): power x PUE x intensity.", GPU_LABELS)
+        embodied = _counter("gpu_embodied_emissions_grams",
+                            "Embodied emissions amortised over the device lifetime while powered (gCO2e).", GPU_LABELS)
+        water = _counter("gpu_water_liters", "Water used for the GPU's energy at the configured WUE (L).", GPU_LABELS)
+        for d in devices:
+            labels = [str(d.identity.index), d.identity.uuid]
+            info.add_metric(labels + [d.identity.name, d.identity.pci_bus_id,
+                                      "enabled" if d.identity.mig_enabled else "disabled"], 1)
+            for m in d.identity.mig_instances:
+                mig.add_metric(labels + [m.uuid, _opt(m.gpu_instance_id), _opt(m.compute_instance_id)], 1)
+            up.add_metric(labels, 1 if d.up else 0)
+            if d.up and d.reading is not None:
+                for attr, (fam, scale) in gauges.items():
+                    value = getattr(d.reading, attr)
+                    if value is not None:
+                        fam.add_metric(labels, value * scale)
+            if d.up and d.emission_rate_g_per_s is not None:
+                rate.add_metric(labels, d.emission_rate_g_per_s)
+            energy.add_metric(labels + [d.method], d.counters.energy_j)
+            emissions.add_metric(labels, d.counters.emissions_g)
+            embodied.add_metric(labels, d.counters.embodied_g)
+            water.add_metric(labels, d.counters.water_l)
+        yield from (info, mig, up, *(fam for fam, _ in gauges.values()), energy, emissions, rate)
+        if self.embodied:
+            yield embodied
+        if self.water:
+            yield water
+
+    def _carbon(self, snap: Snapshot) -> Iterator[Metric]:
+        intensity = _gauge("grid_intensity_grams_per_kwh",
+                           "Grid carbon intensity in force (gCO2e/kWh).", ["zone", "source", "signal", "fallback"])
+        if snap.intensity is not None:
+            i = snap.intensity
+            intensity.add_metric([i.zone, i.source, i.signal, str(i.fallback).lower()], i.g_per_kwh)
+        yield intensity
+        pue = _gauge("pue_ratio", "Power usage effectiveness applied to operational emissions.")
+        pue.add_metric([], snap.pue)
+        yield pue
+
+    def _health(self, snap: Snapshot) -> Iterator[Metric]:
+        success = _gauge("collector_success", "1 if the collector's last run succeeded.", ["collector"])
+        duration = _gauge("collector_duration_seconds", "Duration of the collector's last run (s).", ["collector"])
+        age = _gauge("collector_last_run_age_seconds", "Seconds since the collector last ran.", ["collector"])
+        now = self.clock()
+        for name, st in sorted(snap.collectors.items()):
+            success.add_metric([name], 1 if st.success else 0)
+            duration.add_metric([name], st.duration_s)
+            age.add_metric([name], max(now - st.last_time, 0.0))
+        yield from (success, duration, age)
+
+
+def _opt(value: int | None) -> str:
+    return "" if value is None else str(value)

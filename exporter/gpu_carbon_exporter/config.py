@@ -1,0 +1,164 @@
+"""The YAML configuration: schema, defaults, validation. Every key is in docs/configuration.md.
+
+Errors name the file, the dotted key and the reason (``ConfigError``).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+# World average grid intensity 2023, Ember Global Electricity Review 2024 (gCO2e/kWh).
+WORLD_AVERAGE_G_PER_KWH = 480.0
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names the file, key and reason."""
+
+
+def _positive(v: float) -> str | None:
+    return None if v > 0 else "must be > 0"
+
+
+def _at_least(lo: float) -> Callable[[float], str | None]:
+    return lambda v: None if v >= lo else f"must be >= {lo}"
+
+
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
+
+
+def _hz(v: float) -> str | None:
+    return None if v >= 10 else "must be >= 10 (integration needs at least 10 Hz)"
+
+
+# key -> (type, default, check) or a nested schema dict. A default of None means optional.
+SCHEMA: dict[str, Any] = {
+    "web": {
+        "listen_address": (str, ":9842", None),
+        "config_file": (str, None, None),
+        "read_timeout_seconds": (float, 10.0, _positive),
+        "max_connections": (int, 64, _positive),
+    },
+    "sampling": {
+        "interval_seconds": (float, 1.0, _at_least(0.05)),
+        "integration_hz": (float, 10.0, _hz),
+        "slow_refresh_seconds": (float, 30.0, _positive),
+        "lost_device_retry_seconds": (float, 30.0, _positive),
+    },
+    "sources": {
+        "nvml": {"enabled": (bool, True, None)},
+    },
+    "carbon": {
+        "zone": (str, None, None),
+        "zones": (dict, {}, None),
+        "pue": (float, None, _at_least(1.0)),
+        "embodied": {
+            "kg_co2e_per_device": (float, None, _positive),
+            "lifetime_years": (float, 5.0, _positive),
+        },
+        "wue_liters_per_kwh": (float, None, _at_least(0.0)),
+    },
+    "state": {
+        "path": (str, None, None),
+        "persist_interval_seconds": (float, 60.0, _positive),
+    },
+    "log": {"level": (str, "info", _one_of("debug", "info", "warning", "error"))},
+}
+
+ZONE_SCHEMA: dict[str, Any] = {
+    "provider": (str, ..., _one_of("static", "country")),
+    "g_per_kwh": (float, None, lambda v: None if 0 < v <= 2500 else "must be in (0, 2500] gCO2e/kWh"),
+    "country": (str, None, None),
+}
+
+
+def _type_name(kind: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+            dict: "a mapping"}[kind]
+
+
+def _validate(data: Any, schema: dict[str, Any], source: str, path: str) -> dict[str, Any]:
+    def fail(key: str, reason: str) -> None:
+        raise ConfigError(f"{source}: {key}: {reason}")
+
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        fail(path or "(top level)", "expected a mapping")
+    out: dict[str, Any] = {}
+    for key in data:
+        if key not in schema:
+            fail(f"{path}{key}", f"unknown key; allowed here: {', '.join(schema)}")
+    for key, spec in schema.items():
+        dotted = f"{path}{key}"
+        if isinstance(spec, dict):
+            out[key] = _validate(data.get(key), spec, source, f"{dotted}.")
+            continue
+        kind, default, check = spec
+        if key not in data or data[key] is None:
+            if default is ...:
+                fail(dotted, "required key is missing")
+            out[key] = copy.deepcopy(default)
+            continue
+        value = data[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            fail(dotted, f"expected {_type_name(kind)}, got {value!r}")
+        if check and (reason := check(value)):
+            fail(dotted, f"{reason} (got {value!r})")
+        out[key] = value
+    return out
+
+
+def _validate_zones(cfg: dict[str, Any], source: str) -> None:
+    from .carbon.static import country_table
+
+    for zone, spec in cfg["carbon"]["zones"].items():
+        z = _validate(spec, ZONE_SCHEMA, source, f"carbon.zones.{zone}.")
+        if z["provider"] == "static" and z["g_per_kwh"] is None:
+            raise ConfigError(f"{source}: carbon.zones.{zone}.g_per_kwh: required for provider static")
+        if z["provider"] == "country":
+            code = (z["country"] or str(zone)).upper()
+            if code not in country_table():
+                raise ConfigError(f"{source}: carbon.zones.{zone}.country: {code!r} is not an ISO-3 code "
+                                  "with data in the bundled table")
+            z["country"] = code
+        cfg["carbon"]["zones"][zone] = z
+
+
+def check_zone(cfg: dict[str, Any], source: str) -> None:
+    """The selected zone must be defined in carbon.zones or be a bundled ISO-3 country."""
+    from .carbon.static import country_table
+
+    zone = cfg["carbon"]["zone"]
+    if zone is not None and zone not in cfg["carbon"]["zones"] and zone.upper() not in country_table():
+        raise ConfigError(f"{source}: carbon.zone: {zone!r} is neither defined under carbon.zones "
+                          "nor an ISO-3 country code with data in the bundled table")
+
+
+def parse_config(data: Any, source: str = "<config>") -> dict[str, Any]:
+    """Validate ``data`` and fill defaults; raises ConfigError."""
+    cfg = _validate(data, SCHEMA, source, "")
+    _validate_zones(cfg, source)
+    check_zone(cfg, source)
+    return cfg
+
+
+def load_config(path: str | Path | None) -> dict[str, Any]:
+    """Load and validate a config file; ``None`` gives the defaults."""
+    if path is None:
+        return parse_config({}, "<defaults>")
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from err
+    return parse_config(data, str(path))

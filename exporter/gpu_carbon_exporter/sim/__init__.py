@@ -1,0 +1,1 @@
+"""The simulated fleet: scenarios with exact ground truth, and a pynvml-shaped library over them."""

@@ -1,0 +1,288 @@
+"""Scenario files: devices, power patterns, jobs, intensity timelines, PUE.
+
+The format is documented in docs/scenario.md. ``GroundTruth`` gives exact
+energy and emissions for any device, job and time range.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import patterns as P
+
+JOULES_PER_KWH = 3.6e6
+
+
+class ScenarioError(ValueError):
+    """A scenario file is invalid; the message names the file, key and reason."""
+
+
+@dataclass(frozen=True)
+class DeviceModel:
+    name: str
+    idle_w: float
+    max_w: float
+    memory_bytes: int
+    energy_counter: bool = True
+    # What nvmlDeviceGetPowerUsage returns: "average_1s" or "instant".
+    power_usage: str = "average_1s"
+    max_sm_mhz: int = 1980
+
+
+MODELS = {m.name: m for m in [
+    DeviceModel("NVIDIA H100 80GB HBM3", 70, 700, 80 * 2**30),
+    DeviceModel("NVIDIA H200", 75, 700, 141 * 10**9),
+    DeviceModel("NVIDIA A100-SXM4-80GB", 55, 400, 80 * 2**30, power_usage="instant", max_sm_mhz=1410),
+    DeviceModel("NVIDIA L40S", 35, 350, 48 * 2**30, max_sm_mhz=2520),
+    DeviceModel("Tesla V100-SXM2-32GB", 40, 300, 32 * 2**30, power_usage="instant", max_sm_mhz=1530),
+    DeviceModel("Tesla P100-PCIE-16GB", 30, 250, 16 * 2**30, energy_counter=False,
+                power_usage="instant", max_sm_mhz=1328),
+]}
+
+# NVML refreshes its power readings every 100 ms. The average field is over 1 s;
+# the instantaneous one over a 25 ms window (A100/H100 behaviour).
+READING_PERIOD_S = 0.1
+AVERAGE_WINDOW_S = 1.0
+INSTANT_WINDOW_S = 0.025
+
+
+@dataclass
+class SimDevice:
+    index: int
+    model: DeviceModel
+    pattern: P.Pattern
+    uuid: str
+    energy_offset_mj: int = 0
+    mig_instances: int = 0
+
+    def window_power(self, t: float, window_s: float) -> float:
+        """Mean power (W) over the ``window_s`` before the last 100-ms refresh."""
+        tb = math.floor(t / READING_PERIOD_S) * READING_PERIOD_S
+        return self.pattern.mean_power(tb - window_s, tb) if tb > 0 else self.pattern.power(0.0)
+
+    def utilization(self, t: float) -> float:
+        """GPU busy ratio 0-1, derived from power over the last second."""
+        p = self.window_power(t, AVERAGE_WINDOW_S)
+        span = self.model.max_w - self.model.idle_w
+        return min(max((p - self.model.idle_w) / span, 0.0), 1.0)
+
+
+@dataclass
+class SimJob:
+    id: str
+    user: str
+    team: str
+    start_s: float
+    end_s: float
+    devices: tuple[int, ...]
+    share: float = 1.0
+
+
+@dataclass
+class Scenario:
+    devices: list[SimDevice]
+    jobs: list[SimJob] = field(default_factory=list)
+    zone: str = "SIM"
+    pue: float = 1.0
+    intensity: dict[str, P.PiecewiseConstant] = field(default_factory=dict)
+    start_time: float | None = None
+    name: str = "scenario"
+
+    def intensity_at(self, t: float, zone: str | None = None) -> float | None:
+        timeline = self.intensity.get(zone or self.zone)
+        return None if timeline is None else timeline.power(t)
+
+
+class _Reader:
+    """Typed access to a YAML mapping with error messages naming file and key."""
+
+    def __init__(self, source: str, data: Any, path: str = "") -> None:
+        self.source, self.data, self.path = source, data, path
+        if not isinstance(data, dict):
+            self.fail(f"expected a mapping, got {type(data).__name__}")
+
+    def fail(self, reason: str, key: str | None = None) -> None:
+        where = ".".join(p for p in (self.path, key) if p) or "(top level)"
+        raise ScenarioError(f"{self.source}: {where}: {reason}")
+
+    def get(self, key: str, kind: type | tuple, default: Any = ..., minimum: float | None = None) -> Any:
+        if key not in self.data:
+            if default is ...:
+                self.fail("required key is missing", key)
+            return default
+        value = self.data[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            self.fail(f"expected {getattr(kind, '__name__', kind)}, got {value!r}", key)
+        if minimum is not None and value < minimum:
+            self.fail(f"must be >= {minimum}, got {value}", key)
+        return value
+
+    def child(self, key: str, value: Any) -> "_Reader":
+        return _Reader(self.source, value, f"{self.path}.{key}" if self.path else key)
+
+    def check_keys(self, allowed: set[str]) -> None:
+        unknown = sorted(set(self.data) - allowed)
+        if unknown:
+            self.fail(f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _pattern(r: _Reader, base: Path) -> P.Pattern:
+    kind = r.get("pattern", str)
+    f = lambda k, **kw: r.get(k, float, **kw)  # noqa: E731
+    try:
+        if kind == "constant":
+            r.check_keys({"pattern", "watts"})
+            return P.Constant(f("watts", minimum=0))
+        if kind == "steps":
+            r.check_keys({"pattern", "steps", "repeat_s"})
+            steps = r.get("steps", list)
+            pattern: P.Pattern = P.PiecewiseConstant([float(s[0]) for s in steps], [float(s[1]) for s in steps])
+            repeat = r.get("repeat_s", float, None)
+            return P.Periodic(pattern, repeat) if repeat else pattern
+        if kind == "square":
+            r.check_keys({"pattern", "period_s", "duty", "high_w", "low_w", "phase_s"})
+            return P.Square(f("period_s", minimum=0.001), f("duty"), f("high_w", minimum=0),
+                            f("low_w", minimum=0), f("phase_s", default=0.0))
+        if kind == "bursts":
+            r.check_keys({"pattern", "seed", "low_w", "high_w", "mean_on_s", "mean_off_s", "horizon_s"})
+            return P.bursts(r.get("seed", int), f("low_w", minimum=0), f("high_w", minimum=0),
+                            f("mean_on_s", minimum=0.001), f("mean_off_s", minimum=0.001),
+                            f("horizon_s", default=3600.0, minimum=1))
+        if kind == "schedule":
+            r.check_keys({"pattern", "segments", "repeat_s"})
+            segs = [r.child(f"segments[{i}]", x) for i, x in enumerate(r.get("segments", list))]
+            starts = [s.get("at_s", float, minimum=0) for s in segs]
+            for s in segs:
+                s.data = {k: v for k, v in s.data.items() if k != "at_s"}
+            pattern = P.Schedule(starts, [_pattern(s, base) for s in segs])
+            repeat = r.get("repeat_s", float, None)
+            return P.Periodic(pattern, repeat) if repeat else pattern
+        if kind == "replay":
+            r.check_keys({"pattern", "csv", "loop"})
+            return P.replay_csv(base / r.get("csv", str), r.get("loop", bool, False))
+    except (ValueError, TypeError, IndexError, OSError) as err:
+        r.fail(f"invalid {kind} pattern: {err}")
+    r.fail(f"unknown pattern {kind!r}; use constant, steps, square, bursts, schedule or replay", "pattern")
+    raise AssertionError  # unreachable
+
+
+def _devices(r: _Reader, base: Path) -> list[SimDevice]:
+    out: list[SimDevice] = []
+    for i, raw in enumerate(r.get("devices", list)):
+        d = r.child(f"devices[{i}]", raw)
+        d.check_keys({"model", "count", "idle_w", "max_w", "power", "energy_counter",
+                      "power_usage", "energy_offset_mj", "mig_instances"})
+        model_name = d.get("model", str)
+        base_model = MODELS.get(model_name)
+        if base_model is None:
+            base_model = DeviceModel(model_name, d.get("idle_w", float), d.get("max_w", float), 16 * 2**30)
+        model = DeviceModel(
+            model_name, d.get("idle_w", float, base_model.idle_w, minimum=0),
+            d.get("max_w", float, base_model.max_w, minimum=1), base_model.memory_bytes,
+            d.get("energy_counter", bool, base_model.energy_counter),
+            d.get("power_usage", str, base_model.power_usage), base_model.max_sm_mhz)
+        if model.power_usage not in ("average_1s", "instant"):
+            d.fail("must be average_1s or instant", "power_usage")
+        pattern = _pattern(d.child("power", d.get("power", dict)), base)
+        for _ in range(d.get("count", int, 1, minimum=1)):
+            idx = len(out)
+            out.append(SimDevice(idx, model, pattern, f"GPU-5e3a0000-0000-4000-8000-{idx:012d}",
+                                 d.get("energy_offset_mj", int, 0, minimum=0),
+                                 d.get("mig_instances", int, 0, minimum=0)))
+    if not out:
+        r.fail("at least one device is needed", "devices")
+    return out
+
+
+def _jobs(r: _Reader, n_devices: int) -> list[SimJob]:
+    jobs = []
+    for i, raw in enumerate(r.get("jobs", list, [])):
+        j = r.child(f"jobs[{i}]", raw)
+        j.check_keys({"id", "user", "team", "start_s", "end_s", "devices", "share"})
+        devices = tuple(j.get("devices", list))
+        if any(not isinstance(x, int) or not 0 <= x < n_devices for x in devices):
+            j.fail(f"device indices must be in 0..{n_devices - 1}", "devices")
+        job = SimJob(str(j.get("id", (str, int))), j.get("user", str, "nobody"), j.get("team", str, ""),
+                     j.get("start_s", float, 0.0, minimum=0), j.get("end_s", float, math.inf),
+                     devices, j.get("share", float, 1.0, minimum=0))
+        if job.end_s <= job.start_s:
+            j.fail("end_s must be after start_s", "end_s")
+        jobs.append(job)
+    return jobs
+
+
+def _intensity(r: _Reader) -> dict[str, P.PiecewiseConstant]:
+    out = {}
+    for zone, steps in r.get("intensity", dict, {}).items():
+        try:
+            out[str(zone)] = P.PiecewiseConstant([float(s[0]) for s in steps], [float(s[1]) for s in steps])
+        except (ValueError, TypeError, IndexError) as err:
+            r.fail(f"expected [[t_s, g_per_kwh], ...] from t=0: {err}", f"intensity.{zone}")
+    return out
+
+
+def parse_scenario(data: Any, source: str = "<scenario>", base: Path = Path(".")) -> Scenario:
+    r = _Reader(source, data)
+    r.check_keys({"name", "devices", "jobs", "zone", "pue", "intensity", "start_time"})
+    devices = _devices(r, base)
+    sc = Scenario(devices=devices, jobs=_jobs(r, len(devices)), zone=str(r.get("zone", str, "SIM")),
+                  pue=r.get("pue", float, 1.0, minimum=1.0), intensity=_intensity(r),
+                  start_time=r.get("start_time", float, None), name=r.get("name", str, source))
+    if sc.intensity and sc.zone not in sc.intensity:
+        r.fail(f"zone {sc.zone!r} has no intensity timeline", "zone")
+    return sc
+
+
+def load_scenario(path: str | Path | None) -> Scenario:
+    """Load a scenario file; ``None`` or "" loads the built-in demo."""
+    if not path:
+        text = resources.files(__package__).joinpath("demo.yaml").read_text()
+        return parse_scenario(yaml.safe_load(text), "<built-in demo>")
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ScenarioError(f"{path}: cannot read: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise ScenarioError(f"{path}: invalid YAML: {err}") from err
+    return parse_scenario(data, str(path), path.parent)
+
+
+class GroundTruth:
+    """Exact energy (J) and emissions (g CO2e) for devices and jobs over [t0, t1]."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.sc = scenario
+
+    def device_energy_j(self, index: int, t0: float, t1: float) -> float:
+        p = self.sc.devices[index].pattern
+        return p.energy(t1) - p.energy(t0)
+
+    def device_emissions_g(self, index: int, t0: float, t1: float, zone: str | None = None) -> float:
+        timeline = self.sc.intensity.get(zone or self.sc.zone)
+        if timeline is None:
+            raise ValueError("scenario has no intensity timeline for that zone")
+        edges = [t0, *timeline.breakpoints(t0, t1), t1]
+        grams = 0.0
+        for a, b in zip(edges, edges[1:]):
+            grams += self.device_energy_j(index, a, b) * timeline.power(a) / JOULES_PER_KWH
+        return grams * self.sc.pue
+
+    def job_energy_j(self, job: SimJob, t0: float, t1: float) -> float:
+        a, b = max(t0, job.start_s), min(t1, job.end_s)
+        if b <= a:
+            return 0.0
+        return sum(self.device_energy_j(d, a, b) for d in job.devices) * job.share
+
+    def job_emissions_g(self, job: SimJob, t0: float, t1: float) -> float:
+        a, b = max(t0, job.start_s), min(t1, job.end_s)
+        if b <= a:
+            return 0.0
+        return sum(self.device_emissions_g(d, a, b) for d in job.devices) * job.share

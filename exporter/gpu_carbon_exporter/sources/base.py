@@ -1,0 +1,89 @@
+"""The small interface every hardware source implements.
+
+Readings stay in the hardware's native units (mW, mJ, MHz, percent); the
+collector converts to base units at the Prometheus edge.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+
+class SourceUnavailable(RuntimeError):
+    """The whole source cannot start (library or driver missing)."""
+
+
+class DeviceLost(RuntimeError):
+    """One device stopped answering; the others keep reporting."""
+
+
+@dataclass(frozen=True)
+class MigInstance:
+    """A MIG instance of a parent GPU."""
+
+    uuid: str
+    gpu_instance_id: int | None
+    compute_instance_id: int | None
+    index: int
+
+
+@dataclass(frozen=True)
+class DeviceIdentity:
+    """Static identity of one device, read once when the source opens."""
+
+    index: int
+    uuid: str
+    name: str
+    pci_bus_id: str = ""
+    has_energy_counter: bool = True
+    mig_enabled: bool = False
+    mig_instances: tuple[MigInstance, ...] = ()
+
+
+@dataclass
+class DeviceReading:
+    """One sample of one device. ``None`` means unsupported or unavailable.
+
+    Units are native: milliwatts, millijoules, percent, MHz, bytes, celsius.
+    """
+
+    power_mw: int | None = None
+    power_instant_mw: int | None = None
+    power_average_mw: int | None = None
+    energy_mj: int | None = None
+    gpu_util_pct: int | None = None
+    memory_util_pct: int | None = None
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+    temperature_c: int | None = None
+    sm_clock_mhz: int | None = None
+    power_limit_mw: int | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+class DeviceSource(ABC):
+    """A source of devices. ``name`` is the value of the ``collector`` label."""
+
+    name: str = "source"
+
+    @abstractmethod
+    def open(self) -> list[DeviceIdentity]:
+        """Initialise and enumerate devices. Raises SourceUnavailable."""
+
+    @abstractmethod
+    def read(self, device: DeviceIdentity, *, slow: bool) -> DeviceReading:
+        """Read one device. ``slow`` also refreshes rarely-changing values.
+
+        Raises DeviceLost when the device stopped answering.
+        """
+
+    @abstractmethod
+    def read_power_mw(self, device: DeviceIdentity) -> int | None:
+        """Power only, for the fast integration loop. Raises DeviceLost."""
+
+    def info(self) -> dict[str, str]:
+        """Source-wide labels for an info metric (e.g. driver version)."""
+        return {}
+
+    def close(self) -> None:
+        """Release the library."""

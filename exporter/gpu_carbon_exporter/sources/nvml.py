@@ -1,0 +1,180 @@
+"""NVIDIA GPUs through NVML (``pynvml`` from the nvidia-ml-py package).
+
+The ``pynvml`` module is injectable, so tests and ``--simulate`` run this very
+code over a fake or a simulated library.
+"""
+from __future__ import annotations
+
+import logging
+from types import ModuleType
+from typing import Any, Callable
+
+from .base import (DeviceIdentity, DeviceLost, DeviceReading, DeviceSource,
+                   MigInstance, SourceUnavailable)
+
+log = logging.getLogger(__name__)
+
+NO_LIBRARY_HINT = (
+    "NVML is not available: {err}. Install the NVIDIA driver (it provides "
+    "libnvidia-ml.so.1), or run with --simulate to use a simulated GPU fleet.")
+
+# NVML return codes that mean the device itself is gone, not one query.
+_LOST_CODES = {15, 16, 28}  # GPU_IS_LOST, RESET_REQUIRED, GPU_NOT_FOUND
+_NOT_SUPPORTED = 3
+_NOT_FOUND = 6
+_FIELD_INSTANT = 186  # NVML_FI_DEV_POWER_INSTANT
+_FIELD_AVERAGE = 185  # NVML_FI_DEV_POWER_AVERAGE
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _field_value(fv: Any) -> int | None:
+    """Integer value of an ``nvmlFieldValue_t`` entry, by its value type."""
+    if fv.nvmlReturn != 0:
+        return None
+    member = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal",
+              5: "siVal", 6: "usVal"}.get(fv.valueType)
+    return None if member is None else int(getattr(fv.value, member))
+
+
+class NvmlSource(DeviceSource):
+    """Reads every visible GPU; one lost GPU never stops the others."""
+
+    name = "nvml"
+
+    def __init__(self, nvml: ModuleType | Any | None = None) -> None:
+        if nvml is None:
+            import pynvml as nvml  # noqa: PLC0415 - optional at import time
+        self._nvml = nvml
+        self._handles: dict[int, Any] = {}
+        self._unsupported: dict[int, set[str]] = {}
+        self._info: dict[str, str] = {}
+
+    # -- lifecycle -------------------------------------------------------
+    def open(self) -> list[DeviceIdentity]:
+        nv = self._nvml
+        try:
+            nv.nvmlInit()
+        except nv.NVMLError as err:
+            raise SourceUnavailable(NO_LIBRARY_HINT.format(err=err)) from err
+        self._info = {"driver_version": self._optional(nv.nvmlSystemGetDriverVersion),
+                      "nvml_version": self._optional(nv.nvmlSystemGetNVMLVersion)}
+        devices = []
+        for index in range(nv.nvmlDeviceGetCount()):
+            try:
+                devices.append(self._identify(index))
+            except nv.NVMLError as err:
+                log.error("GPU %d could not be enumerated, skipping it: %s", index, err)
+        return devices
+
+    def close(self) -> None:
+        try:
+            self._nvml.nvmlShutdown()
+        except self._nvml.NVMLError as err:
+            log.debug("nvmlShutdown: %s", err)
+
+    def info(self) -> dict[str, str]:
+        return dict(self._info)
+
+    def _optional(self, fn: Callable[[], Any]) -> str:
+        try:
+            return _text(fn())
+        except (self._nvml.NVMLError, AttributeError):
+            return ""
+
+    def _identify(self, index: int) -> DeviceIdentity:
+        nv = self._nvml
+        handle = nv.nvmlDeviceGetHandleByIndex(index)
+        self._handles[index] = handle
+        self._unsupported[index] = set()
+        try:
+            nv.nvmlDeviceGetTotalEnergyConsumption(handle)
+            has_counter = True
+        except nv.NVMLError as err:
+            if err.value not in (_NOT_SUPPORTED, 13):  # 13: FUNCTION_NOT_FOUND
+                raise
+            has_counter = False
+            log.info("GPU %d has no energy counter (pre-Volta?): integrating power", index)
+        mig_enabled, instances = self._mig(handle)
+        return DeviceIdentity(
+            index=index, uuid=_text(nv.nvmlDeviceGetUUID(handle)),
+            name=_text(nv.nvmlDeviceGetName(handle)),
+            pci_bus_id=_text(nv.nvmlDeviceGetPciInfo(handle).busId),
+            has_energy_counter=has_counter, mig_enabled=mig_enabled,
+            mig_instances=instances)
+
+    def _mig(self, handle: Any) -> tuple[bool, tuple[MigInstance, ...]]:
+        nv = self._nvml
+        try:
+            current, _pending = nv.nvmlDeviceGetMigMode(handle)
+        except nv.NVMLError:
+            return False, ()
+        if current != 1:
+            return False, ()
+        found = []
+        for i in range(nv.nvmlDeviceGetMaxMigDeviceCount(handle)):
+            try:
+                mig = nv.nvmlDeviceGetMigDeviceHandleByIndex(handle, i)
+            except nv.NVMLError as err:
+                if err.value == _NOT_FOUND:
+                    continue
+                raise
+            found.append(MigInstance(
+                uuid=_text(nv.nvmlDeviceGetUUID(mig)), index=i,
+                gpu_instance_id=self._optional_int(nv.nvmlDeviceGetGpuInstanceId, mig),
+                compute_instance_id=self._optional_int(nv.nvmlDeviceGetComputeInstanceId, mig)))
+        return True, tuple(found)
+
+    def _optional_int(self, fn: Callable[[Any], int], handle: Any) -> int | None:
+        try:
+            return int(fn(handle))
+        except self._nvml.NVMLError:
+            return None
+
+    # -- sampling ----------------------------------------------------------
+    def _call(self, device: DeviceIdentity, what: str, fn: Callable, *args: Any,
+              reading: DeviceReading | None = None) -> Any:
+        """One NVML query. NOT_SUPPORTED drops that query for good; a lost GPU raises."""
+        skip = self._unsupported[device.index]
+        if what in skip:
+            return None
+        try:
+            return fn(self._handles[device.index], *args)
+        except self._nvml.NVMLError as err:
+            if err.value in _LOST_CODES:
+                raise DeviceLost(f"GPU {device.index} ({device.uuid}): {err}") from err
+            if err.value == _NOT_SUPPORTED:
+                log.info("GPU %d: %s not supported, dropping that metric", device.index, what)
+                skip.add(what)
+            elif reading is not None:
+                reading.errors.append(f"{what}: {err}")
+            return None
+
+    def read_power_mw(self, device: DeviceIdentity) -> int | None:
+        return self._call(device, "power", self._nvml.nvmlDeviceGetPowerUsage)
+
+    def read(self, device: DeviceIdentity, *, slow: bool) -> DeviceReading:
+        nv = self._nvml
+        r = DeviceReading()
+        call = lambda what, fn, *a: self._call(device, what, fn, *a, reading=r)  # noqa: E731
+        r.power_mw = call("power", nv.nvmlDeviceGetPowerUsage)
+        if device.has_energy_counter:
+            r.energy_mj = call("energy", nv.nvmlDeviceGetTotalEnergyConsumption)
+        fields = call("power_fields", nv.nvmlDeviceGetFieldValues, [_FIELD_INSTANT, _FIELD_AVERAGE])
+        if fields is not None:
+            r.power_instant_mw, r.power_average_mw = (_field_value(f) for f in fields)
+            if r.power_instant_mw is None and r.power_average_mw is None:
+                self._unsupported[device.index].add("power_fields")
+        util = call("utilization", nv.nvmlDeviceGetUtilizationRates)
+        if util is not None:
+            r.gpu_util_pct, r.memory_util_pct = int(util.gpu), int(util.memory)
+        mem = call("memory", nv.nvmlDeviceGetMemoryInfo)
+        if mem is not None:
+            r.memory_used_bytes, r.memory_total_bytes = int(mem.used), int(mem.total)
+        r.temperature_c = call("temperature", nv.nvmlDeviceGetTemperature, nv.NVML_TEMPERATURE_GPU)
+        r.sm_clock_mhz = call("sm_clock", nv.nvmlDeviceGetClockInfo, nv.NVML_CLOCK_SM)
+        if slow:
+            r.power_limit_mw = call("power_limit", nv.nvmlDeviceGetEnforcedPowerLimit)
+        return r
