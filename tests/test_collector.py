@@ -1,0 +1,77 @@
+"""Exposition: a golden fixture, checked by the real promtool, and naming conventions."""
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from gpu_carbon_exporter.carbon.static import StaticIntensity
+from gpu_carbon_exporter.collector import SnapshotCollector
+from gpu_carbon_exporter.meter import Embodied, Meter
+from gpu_carbon_exporter.sources.nvml import NvmlSource
+
+from conftest import require_binary, sim_nvml
+
+GOLDEN = Path(__file__).parent / "fixtures" / "golden.prom"
+FLEET = {"devices": [
+    {"model": "NVIDIA H100 80GB HBM3", "power": {"pattern": "constant", "watts": 400}, "mig_instances": 2},
+    {"model": "Tesla P100-PCIE-16GB", "power": {"pattern": "constant", "watts": 150}},
+    {"model": "NVIDIA A100-SXM4-80GB", "power": {"pattern": "constant", "watts": 250}},
+]}
+
+
+def exposition(clock) -> str:
+    nv = sim_nvml(FLEET, clock)
+    meter = Meter([NvmlSource(nv)], StaticIntensity("DEU", 380.0), pue=1.25, clock=clock,
+                  embodied=Embodied(150, 5), wue_l_per_kwh=1.8)
+    meter.open()
+    meter.sample()
+    for _ in range(100):
+        clock.advance(0.1)
+        meter.integrate()
+    nv.lost.add(2)
+    meter.sample()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(lambda: meter.snapshot, embodied=True, water=True, clock=clock))
+    clock.advance(0.5)
+    text = generate_latest(registry).decode()
+    return re.sub(r'(collector_duration_seconds\{[^}]*\}) \S+', r'\1 0.0', text)  # wall-clock dependent
+
+
+def test_golden_exposition(clock):
+    text = exposition(clock)
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text()
+
+
+def test_promtool_accepts_the_golden_exposition():
+    promtool = require_binary("promtool")
+    out = subprocess.run([promtool, "check", "metrics"], input=GOLDEN.read_bytes(),
+                         capture_output=True, timeout=30)
+    assert out.returncode == 0, out.stdout.decode() + out.stderr.decode()
+    assert out.stdout.strip() == b"" and out.stderr.strip() == b"", "promtool lint findings"
+
+
+def test_conventions(clock):
+    text = exposition(clock)
+    names = set(re.findall(r"^# TYPE (\S+) (\S+)", text, re.M))
+    assert names and all(n.startswith("gpu_carbon_") for n, _ in names)
+    for name, kind in names:
+        if kind == "counter":
+            assert name.endswith("_total") and re.search(rf"^{name}\{{", text, re.M), name
+    assert not re.search(r"\b(hostname|instance|job)=", text)
+    # no timestamps: every sample line is "name{labels} value"
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            assert len(line.rsplit("} ", 1)[-1].split()) == 1, line
+
+
+def test_lost_gpu_keeps_counters_but_drops_gauges(clock):
+    text = exposition(clock)
+    assert 'gpu_carbon_gpu_up{gpu="2",uuid="GPU-5e3a0000-0000-4000-8000-000000000002"} 0.0' in text
+    assert 'gpu_carbon_gpu_power_watts{gpu="2"' not in text
+    assert 'gpu_carbon_gpu_energy_joules_total{gpu="2"' in text
+    assert 'method="integrated"' in text and 'method="counter"' in text
