@@ -66,7 +66,8 @@ def test_conventions(clock):
     # no timestamps: every sample line is "name{labels} value"
     for line in text.splitlines():
         if line and not line.startswith("#"):
-            assert len(line.rsplit("} ", 1)[-1].split()) == 1, line
+            value_part = line.rsplit("} ", 1)[1] if "}" in line else line.split(" ", 1)[1]
+            assert len(value_part.split()) == 1, line
 
 
 def test_lost_gpu_keeps_counters_but_drops_gauges(clock):
