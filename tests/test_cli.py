@@ -1,0 +1,37 @@
+"""The console script as a user runs it."""
+import subprocess
+import sys
+
+from gpu_carbon_exporter import __version__
+
+
+def cli(*args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "gpu_carbon_exporter", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_version():
+    out = cli("--version")
+    assert out.returncode == 0 and __version__ in out.stdout
+
+
+def test_once_with_builtin_demo_prints_eight_gpus():
+    out = cli("--simulate", "--once")
+    assert out.returncode == 0
+    assert out.stdout.count("gpu_carbon_gpu_up{") == 8
+    assert 'gpu_carbon_grid_intensity_grams_per_kwh{fallback="false",signal="average",source="scenario",zone="DE"} 380.0' in out.stdout
+    assert "level=INFO" in out.stderr  # levelled logs go to stderr
+
+
+def test_no_driver_gives_one_clear_message_and_nonzero_exit():
+    out = cli("--once")  # this machine has no NVIDIA driver
+    assert out.returncode == 3
+    assert "--simulate" in out.stderr and "driver" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_bad_scenario_is_a_clear_error(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("devices: []\n")
+    out = cli("--simulate", str(f), "--once")
+    assert out.returncode == 2 and f"{f}: devices: at least one device" in out.stderr

@@ -1,0 +1,71 @@
+"""Configuration: defaults, errors that name file, key and reason, CLI overrides."""
+import subprocess
+import sys
+
+import pytest
+
+from gpu_carbon_exporter.cli import main
+from gpu_carbon_exporter.config import ConfigError, load_config, parse_config
+
+
+def test_defaults():
+    cfg = parse_config({})
+    assert cfg["web"]["listen_address"] == ":9842"
+    assert cfg["sampling"]["interval_seconds"] == 1.0 and cfg["sampling"]["integration_hz"] == 10.0
+    assert cfg["carbon"]["zone"] is None and cfg["state"]["path"] is None
+
+
+def test_country_zone_and_static_zone():
+    cfg = parse_config({"carbon": {"zone": "lab", "zones": {"lab": {"provider": "static", "g_per_kwh": 42},
+                                                             "fr": {"provider": "country", "country": "fra"}}}})
+    assert cfg["carbon"]["zones"]["fr"]["country"] == "FRA"
+    assert parse_config({"carbon": {"zone": "DEU"}})["carbon"]["zone"] == "DEU"
+
+
+@pytest.mark.parametrize("text, key, reason", [
+    ("web:\n  listen_adress: ':1'\n", "web.listen_adress", "unknown key"),
+    ("sampling:\n  interval_seconds: fast\n", "sampling.interval_seconds", "expected a number"),
+    ("sampling:\n  integration_hz: 2\n", "sampling.integration_hz", "must be >= 10"),
+    ("carbon:\n  pue: 0.9\n", "carbon.pue", "must be >= 1.0"),
+    ("carbon:\n  zone: Atlantis\n", "carbon.zone", "neither defined under carbon.zones"),
+    ("carbon:\n  zones:\n    x: {provider: static}\n", "carbon.zones.x.g_per_kwh", "required for provider static"),
+    ("carbon:\n  zones:\n    x: {provider: static, g_per_kwh: 9000}\n", "carbon.zones.x.g_per_kwh", "(0, 2500]"),
+    ("carbon:\n  zones:\n    x: {provider: country, country: XXX}\n", "carbon.zones.x.country", "not an ISO-3"),
+    ("carbon:\n  zones:\n    x: {provider: magic}\n", "carbon.zones.x.provider", "must be one of"),
+    ("log:\n  level: loud\n", "log.level", "must be one of"),
+    ("web: [1, 2]\n", "web", "expected a mapping"),
+    ("web: {\n", "", "invalid YAML"),
+])
+def test_errors_name_file_key_and_reason(tmp_path, text, key, reason):
+    f = tmp_path / "exporter.yml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(f)
+    msg = str(err.value)
+    assert msg.startswith(f"{f}: ") and key in msg and reason in msg
+
+
+def test_check_config_exit_codes(tmp_path, capsys):
+    good, bad = tmp_path / "good.yml", tmp_path / "bad.yml"
+    good.write_text("carbon:\n  zone: FRA\n  pue: 1.3\n")
+    bad.write_text("carbon:\n  pue: -1\n")
+    assert main(["check-config", str(good)]) == 0
+    assert main(["check-config", str(bad)]) == 2
+    assert f"{bad}: carbon.pue: must be >= 1.0" in capsys.readouterr().err
+
+
+def test_bad_config_exits_nonzero_from_the_console_script(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("nope: 1\n")
+    out = subprocess.run([sys.executable, "-m", "gpu_carbon_exporter", "--config", str(bad), "--simulate", "--once"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and f"{bad}: nope: unknown key" in out.stderr
+
+
+def test_flags_override_the_file(tmp_path, capsys):
+    f = tmp_path / "c.yml"
+    f.write_text("carbon:\n  zone: FRA\n")
+    assert main(["--config", str(f), "--carbon.zone", "POL", "--simulate", "--once"]) == 0
+    out = capsys.readouterr().out
+    assert 'zone="POL"' in out and 'source="country_table"' in out
+    assert main(["--carbon.zone", "Atlantis", "--simulate", "--once"]) == 2
