@@ -39,7 +39,7 @@ def main() -> None:
     signal.signal(signal.SIGUSR1, dump)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     dump()
-    server.serve_forever(poll_interval=0.5)
+    server.serve_forever(poll_interval=1.0)
 
 
 if __name__ == "__main__":

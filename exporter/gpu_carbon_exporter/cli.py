@@ -139,7 +139,7 @@ def _serve(meter: Meter, cfg: dict[str, Any]) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        server.serve_forever(poll_interval=0.5)
+        server.serve_forever(poll_interval=1.0)
     finally:
         server.server_close()
         meter.stop()
