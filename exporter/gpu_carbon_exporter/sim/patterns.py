@@ -34,6 +34,10 @@ class Pattern(ABC):
         """Times in (t0, t1) where power changes discontinuously (may be empty)."""
         return []
 
+    @abstractmethod
+    def spec(self) -> list[str]:
+        """Prefix-notation tokens for the C simulator (tests/nvml_sim), same closed forms."""
+
 
 class Constant(Pattern):
     def __init__(self, watts: float) -> None:
@@ -44,6 +48,9 @@ class Constant(Pattern):
 
     def energy(self, t: float) -> float:
         return self.watts * max(t, 0.0)
+
+    def spec(self) -> list[str]:
+        return ["C", repr(self.watts)]
 
 
 class PiecewiseConstant(Pattern):
@@ -74,6 +81,9 @@ class PiecewiseConstant(Pattern):
         lo, hi = bisect.bisect_right(self.times, t0), bisect.bisect_left(self.times, t1)
         return self.times[lo:hi]
 
+    def spec(self) -> list[str]:
+        return ["PWC", str(len(self.times)), *(repr(x) for tv in zip(self.times, self.values) for x in tv)]
+
 
 class PiecewiseLinear(Pattern):
     """Linear interpolation between (time, watts) points; the last value holds."""
@@ -101,6 +111,10 @@ class PiecewiseLinear(Pattern):
         if i >= len(self.times) - 1:
             return self._cum[-1] + self.values[-1] * (t - self.times[-1])
         return self._cum[i] + 0.5 * (self.values[i] + self.power(t)) * (t - self.times[i])
+
+    def spec(self) -> list[str]:
+        return ["PWL", str(len(self.times)),
+                *(repr(float(x)) for tv in zip(self.times, self.values) for x in tv)]
 
 
 class Square(Pattern):
@@ -130,6 +144,9 @@ class Square(Pattern):
             return 0.0
         return self._raw_energy(t + self.phase) - self._raw_energy(self.phase)
 
+    def spec(self) -> list[str]:
+        return ["SQ", *(repr(float(x)) for x in (self.period, self.duty, self.high, self.low, self.phase))]
+
     def breakpoints(self, t0: float, t1: float) -> list[float]:
         out, on = [], self.duty * self.period
         k = math.floor((t0 + self.phase) / self.period)
@@ -158,6 +175,9 @@ class Periodic(Pattern):
             return 0.0
         n, rem = divmod(t, self.period)
         return n * self._per_period + self.inner.energy(rem)
+
+    def spec(self) -> list[str]:
+        return ["PER", repr(float(self.period)), *self.inner.spec()]
 
 
 def bursts(seed: int, low_w: float, high_w: float, mean_on_s: float, mean_off_s: float,
@@ -213,3 +233,9 @@ class Schedule(Pattern):
             return 0.0
         i = self._seg(t)
         return self._cum[i] + self.parts[i].energy(t - self.starts[i])
+
+    def spec(self) -> list[str]:
+        out = ["SCH", str(len(self.starts))]
+        for start, part in zip(self.starts, self.parts):
+            out += [repr(float(start)), *part.spec()]
+        return out

@@ -1,0 +1,42 @@
+"""Exports a scenario as a trace for the C NVML simulator (tests/nvml_sim/).
+
+The trace carries each device's pattern in prefix notation (``Pattern.spec``),
+so the C library evaluates the same closed forms as the Python simulator and
+both agree with ``GroundTruth``.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .scenario import Scenario
+
+FORMAT = "nvml_sim trace v1"
+
+
+def job_processes(scenario: Scenario) -> list[tuple[int, int, float, float, float]]:
+    """(device index, pid, start_s, end_s, share) for every job process."""
+    out = []
+    for j, job in enumerate(scenario.jobs):
+        for k, dev in enumerate(job.devices):
+            out.append((dev, 200_000 + 100 * j + k, job.start_s, job.end_s, job.share))
+    return out
+
+
+def render_trace(scenario: Scenario, epoch: float) -> str:
+    lines = [f"# {FORMAT}", f"epoch {epoch!r}"]
+    for d in scenario.devices:
+        m = d.model
+        lines.append(f"device {d.index} {d.uuid} {int(m.energy_counter)} "
+                     f"{0 if m.power_usage == 'average_1s' else 1} {m.idle_w!r} {m.max_w!r} {m.memory_bytes} "
+                     f"{m.max_sm_mhz} {d.energy_offset_mj} {d.mig_instances} {m.name}")
+        lines.append(f"pattern {d.index} {' '.join(d.pattern.spec())}")
+    for dev, pid, start, end, share in job_processes(scenario):
+        lines.append(f"proc {dev} {pid} {start!r} {end if math.isfinite(end) else 1e300!r} {share!r}")
+    return "\n".join(lines) + "\n"
+
+
+def write_trace(scenario: Scenario, epoch: float, path: str | Path) -> Path:
+    path = Path(path)
+    path.write_text(render_trace(scenario, epoch))
+    return path
