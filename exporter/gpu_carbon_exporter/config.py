@@ -69,9 +69,10 @@ SCHEMA: dict[str, Any] = {
 }
 
 ZONE_SCHEMA: dict[str, Any] = {
-    "provider": (str, ..., _one_of("static", "country")),
+    "provider": (str, ..., _one_of("static", "country", "file")),
     "g_per_kwh": (float, None, lambda v: None if 0 < v <= 2500 else "must be in (0, 2500] gCO2e/kWh"),
     "country": (str, None, None),
+    "path": (str, None, None),
 }
 
 
@@ -121,6 +122,8 @@ def _validate_zones(cfg: dict[str, Any], source: str) -> None:
         z = _validate(spec, ZONE_SCHEMA, source, f"carbon.zones.{zone}.")
         if z["provider"] == "static" and z["g_per_kwh"] is None:
             raise ConfigError(f"{source}: carbon.zones.{zone}.g_per_kwh: required for provider static")
+        if z["provider"] == "file" and not z["path"]:
+            raise ConfigError(f"{source}: carbon.zones.{zone}.path: required for provider file")
         if z["provider"] == "country":
             code = (z["country"] or str(zone)).upper()
             if code not in country_table():

@@ -589,3 +589,18 @@ EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t d, nvmlProcessU
     *count = k;
     return NVML_SUCCESS;
 }
+
+/* ---- queries other exporters make (values are plausible, not modelled) ---- */
+EXPORT nvmlReturn_t nvmlDeviceGetEncoderUtilization(nvmlDevice_t d, unsigned int *util, unsigned int *period_us) {
+    ENTER(d); NEED(util && period_us); *util = 0; *period_us = 1000000; return NVML_SUCCESS;
+}
+EXPORT nvmlReturn_t nvmlDeviceGetDecoderUtilization(nvmlDevice_t d, unsigned int *util, unsigned int *period_us) {
+    ENTER(d); NEED(util && period_us); *util = 0; *period_us = 1000000; return NVML_SUCCESS;
+}
+EXPORT nvmlReturn_t nvmlDeviceGetFanSpeed(nvmlDevice_t d, unsigned int *speed) {
+    ENTER(d); NEED(speed);
+    return NVML_ERROR_NOT_SUPPORTED;  /* passively cooled SXM boards report no fan */
+}
+EXPORT nvmlReturn_t nvmlDeviceGetPcieThroughput(nvmlDevice_t d, nvmlPcieUtilCounter_t counter, unsigned int *value) {
+    ENTER(d); NEED(value); *value = (unsigned)(1000 + 50000 * utilization(d)); return NVML_SUCCESS;  /* KB/s */
+}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..config import WORLD_AVERAGE_G_PER_KWH
+from ..config import WORLD_AVERAGE_G_PER_KWH, ConfigError
 from .base import IntensityProvider
 from .static import StaticIntensity, country_intensity
 
@@ -22,4 +22,11 @@ def build_provider(carbon_cfg: dict[str, Any]) -> IntensityProvider:
         return country_intensity(zone, zone)
     if spec["provider"] == "static":
         return StaticIntensity(zone, spec["g_per_kwh"])
+    if spec["provider"] == "file":
+        from .file import FileIntensity
+
+        try:
+            return FileIntensity(zone, spec["path"])
+        except ValueError as err:
+            raise ConfigError(f"carbon.zones.{zone}.path: {err}") from err
     return country_intensity(zone, spec["country"])
