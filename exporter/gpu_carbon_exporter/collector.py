@@ -113,9 +113,45 @@ class SnapshotCollector(Collector):
             i = snap.intensity
             intensity.add_metric([i.zone, i.source, i.signal, str(i.fallback).lower()], i.g_per_kwh)
         yield intensity
+        if snap.intensity is not None:
+            age = _gauge("grid_intensity_age_seconds", "Seconds since the intensity value was fetched "
+                         "(0 for static sources).", ["zone"])
+            stats = snap.provider_stats
+            age.add_metric([snap.intensity.zone], getattr(stats, "age_s", None) or 0.0)
+            yield age
+            yield from self._provider(snap)
         pue = _gauge("pue_ratio", "Power usage effectiveness applied to operational emissions.")
         pue.add_metric([], snap.pue)
         yield pue
+
+    def _provider(self, snap: Snapshot) -> Iterator[Metric]:
+        zone, stats, fc = snap.intensity.zone, snap.provider_stats, snap.forecast
+        if stats is not None:
+            labels = ["provider", "zone"]
+            for name, doc, value in (("requests", "HTTP requests made to the intensity API.", stats.requests),
+                                     ("successes", "Polls that stored a good value.", stats.successes)):
+                fam = _counter(f"intensity_provider_{name}", doc, labels)
+                fam.add_metric([stats.provider, zone], value)
+                yield fam
+            errors = _counter("intensity_provider_errors", "Failed requests to the intensity API, by reason.",
+                              labels + ["reason"])
+            for reason, count in sorted(stats.errors.items()):
+                errors.add_metric([stats.provider, zone, reason], count)
+            yield errors
+        if fc is not None:
+            hz = [zone, f"{fc.horizon_s / 3600:g}"]
+            lo = _gauge("grid_intensity_forecast_min_grams_per_kwh",
+                        "Lowest forecast intensity over the horizon (gCO2e/kWh).", ["zone", "horizon_hours"])
+            lo.add_metric(hz, fc.min_g_per_kwh)
+            mean = _gauge("grid_intensity_forecast_mean_grams_per_kwh",
+                          "Time-weighted mean forecast intensity over the horizon (gCO2e/kWh).",
+                          ["zone", "horizon_hours"])
+            mean.add_metric(hz, fc.mean_g_per_kwh)
+            best = _gauge("grid_intensity_lowest_window_start_seconds",
+                          "Seconds until the lowest-intensity window of the given length starts (0: now).",
+                          ["zone", "horizon_hours", "window_hours"])
+            best.add_metric(hz + [f"{fc.window_s / 3600:g}"], fc.best_window_in_s)
+            yield from (lo, mean, best)
 
     def _health(self, snap: Snapshot) -> Iterator[Metric]:
         success = _gauge("collector_success", "1 if the collector's last run succeeded.", ["collector"])

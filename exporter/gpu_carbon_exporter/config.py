@@ -60,6 +60,10 @@ SCHEMA: dict[str, Any] = {
             "lifetime_years": (float, 5.0, _positive),
         },
         "wue_liters_per_kwh": (float, None, _at_least(0.0)),
+        "forecast": {
+            "horizon_hours": (float, 8.0, _positive),
+            "window_hours": (float, 1.0, _positive),
+        },
     },
     "state": {
         "path": (str, None, None),
@@ -68,11 +72,39 @@ SCHEMA: dict[str, Any] = {
     "log": {"level": (str, "info", _one_of("debug", "info", "warning", "error"))},
 }
 
+LIVE_PROVIDERS = ("electricitymaps", "watttime", "ukcarbonintensity")
+STATIC_PROVIDERS = ("static", "country", "file")
 ZONE_SCHEMA: dict[str, Any] = {
-    "provider": (str, ..., _one_of("static", "country", "file")),
+    "provider": (str, ..., _one_of(*STATIC_PROVIDERS, *LIVE_PROVIDERS)),
     "g_per_kwh": (float, None, lambda v: None if 0 < v <= 2500 else "must be in (0, 2500] gCO2e/kWh"),
     "country": (str, None, None),
     "path": (str, None, None),
+    # live providers
+    "base_url": (str, None, None),
+    "zone_id": (str, None, None),
+    "lat": (float, None, None),
+    "lon": (float, None, None),
+    "emission_factor_type": (str, "lifecycle", _one_of("lifecycle", "direct")),
+    "forecast": (bool, True, None),
+    "token_env": (str, None, None),
+    "token_file": (str, None, None),
+    "region": (str, None, None),
+    "username": (str, None, None),
+    "password_env": (str, None, None),
+    "password_file": (str, None, None),
+    "region_id": (int, None, lambda v: None if 1 <= v <= 17 else "must be a GB region id 1-17"),
+    "postcode": (str, None, None),
+    "poll_interval_seconds": (float, 900.0, _at_least(10.0)),
+    "timeout_seconds": (float, 10.0, _positive),
+    "retries": (int, 3, _at_least(0)),
+    "max_age_seconds": (float, 3600.0, _positive),
+    "stale_after_seconds": (float, 7200.0, _positive),
+    "fallback": (dict, None, None),
+}
+_LIVE_REQUIRED = {
+    "electricitymaps": [("token_env", "token_file")],
+    "watttime": [("region",), ("username",), ("password_env", "password_file")],
+    "ukcarbonintensity": [],
 }
 
 
@@ -115,22 +147,41 @@ def _validate(data: Any, schema: dict[str, Any], source: str, path: str) -> dict
     return out
 
 
-def _validate_zones(cfg: dict[str, Any], source: str) -> None:
+def _validate_zone(spec: Any, source: str, prefix: str, zone: str) -> dict[str, Any]:
     from .carbon.static import country_table
 
+    z = _validate(spec, ZONE_SCHEMA, source, prefix)
+    provider = z["provider"]
+    if provider in LIVE_PROVIDERS:
+        for alternatives in _LIVE_REQUIRED[provider]:
+            if not any(z[k] for k in alternatives):
+                raise ConfigError(f"{source}: {prefix}{alternatives[0]}: required for provider {provider}"
+                                  + (f" (or {', '.join(alternatives[1:])})" if len(alternatives) > 1 else ""))
+        if provider == "electricitymaps" and not z["zone_id"] and (z["lat"] is None or z["lon"] is None):
+            raise ConfigError(f"{source}: {prefix}zone_id: required for provider electricitymaps (or lat and lon)")
+        if z["fallback"] is not None:
+            z["fallback"] = _validate_zone(z["fallback"], source, f"{prefix}fallback.", zone)
+            if z["fallback"]["provider"] in LIVE_PROVIDERS:
+                raise ConfigError(f"{source}: {prefix}fallback.provider: must be static, country or file")
+        return z
+    if z["fallback"] is not None:
+        raise ConfigError(f"{source}: {prefix}fallback: only live providers take a fallback")
+    if provider == "static" and z["g_per_kwh"] is None:
+        raise ConfigError(f"{source}: {prefix}g_per_kwh: required for provider static")
+    if provider == "file" and not z["path"]:
+        raise ConfigError(f"{source}: {prefix}path: required for provider file")
+    if provider == "country":
+        code = (z["country"] or str(zone)).upper()
+        if code not in country_table():
+            raise ConfigError(f"{source}: {prefix}country: {code!r} is not an ISO-3 code "
+                              "with data in the bundled table")
+        z["country"] = code
+    return z
+
+
+def _validate_zones(cfg: dict[str, Any], source: str) -> None:
     for zone, spec in cfg["carbon"]["zones"].items():
-        z = _validate(spec, ZONE_SCHEMA, source, f"carbon.zones.{zone}.")
-        if z["provider"] == "static" and z["g_per_kwh"] is None:
-            raise ConfigError(f"{source}: carbon.zones.{zone}.g_per_kwh: required for provider static")
-        if z["provider"] == "file" and not z["path"]:
-            raise ConfigError(f"{source}: carbon.zones.{zone}.path: required for provider file")
-        if z["provider"] == "country":
-            code = (z["country"] or str(zone)).upper()
-            if code not in country_table():
-                raise ConfigError(f"{source}: carbon.zones.{zone}.country: {code!r} is not an ISO-3 code "
-                                  "with data in the bundled table")
-            z["country"] = code
-        cfg["carbon"]["zones"][zone] = z
+        cfg["carbon"]["zones"][zone] = _validate_zone(spec, source, f"carbon.zones.{zone}.", str(zone))
 
 
 def check_zone(cfg: dict[str, Any], source: str) -> None:

@@ -88,6 +88,8 @@ class Snapshot:
     pue: float = 1.0
     collectors: dict[str, CollectorStatus] = field(default_factory=dict)
     source_info: dict[str, dict[str, str]] = field(default_factory=dict)
+    provider_stats: object | None = None  # carbon.live.ProviderStats
+    forecast: object | None = None  # carbon.live.Forecast
 
 
 class Meter:
@@ -146,6 +148,7 @@ class Meter:
 
     def start(self) -> None:
         self.open()
+        self.intensity.start()
         self.sample()
         self._thread = threading.Thread(target=self._run, name="meter", daemon=True)
         self._thread.start()
@@ -291,7 +294,8 @@ class Meter:
                                           replace(d.counters), rate))
         return Snapshot(time=now, devices=tuple(devices), intensity=intensity, pue=self.pue,
                         collectors=dict(self._collectors),
-                        source_info={s.name: s.info() for s in self._open_sources})
+                        source_info={s.name: s.info() for s in self._open_sources},
+                        provider_stats=self.intensity.stats(), forecast=self.intensity.forecast(now))
 
     # -- persistence -----------------------------------------------------------
     def persist(self) -> None:

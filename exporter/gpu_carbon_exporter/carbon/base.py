@@ -37,6 +37,17 @@ class IntensityProvider(ABC):
         """
         return [(t0, t1, self.current(t0))]
 
+    def start(self) -> None:
+        """Start any background polling (live providers)."""
+
+    def stats(self) -> "object | None":
+        """Request/error counters of a live provider (``live.ProviderStats``), else None."""
+        return None
+
+    def forecast(self, now: float) -> "object | None":
+        """Carbon-aware hints (``live.Forecast``) where the provider has a forecast."""
+        return None
+
     def healthy(self) -> bool:
         """False while the provider serves a fallback because its source failed."""
         return True

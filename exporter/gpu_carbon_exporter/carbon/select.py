@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 from ..config import WORLD_AVERAGE_G_PER_KWH, ConfigError
@@ -9,6 +11,58 @@ from .base import IntensityProvider
 from .static import StaticIntensity, country_intensity
 
 log = logging.getLogger(__name__)
+
+
+def _secret(spec: dict[str, Any], env_key: str, file_key: str, where: str) -> str:
+    """A secret from an environment variable or a file, never from the command line or a label."""
+    if spec.get(env_key):
+        value = os.environ.get(spec[env_key])
+        if not value:
+            raise ConfigError(f"{where}.{env_key}: environment variable {spec[env_key]} is not set")
+        return value.strip()
+    try:
+        return Path(spec[file_key]).read_text().strip()
+    except OSError as err:
+        raise ConfigError(f"{where}.{file_key}: cannot read: {err.strerror}") from err
+
+
+def _static(zone: str, spec: dict[str, Any] | None, where: str) -> IntensityProvider:
+    if spec is None:
+        return StaticIntensity(zone, WORLD_AVERAGE_G_PER_KWH, source="default")
+    if spec["provider"] == "static":
+        return StaticIntensity(zone, spec["g_per_kwh"])
+    if spec["provider"] == "file":
+        from .file import FileIntensity
+
+        try:
+            return FileIntensity(zone, spec["path"])
+        except ValueError as err:
+            raise ConfigError(f"{where}.path: {err}") from err
+    return country_intensity(zone, spec["country"])
+
+
+def _live(zone: str, spec: dict[str, Any], carbon_cfg: dict[str, Any], where: str) -> IntensityProvider:
+    from .live import PollingIntensity
+    from .sources import ElectricityMaps, UKCarbonIntensity, WattTime
+
+    base = {"base_url": spec["base_url"]} if spec["base_url"] else {}
+    kind = spec["provider"]
+    if kind == "electricitymaps":
+        source = ElectricityMaps(_secret(spec, "token_env", "token_file", where), zone=spec["zone_id"],
+                                 lat=spec["lat"], lon=spec["lon"], forecast=spec["forecast"],
+                                 emission_factor_type=spec["emission_factor_type"], **base)
+    elif kind == "watttime":
+        source = WattTime(spec["username"], _secret(spec, "password_env", "password_file", where),
+                          spec["region"], **base)
+    else:
+        source = UKCarbonIntensity(region_id=spec["region_id"], postcode=spec["postcode"],
+                                   forecast=spec["forecast"], **base)
+    fc = carbon_cfg["forecast"]
+    return PollingIntensity(zone, source, _static(zone, spec["fallback"], f"{where}.fallback"),
+                            poll_interval_s=spec["poll_interval_seconds"], timeout_s=spec["timeout_seconds"],
+                            retries=spec["retries"], max_age_s=spec["max_age_seconds"],
+                            stale_after_s=spec["stale_after_seconds"],
+                            forecast_horizon_s=fc["horizon_hours"] * 3600, forecast_window_s=fc["window_hours"] * 3600)
 
 
 def build_provider(carbon_cfg: dict[str, Any]) -> IntensityProvider:
@@ -20,13 +74,7 @@ def build_provider(carbon_cfg: dict[str, Any]) -> IntensityProvider:
     spec = carbon_cfg["zones"].get(zone)
     if spec is None:
         return country_intensity(zone, zone)
-    if spec["provider"] == "static":
-        return StaticIntensity(zone, spec["g_per_kwh"])
-    if spec["provider"] == "file":
-        from .file import FileIntensity
-
-        try:
-            return FileIntensity(zone, spec["path"])
-        except ValueError as err:
-            raise ConfigError(f"carbon.zones.{zone}.path: {err}") from err
-    return country_intensity(zone, spec["country"])
+    where = f"carbon.zones.{zone}"
+    if spec["provider"] in ("electricitymaps", "watttime", "ukcarbonintensity"):
+        return _live(zone, spec, carbon_cfg, where)
+    return _static(zone, spec, where)

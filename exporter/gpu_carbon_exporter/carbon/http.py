@@ -1,0 +1,116 @@
+"""A small JSON-over-HTTP client for intensity providers, with one error type.
+
+Every failure becomes a ``ProviderError`` with a short ``reason`` (the value of
+the errors counter's label): a provider never raises anything else.
+"""
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+REASONS = ("timeout", "connection", "http_4xx", "http_5xx", "auth", "rate_limited", "redirect",
+           "malformed", "missing_field", "units", "out_of_range", "stale")
+
+
+class ProviderError(Exception):
+    """A failed fetch. ``reason`` is one of REASONS; ``retry_after`` in seconds (429)."""
+
+    def __init__(self, reason: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.reason, self.retry_after = reason, retry_after
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(parsed.timestamp() - time.time(), 0.0) if parsed else None
+
+
+class JsonHttp:
+    """GET JSON with a timeout; follows redirects only within the same host."""
+
+    def __init__(self, timeout_s: float, max_redirects: int = 3) -> None:
+        self.session = requests.Session()
+        self.timeout_s, self.max_redirects = timeout_s, max_redirects
+
+    def get(self, url: str, *, params: dict | None = None, headers: dict | None = None,
+            auth: tuple[str, str] | None = None) -> Any:
+        origin = urlsplit(url).netloc
+        for _ in range(self.max_redirects + 1):
+            try:
+                r = self.session.get(url, params=params, headers=headers, auth=auth,
+                                     timeout=self.timeout_s, allow_redirects=False)
+            except requests.Timeout as err:
+                raise ProviderError("timeout", f"no answer within {self.timeout_s:g}s") from err
+            except requests.RequestException as err:
+                raise ProviderError("connection", f"request failed: {type(err).__name__}") from err
+            if r.is_redirect or r.status_code in (301, 302, 303, 307, 308):
+                target = urljoin(url, r.headers.get("Location", ""))
+                if urlsplit(target).netloc != origin:
+                    raise ProviderError("redirect", f"refusing redirect to another host ({urlsplit(target).netloc})")
+                url, params = target, None
+                continue
+            return self._decode(r)
+        raise ProviderError("redirect", "too many redirects")
+
+    @staticmethod
+    def _decode(r: requests.Response) -> Any:
+        if r.status_code == 429:
+            raise ProviderError("rate_limited", "HTTP 429", _retry_after(r.headers.get("Retry-After")))
+        if r.status_code in (401, 403):
+            raise ProviderError("auth", f"HTTP {r.status_code}: credentials rejected or expired")
+        if r.status_code >= 500:
+            raise ProviderError("http_5xx", f"HTTP {r.status_code}")
+        if r.status_code >= 400:
+            raise ProviderError("http_4xx", f"HTTP {r.status_code}")
+        try:
+            return json.loads(r.content)
+        except ValueError as err:
+            raise ProviderError("malformed", f"response is not JSON: {err}") from err
+
+
+def field(data: Any, *path: str | int) -> Any:
+    """data[path...] or ProviderError("missing_field")."""
+    cur = data
+    for key in path:
+        try:
+            cur = cur[key]
+        except (KeyError, IndexError, TypeError):
+            raise ProviderError("missing_field", f"missing field {'.'.join(map(str, path))}") from None
+    if cur is None:
+        raise ProviderError("missing_field", f"field {'.'.join(map(str, path))} is null")
+    return cur
+
+
+def number(value: Any, what: str) -> float:
+    """A plausible intensity in gCO2e/kWh, or ProviderError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProviderError("malformed", f"{what} is not a number: {value!r}")
+    if not 0 <= value <= 2500:
+        raise ProviderError("out_of_range", f"{what} = {value} gCO2e/kWh is outside [0, 2500]")
+    return float(value)
+
+
+def timestamp(value: Any, what: str) -> float:
+    """ISO 8601 (``Z`` allowed, UK API's ``2018-01-20T12:00Z`` too) -> unix seconds."""
+    import datetime as dt
+
+    if not isinstance(value, str):
+        raise ProviderError("malformed", f"{what} is not a timestamp: {value!r}")
+    text = value.strip().replace("Z", "+00:00")
+    try:
+        stamp = dt.datetime.fromisoformat(text)
+    except ValueError as err:
+        raise ProviderError("malformed", f"{what}: {err}") from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.timezone.utc)
+    return stamp.timestamp()

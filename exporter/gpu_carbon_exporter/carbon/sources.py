@@ -1,0 +1,182 @@
+"""Live intensity APIs: Electricity Maps, WattTime and the UK Carbon Intensity API.
+
+Each ``fetch`` returns a ``Timeline``: the current value and any forecast, as
+(start time, gCO2e/kWh) points, each holding until the next. Every failure is
+a ``ProviderError``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from .http import JsonHttp, ProviderError, field, number, timestamp
+
+LBS_PER_MWH_TO_G_PER_KWH = 0.45359237
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Points (unix start time, gCO2e/kWh), sorted; ``points[0]`` is the value now."""
+
+    points: tuple[tuple[float, float], ...]
+
+    def value_at(self, t: float) -> float:
+        value = self.points[0][1]
+        for start, v in self.points:
+            if start > t:
+                break
+            value = v
+        return value
+
+    def changes(self, t0: float, t1: float) -> list[float]:
+        return [s for s, _ in self.points if t0 < s < t1]
+
+
+class LiveSource(ABC):
+    name = "live"
+    signal = "average"
+
+    @abstractmethod
+    def fetch(self, http: JsonHttp, now: float) -> Timeline:
+        """Query the API. Raises ProviderError."""
+
+
+def _timeline(now_point: tuple[float, float], forecast: list[tuple[float, float]]) -> Timeline:
+    points = sorted({now_point[0]: now_point[1], **{t: v for t, v in forecast if t > now_point[0]}}.items())
+    return Timeline(tuple(points))
+
+
+class ElectricityMaps(LiveSource):
+    """Electricity Maps v3: ``carbon-intensity/latest`` (and ``forecast`` where the token allows)."""
+
+    name = "electricitymaps"
+
+    def __init__(self, token: str, *, zone: str | None = None, lat: float | None = None, lon: float | None = None,
+                 emission_factor_type: str = "lifecycle", forecast: bool = False,
+                 base_url: str = "https://api.electricitymap.org") -> None:
+        self.token, self.forecast, self.base = token, forecast, base_url.rstrip("/")
+        self.params: dict[str, str] = {"emissionFactorType": emission_factor_type}
+        if zone:
+            self.params["zone"] = zone
+        else:
+            self.params.update(lat=str(lat), lon=str(lon))
+
+    def fetch(self, http: JsonHttp, now: float) -> Timeline:
+        headers = {"auth-token": self.token}
+        latest = http.get(f"{self.base}/v3/carbon-intensity/latest", params=self.params, headers=headers)
+        point = (timestamp(field(latest, "datetime"), "datetime"), number(field(latest, "carbonIntensity"),
+                                                                          "carbonIntensity"))
+        forecast: list[tuple[float, float]] = []
+        if self.forecast:
+            data = http.get(f"{self.base}/v3/carbon-intensity/forecast", params=self.params, headers=headers)
+            for i, p in enumerate(field(data, "forecast")):
+                forecast.append((timestamp(field(p, "datetime"), f"forecast[{i}].datetime"),
+                                 number(field(p, "carbonIntensity"), f"forecast[{i}].carbonIntensity")))
+        return _timeline(point, forecast)
+
+
+class WattTime(LiveSource):
+    """WattTime v3 marginal emissions (``co2_moer``), from ``/v3/forecast``; lbs/MWh -> g/kWh."""
+
+    name = "watttime"
+    signal = "marginal"
+    TOKEN_LIFETIME_S = 25 * 60  # tokens last 30 minutes; renew early
+
+    def __init__(self, username: str, password: str, region: str, *,
+                 base_url: str = "https://api.watttime.org") -> None:
+        self.username, self.password, self.region = username, password, region
+        self.base = base_url.rstrip("/")
+        self._token: str | None = None
+        self._token_at = 0.0
+
+    def _login(self, http: JsonHttp) -> str:
+        data = http.get(f"{self.base}/login", auth=(self.username, self.password))
+        token = field(data, "token")
+        if not isinstance(token, str):
+            raise ProviderError("malformed", "login token is not a string")
+        self._token, self._token_at = token, time.monotonic()
+        return token
+
+    def _forecast(self, http: JsonHttp) -> dict:
+        if self._token is None or time.monotonic() - self._token_at > self.TOKEN_LIFETIME_S:
+            self._login(http)
+        params = {"region": self.region, "signal_type": "co2_moer"}
+        try:
+            return http.get(f"{self.base}/v3/forecast", params=params,
+                            headers={"Authorization": f"Bearer {self._token}"})
+        except ProviderError as err:
+            if err.reason != "auth":
+                raise
+            self._login(http)  # expired or revoked token: log in again, once
+            return http.get(f"{self.base}/v3/forecast", params=params,
+                            headers={"Authorization": f"Bearer {self._token}"})
+
+    def fetch(self, http: JsonHttp, now: float) -> Timeline:
+        data = self._forecast(http)
+        units = field(data, "meta", "units")
+        if units != "lbs_co2_per_mwh":
+            raise ProviderError("units", f"expected lbs_co2_per_mwh, got {units!r}")
+        if field(data, "meta", "signal_type") != "co2_moer":
+            raise ProviderError("units", "expected signal_type co2_moer")
+        points = []
+        for i, p in enumerate(field(data, "data")):
+            lbs = field(p, "value")
+            grams = lbs * LBS_PER_MWH_TO_G_PER_KWH if isinstance(lbs, (int, float)) and not isinstance(lbs, bool) else lbs
+            points.append((timestamp(field(p, "point_time"), f"data[{i}].point_time"),
+                           number(grams, f"data[{i}].value (converted to gCO2e/kWh)")))
+        if not points:
+            raise ProviderError("missing_field", "forecast has no data points")
+        points.sort()
+        current = max((p for p in points if p[0] <= now), default=points[0])
+        return _timeline(current, [p for p in points if p[0] > current[0]])
+
+
+class UKCarbonIntensity(LiveSource):
+    """UK Carbon Intensity API (National Energy System Operator), no key: national or regional."""
+
+    name = "ukcarbonintensity"
+
+    def __init__(self, *, region_id: int | None = None, postcode: str | None = None, forecast: bool = True,
+                 base_url: str = "https://api.carbonintensity.org.uk") -> None:
+        self.region_id, self.postcode, self.forecast = region_id, postcode, forecast
+        self.base = base_url.rstrip("/")
+
+    def _scope(self) -> str:
+        if self.region_id is not None:
+            return f"regionid/{self.region_id}"
+        return f"postcode/{self.postcode}" if self.postcode else ""
+
+    @staticmethod
+    def _periods(data: object) -> list:
+        """The half-hour entries of a national or regional response."""
+        body = field(data, "data")
+        if isinstance(body, dict):  # regional forecast: {"data": {"regionid": .., "data": [...]}}
+            return field(body, "data")
+        if body and isinstance(body[0], dict) and "data" in body[0] and "intensity" not in body[0]:
+            return field(body, 0, "data")  # regional now: {"data": [{"regionid": .., "data": [...]}]}
+        return body
+
+    @staticmethod
+    def _point(entry: object, i: int) -> tuple[float, float]:
+        intensity = field(entry, "intensity")
+        value = intensity.get("actual") if isinstance(intensity, dict) else None
+        if value is None:
+            value = field(entry, "intensity", "forecast")
+        return timestamp(field(entry, "from"), f"data[{i}].from"), number(value, f"data[{i}].intensity")
+
+    def fetch(self, http: JsonHttp, now: float) -> Timeline:
+        scope = self._scope()
+        now_url = f"{self.base}/regional/{scope}" if scope else f"{self.base}/intensity"
+        periods = self._periods(http.get(now_url))
+        if not periods:
+            raise ProviderError("missing_field", "no intensity period in the response")
+        current = self._point(periods[0], 0)
+        forecast: list[tuple[float, float]] = []
+        if self.forecast:
+            start = dt.datetime.fromtimestamp(now, dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+            url = (f"{self.base}/regional/intensity/{start}/fw24h/{scope}" if scope
+                   else f"{self.base}/intensity/{start}/fw24h")
+            forecast = [self._point(e, i) for i, e in enumerate(self._periods(http.get(url)))]
+        return _timeline(current, forecast)
