@@ -160,9 +160,9 @@ def _validate_zone(spec: Any, source: str, prefix: str, zone: str) -> dict[str, 
         if provider == "electricitymaps" and not z["zone_id"] and (z["lat"] is None or z["lon"] is None):
             raise ConfigError(f"{source}: {prefix}zone_id: required for provider electricitymaps (or lat and lon)")
         if z["fallback"] is not None:
-            z["fallback"] = _validate_zone(z["fallback"], source, f"{prefix}fallback.", zone)
-            if z["fallback"]["provider"] in LIVE_PROVIDERS:
+            if z["fallback"].get("provider") in LIVE_PROVIDERS:
                 raise ConfigError(f"{source}: {prefix}fallback.provider: must be static, country or file")
+            z["fallback"] = _validate_zone(z["fallback"], source, f"{prefix}fallback.", zone)
         return z
     if z["fallback"] is not None:
         raise ConfigError(f"{source}: {prefix}fallback: only live providers take a fallback")

@@ -142,7 +142,7 @@ class PollingIntensity(IntensityProvider):
         if timeline is None or len(timeline.points) < 2 or not self._usable(now):
             return None
         end = now + self.forecast_horizon_s
-        edges = [now, *timeline.changes(now, end), min(end, max(timeline.points[-1][0], now))]
+        edges = [now, *timeline.changes(now, end), min(end, max(timeline.end, now))]
         spans = [(a, b, timeline.value_at(a)) for a, b in zip(edges, edges[1:]) if b > a]
         if not spans:
             return None

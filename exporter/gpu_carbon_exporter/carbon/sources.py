@@ -33,6 +33,13 @@ class Timeline:
     def changes(self, t0: float, t1: float) -> list[float]:
         return [s for s, _ in self.points if t0 < s < t1]
 
+    @property
+    def end(self) -> float:
+        """End of the data: the last point lasts as long as the one before it."""
+        if len(self.points) < 2:
+            return self.points[-1][0]
+        return 2 * self.points[-1][0] - self.points[-2][0]
+
 
 class LiveSource(ABC):
     name = "live"
