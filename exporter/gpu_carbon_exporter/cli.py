@@ -92,6 +92,7 @@ def build_meter(cfg: dict[str, Any], simulate: str | None) -> tuple[Meter, list[
         intensity = build_provider(carbon)
         if cfg["sources"]["nvml"]["enabled"]:
             sources.append(NvmlSource())
+        sources += build_other_sources(cfg["sources"])
     emb = carbon["embodied"]
     s = cfg["sampling"]
     meter = Meter(
@@ -103,6 +104,42 @@ def build_meter(cfg: dict[str, Any], simulate: str | None) -> tuple[Meter, list[
         slow_refresh_s=s["slow_refresh_seconds"], lost_retry_s=s["lost_device_retry_seconds"],
         persist_interval_s=cfg["state"]["persist_interval_seconds"])
     return meter, sources
+
+
+def build_other_sources(scfg: dict[str, Any]) -> list[DeviceSource]:
+    """Edge boards, CPU and node-power sources from the ``sources`` config."""
+    import shlex
+
+    out: list[DeviceSource] = []
+    if scfg["jetson"]["enabled"]:
+        from .sources.jetson import JetsonSource
+
+        out.append(JetsonSource(scfg["jetson"]["sysfs_root"]))
+        out[-1].optional = True
+    if scfg["rapl"]["enabled"]:
+        from .sources.rapl import RaplSource
+
+        out.append(RaplSource(scfg["rapl"]["sysfs_root"]))
+        out[-1].optional = True
+    rf = scfg["redfish"]
+    if rf["url"]:
+        from .carbon.select import _secret
+        from .sources.node import RedfishSource
+
+        password = _secret(rf, "password_env", "password_file", "sources.redfish") \
+            if rf["password_env"] or rf["password_file"] else None
+        verify: bool | str = False if rf["insecure_skip_verify"] else (rf["ca_file"] or True)
+        out.append(RedfishSource(rf["url"], rf["username"], password, verify=verify,
+                                 timeout_s=rf["timeout_seconds"], chassis=rf["chassis"]))
+    if scfg["ipmi"]["enabled"]:
+        from .sources.node import IpmiSource
+
+        out.append(IpmiSource(shlex.split(scfg["ipmi"]["command"]), scfg["ipmi"]["timeout_seconds"]))
+    if scfg["cpu_estimate"]["tdp_watts"]:
+        from .sources.cpu_estimate import EstimatedCpuSource
+
+        out.append(EstimatedCpuSource(scfg["cpu_estimate"]["tdp_watts"], scfg["cpu_estimate"]["idle_fraction"]))
+    return out
 
 
 def make_registry(meter: Meter, cfg: dict[str, Any]) -> CollectorRegistry:

@@ -55,7 +55,10 @@ class SnapshotCollector(Collector):
         build.add_metric([__version__], 1)
         yield build
         yield from self._sources(snap)
-        yield from self._devices(snap.devices)
+        yield from self._devices(tuple(d for d in snap.devices if d.identity.kind == "gpu"))
+        for kind in sorted({d.identity.kind for d in snap.devices} - {"gpu"}):
+            yield from self._other(kind, [d for d in snap.devices if d.identity.kind == kind])
+        yield from self._rest_of_node(snap.devices)
         yield from self._carbon(snap)
         yield from self._health(snap)
 
@@ -105,6 +108,47 @@ class SnapshotCollector(Collector):
             yield embodied
         if self.water:
             yield water
+
+    def _other(self, kind: str, devices: list[DeviceSnapshot]) -> Iterator[Metric]:
+        """Boards and rails (Jetson), CPU zones (RAPL, estimates), whole nodes (Redfish, IPMI)."""
+        names = [k for k, _ in devices[0].identity.labels]
+        what = _KIND_DOC[kind]
+        up = _gauge(f"{kind}_up", f"1 if the {what} answered its last sample.", names)
+        power = _gauge(f"{kind}_power_watts", f"Power of the {what} (W).", names + ["method"])
+        energy = _counter(f"{kind}_energy_joules", f"Energy of the {what} (J): method=counter (hardware "
+                          "counter), integrated (trapezoid of power) or estimated.", names + ["method"])
+        emissions = _counter(f"{kind}_emissions_grams", f"Operational emissions of the {what} (gCO2e); "
+                             "absent for parts of another measured device.", names)
+        util = _gauge(f"{kind}_gpu_utilization_ratio", f"GPU load of the {what} (0-1).", names)
+        for d in devices:
+            labels = [v for _, v in d.identity.labels]
+            up.add_metric(labels, 1 if d.up else 0)
+            if d.up and d.reading is not None and d.reading.power_mw is not None:
+                power.add_metric(labels + [d.method], d.reading.power_mw / 1000.0)
+            if d.up and d.reading is not None and d.reading.gpu_util_pct is not None:
+                util.add_metric(labels, d.reading.gpu_util_pct / 100.0)
+            energy.add_metric(labels + [d.method], d.counters.energy_j)
+            if d.identity.accounted:
+                emissions.add_metric(labels, d.counters.emissions_g)
+        yield from (up, power, energy, emissions)
+        if util.samples:
+            yield util
+
+    def _rest_of_node(self, devices: tuple[DeviceSnapshot, ...]) -> Iterator[Metric]:
+        """Node power minus GPUs minus measured CPU, only when every part is known."""
+        nodes = [d for d in devices if d.identity.kind == "node" and d.up and d.reading and d.reading.power_mw]
+        gpus = [d for d in devices if d.identity.kind == "gpu"]
+        cpus = [d for d in devices if d.identity.kind == "cpu" and d.identity.accounted]
+        parts = gpus + cpus
+        if not nodes or not cpus or any(d.method == "estimated" for d in cpus) or \
+                any(not d.up or not d.reading or d.reading.power_mw is None for d in parts):
+            return
+        rest = _gauge("node_rest_power_watts", "Node power not drawn by GPUs or CPU (W): node power "
+                      "(BMC) minus GPU board power minus measured CPU power.", ["source"])
+        node = nodes[0]
+        rest.add_metric([dict(node.identity.labels).get("source", "")],
+                        (node.reading.power_mw - sum(d.reading.power_mw for d in parts)) / 1000.0)
+        yield rest
 
     def _carbon(self, snap: Snapshot) -> Iterator[Metric]:
         intensity = _gauge("grid_intensity_grams_per_kwh",
@@ -163,6 +207,10 @@ class SnapshotCollector(Collector):
             duration.add_metric([name], st.duration_s)
             age.add_metric([name], max(now - st.last_time, 0.0))
         yield from (success, duration, age)
+
+
+_KIND_DOC = {"board": "edge board (total input power)", "rail": "power rail", "cpu": "CPU power zone",
+             "node": "whole node (from its BMC)"}
 
 
 def _opt(value: int | None) -> str:

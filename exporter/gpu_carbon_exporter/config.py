@@ -50,6 +50,27 @@ SCHEMA: dict[str, Any] = {
     },
     "sources": {
         "nvml": {"enabled": (bool, True, None)},
+        "jetson": {"enabled": (bool, True, None), "sysfs_root": (str, "/", None)},
+        "rapl": {"enabled": (bool, True, None), "sysfs_root": (str, "/", None)},
+        "redfish": {
+            "url": (str, None, None),
+            "username": (str, None, None),
+            "password_env": (str, None, None),
+            "password_file": (str, None, None),
+            "ca_file": (str, None, None),
+            "insecure_skip_verify": (bool, False, None),
+            "chassis": (str, None, None),
+            "timeout_seconds": (float, 5.0, _positive),
+        },
+        "ipmi": {
+            "enabled": (bool, False, None),
+            "command": (str, "ipmitool", None),
+            "timeout_seconds": (float, 5.0, _positive),
+        },
+        "cpu_estimate": {
+            "tdp_watts": (float, None, _positive),
+            "idle_fraction": (float, 0.0, lambda v: None if 0 <= v < 1 else "must be in [0, 1)"),
+        },
     },
     "carbon": {
         "zone": (str, None, None),

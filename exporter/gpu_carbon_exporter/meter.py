@@ -59,7 +59,7 @@ class _Device:
 
     @property
     def method(self) -> str:
-        return "counter" if self.identity.has_energy_counter else "integrated"
+        return "counter" if self.identity.has_energy_counter else self.identity.method_without_counter
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,9 @@ class Meter:
             try:
                 identities = src.open()
             except SourceUnavailable as err:
+                if src.optional:
+                    log.info("%s not detected: %s", src.name, err)
+                    continue
                 errors.append(str(err))
                 self._collectors[src.name] = CollectorStatus(False, 0.0, self.clock())
                 continue
@@ -132,7 +135,7 @@ class Meter:
                 counters, resumed = self._restore(saved.get(ident.uuid))
                 self._devices.append(_Device(src, ident, counters, resumed=resumed))
         if not self._open_sources:
-            raise SourceUnavailable("; ".join(errors) or "no source enabled")
+            raise SourceUnavailable("; ".join(errors) or "no source enabled or detected")
         for err in errors:
             log.warning("source unavailable, continuing without it: %s", err)
 
@@ -163,7 +166,8 @@ class Meter:
         self.intensity.close()
 
     def _run(self) -> None:
-        needs_integration = any(not d.identity.has_energy_counter for d in self._devices)
+        needs_integration = any(not d.identity.has_energy_counter and d.identity.fast_integration
+                                for d in self._devices)
         next_sample = self.clock() + self.sample_interval_s
         while not self._stop.is_set():
             now = self.clock()
@@ -186,6 +190,8 @@ class Meter:
             return
         c = dev.counters
         c.energy_j += joules
+        if not dev.identity.accounted:
+            return
         span = t1 - t0
         grams = 0.0
         for a, b, intensity in self.intensity.segments(t0, t1) if span > 0 else \
@@ -230,7 +236,7 @@ class Meter:
     def integrate(self) -> None:
         """Fast loop: power only, for devices without an energy counter."""
         for dev in self._devices:
-            if dev.up and not dev.identity.has_energy_counter:
+            if dev.up and not dev.identity.has_energy_counter and dev.identity.fast_integration:
                 now = self.clock()
                 try:
                     self._integrate_point(dev, dev.source.read_power_mw(dev.identity), now)
@@ -277,7 +283,7 @@ class Meter:
             self._counter_delta(dev, reading.energy_mj, now)
         else:
             self._integrate_point(dev, reading.power_mw, now)
-        if self.embodied is not None and dev.last_sample_t is not None:
+        if self.embodied is not None and dev.last_sample_t is not None and dev.identity.kind == "gpu":
             dev.counters.embodied_g += self.embodied.grams_per_second * (now - dev.last_sample_t)
         dev.reading, dev.last_sample_t = reading, now
         return True
@@ -288,7 +294,7 @@ class Meter:
         devices = []
         for d in self._devices:
             rate = None
-            if d.up and d.reading and d.reading.power_mw is not None:
+            if d.up and d.identity.accounted and d.reading and d.reading.power_mw is not None:
                 rate = d.reading.power_mw / 1000.0 * self.pue * intensity.g_per_kwh / JOULES_PER_KWH
             devices.append(DeviceSnapshot(d.identity, d.source.name, d.up, d.method, d.reading,
                                           replace(d.counters), rate))

@@ -17,6 +17,10 @@ class DeviceLost(RuntimeError):
     """One device stopped answering; the others keep reporting."""
 
 
+class DeviceUnreadable(DeviceLost):
+    """A device that exists but cannot be read (e.g. permission denied)."""
+
+
 @dataclass(frozen=True)
 class MigInstance:
     """A MIG instance of a parent GPU."""
@@ -38,6 +42,17 @@ class DeviceIdentity:
     has_energy_counter: bool = True
     mig_enabled: bool = False
     mig_instances: tuple[MigInstance, ...] = ()
+    # What the device is: "gpu", or for other sources "board", "rail", "cpu", "node".
+    kind: str = "gpu"
+    # Kind-specific labels (name, value), the same names for every device of a kind.
+    labels: tuple[tuple[str, str], ...] = ()
+    # False for a part of another accounted device (a sub-rail, a nested RAPL zone):
+    # its energy is exposed but it gets no emissions, so sums never double count.
+    accounted: bool = True
+    # False for slow sources (BMCs): integrated at full samples only, not at integration_hz.
+    fast_integration: bool = True
+    # How the energy is measured when there is no hardware counter: "integrated" or "estimated".
+    method_without_counter: str = "integrated"
 
 
 @dataclass
@@ -65,6 +80,8 @@ class DeviceSource(ABC):
     """A source of devices. ``name`` is the value of the ``collector`` label."""
 
     name: str = "source"
+    # Auto-detected sources (Jetson, RAPL) are skipped quietly where the hardware is absent.
+    optional: bool = False
 
     @abstractmethod
     def open(self) -> list[DeviceIdentity]:

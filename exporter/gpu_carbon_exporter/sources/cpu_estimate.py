@@ -1,0 +1,32 @@
+"""Estimated CPU power where no sensor exists: psutil CPU utilisation x a configured TDP.
+
+Always labelled ``method="estimated"`` and ``zone="estimated"``, never mixed with measured values.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import psutil
+
+from .base import DeviceIdentity, DeviceReading, DeviceSource
+
+
+class EstimatedCpuSource(DeviceSource):
+    name = "cpu_estimate"
+
+    def __init__(self, tdp_watts: float, idle_fraction: float = 0.0,
+                 utilisation: Callable[[], float] = lambda: psutil.cpu_percent(interval=None)) -> None:
+        self.tdp_w, self.idle_fraction, self.utilisation = tdp_watts, idle_fraction, utilisation
+
+    def open(self) -> list[DeviceIdentity]:
+        self.utilisation()  # psutil's first call primes its counters
+        return [DeviceIdentity(index=0, uuid="cpu:estimated", name="CPU (estimated)", kind="cpu",
+                               has_energy_counter=False, fast_integration=False, method_without_counter="estimated",
+                               labels=(("zone", "estimated"), ("domain", "package")))]
+
+    def read_power_mw(self, device: DeviceIdentity) -> int | None:
+        u = min(max(self.utilisation() / 100.0, 0.0), 1.0)
+        return int(self.tdp_w * (self.idle_fraction + (1 - self.idle_fraction) * u) * 1000)
+
+    def read(self, device: DeviceIdentity, *, slow: bool) -> DeviceReading:
+        return DeviceReading(power_mw=self.read_power_mw(device))
