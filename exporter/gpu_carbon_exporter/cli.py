@@ -80,7 +80,9 @@ def build_meter(cfg: dict[str, Any], simulate: str | None) -> tuple[Meter, list[
 
         scenario = load_scenario(simulate)
         epoch = scenario.start_time if scenario.start_time is not None else time.time()
-        sources.append(NvmlSource(SimulatedNvml(scenario, lambda: time.time() - epoch)))
+        if scenario.devices:
+            sources.append(NvmlSource(SimulatedNvml(scenario, lambda: time.time() - epoch)))
+        sources += _simulated_sysfs_sources(scenario, lambda: time.time() - epoch)
         timeline = scenario.intensity.get(scenario.zone)
         if carbon["zone"] is None and timeline is not None:
             intensity = TimelineIntensity(scenario.zone, timeline, lambda: epoch)
@@ -104,6 +106,26 @@ def build_meter(cfg: dict[str, Any], simulate: str | None) -> tuple[Meter, list[
         slow_refresh_s=s["slow_refresh_seconds"], lost_retry_s=s["lost_device_retry_seconds"],
         persist_interval_s=cfg["state"]["persist_interval_seconds"])
     return meter, sources
+
+
+def _simulated_sysfs_sources(scenario: Any, clock: Any) -> list[DeviceSource]:
+    """Edge boards and RAPL zones of a scenario: a live fake sysfs tree read by the real sources."""
+    import tempfile
+
+    from .sim.sysfs import EdgeBoard, SysfsSimulator
+    from .sources.jetson import JetsonSource
+    from .sources.rapl import RaplSource
+
+    e = scenario.edge
+    if e.board is None and e.rapl_pattern is None:
+        return []
+    root = tempfile.mkdtemp(prefix="gpu-carbon-sysfs-")
+    sim = SysfsSimulator(root, EdgeBoard(e.board, e.board_pattern) if e.board else None, e.rapl_pattern,
+                         rapl_packages=e.rapl_packages, psys=e.psys)
+    sim.update(clock())
+    sim.run(clock)
+    log.info("simulated sysfs tree (%s%s) under %s", e.board or "", " + RAPL" if e.rapl_pattern else "", root)
+    return ([JetsonSource(root)] if e.board else []) + ([RaplSource(root)] if e.rapl_pattern else [])
 
 
 def build_other_sources(scfg: dict[str, Any]) -> list[DeviceSource]:

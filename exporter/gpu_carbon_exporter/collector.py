@@ -66,6 +66,8 @@ class SnapshotCollector(Collector):
         info = _gauge("source_info", "Driver and library versions of each source; always 1.",
                       ["collector", "driver_version", "library_version"])
         for name, kv in sorted(snap.source_info.items()):
+            if not any(kv.values()):
+                continue
             info.add_metric([name, kv.get("driver_version", ""), kv.get("nvml_version", "")], 1)
         yield info
 

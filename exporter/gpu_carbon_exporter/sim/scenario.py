@@ -84,6 +84,15 @@ class SimJob:
 
 
 @dataclass
+class SimEdge:
+    board: str | None = None  # orin, xavier, nano, thor
+    board_pattern: P.Pattern | None = None
+    rapl_pattern: P.Pattern | None = None  # total package power
+    rapl_packages: int = 1
+    psys: bool = False
+
+
+@dataclass
 class Scenario:
     devices: list[SimDevice]
     jobs: list[SimJob] = field(default_factory=list)
@@ -92,6 +101,7 @@ class Scenario:
     intensity: dict[str, P.PiecewiseConstant] = field(default_factory=dict)
     start_time: float | None = None
     name: str = "scenario"
+    edge: SimEdge = field(default_factory=SimEdge)
 
     def intensity_at(self, t: float, zone: str | None = None) -> float | None:
         timeline = self.intensity.get(zone or self.zone)
@@ -175,7 +185,7 @@ def _pattern(r: _Reader, base: Path) -> P.Pattern:
 
 def _devices(r: _Reader, base: Path) -> list[SimDevice]:
     out: list[SimDevice] = []
-    for i, raw in enumerate(r.get("devices", list)):
+    for i, raw in enumerate(r.get("devices", list, [])):
         d = r.child(f"devices[{i}]", raw)
         d.check_keys({"model", "count", "idle_w", "max_w", "power", "energy_counter",
                       "power_usage", "energy_offset_mj", "mig_instances"})
@@ -196,9 +206,27 @@ def _devices(r: _Reader, base: Path) -> list[SimDevice]:
             out.append(SimDevice(idx, model, pattern, f"GPU-5e3a0000-0000-4000-8000-{idx:012d}",
                                  d.get("energy_offset_mj", int, 0, minimum=0),
                                  d.get("mig_instances", int, 0, minimum=0)))
-    if not out:
-        r.fail("at least one device is needed", "devices")
     return out
+
+
+def _edge(r: _Reader, base: Path) -> SimEdge:
+    from .sysfs import BOARDS
+
+    edge = SimEdge()
+    if "edge" in r.data:
+        e = r.child("edge", r.get("edge", dict))
+        e.check_keys({"board", "power"})
+        edge.board = e.get("board", str)
+        if edge.board not in BOARDS:
+            e.fail(f"must be one of {', '.join(BOARDS)}", "board")
+        edge.board_pattern = _pattern(e.child("power", e.get("power", dict)), base)
+    if "rapl" in r.data:
+        c = r.child("rapl", r.get("rapl", dict))
+        c.check_keys({"packages", "power", "psys"})
+        edge.rapl_packages = c.get("packages", int, 1, minimum=1)
+        edge.psys = c.get("psys", bool, False)
+        edge.rapl_pattern = _pattern(c.child("power", c.get("power", dict)), base)
+    return edge
 
 
 def _jobs(r: _Reader, n_devices: int) -> list[SimJob]:
@@ -230,21 +258,28 @@ def _intensity(r: _Reader) -> dict[str, P.PiecewiseConstant]:
 
 def parse_scenario(data: Any, source: str = "<scenario>", base: Path = Path(".")) -> Scenario:
     r = _Reader(source, data)
-    r.check_keys({"name", "devices", "jobs", "zone", "pue", "intensity", "start_time"})
+    r.check_keys({"name", "devices", "jobs", "zone", "pue", "intensity", "start_time", "edge", "rapl"})
     devices = _devices(r, base)
+    edge = _edge(r, base)
+    if not devices and edge.board is None and edge.rapl_pattern is None:
+        r.fail("at least one device (or an edge board, or rapl) is needed", "devices")
     sc = Scenario(devices=devices, jobs=_jobs(r, len(devices)), zone=str(r.get("zone", str, "SIM")),
                   pue=r.get("pue", float, 1.0, minimum=1.0), intensity=_intensity(r),
-                  start_time=r.get("start_time", float, None), name=r.get("name", str, source))
+                  start_time=r.get("start_time", float, None), name=r.get("name", str, source), edge=edge)
     if sc.intensity and sc.zone not in sc.intensity:
         r.fail(f"zone {sc.zone!r} has no intensity timeline", "zone")
     return sc
 
 
+BUILTIN = ("demo", "edge-orin", "edge-xavier", "edge-nano", "edge-thor")
+
+
 def load_scenario(path: str | Path | None) -> Scenario:
-    """Load a scenario file; ``None`` or "" loads the built-in demo."""
-    if not path:
-        text = resources.files(__package__).joinpath("demo.yaml").read_text()
-        return parse_scenario(yaml.safe_load(text), "<built-in demo>")
+    """Load a scenario file; ``None`` or "" loads the built-in demo, a bare name another built-in one."""
+    name = str(path or "demo")
+    if name in BUILTIN and not Path(name).exists():
+        text = resources.files(__package__).joinpath(f"{name}.yaml").read_text()
+        return parse_scenario(yaml.safe_load(text), f"<built-in {name}>")
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -260,6 +295,10 @@ class GroundTruth:
 
     def __init__(self, scenario: Scenario) -> None:
         self.sc = scenario
+
+    def board_energy_j(self, t0: float, t1: float) -> float:
+        p = self.sc.edge.board_pattern
+        return p.energy(t1) - p.energy(t0)
 
     def device_energy_j(self, index: int, t0: float, t1: float) -> float:
         p = self.sc.devices[index].pattern

@@ -24,6 +24,7 @@ RAILS = {
     "nano": [("POM_5V_IN", 1.0), ("POM_5V_GPU", 0.35), ("POM_5V_CPU", 0.3)],
     "thor": [("VDD_IN", 1.0)],
 }
+IDLE_MAX_W = {"orin": (9.0, 60.0), "xavier": (8.0, 30.0), "nano": (2.0, 10.0), "thor": (25.0, 130.0)}
 RAPL_SHARES = {"package": 1.0, "core": 0.6, "uncore": 0.15}
 RAPL_MAX_UJ = 262143328850
 
@@ -102,8 +103,8 @@ class SysfsSimulator:
             _w(hw / "power1_label", "VDD_IN")
             self._files.append((hw / "power1_input", lambda t: round(p(t) * 1e6)))
             load = "sys/devices/platform/bus@0/17000000.gpu/load"
-        span = 0.8 * max(p(0), 1.0)
-        self._files.append((self.root / load, lambda t: min(1000, max(0, round(1000 * (p(t) - 0.2 * span) / span)))))
+        idle, top = IDLE_MAX_W[b.kind]
+        self._files.append((self.root / load, lambda t: min(1000, max(0, round(1000 * (p(t) - idle) / (top - idle))))))
 
     # -- RAPL ------------------------------------------------------------------
     def _layout_rapl(self, pattern: Pattern) -> None:
