@@ -80,8 +80,16 @@ def build_meter(cfg: dict[str, Any], simulate: str | None) -> tuple[Meter, list[
 
         scenario = load_scenario(simulate)
         epoch = scenario.start_time if scenario.start_time is not None else time.time()
+        attribution = None
+        if scenario.jobs and cfg["attribution"]["enabled"]:
+            from .sim.procfs import write_procfs
+
+            acfg = {**cfg["attribution"], "slurm_environ": True, "mappers": "slurm"}
+            acfg["teams"] = {**acfg["teams"], "accounts": {j.team: j.team for j in scenario.jobs if j.team}}
+            attribution = build_attribution(acfg, proc_root=write_procfs(scenario))
         if scenario.devices:
-            sources.append(NvmlSource(SimulatedNvml(scenario, lambda: time.time() - epoch)))
+            sources.append(NvmlSource(SimulatedNvml(scenario, lambda: time.time() - epoch),
+                                      read_processes=attribution is not None))
         sources += _simulated_sysfs_sources(scenario, lambda: time.time() - epoch)
         timeline = scenario.intensity.get(scenario.zone)
         if carbon["zone"] is None and timeline is not None:
@@ -92,8 +100,9 @@ def build_meter(cfg: dict[str, Any], simulate: str | None) -> tuple[Meter, list[
         log.info("simulating %d GPUs from %s", len(scenario.devices), scenario.name)
     else:
         intensity = build_provider(carbon)
+        attribution = build_attribution(cfg["attribution"])
         if cfg["sources"]["nvml"]["enabled"]:
-            sources.append(NvmlSource())
+            sources.append(NvmlSource(read_processes=attribution is not None))
         sources += build_other_sources(cfg["sources"])
     emb = carbon["embodied"]
     s = cfg["sampling"]
@@ -104,7 +113,7 @@ def build_meter(cfg: dict[str, Any], simulate: str | None) -> tuple[Meter, list[
         state=StateStore(cfg["state"]["path"]) if cfg["state"]["path"] else None,
         sample_interval_s=s["interval_seconds"], integration_hz=s["integration_hz"],
         slow_refresh_s=s["slow_refresh_seconds"], lost_retry_s=s["lost_device_retry_seconds"],
-        persist_interval_s=cfg["state"]["persist_interval_seconds"])
+        persist_interval_s=cfg["state"]["persist_interval_seconds"], attribution=attribution)
     return meter, sources
 
 
@@ -126,6 +135,40 @@ def _simulated_sysfs_sources(scenario: Any, clock: Any) -> list[DeviceSource]:
     sim.run(clock)
     log.info("simulated sysfs tree (%s%s) under %s", e.board or "", " + RAPL" if e.rapl_pattern else "", root)
     return ([JetsonSource(root)] if e.board else []) + ([RaplSource(root)] if e.rapl_pattern else [])
+
+
+def build_attribution(acfg: dict[str, Any], proc_root: str | None = None, teams_by_account_identity: bool = False):
+    """The attribution engine and its mappers, in the configured order ("auto": what the node has)."""
+    import os
+
+    from .attribution import mappers as M
+    from .attribution.engine import Attribution
+
+    if not acfg["enabled"]:
+        return None
+    t = acfg["teams"]
+    teams = M.Teams(dict(t["namespaces"]), dict(t["accounts"]), dict(t["users"]))
+    proc = proc_root or acfg["proc_root"]
+    common = {"expose_user": acfg["expose_user"], "teams": teams}
+    if acfg["mappers"] == "auto":
+        names = ["slurm"]
+        if acfg["mapping_dir"] and os.path.isdir(acfg["mapping_dir"]):
+            names.append("mapping_dir")
+        if os.path.exists(acfg["kubelet_socket"]):
+            names.append("kubernetes")
+    else:
+        names = [m.strip() for m in acfg["mappers"].split(",") if m.strip()]
+    build = {
+        "slurm": lambda: M.SlurmCgroupMapper(proc, read_environ=acfg["slurm_environ"], **common),
+        "slurm_environ": lambda: M.SlurmEnvMapper(proc, **common),
+        "mapping_dir": lambda: M.MappingDirMapper(acfg["mapping_dir"], **common),
+        "kubernetes": lambda: M.KubernetesPodResourcesMapper(acfg["kubelet_socket"], teams=teams),
+        "kubernetes_cgroup": lambda: M.KubernetesCgroupMapper(proc, **common),
+        "process": lambda: M.ProcessMapper(proc, **common),
+    }
+    log.info("attribution mappers: %s", ", ".join(names))
+    return Attribution([build[n]() for n in names], idle_watts=dict(acfg["idle_watts"]),
+                       linger_s=acfg["linger_seconds"])
 
 
 def build_other_sources(scfg: dict[str, Any]) -> list[DeviceSource]:

@@ -59,6 +59,8 @@ class SnapshotCollector(Collector):
         for kind in sorted({d.identity.kind for d in snap.devices} - {"gpu"}):
             yield from self._other(kind, [d for d in snap.devices if d.identity.kind == kind])
         yield from self._rest_of_node(snap.devices)
+        if snap.attribution is not None:
+            yield from self._jobs(snap)
         yield from self._carbon(snap)
         yield from self._health(snap)
 
@@ -135,6 +137,48 @@ class SnapshotCollector(Collector):
         yield from (up, power, energy, emissions)
         if util.samples:
             yield util
+
+    def _jobs(self, snap: Snapshot) -> Iterator[Metric]:
+        """Per-job counters in two views, and per-GPU remainders, so that the parts add up."""
+        att = snap.attribution
+        keys = ["job_id", "scheduler"]
+        info = _gauge("job_info", "Job identity: its GPUs, user (only if enabled), team, namespace and pod; "
+                      "always 1.", keys + ["user", "team", "account", "namespace", "pod", "gpus"])
+        energy = _counter("job_energy_joules", "GPU energy attributed to the job (J). view=allocated: share of "
+                          "active energy plus an equal share of idle; view=active: active energy only.",
+                          keys + ["view"])
+        emissions = _counter("job_emissions_grams", "Operational emissions attributed to the job (gCO2e), "
+                             "same views as the energy.", keys + ["view"])
+        for jc in sorted(att.jobs, key=lambda j: j.job.key):
+            j = jc.job
+            info.add_metric([j.id, j.scheduler, j.user, j.team, j.account, j.namespace, j.pod,
+                             ",".join(sorted(jc.gpus, key=lambda g: [int(x) for x in g.split(".")]))], 1)
+            for view, e, g in (("allocated", jc.energy_allocated_j, jc.emissions_allocated_g),
+                               ("active", jc.energy_active_j, jc.emissions_active_g)):
+                energy.add_metric([j.id, j.scheduler, view], e)
+                emissions.add_metric([j.id, j.scheduler, view], g)
+        yield from (info, energy, emissions)
+        by_uuid = {d.identity.uuid: d for d in snap.devices}
+        fams = {}
+        for name, doc in (("unallocated", "allocated view: energy of the GPU while no job held it"),
+                          ("idle", "active view: idle energy of the GPU (idle power x time)"),
+                          ("unattributed", "active view: active energy with no job (unmapped processes)")):
+            fams[name] = (_counter(f"gpu_{name}_energy_joules", f"{doc.capitalize()} (J).", GPU_LABELS),
+                          _counter(f"gpu_{name}_emissions_grams", f"{doc.capitalize()} (gCO2e).", GPU_LABELS))
+        split = _gauge("gpu_attribution_info", "How the GPU's energy was last split: exclusive, sm, memory, equal, "
+                       "mig or none; always 1.", GPU_LABELS + ["split"])
+        for uuid, b in sorted(att.gpus.items()):
+            d = by_uuid.get(uuid)
+            if d is None:
+                continue
+            labels = [str(d.identity.index), uuid]
+            for name, (fe, fg) in fams.items():
+                fe.add_metric(labels, getattr(b, f"{name}_j"))
+                fg.add_metric(labels, getattr(b, f"{name}_g"))
+            split.add_metric(labels + [b.method], 1)
+        for fe, fg in fams.values():
+            yield from (fe, fg)
+        yield split
 
     def _rest_of_node(self, devices: tuple[DeviceSnapshot, ...]) -> Iterator[Metric]:
         """Node power minus GPUs minus measured CPU, only when every part is known."""

@@ -91,7 +91,24 @@ SCHEMA: dict[str, Any] = {
         "persist_interval_seconds": (float, 60.0, _positive),
     },
     "log": {"level": (str, "info", _one_of("debug", "info", "warning", "error"))},
+    "attribution": {
+        "enabled": (bool, True, None),
+        "mappers": (str, "auto", None),
+        "proc_root": (str, "/proc", None),
+        "slurm_environ": (bool, False, None),
+        "mapping_dir": (str, None, None),
+        "kubelet_socket": (str, "/var/lib/kubelet/pod-resources/kubelet.sock", None),
+        "expose_user": (bool, False, None),
+        "idle_watts": (dict, {}, None),
+        "linger_seconds": (float, 300.0, _at_least(30.0)),
+        "teams": {
+            "namespaces": (dict, {}, None),
+            "accounts": (dict, {}, None),
+            "users": (dict, {}, None),
+        },
+    },
 }
+MAPPERS = ("slurm", "slurm_environ", "mapping_dir", "kubernetes", "kubernetes_cgroup", "process")
 
 LIVE_PROVIDERS = ("electricitymaps", "watttime", "ukcarbonintensity")
 STATIC_PROVIDERS = ("static", "country", "file")
@@ -215,9 +232,28 @@ def check_zone(cfg: dict[str, Any], source: str) -> None:
                           "nor an ISO-3 country code with data in the bundled table")
 
 
+def _validate_attribution(a: dict[str, Any], source: str) -> None:
+    if a["mappers"] != "auto":
+        names = [m.strip() for m in a["mappers"].split(",") if m.strip()]
+        bad = [m for m in names if m not in MAPPERS]
+        if bad or not names:
+            raise ConfigError(f"{source}: attribution.mappers: unknown mapper(s) {', '.join(bad) or '(none)'}; "
+                              f"use 'auto' or a comma-separated list of {', '.join(MAPPERS)}")
+        if "mapping_dir" in names and not a["mapping_dir"]:
+            raise ConfigError(f"{source}: attribution.mapping_dir: required by the mapping_dir mapper")
+    for model, watts in a["idle_watts"].items():
+        if isinstance(watts, bool) or not isinstance(watts, (int, float)) or watts < 0:
+            raise ConfigError(f"{source}: attribution.idle_watts.{model}: expected watts >= 0, got {watts!r}")
+    for kind, table in a["teams"].items():
+        for key, team in table.items():
+            if not isinstance(team, str):
+                raise ConfigError(f"{source}: attribution.teams.{kind}.{key}: expected a team name, got {team!r}")
+
+
 def parse_config(data: Any, source: str = "<config>") -> dict[str, Any]:
     """Validate ``data`` and fill defaults; raises ConfigError."""
     cfg = _validate(data, SCHEMA, source, "")
+    _validate_attribution(cfg["attribution"], source)
     _validate_zones(cfg, source)
     check_zone(cfg, source)
     return cfg

@@ -16,6 +16,9 @@ from .carbon.base import Intensity, IntensityProvider
 from .sources.base import DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
 from .state import StateStore
 
+if False:  # typing only
+    from .attribution.engine import Attribution
+
 log = logging.getLogger(__name__)
 JOULES_PER_KWH = 3.6e6
 SECONDS_PER_YEAR = 365.25 * 86400
@@ -89,6 +92,7 @@ class Snapshot:
     collectors: dict[str, CollectorStatus] = field(default_factory=dict)
     source_info: dict[str, dict[str, str]] = field(default_factory=dict)
     provider_stats: object | None = None  # carbon.live.ProviderStats
+    attribution: object | None = None  # attribution.engine.AttributionSnapshot
     forecast: object | None = None  # carbon.live.Forecast
 
 
@@ -100,7 +104,8 @@ class Meter:
                  state: StateStore | None = None, clock: Callable[[], float] = time.time,
                  sample_interval_s: float = 1.0, integration_hz: float = 10.0,
                  slow_refresh_s: float = 30.0, persist_interval_s: float = 60.0,
-                 lost_retry_s: float = 30.0) -> None:
+                 lost_retry_s: float = 30.0, attribution: "Attribution | None" = None) -> None:
+        self.attribution = attribution
         self.sources, self.intensity, self.pue = sources, intensity, pue
         self.embodied, self.wue, self.state, self.clock = embodied, wue_l_per_kwh, state, clock
         self.sample_interval_s, self.integration_period_s = sample_interval_s, 1.0 / integration_hz
@@ -118,7 +123,10 @@ class Meter:
     # -- lifecycle -------------------------------------------------------------
     def open(self) -> None:
         """Open every source; raises SourceUnavailable only when none could open."""
-        saved = self.state.load().get("devices", {}) if self.state else {}
+        saved_all = self.state.load() if self.state else {}
+        saved = saved_all.get("devices", {})
+        if self.attribution is not None:
+            self.attribution.restore(saved_all.get("attribution", {}))
         errors = []
         for src in self.sources:
             try:
@@ -199,6 +207,8 @@ class Meter:
             share = (b - a) / span if span > 0 else 1.0
             grams += joules * share * intensity.g_per_kwh / JOULES_PER_KWH
         c.emissions_g += grams * self.pue
+        if self.attribution is not None and dev.identity.kind == "gpu":
+            self.attribution.account(dev.identity, joules, grams * self.pue, t0, t1)
         if self.wue is not None:
             c.water_l += joules / JOULES_PER_KWH * self.wue
 
@@ -256,11 +266,15 @@ class Meter:
         if slow:
             self._last_slow = start
         per_source: dict[str, list[bool]] = {}
+        if self.attribution is not None:
+            self.attribution.begin_sample()
         for dev in self._devices:
             per_source.setdefault(dev.source.name, []).append(self._sample_device(dev, slow))
         end = self.clock()
         for name, oks in per_source.items():
             self._collectors[name] = CollectorStatus(any(oks), end - start, end)
+        if self.attribution is not None:
+            self.attribution.expire(end)
         if self.state and end - self._last_persist >= self.persist_interval_s:
             self.persist()
         self.snapshot = self._build_snapshot(end)
@@ -283,6 +297,8 @@ class Meter:
             self._counter_delta(dev, reading.energy_mj, now)
         else:
             self._integrate_point(dev, reading.power_mw, now)
+        if self.attribution is not None and dev.identity.kind == "gpu":
+            self.attribution.assign(dev.identity, reading, now)
         if self.embodied is not None and dev.last_sample_t is not None and dev.identity.kind == "gpu":
             dev.counters.embodied_g += self.embodied.grams_per_second * (now - dev.last_sample_t)
         dev.reading, dev.last_sample_t = reading, now
@@ -301,7 +317,8 @@ class Meter:
         return Snapshot(time=now, devices=tuple(devices), intensity=intensity, pue=self.pue,
                         collectors=dict(self._collectors),
                         source_info={s.name: s.info() for s in self._open_sources},
-                        provider_stats=self.intensity.stats(), forecast=self.intensity.forecast(now))
+                        provider_stats=self.intensity.stats(), forecast=self.intensity.forecast(now),
+                        attribution=self.attribution.snapshot() if self.attribution is not None else None)
 
     # -- persistence -----------------------------------------------------------
     def persist(self) -> None:
@@ -312,6 +329,8 @@ class Meter:
         data = {"saved_at": now, "devices": {
             d.identity.uuid: {k: getattr(d.counters, k) for k in Counters.__dataclass_fields__}
             for d in self._devices}}
+        if self.attribution is not None:
+            data["attribution"] = self.attribution.state()
         try:
             self.state.save(data)
             self._collectors["state"] = CollectorStatus(True, self.clock() - now, now)

@@ -172,6 +172,43 @@ class SimulatedNvml:
     def nvmlDeviceGetEnforcedPowerLimit(self, h: _Handle) -> int:
         return self._mw(self._enter("nvmlDeviceGetEnforcedPowerLimit", h).model.max_w)
 
+    # -- processes -----------------------------------------------------------------
+    def _active_jobs(self, index: int) -> list[tuple[int, "object"]]:
+        from .trace import job_pid
+
+        t = self.clock()
+        return [(job_pid(j, job.devices.index(index)), job) for j, job in enumerate(self.scenario.jobs)
+                if index in job.devices and job.start_s <= t < job.end_s]
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h: _Handle) -> list:
+        dev = self._enter("nvmlDeviceGetComputeRunningProcesses", h)
+        used = dev.model.memory_bytes * (0.01 + 0.74 * dev.utilization(self.clock()))
+        return [pynvml.nvmlFriendlyObject({
+            "pid": pid, "usedGpuMemory": int(used * job.share),
+            "gpuInstanceId": 0xFFFFFFFF if job.mig_instance is None else job.mig_instance + 1,
+            "computeInstanceId": 0xFFFFFFFF if job.mig_instance is None else 0})
+            for pid, job in self._active_jobs(h.index)]
+
+    def nvmlDeviceGetGraphicsRunningProcesses(self, h: _Handle) -> list:
+        self._enter("nvmlDeviceGetGraphicsRunningProcesses", h)
+        return []
+
+    def nvmlDeviceGetProcessUtilization(self, h: _Handle, last_seen_us: int) -> list:
+        dev = self._enter("nvmlDeviceGetProcessUtilization", h)
+        jobs = self._active_jobs(h.index)
+        if not jobs:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+        u, t = dev.utilization(self.clock()), self.clock()
+        return [pynvml.c_nvmlProcessUtilizationSample_t(pid=pid, timeStamp=int(t * 1e6) + 1,
+                                                         smUtil=round(100 * u * job.share),
+                                                         memUtil=round(60 * u * job.share))
+                for pid, job in jobs]
+
+    def nvmlDeviceGetAttributes(self, h: _Handle) -> "object":
+        dev = self._enter("nvmlDeviceGetAttributes", h)
+        sms = 132 // max(dev.mig_instances, 1) if h.mig is not None else 132
+        return pynvml.nvmlFriendlyObject({"multiprocessorCount": sms})
+
     # -- utilisation and the rest ---------------------------------------------
     def nvmlDeviceGetUtilizationRates(self, h: _Handle) -> Any:
         dev = self._enter("nvmlDeviceGetUtilizationRates", h)

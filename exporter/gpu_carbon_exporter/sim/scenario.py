@@ -81,6 +81,7 @@ class SimJob:
     end_s: float
     devices: tuple[int, ...]
     share: float = 1.0
+    mig_instance: int | None = None  # runs on this MIG instance of its (single) device
 
 
 @dataclass
@@ -233,13 +234,13 @@ def _jobs(r: _Reader, n_devices: int) -> list[SimJob]:
     jobs = []
     for i, raw in enumerate(r.get("jobs", list, [])):
         j = r.child(f"jobs[{i}]", raw)
-        j.check_keys({"id", "user", "team", "start_s", "end_s", "devices", "share"})
+        j.check_keys({"id", "user", "team", "start_s", "end_s", "devices", "share", "mig_instance"})
         devices = tuple(j.get("devices", list))
         if any(not isinstance(x, int) or not 0 <= x < n_devices for x in devices):
             j.fail(f"device indices must be in 0..{n_devices - 1}", "devices")
         job = SimJob(str(j.get("id", (str, int))), j.get("user", str, "nobody"), j.get("team", str, ""),
                      j.get("start_s", float, 0.0, minimum=0), j.get("end_s", float, math.inf),
-                     devices, j.get("share", float, 1.0, minimum=0))
+                     devices, j.get("share", float, 1.0, minimum=0), j.get("mig_instance", int, None, minimum=0))
         if job.end_s <= job.start_s:
             j.fail("end_s must be after start_s", "end_s")
         jobs.append(job)

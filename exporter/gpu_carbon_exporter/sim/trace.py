@@ -15,12 +15,16 @@ FORMAT = "nvml_sim trace v1"
 
 
 def job_processes(scenario: Scenario) -> list[tuple[int, int, float, float, float]]:
-    """(device index, pid, start_s, end_s, share) for every job process."""
+    """(device index, pid, start_s, end_s, share) for every job process: one per job and device."""
     out = []
     for j, job in enumerate(scenario.jobs):
         for k, dev in enumerate(job.devices):
-            out.append((dev, 200_000 + 100 * j + k, job.start_s, job.end_s, job.share))
+            out.append((dev, job_pid(j, k), job.start_s, job.end_s, job.share))
     return out
+
+
+def job_pid(job_index: int, device_position: int) -> int:
+    return 200_000 + 100 * job_index + device_position
 
 
 def render_trace(scenario: Scenario, epoch: float) -> str:

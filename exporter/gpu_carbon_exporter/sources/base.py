@@ -29,6 +29,7 @@ class MigInstance:
     gpu_instance_id: int | None
     compute_instance_id: int | None
     index: int
+    sm_count: int | None = None  # streaming multiprocessors of the instance (for splitting energy)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ class DeviceReading:
     temperature_c: int | None = None
     sm_clock_mhz: int | None = None
     power_limit_mw: int | None = None
+    # Processes on the device (attribution.mappers.ProcessInfo), when attribution is enabled.
+    processes: list | None = None
     errors: list[str] = field(default_factory=list)
 
 

@@ -44,11 +44,13 @@ class NvmlSource(DeviceSource):
 
     name = "nvml"
 
-    def __init__(self, nvml: ModuleType | Any | None = None) -> None:
+    def __init__(self, nvml: ModuleType | Any | None = None, *, read_processes: bool = False) -> None:
         if nvml is None:
             import pynvml as nvml  # noqa: PLC0415 - optional at import time
         self._nvml = nvml
+        self.read_processes = read_processes
         self._handles: dict[int, Any] = {}
+        self._util_seen_us: dict[int, int] = {}
         self._unsupported: dict[int, set[str]] = {}
         self._info: dict[str, str] = {}
 
@@ -121,10 +123,15 @@ class NvmlSource(DeviceSource):
                 if err.value == _NOT_FOUND:
                     continue
                 raise
+            try:
+                sm_count = int(nv.nvmlDeviceGetAttributes(mig).multiprocessorCount)
+            except (nv.NVMLError, AttributeError):
+                sm_count = None
             found.append(MigInstance(
                 uuid=_text(nv.nvmlDeviceGetUUID(mig)), index=i,
                 gpu_instance_id=self._optional_int(nv.nvmlDeviceGetGpuInstanceId, mig),
-                compute_instance_id=self._optional_int(nv.nvmlDeviceGetComputeInstanceId, mig)))
+                compute_instance_id=self._optional_int(nv.nvmlDeviceGetComputeInstanceId, mig),
+                sm_count=sm_count))
         return True, tuple(found)
 
     def _optional_int(self, fn: Callable[[Any], int], handle: Any) -> int | None:
@@ -177,4 +184,35 @@ class NvmlSource(DeviceSource):
         r.sm_clock_mhz = call("sm_clock", nv.nvmlDeviceGetClockInfo, nv.NVML_CLOCK_SM)
         if slow:
             r.power_limit_mw = call("power_limit", nv.nvmlDeviceGetEnforcedPowerLimit)
+        if self.read_processes:
+            r.processes = self._processes(device, r)
         return r
+
+    def _processes(self, device: DeviceIdentity, r: DeviceReading) -> list:
+        """Compute and graphics processes, with per-process SM utilisation where NVML has it."""
+        from ..attribution.mappers import ProcessInfo
+
+        nv = self._nvml
+        found: dict[int, tuple[int | None, int | None]] = {}
+        for what, fn in (("compute_processes", nv.nvmlDeviceGetComputeRunningProcesses),
+                         ("graphics_processes", nv.nvmlDeviceGetGraphicsRunningProcesses)):
+            for p in self._call(device, what, fn, reading=r) or []:
+                gi = getattr(p, "gpuInstanceId", None)
+                mem = getattr(p, "usedGpuMemory", None)
+                found[int(p.pid)] = (None if mem is None else int(mem), None if gi in (None, 0xFFFFFFFF) else int(gi))
+        util: dict[int, list[int]] = {}
+        if found and "process_utilization" not in self._unsupported[device.index]:
+            try:
+                samples = nv.nvmlDeviceGetProcessUtilization(self._handles[device.index],
+                                                             self._util_seen_us.get(device.index, 0))
+            except nv.NVMLError as err:
+                if err.value in _LOST_CODES:
+                    raise DeviceLost(f"GPU {device.index} ({device.uuid}): {err}") from err
+                if err.value == _NOT_SUPPORTED:
+                    self._unsupported[device.index].add("process_utilization")
+                samples = []  # NOT_FOUND: no sample since the last call
+            for s in samples:
+                util.setdefault(int(s.pid), []).append(int(s.smUtil))
+                self._util_seen_us[device.index] = max(self._util_seen_us.get(device.index, 0), int(s.timeStamp))
+        return [ProcessInfo(pid, mem, round(sum(util[pid]) / len(util[pid])) if pid in util else None, gi)
+                for pid, (mem, gi) in sorted(found.items())]

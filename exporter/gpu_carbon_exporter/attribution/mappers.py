@@ -1,0 +1,310 @@
+"""Mapping GPUs and their processes to jobs.
+
+Each mapper answers, for one GPU (or MIG instance) and the processes NVML lists on
+it, which jobs hold it, or ``None`` when it has no opinion (the next mapper is
+asked). Every data source is injectable: the /proc root, the mapping directory,
+the kubelet socket.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import re
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..sources.base import DeviceIdentity, MigInstance
+from .model import Holder, Job
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """A process on a GPU, from NVML."""
+
+    pid: int
+    used_memory_bytes: int | None = None
+    sm_util_pct: int | None = None
+    gpu_instance_id: int | None = None  # MIG
+
+
+@dataclass
+class Teams:
+    """Who pays: namespace -> team, Slurm account -> team, user -> team (first match wins)."""
+
+    by_namespace: dict[str, str]
+    by_account: dict[str, str]
+    by_user: dict[str, str]
+
+    def of(self, namespace: str = "", account: str = "", user: str = "") -> str:
+        return (self.by_namespace.get(namespace) or self.by_account.get(account)
+                or self.by_user.get(user) or "")
+
+
+class Mapper(ABC):
+    name = "mapper"
+
+    def refresh(self) -> None:
+        """Called once per sample before any ``holders`` call."""
+
+    @abstractmethod
+    def holders(self, device: DeviceIdentity, mig: MigInstance | None,
+                procs: list[ProcessInfo]) -> list[Holder] | None:
+        """The jobs holding this GPU (or MIG instance), or None for no opinion."""
+
+
+def _group(pairs: list[tuple[Job, ProcessInfo]]) -> list[Holder]:
+    by: dict[str, Holder] = {}
+    for job, p in pairs:
+        h = by.setdefault(job.key, Holder(job))
+        h.pids.add(p.pid)
+        if p.sm_util_pct is not None:
+            h.sm_util = (h.sm_util or 0) + p.sm_util_pct
+        if p.used_memory_bytes is not None:
+            h.memory_bytes = (h.memory_bytes or 0) + p.used_memory_bytes
+    # a signal is only usable if every process of the holder reported it
+    for job, p in pairs:
+        h = by[job.key]
+        if p.sm_util_pct is None:
+            h.sm_util = None
+        if p.used_memory_bytes is None:
+            h.memory_bytes = None
+    return list(by.values())
+
+
+class _PidMapper(Mapper):
+    """Base for mappers that map each process, through /proc, to a job."""
+
+    def __init__(self, proc_root: str | Path = "/proc", expose_user: bool = False, teams: Teams | None = None) -> None:
+        self.proc, self.expose_user = Path(proc_root), expose_user
+        self.teams = teams or Teams({}, {}, {})
+        self._cache: dict[int, Job | None] = {}
+
+    def refresh(self) -> None:
+        self._cache.clear()
+
+    def _uid(self, pid: int) -> int | None:
+        try:
+            for line in (self.proc / str(pid) / "status").read_text().splitlines():
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
+
+    def _user(self, uid: int | None) -> str:
+        if not self.expose_user or uid is None:
+            return ""
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return str(uid)
+
+    @abstractmethod
+    def job_of(self, pid: int) -> Job | None:
+        """The job of one process, or None."""
+
+    def holders(self, device: DeviceIdentity, mig: MigInstance | None,
+                procs: list[ProcessInfo]) -> list[Holder] | None:
+        pairs = []
+        for p in procs:
+            if p.pid not in self._cache:
+                self._cache[p.pid] = self.job_of(p.pid)
+            if self._cache[p.pid] is not None:
+                pairs.append((self._cache[p.pid], p))
+        return _group(pairs) if pairs else None
+
+
+SLURM_CGROUP = re.compile(r"(?:/uid_(?P<uid>\d+))?/job_(?P<job>[^/]+)(?:/step_(?P<step>[^/]+))?")
+
+
+class SlurmCgroupMapper(_PidMapper):
+    """Slurm job (and step) from /proc/<pid>/cgroup: v1 ``/slurm/uid_U/job_J/step_S`` and
+    v2 ``…/slurmstepd.scope/job_J/step_S/…``. Optionally the account from the environment."""
+
+    name = "slurm"
+
+    def __init__(self, proc_root: str | Path = "/proc", *, read_environ: bool = False, **kw) -> None:
+        super().__init__(proc_root, **kw)
+        self.read_environ = read_environ
+
+    def job_of(self, pid: int) -> Job | None:
+        try:
+            text = (self.proc / str(pid) / "cgroup").read_text()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            path = line.split(":", 2)[-1]
+            if "slurm" not in path:
+                continue
+            m = SLURM_CGROUP.search(path)
+            if m:
+                uid = int(m["uid"]) if m["uid"] else self._uid(pid)
+                env = slurm_environ(self.proc, pid) if self.read_environ else {}
+                user = self._user(uid)
+                account = env.get("SLURM_JOB_ACCOUNT", "")
+                return Job(m["job"], "slurm", user=user, account=account,
+                           team=self.teams.of(account=account, user=user))
+        return None
+
+
+def slurm_environ(proc: Path, pid: int) -> dict[str, str]:
+    """SLURM_* variables of a process (empty when not permitted)."""
+    try:
+        raw = (proc / str(pid) / "environ").read_bytes()
+    except OSError:
+        return {}
+    out = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep and key.startswith(b"SLURM_"):
+            out[key.decode(errors="replace")] = value.decode(errors="replace")
+    return out
+
+
+class SlurmEnvMapper(_PidMapper):
+    """Slurm job from ``SLURM_JOB_ID`` in /proc/<pid>/environ (needs permission to read it)."""
+
+    name = "slurm_environ"
+
+    def job_of(self, pid: int) -> Job | None:
+        env = slurm_environ(self.proc, pid)
+        if "SLURM_JOB_ID" not in env:
+            return None
+        user = env.get("SLURM_JOB_USER", "") if self.expose_user else ""
+        account = env.get("SLURM_JOB_ACCOUNT", "")
+        return Job(env["SLURM_JOB_ID"], "slurm", user=user, account=account,
+                   team=self.teams.of(account=account, user=env.get("SLURM_JOB_USER", "")))
+
+
+K8S_POD = re.compile(r"pod(?P<uid>[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
+K8S_CONTAINER = re.compile(r"(?:cri-containerd-|crio-|docker-)?(?P<id>[0-9a-f]{64})(?:\.scope)?$")
+
+
+class KubernetesCgroupMapper(_PidMapper):
+    """Pod UID and container id from a process's cgroup (cgroupfs and systemd drivers;
+    containerd, CRI-O and docker ids). Needs hostPID; the job id is the pod UID."""
+
+    name = "kubernetes_cgroup"
+
+    def job_of(self, pid: int) -> Job | None:
+        try:
+            text = (self.proc / str(pid) / "cgroup").read_text()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            path = line.split(":", 2)[-1]
+            if "kubepods" not in path:
+                continue
+            pod = K8S_POD.search(path)
+            if pod:
+                container = K8S_CONTAINER.search(path.rstrip("/"))
+                return Job(pod["uid"].replace("_", "-"), "kubernetes",
+                           container=container["id"][:12] if container else "")
+        return None
+
+
+class ProcessMapper(_PidMapper):
+    """Plain processes, attributed to their user (uid); only when configured."""
+
+    name = "process"
+
+    def job_of(self, pid: int) -> Job | None:
+        uid = self._uid(pid)
+        if uid is None:
+            return None
+        user = self._user(uid)
+        return Job(f"uid-{uid}", "process", user=user, team=self.teams.of(user=user))
+
+
+class MappingDirMapper(Mapper):
+    """Job ids from files, drop-in compatible with dcgm-exporter's ``--hpc-job-mapping-dir``
+    (files ``<gpu index>`` or ``<gpu index>.<gpu instance id>``, one job id per line) and with
+    Princeton jobstats' ``/run/gpustat/<ordinal|GPU-UUID|MIG-UUID>`` (``jobid uid``)."""
+
+    name = "mapping_dir"
+
+    def __init__(self, directory: str | Path, expose_user: bool = False, teams: Teams | None = None) -> None:
+        self.dir, self.expose_user = Path(directory), expose_user
+        self.teams = teams or Teams({}, {}, {})
+
+    def holders(self, device: DeviceIdentity, mig: MigInstance | None,
+                procs: list[ProcessInfo]) -> list[Holder] | None:
+        names = [f"{device.index}.{mig.gpu_instance_id}", mig.uuid] if mig else [str(device.index), device.uuid]
+        for name in names:
+            try:
+                text = (self.dir / name).read_text()
+            except OSError:
+                continue
+            holders = []
+            for line in text.splitlines():
+                fields = line.split()
+                if not fields:
+                    continue
+                user = fields[1] if len(fields) > 1 and self.expose_user else ""
+                holders.append(Holder(Job(fields[0], "slurm", user=user,
+                                          team=self.teams.of(user=fields[1] if len(fields) > 1 else ""))))
+            if holders:
+                mine = [p for p in procs if mig is None or p.gpu_instance_id in (None, mig.gpu_instance_id)]
+                if len(holders) == 1:  # the processes on it are that job's
+                    holders = _group([(holders[0].job, p) for p in mine]) or holders
+                return holders
+        return None
+
+
+class KubernetesPodResourcesMapper(Mapper):
+    """Pods per GPU from the kubelet PodResources v1 API (``List``), over its unix socket.
+
+    Works without hostPID. GPUs shared by several pods (time-slicing) are split equally:
+    the API names pods, not their processes."""
+
+    name = "kubernetes"
+
+    def __init__(self, socket: str = "/var/lib/kubelet/pod-resources/kubelet.sock", *, refresh_s: float = 10.0,
+                 timeout_s: float = 5.0, teams: Teams | None = None, clock=time.monotonic) -> None:
+        self.socket, self.refresh_s, self.timeout_s, self.clock = socket, refresh_s, timeout_s, clock
+        self.teams = teams or Teams({}, {}, {})
+        self._by_device: dict[str, list[Job]] = {}
+        self._fetched = -float("inf")
+        self.healthy = True
+
+    def refresh(self) -> None:
+        if self.clock() - self._fetched < self.refresh_s:
+            return
+        from .podresources import list_pod_resources
+
+        self._fetched = self.clock()
+        try:
+            pods = list_pod_resources(self.socket, self.timeout_s)
+        except Exception as err:  # noqa: BLE001 - any kubelet failure degrades this mapper only
+            if self.healthy:
+                log.error("kubelet PodResources at %s: %s", self.socket, err)
+            self.healthy = False
+            return
+        self.healthy = True
+        by: dict[str, list[Job]] = {}
+        for pod in pods:
+            for container in pod.containers:
+                for dev in container.devices:
+                    if not dev.resource_name.startswith("nvidia.com/"):
+                        continue
+                    job = Job(f"{pod.namespace}/{pod.name}", "kubernetes", namespace=pod.namespace, pod=pod.name,
+                              container=container.name, team=self.teams.of(namespace=pod.namespace))
+                    for device_id in dev.device_ids:
+                        uuid = device_id.split("::", 1)[0]  # time-slicing replicas: GPU-uuid::N
+                        if all(j.key != job.key for j in by.get(uuid, [])):
+                            by.setdefault(uuid, []).append(job)
+        self._by_device = by
+
+    def holders(self, device: DeviceIdentity, mig: MigInstance | None,
+                procs: list[ProcessInfo]) -> list[Holder] | None:
+        jobs = self._by_device.get(mig.uuid if mig else device.uuid)
+        if not jobs:
+            return None
+        if len(jobs) == 1:
+            return _group([(jobs[0], p) for p in procs]) or [Holder(jobs[0])]
+        return [Holder(j) for j in jobs]
