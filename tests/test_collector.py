@@ -76,3 +76,20 @@ def test_lost_gpu_keeps_counters_but_drops_gauges(clock):
     assert 'gpu_carbon_gpu_power_watts{gpu="2"' not in text
     assert 'gpu_carbon_gpu_energy_joules_total{gpu="2"' in text
     assert 'method="integrated"' in text and 'method="counter"' in text
+
+
+def test_promtool_accepts_job_and_edge_families(clock):
+    """The demo node with jobs and RAPL, after some samples, passes promtool's lint too."""
+    from gpu_carbon_exporter.cli import build_meter, make_registry
+    from gpu_carbon_exporter.config import parse_config
+
+    cfg = parse_config({})
+    meter, _ = build_meter(cfg, "")
+    meter.open()
+    for _ in range(3):
+        meter.sample()
+    text = generate_latest(make_registry(meter, cfg))
+    meter.stop()
+    assert b"gpu_carbon_job_energy_joules_total" in text and b"gpu_carbon_cpu_energy_joules_total" in text
+    out = subprocess.run([require_binary("promtool"), "check", "metrics"], input=text, capture_output=True)
+    assert out.returncode == 0 and not out.stdout.strip(), out.stdout + out.stderr

@@ -85,6 +85,7 @@ def build_meter(cfg: dict[str, Any], simulate: str | None) -> tuple[Meter, list[
             from .sim.procfs import write_procfs
 
             acfg = {**cfg["attribution"], "slurm_environ": True, "mappers": "slurm"}
+            acfg["idle_watts"] = {d.model.name: d.model.idle_w for d in scenario.devices} | acfg["idle_watts"]
             acfg["teams"] = {**acfg["teams"], "accounts": {j.team: j.team for j in scenario.jobs if j.team}}
             attribution = build_attribution(acfg, proc_root=write_procfs(scenario))
         if scenario.devices:

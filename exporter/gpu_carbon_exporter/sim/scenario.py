@@ -321,6 +321,26 @@ class GroundTruth:
             return 0.0
         return sum(self.device_energy_j(d, a, b) for d in job.devices) * job.share
 
+    def job_allocated_j(self, job: SimJob, t0: float, t1: float) -> float:
+        """The job's energy in the exporter's allocated view: on each of its GPUs, per stretch of
+        constant holders, its share of active energy (by ``share``) plus an equal share of idle
+        energy (model idle power x time); on MIG, its instance's equal part of the GPU."""
+        a, b = max(t0, job.start_s), min(t1, job.end_s)
+        total = 0.0
+        for d in job.devices:
+            dev = self.sc.devices[d]
+            mates = [j for j in self.sc.jobs if d in j.devices and j.mig_instance == job.mig_instance]
+            cuts = sorted({a, b, *(x for j in mates for x in (j.start_s, j.end_s) if a < x < b)})
+            for lo, hi in zip(cuts, cuts[1:]):
+                energy = self.device_energy_j(d, lo, hi)
+                if dev.mig_instances:
+                    total += energy / dev.mig_instances
+                    continue
+                holders = [j for j in mates if j.start_s <= lo and hi <= j.end_s]
+                idle = min(dev.model.idle_w * (hi - lo), energy)
+                total += (energy - idle) * job.share / sum(j.share for j in holders) + idle / len(holders)
+        return total
+
     def job_emissions_g(self, job: SimJob, t0: float, t1: float) -> float:
         a, b = max(t0, job.start_s), min(t1, job.end_s)
         if b <= a:
