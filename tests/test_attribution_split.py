@@ -124,3 +124,18 @@ def test_linger_then_drop():
     assert [j.job.id for j in att.snapshot().jobs] == ["a"]  # still exposed: final value visible
     att.expire(31.0)  # last seen at 0 s, linger 30 s
     assert att.snapshot().jobs == ()
+
+
+def test_embodied_carbon_follows_gpu_time_held():
+    mapper = FixedMapper()
+    dev = DeviceIdentity(0, "GPU-0", "sim")
+    att = Attribution([mapper], embodied_g_per_s=0.002)
+    mapper.table = {(0, None): [Holder(Job("a", "slurm")), Holder(Job("b", "slurm"))]}
+    att.assign(dev, DeviceReading(), 0.0)
+    att.account(dev, 100.0, 0.01, 0.0, 10.0)
+    mapper.table = {}
+    att.assign(dev, DeviceReading(), 10.0)
+    att.account(dev, 100.0, 0.01, 10.0, 15.0)
+    jobs = {j.job.id: j for j in att.snapshot().jobs}
+    assert jobs["a"].embodied_g == jobs["b"].embodied_g == 0.01
+    assert att.snapshot().gpus["GPU-0"].unallocated_embodied_g == 0.002 * 5

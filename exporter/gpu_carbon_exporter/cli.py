@@ -71,6 +71,9 @@ def build_meter(cfg: dict[str, Any], simulate: str | None) -> tuple[Meter, list[
     from .sources.nvml import NvmlSource
 
     carbon = cfg["carbon"]
+    emb = carbon["embodied"]
+    embodied = Embodied(emb["kg_co2e_per_device"], emb["lifetime_years"]) if emb["kg_co2e_per_device"] else None
+    emb_rate = embodied.grams_per_second if embodied else 0.0
     intensity: IntensityProvider
     pue = carbon["pue"]
     sources: list[DeviceSource] = []
@@ -87,7 +90,7 @@ def build_meter(cfg: dict[str, Any], simulate: str | None) -> tuple[Meter, list[
             acfg = {**cfg["attribution"], "slurm_environ": True, "mappers": "slurm"}
             acfg["idle_watts"] = {d.model.name: d.model.idle_w for d in scenario.devices} | acfg["idle_watts"]
             acfg["teams"] = {**acfg["teams"], "accounts": {j.team: j.team for j in scenario.jobs if j.team}}
-            attribution = build_attribution(acfg, proc_root=write_procfs(scenario))
+            attribution = build_attribution(acfg, proc_root=write_procfs(scenario), embodied_g_per_s=emb_rate)
         if scenario.devices:
             sources.append(NvmlSource(SimulatedNvml(scenario, lambda: time.time() - epoch),
                                       read_processes=attribution is not None))
@@ -101,15 +104,13 @@ def build_meter(cfg: dict[str, Any], simulate: str | None) -> tuple[Meter, list[
         log.info("simulating %d GPUs from %s", len(scenario.devices), scenario.name)
     else:
         intensity = build_provider(carbon)
-        attribution = build_attribution(cfg["attribution"])
+        attribution = build_attribution(cfg["attribution"], embodied_g_per_s=emb_rate)
         if cfg["sources"]["nvml"]["enabled"]:
             sources.append(NvmlSource(read_processes=attribution is not None))
         sources += build_other_sources(cfg["sources"])
-    emb = carbon["embodied"]
     s = cfg["sampling"]
     meter = Meter(
-        sources, intensity, pue=pue if pue is not None else 1.0,
-        embodied=Embodied(emb["kg_co2e_per_device"], emb["lifetime_years"]) if emb["kg_co2e_per_device"] else None,
+        sources, intensity, pue=pue if pue is not None else 1.0, embodied=embodied,
         wue_l_per_kwh=carbon["wue_liters_per_kwh"],
         state=StateStore(cfg["state"]["path"]) if cfg["state"]["path"] else None,
         sample_interval_s=s["interval_seconds"], integration_hz=s["integration_hz"],
@@ -138,7 +139,7 @@ def _simulated_sysfs_sources(scenario: Any, clock: Any) -> list[DeviceSource]:
     return ([JetsonSource(root)] if e.board else []) + ([RaplSource(root)] if e.rapl_pattern else [])
 
 
-def build_attribution(acfg: dict[str, Any], proc_root: str | None = None, teams_by_account_identity: bool = False):
+def build_attribution(acfg: dict[str, Any], proc_root: str | None = None, embodied_g_per_s: float = 0.0):
     """The attribution engine and its mappers, in the configured order ("auto": what the node has)."""
     import os
 
@@ -169,7 +170,7 @@ def build_attribution(acfg: dict[str, Any], proc_root: str | None = None, teams_
     }
     log.info("attribution mappers: %s", ", ".join(names))
     return Attribution([build[n]() for n in names], idle_watts=dict(acfg["idle_watts"]),
-                       linger_s=acfg["linger_seconds"])
+                       linger_s=acfg["linger_seconds"], embodied_g_per_s=embodied_g_per_s)
 
 
 def build_other_sources(scfg: dict[str, Any]) -> list[DeviceSource]:
@@ -212,7 +213,7 @@ def make_registry(meter: Meter, cfg: dict[str, Any]) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(
         lambda: meter.snapshot, embodied=bool(cfg["carbon"]["embodied"]["kg_co2e_per_device"]),
-        water=cfg["carbon"]["wue_liters_per_kwh"] is not None))
+        water=cfg["carbon"]["wue_liters_per_kwh"] is not None, wue=cfg["carbon"]["wue_liters_per_kwh"]))
     return registry
 
 

@@ -46,8 +46,9 @@ class SnapshotCollector(Collector):
     """A ``Collector`` whose ``collect()`` reads ``get_snapshot()`` and nothing else."""
 
     def __init__(self, get_snapshot: Callable[[], Snapshot], *, embodied: bool = False,
-                 water: bool = False, clock: Callable[[], float] = time.time) -> None:
+                 water: bool = False, wue: float | None = None, clock: Callable[[], float] = time.time) -> None:
         self.get_snapshot, self.embodied, self.water, self.clock = get_snapshot, embodied, water, clock
+        self.wue = wue
 
     def collect(self) -> Iterator[Metric]:
         snap = self.get_snapshot()
@@ -158,6 +159,18 @@ class SnapshotCollector(Collector):
                 energy.add_metric([j.id, j.scheduler, view], e)
                 emissions.add_metric([j.id, j.scheduler, view], g)
         yield from (info, energy, emissions)
+        if self.embodied:
+            emb = _counter("job_embodied_emissions_grams", "Embodied carbon of the GPU time the job held "
+                           "(gCO2e), shared equally among the holders.", keys)
+            for jc in sorted(att.jobs, key=lambda j: j.job.key):
+                emb.add_metric([jc.job.id, jc.job.scheduler], jc.embodied_g)
+            yield emb
+        if self.water and self.wue is not None:
+            water = _counter("job_water_liters", "Water for the job's allocated energy at the configured WUE (L).",
+                             keys)
+            for jc in sorted(att.jobs, key=lambda j: j.job.key):
+                water.add_metric([jc.job.id, jc.job.scheduler], jc.energy_allocated_j / 3.6e6 * self.wue)
+            yield water
         by_uuid = {d.identity.uuid: d for d in snap.devices}
         fams = {}
         for name, doc in (("unallocated", "allocated view: energy of the GPU while no job held it"),

@@ -23,6 +23,7 @@ class JobCounters:
     energy_active_j: float = 0.0
     emissions_allocated_g: float = 0.0
     emissions_active_g: float = 0.0
+    embodied_g: float = 0.0  # allocated view: embodied carbon of the GPU time held
     gpus: set[str] = field(default_factory=set)  # GPU indices (and MIG "gpu.gi")
     first_seen: float = 0.0
     last_seen: float = 0.0
@@ -36,6 +37,7 @@ class GpuBuckets:
     idle_g: float = 0.0
     unattributed_j: float = 0.0
     unattributed_g: float = 0.0
+    unallocated_embodied_g: float = 0.0
     method: str = "none"
 
 
@@ -47,8 +49,9 @@ class AttributionSnapshot:
 
 class Attribution:
     def __init__(self, mappers: list[Mapper], *, idle_watts: dict[str, float] | None = None,
-                 linger_s: float = 300.0) -> None:
+                 linger_s: float = 300.0, embodied_g_per_s: float = 0.0) -> None:
         self.mappers, self.idle_watts, self.linger_s = mappers, idle_watts or {}, linger_s
+        self.embodied_g_per_s = embodied_g_per_s
         self.jobs: dict[str, JobCounters] = {}
         self.gpus: dict[str, GpuBuckets] = {}
         self._holders: dict[str, list[tuple[float, str, list[Holder]]]] = {}  # uuid -> [(weight, slot, holders)]
@@ -104,6 +107,12 @@ class Attribution:
         energy_parts = [joules * w for w, _, _ in slots[:-1]]
         energy_parts.append(joules - sum(energy_parts))
         for (w, _, holders), e in zip(slots, energy_parts):
+            embodied = self.embodied_g_per_s * max(t1 - t0, 0.0) * w
+            if holders:
+                for h in holders:  # GPU time held: shared equally, like idle
+                    self.jobs[h.job.key].embodied_g += embodied / len(holders)
+            else:
+                b.unallocated_embodied_g += embodied
             s = split(e, idle_total * w, holders)
             b.method = s.method if len(slots) == 1 else "mig"
             b.unallocated_j += s.unallocated
@@ -136,7 +145,8 @@ class Attribution:
         return {
             "jobs": {k: {"job": vars(j.job), "energy_allocated_j": j.energy_allocated_j,
                          "energy_active_j": j.energy_active_j, "emissions_allocated_g": j.emissions_allocated_g,
-                         "emissions_active_g": j.emissions_active_g, "gpus": sorted(j.gpus),
+                         "emissions_active_g": j.emissions_active_g, "embodied_g": j.embodied_g,
+                         "gpus": sorted(j.gpus),
                          "first_seen": j.first_seen, "last_seen": j.last_seen} for k, j in self.jobs.items()},
             "gpus": {u: vars(b) for u, b in self.gpus.items()},
         }
@@ -145,8 +155,8 @@ class Attribution:
         try:
             for key, j in data.get("jobs", {}).items():
                 self.jobs[key] = JobCounters(Job(**j["job"]), j["energy_allocated_j"], j["energy_active_j"],
-                                             j["emissions_allocated_g"], j["emissions_active_g"], set(j["gpus"]),
-                                             j["first_seen"], j["last_seen"])
+                                             j["emissions_allocated_g"], j["emissions_active_g"],
+                                             j.get("embodied_g", 0.0), set(j["gpus"]), j["first_seen"], j["last_seen"])
             for uuid, b in data.get("gpus", {}).items():
                 self.gpus[uuid] = GpuBuckets(**b)
         except (KeyError, TypeError) as err:

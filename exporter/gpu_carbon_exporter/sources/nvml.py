@@ -51,6 +51,7 @@ class NvmlSource(DeviceSource):
         self.read_processes = read_processes
         self._handles: dict[int, Any] = {}
         self._util_seen_us: dict[int, int] = {}
+        self._graphics: dict[int, bool] = {}  # GPUs with graphics processes: listed every sample
         self._unsupported: dict[int, set[str]] = {}
         self._info: dict[str, str] = {}
 
@@ -185,23 +186,29 @@ class NvmlSource(DeviceSource):
         if slow:
             r.power_limit_mw = call("power_limit", nv.nvmlDeviceGetEnforcedPowerLimit)
         if self.read_processes:
-            r.processes = self._processes(device, r)
+            r.processes = self._processes(device, r, slow)
         return r
 
-    def _processes(self, device: DeviceIdentity, r: DeviceReading) -> list:
-        """Compute and graphics processes, with per-process SM utilisation where NVML has it."""
+    def _processes(self, device: DeviceIdentity, r: DeviceReading, slow: bool) -> list:
+        """Compute processes each sample (graphics ones on slow samples: rare on datacenter GPUs), with
+        per-process SM utilisation only where several processes share the GPU (it only serves splitting)."""
         from ..attribution.mappers import ProcessInfo
 
         nv = self._nvml
         found: dict[int, tuple[int | None, int | None]] = {}
-        for what, fn in (("compute_processes", nv.nvmlDeviceGetComputeRunningProcesses),
-                         ("graphics_processes", nv.nvmlDeviceGetGraphicsRunningProcesses)):
-            for p in self._call(device, what, fn, reading=r) or []:
+        queries = [("compute_processes", nv.nvmlDeviceGetComputeRunningProcesses)]
+        if slow or self._graphics.get(device.index):
+            queries.append(("graphics_processes", nv.nvmlDeviceGetGraphicsRunningProcesses))
+        for what, fn in queries:
+            procs = self._call(device, what, fn, reading=r) or []
+            if what == "graphics_processes":
+                self._graphics[device.index] = bool(procs)
+            for p in procs:
                 gi = getattr(p, "gpuInstanceId", None)
                 mem = getattr(p, "usedGpuMemory", None)
                 found[int(p.pid)] = (None if mem is None else int(mem), None if gi in (None, 0xFFFFFFFF) else int(gi))
         util: dict[int, list[int]] = {}
-        if found and "process_utilization" not in self._unsupported[device.index]:
+        if len(found) > 1 and "process_utilization" not in self._unsupported[device.index]:
             try:
                 samples = nv.nvmlDeviceGetProcessUtilization(self._handles[device.index],
                                                              self._util_seen_us.get(device.index, 0))
