@@ -96,6 +96,14 @@ class _PidMapper(Mapper):
             pass
         return None
 
+    def _cgroup_paths(self, pid: int, marker: str) -> list[str]:
+        """The cgroup paths of a process that contain ``marker`` (v1 and v2 lines alike)."""
+        try:
+            text = (self.proc / str(pid) / "cgroup").read_text()
+        except OSError:
+            return []
+        return [p for p in (line.split(":", 2)[-1] for line in text.splitlines()) if marker in p]
+
     def _user(self, uid: int | None) -> str:
         if not self.expose_user or uid is None:
             return ""
@@ -133,14 +141,7 @@ class SlurmCgroupMapper(_PidMapper):
         self.read_environ = read_environ
 
     def job_of(self, pid: int) -> Job | None:
-        try:
-            text = (self.proc / str(pid) / "cgroup").read_text()
-        except OSError:
-            return None
-        for line in text.splitlines():
-            path = line.split(":", 2)[-1]
-            if "slurm" not in path:
-                continue
+        for path in self._cgroup_paths(pid, "slurm"):
             m = SLURM_CGROUP.search(path)
             if m:
                 uid = int(m["uid"]) if m["uid"] else self._uid(pid)
@@ -192,14 +193,7 @@ class KubernetesCgroupMapper(_PidMapper):
     name = "kubernetes_cgroup"
 
     def job_of(self, pid: int) -> Job | None:
-        try:
-            text = (self.proc / str(pid) / "cgroup").read_text()
-        except OSError:
-            return None
-        for line in text.splitlines():
-            path = line.split(":", 2)[-1]
-            if "kubepods" not in path:
-                continue
+        for path in self._cgroup_paths(pid, "kubepods"):
             pod = K8S_POD.search(path)
             if pod:
                 container = K8S_CONTAINER.search(path.rstrip("/"))
