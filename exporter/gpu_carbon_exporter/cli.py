@@ -190,10 +190,10 @@ def build_other_sources(scfg: dict[str, Any]) -> list[DeviceSource]:
         out[-1].optional = True
     rf = scfg["redfish"]
     if rf["url"]:
-        from .carbon.select import _secret
+        from .config import read_secret
         from .sources.node import RedfishSource
 
-        password = _secret(rf, "password_env", "password_file", "sources.redfish") \
+        password = read_secret(rf, "password_env", "password_file", "sources.redfish") \
             if rf["password_env"] or rf["password_file"] else None
         verify: bool | str = False if rf["insecure_skip_verify"] else (rf["ca_file"] or True)
         out.append(RedfishSource(rf["url"], rf["username"], password, verify=verify,

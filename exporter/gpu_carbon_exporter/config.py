@@ -5,6 +5,7 @@ Errors name the file, the dotted key and the reason (``ConfigError``).
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -220,6 +221,19 @@ def _validate_zone(spec: Any, source: str, prefix: str, zone: str) -> dict[str, 
 def _validate_zones(cfg: dict[str, Any], source: str) -> None:
     for zone, spec in cfg["carbon"]["zones"].items():
         cfg["carbon"]["zones"][zone] = _validate_zone(spec, source, f"carbon.zones.{zone}.", str(zone))
+
+
+def read_secret(spec: dict[str, Any], env_key: str, file_key: str, where: str) -> str:
+    """A secret from an environment variable or a file, never from the command line or a label."""
+    if spec.get(env_key):
+        value = os.environ.get(spec[env_key])
+        if not value:
+            raise ConfigError(f"{where}.{env_key}: environment variable {spec[env_key]} is not set")
+        return value.strip()
+    try:
+        return Path(spec[file_key]).read_text().strip()
+    except OSError as err:
+        raise ConfigError(f"{where}.{file_key}: cannot read: {err.strerror}") from err
 
 
 def check_zone(cfg: dict[str, Any], source: str) -> None:

@@ -2,28 +2,13 @@
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 from typing import Any
 
-from ..config import WORLD_AVERAGE_G_PER_KWH, ConfigError
+from ..config import WORLD_AVERAGE_G_PER_KWH, ConfigError, read_secret
 from .base import IntensityProvider
 from .static import StaticIntensity, country_intensity
 
 log = logging.getLogger(__name__)
-
-
-def _secret(spec: dict[str, Any], env_key: str, file_key: str, where: str) -> str:
-    """A secret from an environment variable or a file, never from the command line or a label."""
-    if spec.get(env_key):
-        value = os.environ.get(spec[env_key])
-        if not value:
-            raise ConfigError(f"{where}.{env_key}: environment variable {spec[env_key]} is not set")
-        return value.strip()
-    try:
-        return Path(spec[file_key]).read_text().strip()
-    except OSError as err:
-        raise ConfigError(f"{where}.{file_key}: cannot read: {err.strerror}") from err
 
 
 def _static(zone: str, spec: dict[str, Any] | None, where: str) -> IntensityProvider:
@@ -48,11 +33,11 @@ def _live(zone: str, spec: dict[str, Any], carbon_cfg: dict[str, Any], where: st
     base = {"base_url": spec["base_url"]} if spec["base_url"] else {}
     kind = spec["provider"]
     if kind == "electricitymaps":
-        source = ElectricityMaps(_secret(spec, "token_env", "token_file", where), zone=spec["zone_id"],
+        source = ElectricityMaps(read_secret(spec, "token_env", "token_file", where), zone=spec["zone_id"],
                                  lat=spec["lat"], lon=spec["lon"], forecast=spec["forecast"],
                                  emission_factor_type=spec["emission_factor_type"], **base)
     elif kind == "watttime":
-        source = WattTime(spec["username"], _secret(spec, "password_env", "password_file", where),
+        source = WattTime(spec["username"], read_secret(spec, "password_env", "password_file", where),
                           spec["region"], **base)
     else:
         source = UKCarbonIntensity(region_id=spec["region_id"], postcode=spec["postcode"],
