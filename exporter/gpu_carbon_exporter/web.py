@@ -180,6 +180,10 @@ class ExporterServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that stalled past its timeout or hung up is routine, not a traceback on stderr."""
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
             log.warning("connection limit reached, refusing %s", client_address)

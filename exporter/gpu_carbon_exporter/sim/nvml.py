@@ -158,6 +158,11 @@ class SimulatedNvml:
         t = self.clock()
         for i, fid in enumerate(field_ids):
             values[i].fieldId = fid
+            if fid == pynvml.NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION and dev.model.energy_counter:
+                values[i].nvmlReturn = pynvml.NVML_SUCCESS
+                values[i].valueType = pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+                values[i].value.ullVal = self._energy_mj_raw(dev) - self.counter_base_mj.get(h.index, 0)
+                continue
             window = {pynvml.NVML_FI_DEV_POWER_INSTANT: INSTANT_WINDOW_S,
                       pynvml.NVML_FI_DEV_POWER_AVERAGE: AVERAGE_WINDOW_S}.get(fid)
             if window is None or not dev.model.energy_counter:  # pre-Volta: no power fields

@@ -24,6 +24,7 @@ _NOT_SUPPORTED = 3
 _NOT_FOUND = 6
 _FIELD_INSTANT = 186  # NVML_FI_DEV_POWER_INSTANT
 _FIELD_AVERAGE = 185  # NVML_FI_DEV_POWER_AVERAGE
+_FIELD_ENERGY = 83  # NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION: the same mJ counter, batched with the power fields
 
 
 def _text(value: Any) -> str:
@@ -168,13 +169,15 @@ class NvmlSource(DeviceSource):
         r = DeviceReading()
         call = lambda what, fn, *a: self._call(device, what, fn, *a, reading=r)  # noqa: E731
         r.power_mw = call("power", nv.nvmlDeviceGetPowerUsage)
-        if device.has_energy_counter:
-            r.energy_mj = call("energy", nv.nvmlDeviceGetTotalEnergyConsumption)
-        fields = call("power_fields", nv.nvmlDeviceGetFieldValues, [_FIELD_INSTANT, _FIELD_AVERAGE])
+        fields = call("power_fields", nv.nvmlDeviceGetFieldValues, [_FIELD_INSTANT, _FIELD_AVERAGE, _FIELD_ENERGY])
         if fields is not None:
-            r.power_instant_mw, r.power_average_mw = (_field_value(f) for f in fields)
-            if r.power_instant_mw is None and r.power_average_mw is None:
+            r.power_instant_mw, r.power_average_mw, energy = (_field_value(f) for f in fields)
+            if device.has_energy_counter:
+                r.energy_mj = energy
+            if r.power_instant_mw is None and r.power_average_mw is None and energy is None:
                 self._unsupported[device.index].add("power_fields")
+        if device.has_energy_counter and r.energy_mj is None:
+            r.energy_mj = call("energy", nv.nvmlDeviceGetTotalEnergyConsumption)
         util = call("utilization", nv.nvmlDeviceGetUtilizationRates)
         if util is not None:
             r.gpu_util_pct, r.memory_util_pct = int(util.gpu), int(util.memory)
