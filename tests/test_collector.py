@@ -93,3 +93,21 @@ def test_promtool_accepts_job_and_edge_families(clock):
     assert b"gpu_carbon_job_energy_joules_total" in text and b"gpu_carbon_cpu_energy_joules_total" in text
     out = subprocess.run([require_binary("promtool"), "check", "metrics"], input=text, capture_output=True)
     assert out.returncode == 0 and not out.stdout.strip(), out.stdout + out.stderr
+
+
+def test_fast_renderer_is_byte_identical_to_prometheus_client(clock):
+    """web.py serves the text format with exposition.render_text: same bytes as generate_latest."""
+    from gpu_carbon_exporter.cli import build_meter, make_registry
+    from gpu_carbon_exporter.config import parse_config
+    from gpu_carbon_exporter.exposition import render_text
+
+    cfg = parse_config({"carbon": {"embodied": {"kg_co2e_per_device": 150}, "wue_liters_per_kwh": 1.7}})
+    meter, _ = build_meter(cfg, "jobs-mix")
+    meter.open()
+    for _ in range(3):
+        meter.sample()
+    registry = make_registry(meter, cfg)
+    meter.stop()
+    fixed = lambda text: re.sub(rb"(collector_last_run_age_seconds\{[^}]*\}) \S+", rb"\1 0", text)  # noqa: E731
+    assert fixed(render_text(registry)) == fixed(generate_latest(registry))
+    assert render_text(registry).count(b"gpu_carbon_job_energy_joules_total{") >= 6

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from . import __version__
 from .config import ConfigError
+from .exposition import render_text
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
-            body = encoder(self.server.registry)
+            body = render_text(self.server.registry) if encoder is generate_latest else encoder(self.server.registry)
             extra = {}
             if "gzip" in self.headers.get("Accept-Encoding", ""):
                 body, extra = gzip.compress(body, compresslevel=1), {"Content-Encoding": "gzip"}
