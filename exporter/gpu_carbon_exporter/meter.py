@@ -10,13 +10,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .carbon.base import Intensity, IntensityProvider
 from .sources.base import DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
 from .state import StateStore
 
-if False:  # typing only
+if TYPE_CHECKING:
     from .attribution.engine import Attribution
 
 log = logging.getLogger(__name__)
