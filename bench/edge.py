@@ -8,6 +8,7 @@ Usage: python bench/edge.py [--seconds 60] [--board orin]
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -16,7 +17,6 @@ import psutil
 import requests
 
 from common import free_port, ours_cmd, process
-import os
 
 from gpu_carbon_exporter.sim.patterns import Square
 from gpu_carbon_exporter.sim.sysfs import EdgeBoard, SysfsSimulator
@@ -51,7 +51,7 @@ def main() -> None:
     sim.stop()
     rails = text.count("gpu_carbon_rail_up{")
     zones = text.count("gpu_carbon_cpu_up{")
-    print(f"| board | rails | RAPL zones | rail integration | CPU (% of a core) | RSS |")
+    print("| board | rails | RAPL zones | rail integration | CPU (% of a core) | RSS |")
     print("|---|---|---|---|---|---|")
     print(f"| {args.board} | {rails} | {zones} | 10 Hz | {100 * cpu:.2f} % | {rss:.1f} MB |")
 

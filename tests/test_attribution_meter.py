@@ -8,7 +8,7 @@ from gpu_carbon_exporter.cli import build_attribution
 from gpu_carbon_exporter.config import parse_config
 from gpu_carbon_exporter.meter import Meter
 from gpu_carbon_exporter.sim.procfs import write_procfs
-from gpu_carbon_exporter.sim.scenario import GroundTruth, parse_scenario
+from gpu_carbon_exporter.sim.scenario import GroundTruth
 from gpu_carbon_exporter.sources.nvml import NvmlSource
 from gpu_carbon_exporter.state import StateStore
 

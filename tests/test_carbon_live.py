@@ -2,7 +2,6 @@
 import base64
 import datetime as dt
 import logging
-import os
 import time
 
 import pytest

@@ -10,9 +10,9 @@ import pytest
 
 from gpu_carbon_exporter.carbon.static import StaticIntensity
 from gpu_carbon_exporter.meter import Meter
-from gpu_carbon_exporter.sim.patterns import Constant, PiecewiseConstant, Square
+from gpu_carbon_exporter.sim.patterns import Constant, PiecewiseConstant
 from gpu_carbon_exporter.sim.sysfs import RAPL_MAX_UJ, EdgeBoard, SysfsSimulator
-from gpu_carbon_exporter.sources.base import DeviceUnreadable, SourceUnavailable
+from gpu_carbon_exporter.sources.base import SourceUnavailable
 from gpu_carbon_exporter.sources.cpu_estimate import EstimatedCpuSource
 from gpu_carbon_exporter.sources.jetson import JetsonSource
 from gpu_carbon_exporter.sources.node import IpmiSource, RedfishSource, parse_dcmi

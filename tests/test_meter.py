@@ -5,7 +5,7 @@ import pytest
 
 from gpu_carbon_exporter.carbon.static import StaticIntensity, TimelineIntensity
 from gpu_carbon_exporter.meter import Embodied, Meter
-from gpu_carbon_exporter.sim.scenario import GroundTruth, parse_scenario
+from gpu_carbon_exporter.sim.scenario import GroundTruth
 from gpu_carbon_exporter.sources.nvml import NvmlSource
 from gpu_carbon_exporter.state import StateStore
 

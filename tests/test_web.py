@@ -1,7 +1,6 @@
 """The HTTP endpoint with real TLS, mutual TLS and bcrypt basic auth."""
 import gzip
 import socket
-import ssl
 import threading
 import time
 

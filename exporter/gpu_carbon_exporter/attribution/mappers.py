@@ -8,7 +8,6 @@ the kubelet socket.
 from __future__ import annotations
 
 import logging
-import os
 import pwd
 import re
 import time
