@@ -274,6 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         meter, _ = build_meter(cfg, args.simulate)
         if args.once:
             meter.open()
+            meter.intensity.prime()
             meter.sample()
             sys.stdout.write(generate_latest(make_registry(meter, cfg)).decode())
             meter.stop()

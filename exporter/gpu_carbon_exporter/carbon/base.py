@@ -40,6 +40,9 @@ class IntensityProvider(ABC):
     def start(self) -> None:
         """Start any background polling (live providers)."""
 
+    def prime(self) -> None:
+        """Fetch once, synchronously (``--once``); live providers poll, others do nothing."""
+
     def stats(self) -> "object | None":
         """Request/error counters of a live provider (``live.ProviderStats``), else None."""
         return None

@@ -71,6 +71,9 @@ class PollingIntensity(IntensityProvider):
     def close(self) -> None:
         self._stop.set()
 
+    def prime(self) -> None:
+        self.poll()
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self.poll()
