@@ -24,26 +24,23 @@ import subprocess
 
 from common import free_port, query, wait_http
 
-from gpu_carbon_exporter.carbon.static import StaticIntensity
-from gpu_carbon_exporter.cli import make_registry
+from gpu_carbon_exporter.cli import build_meter, make_registry
 from gpu_carbon_exporter.config import parse_config
-from gpu_carbon_exporter.meter import Meter
-from gpu_carbon_exporter.sim.nvml import SimulatedNvml
-from gpu_carbon_exporter.sim.scenario import load_scenario
-from gpu_carbon_exporter.sources.nvml import NvmlSource
 from prometheus_client.exposition import generate_latest
 
 GPUS_PER_NODE = 8
 
 
 def node_template() -> list[tuple[str, float]]:
-    """(line prefix, value) pairs of one real 8-GPU exposition."""
-    t0 = time.time()
-    meter = Meter([NvmlSource(SimulatedNvml(load_scenario(None), lambda: time.time() - t0 + 100))],
-                  StaticIntensity("DEU", 380))
+    """(line prefix, value) pairs of one real exposition: the demo node (8 H100s, 2 CPU packages
+    through RAPL, its Slurm jobs) with the production defaults."""
+    cfg = parse_config({})
+    meter, _ = build_meter(cfg, "")
     meter.open()
-    meter.sample()
-    text = generate_latest(make_registry(meter, parse_config({}))).decode()
+    for _ in range(3):
+        meter.sample()
+    text = generate_latest(make_registry(meter, cfg)).decode()
+    meter.stop()
     out = []
     for line in text.splitlines():
         if line.startswith("#"):
