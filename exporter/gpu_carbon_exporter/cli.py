@@ -74,39 +74,14 @@ def build_meter(cfg: dict[str, Any], simulate: str | None) -> tuple[Meter, list[
     emb = carbon["embodied"]
     embodied = Embodied(emb["kg_co2e_per_device"], emb["lifetime_years"]) if emb["kg_co2e_per_device"] else None
     emb_rate = embodied.grams_per_second if embodied else 0.0
-    intensity: IntensityProvider
     pue = carbon["pue"]
-    sources: list[DeviceSource] = []
     if simulate is not None:
-        from .sim.nvml import SimulatedNvml
-        from .sim.scenario import load_scenario
-
-        scenario = load_scenario(simulate)
-        epoch = scenario.start_time if scenario.start_time is not None else time.time()
-        attribution = None
-        if scenario.jobs and cfg["attribution"]["enabled"]:
-            from .sim.procfs import write_procfs
-
-            acfg = {**cfg["attribution"], "slurm_environ": True, "mappers": "slurm"}
-            acfg["idle_watts"] = {d.model.name: d.model.idle_w for d in scenario.devices} | acfg["idle_watts"]
-            acfg["teams"] = {**acfg["teams"], "accounts": {j.team: j.team for j in scenario.jobs if j.team}}
-            attribution = build_attribution(acfg, proc_root=write_procfs(scenario), embodied_g_per_s=emb_rate)
-        if scenario.devices:
-            sources.append(NvmlSource(SimulatedNvml(scenario, lambda: time.time() - epoch),
-                                      read_processes=attribution is not None))
-        sources += _simulated_sysfs_sources(scenario, lambda: time.time() - epoch)
-        timeline = scenario.intensity.get(scenario.zone)
-        if carbon["zone"] is None and timeline is not None:
-            intensity = TimelineIntensity(scenario.zone, timeline, lambda: epoch)
-        else:
-            intensity = build_provider(carbon)
-        pue = pue if pue is not None else scenario.pue
-        log.info("simulating %d GPUs from %s", len(scenario.devices), scenario.name)
+        sources, intensity, scenario_pue, attribution = _simulated(cfg, simulate, emb_rate)
+        pue = pue if pue is not None else scenario_pue
     else:
         intensity = build_provider(carbon)
         attribution = build_attribution(cfg["attribution"], embodied_g_per_s=emb_rate)
-        if cfg["sources"]["nvml"]["enabled"]:
-            sources.append(NvmlSource(read_processes=attribution is not None))
+        sources = [NvmlSource(read_processes=attribution is not None)] if cfg["sources"]["nvml"]["enabled"] else []
         sources += build_other_sources(cfg["sources"])
     s = cfg["sampling"]
     meter = Meter(
@@ -117,6 +92,47 @@ def build_meter(cfg: dict[str, Any], simulate: str | None) -> tuple[Meter, list[
         slow_refresh_s=s["slow_refresh_seconds"], lost_retry_s=s["lost_device_retry_seconds"],
         persist_interval_s=cfg["state"]["persist_interval_seconds"], attribution=attribution)
     return meter, sources
+
+
+def _simulated(cfg: dict[str, Any], simulate: str, emb_rate: float) -> tuple:
+    """Sources, intensity, PUE and attribution of a simulated node (``--simulate``)."""
+    from .sim.nvml import SimulatedNvml
+    from .sim.scenario import load_scenario
+    from .sources.nvml import NvmlSource
+
+    scenario = load_scenario(simulate)
+    epoch = scenario.start_time if scenario.start_time is not None else time.time()
+    attribution = None
+    if scenario.jobs and cfg["attribution"]["enabled"]:
+        from .sim.procfs import write_procfs
+
+        acfg = {**cfg["attribution"], "slurm_environ": True, "mappers": "slurm"}
+        acfg["idle_watts"] = {d.model.name: d.model.idle_w for d in scenario.devices} | acfg["idle_watts"]
+        acfg["teams"] = {**acfg["teams"], "accounts": {j.team: j.team for j in scenario.jobs if j.team}}
+        attribution = build_attribution(acfg, proc_root=_temporary(write_procfs(scenario)),
+                                        embodied_g_per_s=emb_rate)
+    sources: list[DeviceSource] = []
+    if scenario.devices:
+        sources.append(NvmlSource(SimulatedNvml(scenario, lambda: time.time() - epoch),
+                                  read_processes=attribution is not None))
+    sources += _simulated_sysfs_sources(scenario, lambda: time.time() - epoch)
+    timeline = scenario.intensity.get(scenario.zone)
+    intensity: IntensityProvider
+    if cfg["carbon"]["zone"] is None and timeline is not None:
+        intensity = TimelineIntensity(scenario.zone, timeline, lambda: epoch)
+    else:
+        intensity = build_provider(cfg["carbon"])
+    log.info("simulating %d GPUs from %s", len(scenario.devices), scenario.name)
+    return sources, intensity, scenario.pue, attribution
+
+
+def _temporary(path: str) -> str:
+    """Remove a simulator's temporary tree when the exporter exits."""
+    import atexit
+    import shutil
+
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def _simulated_sysfs_sources(scenario: Any, clock: Any) -> list[DeviceSource]:
@@ -130,7 +146,7 @@ def _simulated_sysfs_sources(scenario: Any, clock: Any) -> list[DeviceSource]:
     e = scenario.edge
     if e.board is None and e.rapl_pattern is None:
         return []
-    root = tempfile.mkdtemp(prefix="gpu-carbon-sysfs-")
+    root = _temporary(tempfile.mkdtemp(prefix="gpu-carbon-sysfs-"))
     sim = SysfsSimulator(root, EdgeBoard(e.board, e.board_pattern) if e.board else None, e.rapl_pattern,
                          rapl_packages=e.rapl_packages, psys=e.psys)
     sim.update(clock())
