@@ -151,6 +151,9 @@ def _simulated_sysfs_sources(scenario: Any, clock: Any) -> list[DeviceSource]:
                          rapl_packages=e.rapl_packages, psys=e.psys)
     sim.update(clock())
     sim.run(clock)
+    import atexit
+
+    atexit.register(sim.stop)  # runs before the tree is removed (atexit is last in, first out)
     log.info("simulated sysfs tree (%s%s) under %s", e.board or "", " + RAPL" if e.rapl_pattern else "", root)
     return ([JetsonSource(root)] if e.board else []) + ([RaplSource(root)] if e.rapl_pattern else [])
 

@@ -141,7 +141,10 @@ class SysfsSimulator:
         """Keep the files current from ``clock()`` (scenario time) in a thread."""
         def loop() -> None:
             while not self._stop.wait(1.0 / hz):
-                self.update(clock())
+                try:
+                    self.update(clock())
+                except OSError:  # the tree was removed (exporter exiting)
+                    return
         threading.Thread(target=loop, name="sysfs-sim", daemon=True).start()
 
     def stop(self) -> None:
