@@ -7,6 +7,7 @@ exact integral (wrapping at ``max_energy_range_uj``).
 """
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,8 +135,11 @@ class SysfsSimulator:
 
     # -- values ----------------------------------------------------------------
     def update(self, t: float) -> None:
+        """Rewrite every value atomically (like sysfs, a reader never sees a half-written file)."""
         for path, value in self._files:
-            path.write_text(f"{value(t)}\n")
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(f"{value(t)}\n")
+            os.replace(tmp, path)
 
     def run(self, clock: Callable[[], float], hz: float = 50.0) -> None:
         """Keep the files current from ``clock()`` (scenario time) in a thread."""
