@@ -69,3 +69,16 @@ def test_flags_override_the_file(tmp_path, capsys):
     out = capsys.readouterr().out
     assert 'zone="POL"' in out and 'source="country_table"' in out
     assert main(["--carbon.zone", "Atlantis", "--simulate", "--once"]) == 2
+
+
+def test_shipped_example_configs_are_valid():
+    """deploy/config/ must pass the same checks an operator's copy will."""
+    from pathlib import Path
+
+    from gpu_carbon_exporter.web import load_web_config
+
+    root = Path(__file__).resolve().parent.parent / "deploy" / "config"
+    cfg = load_config(root / "gpu-carbon-exporter.yml")
+    assert cfg["carbon"]["zone"] == "DEU" and cfg["state"]["path"]
+    with pytest.raises(ConfigError, match="tls_server_config.cert_file: cannot load"):  # paths exist on a node only
+        load_web_config(root / "web-config.yml")

@@ -11,6 +11,7 @@ import base64
 import gzip
 import hashlib
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -37,6 +38,7 @@ _CLIENT_AUTH = {
 _TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
                  "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 _TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version"}
+_BCRYPT = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
 # A valid hash of a random password, checked for unknown users so timing does not reveal user names.
 _DUMMY_HASH = b"$2b$10$hgBl4VtSaZi785VH0nBnpePXuZIIjtvgYsA4wm0Ya/kseQosg3Xoq"
 
@@ -75,8 +77,8 @@ def load_web_config(path: str | Path | None) -> WebConfig:
     if not isinstance(users, dict):
         fail("basic_auth_users", "expected a mapping of user name to bcrypt hash")
     for user, hashed in users.items():
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
-            fail(f"basic_auth_users.{user}", "expected a bcrypt hash ($2a$, $2b$ or $2y$)")
+        if not isinstance(hashed, str) or not _BCRYPT.fullmatch(hashed):
+            fail(f"basic_auth_users.{user}", "expected a bcrypt hash ($2a$, $2b$ or $2y$, 60 characters)")
         cfg.users[str(user)] = hashed.encode()
     http = data.get("http_server_config") or {}
     for key, value in http.items():
@@ -150,7 +152,10 @@ class _Auth:
         import bcrypt  # noqa: PLC0415 - only needed with basic auth
 
         hashed = self.users.get(user)
-        ok = bcrypt.checkpw(password.encode(), hashed or _DUMMY_HASH) and hashed is not None
+        try:
+            ok = bcrypt.checkpw(password.encode(), hashed or _DUMMY_HASH) and hashed is not None
+        except ValueError:  # e.g. a password longer than bcrypt's 72 bytes
+            ok = False
         if ok:
             with self._lock:
                 if len(self._ok) > 1024:
