@@ -82,9 +82,13 @@ class _PidMapper(Mapper):
         self.proc, self.expose_user = Path(proc_root), expose_user
         self.teams = teams or Teams({}, {}, {})
         self._cache: dict[int, Job | None] = {}
+        self._seen: set[int] = set()
 
     def refresh(self) -> None:
-        self._cache.clear()
+        """Keep the job of every pid still on a GPU (a pid's job never changes while it lives);
+        forget pids that left, so a reused pid is looked up afresh."""
+        self._cache = {pid: job for pid, job in self._cache.items() if pid in self._seen}
+        self._seen = set()
 
     def _uid(self, pid: int) -> int | None:
         try:
@@ -119,6 +123,7 @@ class _PidMapper(Mapper):
                 procs: list[ProcessInfo]) -> list[Holder] | None:
         pairs = []
         for p in procs:
+            self._seen.add(p.pid)
             if p.pid not in self._cache:
                 self._cache[p.pid] = self.job_of(p.pid)
             if self._cache[p.pid] is not None:
