@@ -266,13 +266,16 @@ class Meter:
         if slow:
             self._last_slow = start
         per_source: dict[str, list[bool]] = {}
+        took: dict[str, float] = {}
         if self.attribution is not None:
             self.attribution.begin_sample()
         for dev in self._devices:
+            t = time.perf_counter()
             per_source.setdefault(dev.source.name, []).append(self._sample_device(dev, slow))
+            took[dev.source.name] = took.get(dev.source.name, 0.0) + time.perf_counter() - t
         end = self.clock()
         for name, oks in per_source.items():
-            self._collectors[name] = CollectorStatus(any(oks), end - start, end)
+            self._collectors[name] = CollectorStatus(any(oks), took[name], end)
         if self.attribution is not None:
             self.attribution.expire(end)
         if self.state and end - self._last_persist >= self.persist_interval_s:
