@@ -26,7 +26,8 @@ SCENARIO = {
               "mean_off_s": 0.6},
              {"at_s": 60, "pattern": "constant", "watts": 300}]}},
     ],
-    "jobs": [{"id": "a", "devices": [0], "share": 0.25}, {"id": "b", "devices": [0], "share": 0.75}],
+    "jobs": [{"id": "a", "devices": [0], "share": 0.25, "mig_instance": 0},
+             {"id": "b", "devices": [0], "share": 0.75, "mig_instance": 1}],
 }
 
 PROBE = r"""
@@ -38,7 +39,7 @@ try:
     pynvml.nvmlDeviceGetCount()
 except pynvml.NVMLError as e:
     out["before_init"] = type(e).__name__
-src = NvmlSource(pynvml)
+src = NvmlSource(pynvml, read_processes=True)
 try:
     devs = src.open()
 except SourceUnavailable as e:
@@ -49,11 +50,14 @@ out["readings"] = []
 for d in devs:
     try:
         r = src.read(d, slow=True)
-        out["readings"].append({"t": time.time(), **{k: v for k, v in vars(r).items()}})
+        fields = {k: v for k, v in vars(r).items() if k != "processes"}
+        fields["processes"] = [[p.pid, p.used_memory_bytes, p.sm_util_pct, p.gpu_instance_id] for p in r.processes or []]
+        out["readings"].append({"t": time.time(), **fields})
     except DeviceLost as e:
         out["readings"].append({"lost": str(e)})
 h = pynvml.nvmlDeviceGetHandleByIndex(0)
 out["procs"] = sorted((p.pid, p.usedGpuMemory) for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h))
+out["proc_gi"] = sorted((p.pid, p.gpuInstanceId) for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h))
 out["proc_util"] = sorted((s.pid, s.smUtil) for s in pynvml.nvmlDeviceGetProcessUtilization(h, 0))
 out["info"] = src.info()
 src.close()
@@ -95,6 +99,10 @@ def test_identity_values_and_energy_agree_with_ground_truth(libdir, tmp_path):
     assert r1["energy_mj"] is None and r1["power_mw"] == 240_000 and r1["power_instant_mw"] is None
     assert [p for p, _ in out["procs"]] == [200_000, 200_100]
     assert out["procs"][0][1] * 3 == pytest.approx(out["procs"][1][1], rel=1e-6)  # memory split by share
+    assert out["proc_gi"] == [[200_000, 1], [200_100, 2]]  # MIG GPU instance ids, v3 structs
+    # the production source reads the same processes (with per-process SM utilisation: shared GPU)
+    procs = {p[0]: p for p in r0["processes"]}
+    assert procs[200_000][3] == 1 and procs[200_100][3] == 2 and procs[200_100][2] is not None
     assert out["info"]["driver_version"] == "560.35.03-sim"
 
 

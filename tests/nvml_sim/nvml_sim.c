@@ -156,7 +156,7 @@ struct nvmlDevice_st {
     char unsupported[2048];
 };
 
-typedef struct { int dev; unsigned pid; double start, end, share; } proc_t;
+typedef struct { int dev; unsigned pid; double start, end, share; int gi; } proc_t;
 
 static struct nvmlDevice_st devs[MAX_DEV], migs[MAX_DEV][MAX_MIG];
 static proc_t procs[MAX_PROC];
@@ -234,6 +234,8 @@ static int load_trace(const char *path) {
             proc_t *p = &procs[nproc++];
             p->dev = (int)next_num(&save); p->pid = (unsigned)next_num(&save);
             p->start = next_num(&save); p->end = next_num(&save); p->share = next_num(&save);
+            double gi = next_num(&save);
+            p->gi = isnan(gi) ? -1 : (int)gi;
         }
     }
     free(line);
@@ -547,7 +549,12 @@ static nvmlReturn_t list_procs(nvmlDevice_t d, unsigned int *count, nvmlProcessI
         if (!active(&procs[i], d->index, t)) continue;
         infos[k].pid = procs[i].pid;
         infos[k].usedGpuMemory = (unsigned long long)(used * procs[i].share);
-        infos[k].gpuInstanceId = infos[k].computeInstanceId = 0xFFFFFFFF;
+        if (procs[i].gi >= 0) {
+            infos[k].gpuInstanceId = (unsigned)procs[i].gi;
+            infos[k].computeInstanceId = 0;
+        } else {
+            infos[k].gpuInstanceId = infos[k].computeInstanceId = 0xFFFFFFFF;
+        }
         k++;
     }
     *count = k;

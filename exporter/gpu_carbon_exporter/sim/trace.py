@@ -14,12 +14,13 @@ from .scenario import Scenario
 FORMAT = "nvml_sim trace v1"
 
 
-def job_processes(scenario: Scenario) -> list[tuple[int, int, float, float, float]]:
-    """(device index, pid, start_s, end_s, share) for every job process: one per job and device."""
+def job_processes(scenario: Scenario) -> list[tuple[int, int, float, float, float, int | None]]:
+    """(device index, pid, start_s, end_s, share, GPU instance id) for every job process: one per job and device."""
     out = []
     for j, job in enumerate(scenario.jobs):
+        gi = None if job.mig_instance is None else job.mig_instance + 1
         for k, dev in enumerate(job.devices):
-            out.append((dev, job_pid(j, k), job.start_s, job.end_s, job.share))
+            out.append((dev, job_pid(j, k), job.start_s, job.end_s, job.share, gi))
     return out
 
 
@@ -35,8 +36,9 @@ def render_trace(scenario: Scenario, epoch: float) -> str:
                      f"{0 if m.power_usage == 'average_1s' else 1} {m.idle_w!r} {m.max_w!r} {m.memory_bytes} "
                      f"{m.max_sm_mhz} {d.energy_offset_mj} {d.mig_instances} {m.name}")
         lines.append(f"pattern {d.index} {' '.join(d.pattern.spec())}")
-    for dev, pid, start, end, share in job_processes(scenario):
-        lines.append(f"proc {dev} {pid} {start!r} {end if math.isfinite(end) else 1e300!r} {share!r}")
+    for dev, pid, start, end, share, gi in job_processes(scenario):
+        lines.append(f"proc {dev} {pid} {start!r} {end if math.isfinite(end) else 1e300!r} {share!r} "
+                     f"{-1 if gi is None else gi}")
     return "\n".join(lines) + "\n"
 
 
