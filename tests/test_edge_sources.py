@@ -232,3 +232,48 @@ def test_estimated_cpu_is_labelled_and_never_mixed():
     (dev,) = src.open()
     assert dev.method_without_counter == "estimated" and dict(dev.labels)["zone"] == "estimated"
     assert src.read(dev, slow=False).power_mw == 110_000
+
+
+def test_rest_of_node_power(tmp_path, bmc):
+    """Node (Redfish) minus GPUs (NVML) minus measured CPU (RAPL), when all three are known."""
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    from gpu_carbon_exporter.collector import SnapshotCollector
+    from gpu_carbon_exporter.sources.nvml import NvmlSource
+    from conftest import sim_nvml
+
+    clock = ManualClock()
+    bmc.routes["/redfish/v1/Chassis"] = (200, {}, {"Members": [{"@odata.id": "/redfish/v1/Chassis/1"}]})
+    bmc.routes["/redfish/v1/Chassis/1"] = (200, {}, {"Power": {"@odata.id": "/redfish/v1/Chassis/1/Power"}})
+    bmc.routes["/redfish/v1/Chassis/1/Power"] = (200, {}, {"PowerControl": [{"PowerConsumedWatts": 1500}]})
+    sim = SysfsSimulator(tmp_path, rapl=Constant(300.0), rapl_packages=2, dram_share=0.1)
+    gpus = sim_nvml({"devices": [{"model": "NVIDIA H100 80GB HBM3", "count": 2,
+                                  "power": {"pattern": "constant", "watts": 400}}]}, clock)
+    meter = Meter([NvmlSource(gpus), RaplSource(tmp_path, clock=clock), RedfishSource(bmc.url)],
+                  StaticIntensity("Z", 300), clock=clock)
+    meter.open()
+    meter.sample()
+    clock.advance(2.0)
+    sim.update(clock.sim)
+    meter.sample()
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(SnapshotCollector(lambda: meter.snapshot, clock=clock))
+    text = generate_latest(reg).decode()
+    # 1500 W node - 2 x 400 W GPUs - (300 W packages + 30 W DRAM) = 370 W
+    line = next(l for l in text.splitlines() if l.startswith("gpu_carbon_node_rest_power_watts{"))
+    assert float(line.rsplit(" ", 1)[1]) == pytest.approx(370.0, abs=1.0)
+    assert 'gpu_carbon_node_power_watts{method="integrated",source="redfish"} 1500.0' in text
+
+
+def test_nvml_missing_but_another_source_keeps_the_exporter_running(tmp_path):
+    """No NVIDIA driver here: with RAPL available the exporter starts, and says NVML is down."""
+    SysfsSimulator(tmp_path / "sys-root", rapl=Constant(80.0))
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"sources:\n  rapl: {{sysfs_root: {tmp_path / 'sys-root'}}}\n  jetson: {{enabled: false}}\n")
+    out = subprocess.run([sys.executable, "-m", "gpu_carbon_exporter", "--config", str(cfg), "--once"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert 'gpu_carbon_collector_success{collector="nvml"} 0.0' in out.stdout
+    assert 'gpu_carbon_cpu_up{domain="package",zone="intel-rapl:0"} 1.0' in out.stdout
+    assert "--simulate" in out.stderr  # the NVML message still tells the operator what is missing
