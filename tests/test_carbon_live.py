@@ -332,3 +332,15 @@ def test_exposition_carries_provider_health_and_forecast(api):
     assert 'gpu_carbon_grid_intensity_lowest_window_start_seconds{horizon_hours="8",window_hours="0.166667",zone="Z"}' in text
     out = subprocess.run([require_binary("promtool"), "check", "metrics"], input=text.encode(), capture_output=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_forecast_not_in_plan_keeps_the_latest_value(api, caplog):
+    """A token without forecast access: the latest value is still served, the failure counted."""
+    api.routes["/v3/carbon-intensity/latest"] = em_latest(333)
+    api.routes["/v3/carbon-intensity/forecast"] = (403, {}, {"error": "forecast not in your plan"})
+    p = polling(em_source(api, forecast=True))
+    assert p.poll()
+    i = p.current(time.time())
+    assert (i.g_per_kwh, i.source, i.fallback) == (333, "electricitymaps", False)
+    assert p.stats().errors == {"auth": 1} and p.forecast(time.time()) is None
+    assert "forecast unavailable [auth]" in caplog.text

@@ -85,6 +85,7 @@ class PollingIntensity(IntensityProvider):
             if self._stop.is_set():
                 return False
             self._requests += 1
+            self.source.soft_errors = []
             try:
                 timeline = self.source.fetch(self.http, self.clock())
                 self._check_fresh(timeline)
@@ -96,6 +97,8 @@ class PollingIntensity(IntensityProvider):
                 if attempt < self.retries:
                     self._stop.wait(self._delay(attempt, err))
                 continue
+            for reason in self.source.soft_errors:
+                self._errors[reason] += 1
             self._timeline, self._fetched_at, self._last_ok = timeline, self.clock(), True
             self._successes += 1
             return True

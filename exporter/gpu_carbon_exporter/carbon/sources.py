@@ -7,11 +7,14 @@ a ``ProviderError``.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from .http import JsonHttp, ProviderError, field, number, timestamp
+
+log = logging.getLogger(__name__)
 
 LBS_PER_MWH_TO_G_PER_KWH = 0.45359237
 
@@ -45,9 +48,22 @@ class LiveSource(ABC):
     name = "live"
     signal = "average"
 
+    def __init__(self) -> None:
+        self.soft_errors: list[str] = []  # reasons of failed optional requests (forecasts) in the last fetch
+
     @abstractmethod
     def fetch(self, http: JsonHttp, now: float) -> Timeline:
         """Query the API. Raises ProviderError."""
+
+    def _optional(self, what: str, request):
+        """An optional request (a forecast): its failure is counted and logged, never fatal to the poll."""
+        try:
+            return request()
+        except ProviderError as err:
+            self.soft_errors.append(err.reason)
+            log.warning("%s: %s unavailable [%s]: %s; using the current value only", self.name, what,
+                        err.reason, err)
+            return None
 
 
 def _timeline(now_point: tuple[float, float], forecast: list[tuple[float, float]]) -> Timeline:
@@ -63,6 +79,7 @@ class ElectricityMaps(LiveSource):
     def __init__(self, token: str, *, zone: str | None = None, lat: float | None = None, lon: float | None = None,
                  emission_factor_type: str = "lifecycle", forecast: bool = False,
                  base_url: str = "https://api.electricitymap.org") -> None:
+        super().__init__()
         self.token, self.forecast, self.base = token, forecast, base_url.rstrip("/")
         self.params: dict[str, str] = {"emissionFactorType": emission_factor_type}
         if zone:
@@ -76,11 +93,12 @@ class ElectricityMaps(LiveSource):
         point = (timestamp(field(latest, "datetime"), "datetime"), number(field(latest, "carbonIntensity"),
                                                                           "carbonIntensity"))
         forecast: list[tuple[float, float]] = []
-        if self.forecast:
-            data = http.get(f"{self.base}/v3/carbon-intensity/forecast", params=self.params, headers=headers)
-            for i, p in enumerate(field(data, "forecast")):
-                forecast.append((timestamp(field(p, "datetime"), f"forecast[{i}].datetime"),
-                                 number(field(p, "carbonIntensity"), f"forecast[{i}].carbonIntensity")))
+        if self.forecast:  # not every token's plan includes forecasts: a failure keeps the latest value
+            forecast = self._optional("forecast", lambda: [
+                (timestamp(field(p, "datetime"), f"forecast[{i}].datetime"),
+                 number(field(p, "carbonIntensity"), f"forecast[{i}].carbonIntensity"))
+                for i, p in enumerate(field(http.get(f"{self.base}/v3/carbon-intensity/forecast",
+                                                     params=self.params, headers=headers), "forecast"))]) or []
         return _timeline(point, forecast)
 
 
@@ -93,6 +111,7 @@ class WattTime(LiveSource):
 
     def __init__(self, username: str, password: str, region: str, *,
                  base_url: str = "https://api.watttime.org") -> None:
+        super().__init__()
         self.username, self.password, self.region = username, password, region
         self.base = base_url.rstrip("/")
         self._token: str | None = None
@@ -147,6 +166,7 @@ class UKCarbonIntensity(LiveSource):
 
     def __init__(self, *, region_id: int | None = None, postcode: str | None = None, forecast: bool = True,
                  base_url: str = "https://api.carbonintensity.org.uk") -> None:
+        super().__init__()
         self.region_id, self.postcode, self.forecast = region_id, postcode, forecast
         self.base = base_url.rstrip("/")
 
@@ -185,5 +205,6 @@ class UKCarbonIntensity(LiveSource):
             start = dt.datetime.fromtimestamp(now, dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
             url = (f"{self.base}/regional/intensity/{start}/fw24h/{scope}" if scope
                    else f"{self.base}/intensity/{start}/fw24h")
-            forecast = [self._point(e, i) for i, e in enumerate(self._periods(http.get(url)))]
+            forecast = self._optional("forecast", lambda: [
+                self._point(e, i) for i, e in enumerate(self._periods(http.get(url)))]) or []
         return _timeline(current, forecast)
