@@ -62,6 +62,7 @@ class PollingIntensity(IntensityProvider):
         self._errors: Counter[str] = Counter()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._forecast_cache: tuple | None = None
 
     # -- polling ---------------------------------------------------------------
     def start(self) -> None:
@@ -142,8 +143,20 @@ class PollingIntensity(IntensityProvider):
         age = None if self._fetched_at is None else max(self.clock() - self._fetched_at, 0.0)
         return ProviderStats(self.name, self._requests, self._successes, dict(self._errors), age)
 
+    FORECAST_REFRESH_S = 30.0
+
     def forecast(self, now: float) -> Forecast | None:
-        """Hints from the forecast part of the timeline, or None without one."""
+        """Hints from the forecast part of the timeline, or None without one; recomputed at most
+        every 30 s (or when a new timeline arrives), since the meter asks every sample."""
+        cached = self._forecast_cache
+        if cached and cached[0] is self._timeline and 0 <= now - cached[1] < self.FORECAST_REFRESH_S:
+            fc = cached[2]
+            return None if fc is None else replace(fc, best_window_in_s=max(fc.best_window_in_s - (now - cached[1]), 0.0))
+        fc = self._compute_forecast(now)
+        self._forecast_cache = (self._timeline, now, fc)
+        return fc
+
+    def _compute_forecast(self, now: float) -> Forecast | None:
         timeline = self._timeline
         if timeline is None or len(timeline.points) < 2 or not self._usable(now):
             return None

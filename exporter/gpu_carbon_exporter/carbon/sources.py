@@ -6,7 +6,9 @@ a ``ProviderError``.
 """
 from __future__ import annotations
 
+import bisect
 import datetime as dt
+import functools
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -20,21 +22,21 @@ LBS_PER_MWH_TO_G_PER_KWH = 0.45359237
 
 
 @dataclass(frozen=True)
-class Timeline:
+class Timeline:  # noqa: PLW1641 - cached_property needs a __dict__, frozen dataclasses have one
     """Points (unix start time, gCO2e/kWh), sorted; ``points[0]`` is the value now."""
 
     points: tuple[tuple[float, float], ...]
 
+    @functools.cached_property
+    def _starts(self) -> list[float]:
+        return [s for s, _ in self.points]
+
     def value_at(self, t: float) -> float:
-        value = self.points[0][1]
-        for start, v in self.points:
-            if start > t:
-                break
-            value = v
-        return value
+        i = bisect.bisect_right(self._starts, t) - 1
+        return self.points[max(i, 0)][1]
 
     def changes(self, t0: float, t1: float) -> list[float]:
-        return [s for s, _ in self.points if t0 < s < t1]
+        return self._starts[bisect.bisect_right(self._starts, t0):bisect.bisect_left(self._starts, t1)]
 
     @property
     def end(self) -> float:
