@@ -168,3 +168,32 @@ def test_counters_are_monotonic_over_a_long_bursty_run():
         now = [d.counters.energy_j for d in meter.snapshot.devices]
         assert all(b >= a for a, b in zip(last, now))
         last = now
+
+
+def test_an_unexpected_source_error_degrades_that_source_only(clock):
+    """A bug-like failure (not an NVML error) in one source: its sample fails, the rest report."""
+    from gpu_carbon_exporter.sources.base import DeviceIdentity, DeviceReading, DeviceSource
+
+    class Broken(DeviceSource):
+        name = "broken"
+
+        def open(self):
+            return [DeviceIdentity(0, "broken-0", "x", kind="node", has_energy_counter=False,
+                                   labels=(("source", "broken"),))]
+
+        def read(self, device, *, slow):
+            raise RuntimeError("parser bug")
+
+        def read_power_mw(self, device):
+            raise RuntimeError("parser bug")
+
+    nv = sim_nvml({"devices": [{"model": "NVIDIA H100 80GB HBM3", "power": {"pattern": "constant", "watts": 300}}]},
+                  clock)
+    meter = Meter([NvmlSource(nv), Broken()], StaticIntensity("Z", 100), clock=clock)
+    meter.open()
+    meter.sample()
+    clock.advance(1)
+    meter.sample()
+    snap = meter.snapshot
+    assert not snap.collectors["broken"].success and snap.collectors["nvml"].success
+    assert snap.devices[0].counters.energy_j == pytest.approx(300.0, abs=0.01)

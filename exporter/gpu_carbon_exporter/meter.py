@@ -179,13 +179,16 @@ class Meter:
         next_sample = self.clock() + self.sample_interval_s
         while not self._stop.is_set():
             now = self.clock()
-            if now >= next_sample:
-                self.sample()
-                next_sample += self.sample_interval_s
-                if next_sample < now:  # fell behind: skip, do not burst
-                    next_sample = now + self.sample_interval_s
-            elif needs_integration:
-                self.integrate()
+            try:
+                if now >= next_sample:
+                    next_sample += self.sample_interval_s
+                    if next_sample < now:  # fell behind: skip, do not burst
+                        next_sample = now + self.sample_interval_s
+                    self.sample()
+                elif needs_integration:
+                    self.integrate()
+            except Exception:  # noqa: BLE001 - a bug must not stop the sampler; healthz shows staleness
+                log.exception("sampling failed; continuing")
             wait = next_sample - self.clock()
             if needs_integration:
                 wait = min(wait, self.integration_period_s)
@@ -290,6 +293,9 @@ class Meter:
             reading = dev.source.read(dev.identity, slow=slow or not dev.up)
         except DeviceLost as err:
             self._mark_lost(dev, err, now)
+            return False
+        except Exception as err:  # noqa: BLE001 - an unexpected failure degrades this device's sample only
+            log.error("%s %s: unexpected error reading it: %r", dev.source.name, dev.identity.uuid, err)
             return False
         if not dev.up:
             log.warning("GPU %s answers again", dev.identity.uuid)

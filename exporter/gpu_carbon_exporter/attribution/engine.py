@@ -60,11 +60,18 @@ class Attribution:
     # -- per sample --------------------------------------------------------------
     def begin_sample(self) -> None:
         for m in self.mappers:
-            m.refresh()
+            try:
+                m.refresh()
+            except Exception as err:  # noqa: BLE001 - degrade this mapper only
+                log.error("mapper %s refresh failed: %r", m.name, err)
 
     def _ask(self, device: DeviceIdentity, mig, procs: list[ProcessInfo]) -> list[Holder]:
         for m in self.mappers:
-            found = m.holders(device, mig, procs)
+            try:
+                found = m.holders(device, mig, procs)
+            except Exception as err:  # noqa: BLE001 - one broken mapper must not stop the others
+                log.error("mapper %s failed on %s: %r", m.name, device.uuid, err)
+                continue
             if found is not None:
                 return found
         return []
