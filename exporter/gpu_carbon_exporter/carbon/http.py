@@ -14,7 +14,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 REASONS = ("timeout", "connection", "http_4xx", "http_5xx", "auth", "rate_limited", "redirect",
-           "malformed", "missing_field", "units", "out_of_range", "stale")
+           "malformed", "missing_field", "units", "out_of_range", "stale", "internal")
 
 
 class ProviderError(Exception):

@@ -98,6 +98,11 @@ class PollingIntensity(IntensityProvider):
                 if attempt < self.retries:
                     self._stop.wait(self._delay(attempt, err))
                 continue
+            except Exception:  # noqa: BLE001 - a parsing bug must not kill the poller
+                self._errors["internal"] += 1
+                self._last_ok = False
+                log.exception("%s (zone %s): unexpected error", self.name, self.zone)
+                continue
             for reason in self.source.soft_errors:
                 self._errors[reason] += 1
             self._timeline, self._fetched_at, self._last_ok = timeline, self.clock(), True
