@@ -18,5 +18,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e ".[test]"
-exec python3 -m pytest "$@"
+PY=python3
+# A distribution's own Python refuses pip installs (PEP 668): use a project venv there.
+if python3 -c 'import os, sys, sysconfig; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  PY=.venv/bin/python
+fi
+"$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
+exec "$PY" -m pytest "$@"
