@@ -122,9 +122,10 @@ def test_python_and_c_simulators_agree(libdir, tmp_path):
 def test_not_supported_and_lost_gpu(libdir, tmp_path):
     out, _, _ = probe(libdir, tmp_path, NVML_SIM_UNSUPPORTED="0:nvmlDeviceGetTemperature,0:nvmlDeviceGetClockInfo",
                       NVML_SIM_LOST="2")
-    # a GPU lost before start-up cannot be identified: it is skipped (and logged), the others report
-    assert [d[0] for d in out["devices"]] == [0, 1]
-    r0, r1 = out["readings"]
+    # a GPU lost before start-up cannot be identified: it is reported down under a placeholder
+    assert [d[0] for d in out["devices"]] == [0, 1, 2] and out["devices"][2][1] == "unidentified-2"
+    r0, r1, r2 = out["readings"]
+    assert "lost before it could be identified" in r2["lost"]
     assert r0["temperature_c"] is None and r0["sm_clock_mhz"] is None and r0["errors"] == []
     assert r0["power_mw"] > 0 and r1["temperature_c"] is not None
 

@@ -100,3 +100,13 @@ def test_real_pynvml_without_driver_gives_the_same_clear_error():
 def test_uninitialised_library_raises_real_nvml_error(nv):
     with pytest.raises(pynvml.NVMLError_Uninitialized):
         nv.nvmlDeviceGetCount()
+
+
+def test_gpu_lost_before_start_is_reported_down_not_dropped(nv, clock):
+    nv.lost.add(1)
+    src = NvmlSource(nv)
+    devices = src.open()
+    assert [d.uuid for d in devices][1] == "unidentified-1"
+    with pytest.raises(DeviceLost, match="restart the exporter"):
+        src.read(devices[1], slow=True)
+    assert src.read(devices[0], slow=True).power_mw == 350_000

@@ -53,6 +53,7 @@ class NvmlSource(DeviceSource):
         self._handles: dict[int, Any] = {}
         self._util_seen_us: dict[int, int] = {}
         self._graphics: dict[int, bool] = {}  # GPUs with graphics processes: listed every sample
+        self._unidentified: set[int] = set()
         self._unsupported: dict[int, set[str]] = {}
         self._info: dict[str, str] = {}
 
@@ -70,7 +71,14 @@ class NvmlSource(DeviceSource):
             try:
                 devices.append(self._identify(index))
             except nv.NVMLError as err:
-                log.error("GPU %d could not be enumerated, skipping it: %s", index, err)
+                if err.value not in _LOST_CODES:
+                    log.error("GPU %d could not be enumerated, skipping it: %s", index, err)
+                    continue
+                # Lost before we could read its UUID: report it down under a placeholder identity.
+                log.error("GPU %d is lost (%s); reporting it down until the exporter restarts", index, err)
+                self._unidentified.add(index)
+                devices.append(DeviceIdentity(index=index, uuid=f"unidentified-{index}", name="",
+                                              has_energy_counter=False))
         return devices
 
     def close(self) -> None:
@@ -146,6 +154,9 @@ class NvmlSource(DeviceSource):
     def _call(self, device: DeviceIdentity, what: str, fn: Callable, *args: Any,
               reading: DeviceReading | None = None) -> Any:
         """One NVML query. NOT_SUPPORTED drops that query for good; a lost GPU raises."""
+        if device.index in self._unidentified:
+            raise DeviceLost(f"GPU {device.index} was lost before it could be identified; "
+                             "restart the exporter once it is back")
         skip = self._unsupported[device.index]
         if what in skip:
             return None
@@ -167,6 +178,8 @@ class NvmlSource(DeviceSource):
     def read(self, device: DeviceIdentity, *, slow: bool) -> DeviceReading:
         nv = self._nvml
         r = DeviceReading()
+        if device.index in self._unidentified:
+            self._call(device, "identity", None)  # raises DeviceLost
         call = lambda what, fn, *a: self._call(device, what, fn, *a, reading=r)  # noqa: E731
         r.power_mw = call("power", nv.nvmlDeviceGetPowerUsage)
         fields = call("power_fields", nv.nvmlDeviceGetFieldValues, [_FIELD_INSTANT, _FIELD_AVERAGE, _FIELD_ENERGY])
