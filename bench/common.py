@@ -1,27 +1,25 @@
-"""Shared helpers for the benchmarks: the simulated NVML library, processes, Prometheus."""
+"""Shared helpers for the benchmarks: the simulated NVML library, processes, Prometheus.
+
+Port, HTTP-readiness and query helpers are the tests' own (tests/conftest.py, tests/procs.py).
+"""
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
-import requests
-
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "nvml_sim"))
+sys.path[:0] = [str(ROOT / "tests" / "nvml_sim"), str(ROOT / "tests")]
 from build import build  # noqa: E402
+from conftest import free_port  # noqa: E402
+from procs import query, wait_for_series, wait_http  # noqa: E402
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["build", "free_port", "nvitop_cmd", "ours_cmd", "process", "prometheus", "query", "sim_env",
+           "wait_for", "wait_http"]
 
 
 def sim_env(trace: Path, counts: Path | None = None) -> dict[str, str]:
@@ -31,25 +29,13 @@ def sim_env(trace: Path, counts: Path | None = None) -> dict[str, str]:
     return env
 
 
-def wait_http(url: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(url)
-
-
 @contextlib.contextmanager
 def process(cmd: list[str], env: dict[str, str], log: Path, ready_url: str | None) -> Iterator[subprocess.Popen]:
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
         try:
             if ready_url:
-                wait_http(ready_url)
+                wait_http(ready_url, timeout=60.0, proc=proc)
             yield proc
         finally:
             proc.terminate()
@@ -87,20 +73,6 @@ def prometheus(tmp: Path, jobs: dict[str, tuple[str, str]]) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
-def query(base: str, promql: str, at: float | None = None) -> list[dict]:
-    params = {"query": promql}
-    if at is not None:
-        params["time"] = f"{at:.3f}"
-    body = requests.get(f"{base}/api/v1/query", params=params, timeout=30).json()
-    if body["status"] != "success":
-        raise RuntimeError(body)
-    return body["data"]["result"]
-
-
 def wait_for(base: str, promql: str, timeout: float = 90.0) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if query(base, promql):
-            return time.time()
-        time.sleep(0.5)
-    raise TimeoutError(promql)
+    """Time at which ``promql`` first returned data."""
+    return wait_for_series(base, promql, timeout)
