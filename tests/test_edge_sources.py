@@ -58,7 +58,7 @@ def test_integrated_rail_energy_matches_ground_truth(tmp_path):
     pattern = PiecewiseConstant([0, 3.05, 7.5, 12.25, 16], [9.0, 31.0, 14.5, 45.0, 11.0])
     sim = SysfsSimulator(tmp_path, EdgeBoard("orin", pattern))
     clock = ManualClock()
-    meter = Meter([JetsonSource(tmp_path)], StaticIntensity("Z", 300), clock=clock)
+    meter = Meter([JetsonSource(tmp_path, clock=clock)], StaticIntensity("Z", 300), clock=clock)
     meter.open()
     meter.sample()
     for step in range(1, 201):  # 20 s: full sample every 1 s, integration at 10 Hz
@@ -277,3 +277,23 @@ def test_nvml_missing_but_another_source_keeps_the_exporter_running(tmp_path):
     assert 'gpu_carbon_collector_success{collector="nvml"} 0.0' in out.stdout
     assert 'gpu_carbon_cpu_up{domain="package",zone="intel-rapl:0"} 1.0' in out.stdout
     assert "--simulate" in out.stderr  # the NVML message still tells the operator what is missing
+
+
+def test_board_total_and_its_rail_share_one_read_per_tick(tmp_path):
+    SysfsSimulator(tmp_path, EdgeBoard("orin", Constant(20.0)))
+    clock = ManualClock()
+    src = JetsonSource(tmp_path, clock=clock)
+    board, vdd_in, *_ = src.open()
+    reads = []
+    rail = src._rails[vdd_in.uuid]
+    original = type(rail).power_mw
+    type(rail).power_mw = lambda self: reads.append(self.name) or original(self)
+    try:
+        total = src.read_power_mw(board)
+        assert total == src.read_power_mw(vdd_in) and total == pytest.approx(20_000, rel=0.001)  # mV x mA
+        assert reads == ["VDD_IN"]  # the board total is the VDD_IN rail: read once this tick
+        clock.advance(0.1)
+        src.read_power_mw(board)
+        assert reads == ["VDD_IN", "VDD_IN"]  # the next tick reads again
+    finally:
+        type(rail).power_mw = original

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import signal
 import sys
@@ -128,7 +129,6 @@ def _simulated(cfg: dict[str, Any], simulate: str, emb_rate: float) -> tuple:
 
 def _temporary(path: str) -> str:
     """Remove a simulator's temporary tree when the exporter exits."""
-    import atexit
     import shutil
 
     atexit.register(shutil.rmtree, path, True)
@@ -151,8 +151,6 @@ def _simulated_sysfs_sources(scenario: Any, clock: Any) -> list[DeviceSource]:
                          rapl_packages=e.rapl_packages, psys=e.psys)
     sim.update(clock())
     sim.run(clock)
-    import atexit
-
     atexit.register(sim.stop)  # runs before the tree is removed (atexit is last in, first out)
     log.info("simulated sysfs tree (%s%s) under %s", e.board or "", " + RAPL" if e.rapl_pattern else "", root)
     return ([JetsonSource(root)] if e.board else []) + ([RaplSource(root)] if e.rapl_pattern else [])

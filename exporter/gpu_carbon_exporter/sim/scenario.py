@@ -104,10 +104,6 @@ class Scenario:
     name: str = "scenario"
     edge: SimEdge = field(default_factory=SimEdge)
 
-    def intensity_at(self, t: float, zone: str | None = None) -> float | None:
-        timeline = self.intensity.get(zone or self.zone)
-        return None if timeline is None else timeline.power(t)
-
 
 class _Reader:
     """Typed access to a YAML mapping with error messages naming file and key."""
@@ -296,10 +292,6 @@ class GroundTruth:
 
     def __init__(self, scenario: Scenario) -> None:
         self.sc = scenario
-
-    def board_energy_j(self, t0: float, t1: float) -> float:
-        p = self.sc.edge.board_pattern
-        return p.energy(t1) - p.energy(t0)
 
     def device_energy_j(self, index: int, t0: float, t1: float) -> float:
         p = self.sc.devices[index].pattern

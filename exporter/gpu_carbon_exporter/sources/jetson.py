@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .base import DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
 
@@ -82,8 +84,9 @@ class JetsonSource(DeviceSource):
 
     name = "jetson"
 
-    def __init__(self, root: str | Path = "/") -> None:
-        self.root = Path(root)
+    def __init__(self, root: str | Path = "/", clock: Callable[[], float] = time.monotonic) -> None:
+        self.root, self.clock = Path(root), clock
+        self._recent: dict[Rail, tuple[float, int]] = {}
         self._rails: dict[str, Rail] = {}
         self._total: list[Rail] = []
         self._load: Path | None = None
@@ -109,11 +112,24 @@ class JetsonSource(DeviceSource):
                  "+".join(r.name for r in self._total), self._load or "nowhere")
         return devices
 
+    # The board total is also a rail (VDD_IN) or the sum of the rails, all read in the same tick:
+    # one I2C read per rail and tick is enough.
+    SAME_TICK_S = 0.005
+
+    def _rail_mw(self, rail: Rail) -> int:
+        now = self.clock()
+        hit = self._recent.get(rail)
+        if hit is not None and now - hit[0] < self.SAME_TICK_S:
+            return hit[1]
+        value = rail.power_mw()
+        self._recent[rail] = (now, value)
+        return value
+
     def read_power_mw(self, device: DeviceIdentity) -> int | None:
         try:
             if device.kind == "board":
-                return sum(r.power_mw() for r in self._total)
-            return self._rails[device.uuid].power_mw()
+                return sum(self._rail_mw(r) for r in self._total)
+            return self._rail_mw(self._rails[device.uuid])
         except (OSError, ValueError) as err:
             raise DeviceLost(f"{device.uuid}: {err}") from err
 
