@@ -7,7 +7,7 @@ from gpu_carbon_exporter.carbon.static import StaticIntensity, TimelineIntensity
 from gpu_carbon_exporter.meter import Embodied, Meter
 from gpu_carbon_exporter.sim.scenario import GroundTruth
 from gpu_carbon_exporter.sources.nvml import NvmlSource
-from gpu_carbon_exporter.state import StateStore
+from gpu_carbon_exporter.state import StateStore, read_file
 
 from conftest import ManualClock, sim_nvml
 
@@ -90,8 +90,8 @@ def test_counters_survive_restart_and_count_downtime(clock, tmp_path):
     meter.sample()
     run(meter, clock, 5)
     meter.stop()
-    saved = json.loads((tmp_path / "state.json").read_text())
-    assert saved["format"] == 1 and len(saved["devices"]) == 3
+    saved = read_file(tmp_path / "state.json")
+    assert saved["format"] == 2 and len(saved["devices"]) == 3
     clock.advance(30)  # exporter down for 30 s; the GPU kept working
     meter2, nv2 = make(clock, tmp_path)
     meter2.open()
@@ -115,14 +115,26 @@ def test_driver_reload_never_makes_counters_go_backwards(clock):
     assert after == pytest.approx(gt.device_energy_j(0, 0, 6), abs=5e-3)
 
 
-def test_corrupt_state_is_moved_aside_not_fatal(clock, tmp_path, caplog):
-    (tmp_path / "state.json").write_text("{not json")
+@pytest.mark.parametrize("damage", [
+    lambda raw: raw[:-20],  # truncated
+    lambda raw: raw.replace(b'"energy_j":', b'"energy_J":', 1),  # a changed byte: checksum mismatch
+    lambda raw: b'{"saved_at": 1, "devices": {',  # a damaged format-1 (plain JSON) file
+])
+def test_damaged_state_is_set_aside_not_fatal(clock, tmp_path, caplog, damage):
+    meter, _ = make(clock, tmp_path)
+    meter.open()
+    meter.sample()
+    meter.stop()
+    path = tmp_path / "state.json"
+    for live in tmp_path.glob("state.json.live-*"):
+        live.unlink()
+    path.write_bytes(damage(path.read_bytes()))
     meter, _ = make(clock, tmp_path)
     meter.open()
     meter.sample()
     assert meter.snapshot.devices[0].counters.energy_j == 0
     assert list(tmp_path.glob("state.json.corrupt-*"))
-    assert "corrupt" in caplog.text
+    assert "damaged" in caplog.text
 
 
 def test_lost_gpu_goes_down_keeps_counters_and_recovers(clock):

@@ -243,7 +243,7 @@ def _serve(meter: Meter, cfg: dict[str, Any]) -> int:
     interval = cfg["sampling"]["interval_seconds"]
 
     def health() -> tuple[bool, str]:
-        age = time.time() - meter.snapshot.time
+        age = time.monotonic() - meter.snapshot.mono
         ok = age < max(3 * interval, 5.0)
         return ok, "ok" if ok else f"stale: last sample {age:.1f}s ago"
 

@@ -46,7 +46,8 @@ class SnapshotCollector(Collector):
     """A ``Collector`` whose ``collect()`` reads ``get_snapshot()`` and nothing else."""
 
     def __init__(self, get_snapshot: Callable[[], Snapshot], *, embodied: bool = False,
-                 water: bool = False, wue: float | None = None, clock: Callable[[], float] = time.time) -> None:
+                 water: bool = False, wue: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.get_snapshot, self.embodied, self.water, self.clock = get_snapshot, embodied, water, clock
         self.wue = wue
 

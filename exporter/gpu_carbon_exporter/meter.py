@@ -6,6 +6,7 @@ extra NVML calls.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Callable
 from .carbon.base import Intensity, IntensityProvider
 from .sources.base import DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
 from .state import StateStore
+from .statecheck import MAX_RAW_MJ, BadEntry, mapping, number
 
 if TYPE_CHECKING:
     from .attribution.engine import Attribution
@@ -22,6 +24,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 JOULES_PER_KWH = 3.6e6
 SECONDS_PER_YEAR = 365.25 * 86400
+# Saved counters of a device that did not open are kept this long (s), then forgotten.
+ABSENT_DEVICE_EXPIRY_S = 30 * 86400
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+
+def read_boot_id(path: str = BOOT_ID_PATH) -> str | None:
+    """The kernel's boot id: a raw hardware counter saved under another boot id is no baseline."""
+    try:
+        with open(path) as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -44,7 +58,16 @@ class Counters:
     emissions_g: float = 0.0
     embodied_g: float = 0.0
     water_l: float = 0.0
-    raw_energy_mj: int | None = None  # last hardware counter value, the baseline for deltas
+    raw_energy_mj: float | None = None  # last hardware counter value, the baseline for deltas
+    rest_energy_j: float = 0.0  # whole-node meters: the part not drawn by accounted GPUs and CPUs
+
+    @classmethod
+    def from_saved(cls, entry: dict) -> "Counters":
+        """Validated counters from a state entry; raises BadEntry."""
+        return cls(energy_j=number(entry, "energy_j"), emissions_g=number(entry, "emissions_g", default=0.0),
+                   embodied_g=number(entry, "embodied_g", default=0.0), water_l=number(entry, "water_l", default=0.0),
+                   raw_energy_mj=number(entry, "raw_energy_mj", optional=True, hi=MAX_RAW_MJ),
+                   rest_energy_j=number(entry, "rest_energy_j", default=0.0))
 
 
 @dataclass
@@ -52,7 +75,9 @@ class _Device:
     source: DeviceSource
     identity: DeviceIdentity
     counters: Counters
-    resumed: bool = False  # counters came from a state file: the first delta covers downtime
+    # Wall time the restored counters were saved: the first delta covers [then, now].
+    resumed_at: float | None = None
+    boot_changed: bool = False  # saved under another boot: the raw baseline is not comparable
     up: bool = True
     lost_since: float | None = None
     reading: DeviceReading | None = None
@@ -80,12 +105,12 @@ class DeviceSnapshot:
 class CollectorStatus:
     success: bool
     duration_s: float
-    last_time: float
+    last_time: float  # monotonic clock
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    time: float
+    time: float  # wall clock (unix time) of the sample
     devices: tuple[DeviceSnapshot, ...] = ()
     intensity: Intensity | None = None
     pue: float = 1.0
@@ -94,39 +119,52 @@ class Snapshot:
     provider_stats: object | None = None  # carbon.live.ProviderStats
     attribution: object | None = None  # attribution.engine.AttributionSnapshot
     forecast: object | None = None  # carbon.live.Forecast
+    mono: float = 0.0  # monotonic clock of the sample, for staleness
+    state_discarded: int = 0  # damaged saved entries set aside at start-up
 
 
 class Meter:
-    """Samples every device, integrates energy and carbon, persists counters."""
+    """Samples every device, integrates energy and carbon, persists counters.
+
+    Durations (integration, embodied accrual, scheduling, staleness) use ``clock``, a
+    monotonic clock; ``wall`` (unix time) is used only to look up intensity and to persist,
+    so a step of the system clock neither adds energy nor stops sampling.
+    """
 
     def __init__(self, sources: list[DeviceSource], intensity: IntensityProvider, *,
                  pue: float = 1.0, embodied: Embodied | None = None, wue_l_per_kwh: float | None = None,
-                 state: StateStore | None = None, clock: Callable[[], float] = time.time,
+                 state: StateStore | None = None, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] | None = None, boot_id: Callable[[], str | None] = read_boot_id,
                  sample_interval_s: float = 1.0, integration_hz: float = 10.0,
                  slow_refresh_s: float = 30.0, persist_interval_s: float = 60.0,
                  lost_retry_s: float = 30.0, attribution: "Attribution | None" = None) -> None:
         self.attribution = attribution
         self.sources, self.intensity, self.pue = sources, intensity, pue
         self.embodied, self.wue, self.state, self.clock = embodied, wue_l_per_kwh, state, clock
+        # A test clock given alone serves as both clocks.
+        self.wall = wall or (time.time if clock is time.monotonic else clock)
+        self.boot_id = boot_id()
         self.sample_interval_s, self.integration_period_s = sample_interval_s, 1.0 / integration_hz
         self.slow_refresh_s, self.persist_interval_s = slow_refresh_s, persist_interval_s
         self.lost_retry_s = lost_retry_s
         self._devices: list[_Device] = []
+        self._absent: dict[str, dict] = {}  # saved entries of devices that did not open, carried forward
         self._open_sources: list[DeviceSource] = []
         self._collectors: dict[str, CollectorStatus] = {}
+        self._discarded = 0
+        self._parts_since_node = 0.0  # J of accounted GPUs/CPUs since the node's last accounting
         self._last_slow = -float("inf")
         self._last_persist = clock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.snapshot = Snapshot(time=clock(), pue=pue)
+        self.snapshot = Snapshot(time=self.wall(), pue=pue, mono=clock())
 
     # -- lifecycle -------------------------------------------------------------
     def open(self) -> None:
         """Open every source; raises SourceUnavailable only when none could open."""
-        saved_all = self.state.load() if self.state else {}
-        saved = saved_all.get("devices", {})
-        if self.attribution is not None:
-            self.attribution.restore(saved_all.get("attribution", {}))
+        saved_all = self._load_state()
+        saved, saved_at = saved_all.get("devices", {}), saved_all.get("saved_at")
+        boot_changed = saved_all.get("boot_id") not in (None, self.boot_id) and self.boot_id is not None
         errors = []
         for src in self.sources:
             try:
@@ -140,22 +178,69 @@ class Meter:
                 continue
             self._open_sources.append(src)
             for ident in identities:
-                counters, resumed = self._restore(saved.get(ident.uuid))
-                self._devices.append(_Device(src, ident, counters, resumed=resumed))
+                counters = saved.pop(ident.uuid, None)
+                dev = _Device(src, ident, counters or Counters())
+                if counters is not None:
+                    dev.resumed_at, dev.boot_changed = saved_at, boot_changed
+                self._devices.append(dev)
+        self._carry_absent(saved)
+        self._mark_node_devices()
         if not self._open_sources:
             raise SourceUnavailable("; ".join(errors) or "no source enabled or detected")
         for err in errors:
             log.warning("source unavailable, continuing without it: %s", err)
 
-    @staticmethod
-    def _restore(saved: dict | None) -> tuple[Counters, bool]:
-        if not saved:
-            return Counters(), False
-        try:
-            return Counters(**{k: saved[k] for k in Counters.__dataclass_fields__ if k in saved}), True
-        except TypeError as err:
-            log.warning("ignoring malformed saved counters: %s", err)
-            return Counters(), False
+    def _load_state(self) -> dict:
+        """Saved state with every entry validated; damaged entries are set aside and counted."""
+        if not self.state:
+            return {}
+        data = self.state.load()
+        if not data:
+            return {}
+        problems: list[str] = []
+        out: dict = {"saved_at": _saved_time(data.get("saved_at"), self.wall()),
+                     "boot_id": data.get("boot_id") if isinstance(data.get("boot_id"), str) else None,
+                     "devices": {}}
+        raw_devices = data.get("devices", {})
+        if not isinstance(raw_devices, dict):
+            problems.append("devices: not a mapping")
+            raw_devices = {}
+        for uuid, entry in raw_devices.items():
+            try:
+                entry = mapping(entry, uuid)
+                counters = out["devices"][uuid] = Counters.from_saved(entry)
+                seen = number(entry, "last_seen", optional=True, hi=4e9) or out["saved_at"] or self.wall()
+                self._absent[uuid] = {**vars(counters), "last_seen": seen}
+            except BadEntry as err:
+                problems.append(f"device {uuid}: {err}")
+        if self.attribution is not None:
+            problems += self.attribution.restore(data.get("attribution", {}), self.clock(), self.wall())
+        if problems:
+            self._discarded = len(problems)
+            aside = self.state.set_aside(json.dumps(data, default=str).encode(), "damaged entries")
+            for p in problems:
+                log.error("saved state: %s; entry set aside (a copy of the whole state is in %s)", p, aside)
+        return out
+
+    def _carry_absent(self, unopened: dict[str, Counters]) -> None:
+        """Keep saved devices that did not open now (driver not loaded yet) until they come back."""
+        now = self.wall()
+        self._absent = {u: e for u, e in self._absent.items() if u in unopened}
+        for uuid, entry in list(self._absent.items()):
+            if now - entry["last_seen"] > ABSENT_DEVICE_EXPIRY_S:
+                log.info("forgetting saved counters of %s, not seen for over %d days", uuid,
+                         ABSENT_DEVICE_EXPIRY_S // 86400)
+                del self._absent[uuid]
+            else:
+                log.info("%s did not open; its saved counters are kept until it is back", uuid)
+
+    def _mark_node_devices(self) -> None:
+        """Only one whole-node meter accounts emissions: two BMC readings are the same watts."""
+        nodes = [d for d in self._devices if d.identity.kind == "node" and d.identity.accounted]
+        for d in nodes[1:]:
+            log.warning("%s: another node power source is accounted already; exposing its energy only",
+                        d.identity.uuid)
+            d.identity = replace(d.identity, accounted=False)
 
     def start(self) -> None:
         self.open()
@@ -172,6 +257,8 @@ class Meter:
         for src in self._open_sources:
             src.close()
         self.intensity.close()
+        if self.state:
+            self.state.close()
 
     def _run(self) -> None:
         needs_integration = any(not d.identity.has_energy_counter and d.identity.fast_integration
@@ -192,58 +279,97 @@ class Meter:
             wait = next_sample - self.clock()
             if needs_integration:
                 wait = min(wait, self.integration_period_s)
-            self._stop.wait(max(wait, 0.0))
+            self._stop.wait(min(max(wait, 0.0), self.sample_interval_s))
 
     # -- accounting ------------------------------------------------------------
-    def _account(self, dev: _Device, joules: float, t0: float, t1: float) -> None:
-        """Add ``joules`` used over [t0, t1] and its emissions at the intensity in force."""
+    def _account(self, dev: _Device, joules: float, w0: float, w1: float) -> None:
+        """Add ``joules`` used over the wall-clock span [w0, w1] and its emissions at the intensity in force."""
         if joules <= 0:
             return
         c = dev.counters
         c.energy_j += joules
         if not dev.identity.accounted:
             return
-        span = t1 - t0
-        grams = 0.0
-        for a, b, intensity in self.intensity.segments(t0, t1) if span > 0 else \
-                [(t0, t1, self.intensity.current(t1))]:
-            share = (b - a) / span if span > 0 else 1.0
-            grams += joules * share * intensity.g_per_kwh / JOULES_PER_KWH
+        if dev.identity.kind == "node":
+            joules = self._node_rest(dev, joules)
+        else:
+            self._parts_since_node += joules
+        grams = self._grams(joules, w0, w1)
         c.emissions_g += grams * self.pue
         if self.attribution is not None and dev.identity.kind == "gpu":
-            self.attribution.account(dev.identity, joules, grams * self.pue, t0, t1)
+            self.attribution.account(dev.identity, joules, grams * self.pue, w0, w1)
         if self.wue is not None:
             c.water_l += joules / JOULES_PER_KWH * self.wue
 
-    def _integrate_point(self, dev: _Device, power_mw: int | None, now: float) -> None:
-        """Trapezoid step for devices without an energy counter."""
+    def _grams(self, joules: float, w0: float, w1: float) -> float:
+        """Emissions (g, before PUE) of ``joules`` spread evenly over [w0, w1]."""
+        span = w1 - w0
+        if span <= 0:
+            return joules * self.intensity.current(w1).g_per_kwh / JOULES_PER_KWH
+        return sum(joules * (b - a) / span * i.g_per_kwh / JOULES_PER_KWH
+                   for a, b, i in self.intensity.segments(w0, w1))
+
+    def _node_rest(self, dev: _Device, joules: float) -> float:
+        """The part of a whole-node reading not already counted by its GPUs and CPUs (never negative)."""
+        rest = max(joules - self._parts_since_node, 0.0)
+        self._parts_since_node = 0.0
+        dev.counters.rest_energy_j += rest
+        return rest
+
+    def _span(self, dev: _Device, t0: float | None, now: float, wall_now: float) -> float:
+        """Wall-clock start of the interval that ends now: monotonic duration back from the wall clock,
+        or the saved time for the first delta after a restart (downtime spread at its own intensities)."""
+        if dev.resumed_at is not None:
+            start = dev.resumed_at
+            dev.resumed_at = None
+            if start < wall_now:
+                return start
+        return wall_now - (now - t0) if t0 is not None else wall_now
+
+    def _integrate_point(self, dev: _Device, power_mw: float | None, now: float, wall_now: float) -> None:
+        """Trapezoid step for devices without an energy counter (``now``: monotonic)."""
         if power_mw is None:
             return
         watts = power_mw / 1000.0
         if dev.last_power_t is not None and now > dev.last_power_t:
-            self._account(dev, 0.5 * (watts + dev.last_power_w) * (now - dev.last_power_t),
-                          dev.last_power_t, now)
+            dt = now - dev.last_power_t
+            self._account(dev, 0.5 * (watts + dev.last_power_w) * dt, wall_now - dt, wall_now)
+        dev.resumed_at = None
         dev.last_power_w, dev.last_power_t = watts, now
 
-    def _counter_delta(self, dev: _Device, raw_mj: int | None, now: float) -> None:
+    def _counter_delta(self, dev: _Device, raw_mj: float | None, now: float, wall_now: float) -> None:
         if raw_mj is None:
             return
         c = dev.counters
         prev = c.raw_energy_mj
         c.raw_energy_mj = raw_mj
         if prev is None:
+            dev.resumed_at = None
             return
-        if raw_mj < prev:
-            log.warning("GPU %s energy counter went from %d to %d mJ: driver reload or reset; "
-                        "counting from the new zero", dev.identity.uuid, prev, raw_mj)
-            delta_mj = raw_mj
-        else:
-            delta_mj = raw_mj - prev
-        t0 = dev.last_sample_t if dev.last_sample_t is not None else now
-        if dev.resumed:
-            log.info("GPU %s: %.1f J used while the exporter was down", dev.identity.uuid, delta_mj / 1e3)
-            dev.resumed = False
-        self._account(dev, delta_mj / 1000.0, t0, now)
+        delta_mj = self._raw_delta(dev, prev, raw_mj)
+        w0 = self._span(dev, dev.last_sample_t, now, wall_now)
+        if dev.last_sample_t is None and delta_mj > 0:
+            log.info("%s: %.1f J used while the exporter was down", _describe(dev), delta_mj / 1e3)
+        self._account(dev, delta_mj / 1000.0, w0, wall_now)
+
+    @staticmethod
+    def _raw_delta(dev: _Device, prev: float, raw: float) -> float:
+        """mJ between two hardware counter readings: wrap-safe, reload-safe, never negative."""
+        wrap = dev.identity.energy_wrap_mj
+        if dev.boot_changed:
+            dev.boot_changed = False
+            if wrap is not None:
+                log.info("%s: the node rebooted while the exporter was down; a wrapping counter cannot "
+                         "tell what was used then, counting from now", _describe(dev))
+                return 0.0
+            return raw  # the counter restarted with the driver after boot: all of it is downtime energy
+        if raw >= prev:
+            return raw - prev
+        if wrap is not None:
+            return raw + wrap - prev
+        log.warning("%s energy counter went from %d to %d mJ: driver reload or reset; counting from the "
+                    "new zero", _describe(dev), prev, raw)
+        return raw
 
     # -- sampling --------------------------------------------------------------
     def integrate(self) -> None:
@@ -252,18 +378,22 @@ class Meter:
             if dev.up and not dev.identity.has_energy_counter and dev.identity.fast_integration:
                 now = self.clock()
                 try:
-                    self._integrate_point(dev, dev.source.read_power_mw(dev.identity), now)
+                    self._integrate_point(dev, dev.source.read_power_mw(dev.identity), now, self.wall())
                 except DeviceLost as err:
                     self._mark_lost(dev, err, now)
+                except Exception as err:  # noqa: BLE001 - one device's bug must not stop the others
+                    log.error("%s: unexpected error reading power: %r", _describe(dev), err)
 
     def _mark_lost(self, dev: _Device, err: Exception, now: float) -> None:
         if dev.up:
             log.error("%s; marking it down, the other devices keep reporting", err)
         dev.up, dev.lost_since = False, now
         dev.last_power_t = None
+        if self.attribution is not None:
+            self.attribution.forget_holders(dev.identity.uuid)
 
     def sample(self) -> None:
-        """One full sample of every device, then a new snapshot."""
+        """One full sample of every device, a crash checkpoint, then a new snapshot."""
         start = self.clock()
         slow = start - self._last_slow >= self.slow_refresh_s
         if slow:
@@ -281,8 +411,11 @@ class Meter:
             self._collectors[name] = CollectorStatus(any(oks), took[name], end)
         if self.attribution is not None:
             self.attribution.expire(end)
-        if self.state and end - self._last_persist >= self.persist_interval_s:
-            self.persist()
+        if self.state:
+            if end - self._last_persist >= self.persist_interval_s:
+                self.persist()
+            else:
+                self._checkpoint()
         self.snapshot = self._build_snapshot(end)
 
     def _sample_device(self, dev: _Device, slow: bool) -> bool:
@@ -298,23 +431,33 @@ class Meter:
             log.error("%s %s: unexpected error reading it: %r", dev.source.name, dev.identity.uuid, err)
             return False
         if not dev.up:
-            log.warning("GPU %s answers again", dev.identity.uuid)
+            log.warning("%s answers again", _describe(dev))
             dev.up = True
+        try:
+            self._use_reading(dev, reading, now, slow)
+        except Exception:  # noqa: BLE001 - a bug in one device's accounting must not stop the others
+            log.exception("%s: accounting this sample failed; the other devices go on", _describe(dev))
+            dev.reading, dev.last_sample_t = reading, now
+            return False
+        return True
+
+    def _use_reading(self, dev: _Device, reading: DeviceReading, now: float, slow: bool) -> None:
+        wall_now = self.wall()
         if dev.reading is not None and reading.power_limit_mw is None:
             reading.power_limit_mw = dev.reading.power_limit_mw
         if dev.identity.has_energy_counter:
-            self._counter_delta(dev, reading.energy_mj, now)
+            self._counter_delta(dev, reading.energy_mj, now, wall_now)
         else:
-            self._integrate_point(dev, reading.power_mw, now)
+            self._integrate_point(dev, _integrated_power(dev, reading), now, wall_now)
         if self.attribution is not None and dev.identity.kind == "gpu":
             self.attribution.assign(dev.identity, reading, now)
         if self.embodied is not None and dev.last_sample_t is not None and dev.identity.kind == "gpu":
             dev.counters.embodied_g += self.embodied.grams_per_second * (now - dev.last_sample_t)
         dev.reading, dev.last_sample_t = reading, now
-        return True
 
     def _build_snapshot(self, now: float) -> Snapshot:
-        intensity = self.intensity.current(now)
+        wall_now = self.wall()
+        intensity = self.intensity.current(wall_now)
         self._collectors["carbon"] = CollectorStatus(self.intensity.healthy(), 0.0, now)
         devices = []
         for d in self._devices:
@@ -323,26 +466,62 @@ class Meter:
                 rate = d.reading.power_mw / 1000.0 * self.pue * intensity.g_per_kwh / JOULES_PER_KWH
             devices.append(DeviceSnapshot(d.identity, d.source.name, d.up, d.method, d.reading,
                                           replace(d.counters), rate))
-        return Snapshot(time=now, devices=tuple(devices), intensity=intensity, pue=self.pue,
-                        collectors=dict(self._collectors),
+        return Snapshot(time=wall_now, mono=now, devices=tuple(devices), intensity=intensity, pue=self.pue,
+                        collectors=dict(self._collectors), state_discarded=self._discarded,
                         source_info={s.name: s.info() for s in self._open_sources},
-                        provider_stats=self.intensity.stats(), forecast=self.intensity.forecast(now),
+                        provider_stats=self.intensity.stats(), forecast=self.intensity.forecast(wall_now),
                         attribution=self.attribution.snapshot() if self.attribution is not None else None)
 
     # -- persistence -----------------------------------------------------------
+    def _state_data(self) -> dict:
+        wall_now = self.wall()
+        devices = {u: e for u, e in self._absent.items()}
+        for d in self._devices:
+            devices[d.identity.uuid] = {**{k: getattr(d.counters, k) for k in Counters.__dataclass_fields__},
+                                        "last_seen": wall_now}
+        data = {"saved_at": wall_now, "boot_id": self.boot_id, "devices": devices}
+        if self.attribution is not None:
+            data["attribution"] = self.attribution.state(self.clock(), wall_now)
+        return data
+
+    def _checkpoint(self) -> None:
+        """Crash checkpoint before the sample is exposed: no exposed value is ever above the saved one."""
+        t = self.clock()
+        try:
+            self.state.checkpoint(self._state_data())
+        except (OSError, ValueError) as err:
+            log.error("could not write the crash checkpoint beside %s: %s", self.state.path, err)
+            self._collectors["state"] = CollectorStatus(False, self.clock() - t, t)
+
     def persist(self) -> None:
         if not self.state:
             return
         now = self.clock()
         self._last_persist = now
-        data = {"saved_at": now, "devices": {
-            d.identity.uuid: {k: getattr(d.counters, k) for k in Counters.__dataclass_fields__}
-            for d in self._devices}}
-        if self.attribution is not None:
-            data["attribution"] = self.attribution.state()
         try:
-            self.state.save(data)
+            self.state.save(self._state_data())
             self._collectors["state"] = CollectorStatus(True, self.clock() - now, now)
-        except OSError as err:
+        except (OSError, ValueError) as err:
             log.error("could not persist counters to %s: %s", self.state.path, err)
             self._collectors["state"] = CollectorStatus(False, self.clock() - now, now)
+
+
+def _integrated_power(dev: _Device, reading: DeviceReading) -> float | None:
+    """The power to integrate: the 1-s average field where the device integrates it, else the gauge."""
+    if dev.identity.method_without_counter == "integrated_average":
+        return reading.power_average_mw
+    return reading.power_mw
+
+
+def _describe(dev: _Device) -> str:
+    return f"{_KIND_NAMES.get(dev.identity.kind, dev.identity.kind)} {dev.identity.uuid}"
+
+
+_KIND_NAMES = {"gpu": "GPU", "cpu": "CPU zone", "board": "board", "rail": "rail", "node": "node"}
+
+
+def _saved_time(value: object, now: float) -> float | None:
+    """A saved wall time, if plausible (not in the future, not NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if 0 < value <= now + 60 else None

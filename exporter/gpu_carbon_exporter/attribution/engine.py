@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass, field, replace
 
 from ..sources.base import DeviceIdentity, DeviceReading
+from ..statecheck import BadEntry, mapping, number, text
 from .mappers import Mapper, ProcessInfo
 from .model import Holder, Job
 from .split import split
@@ -93,12 +94,20 @@ class Attribution:
         self._holders[device.uuid] = slots
         for _, slot, holders in slots:
             for h in holders:
-                jc = self.jobs.get(h.job.key)
-                if jc is None:
-                    jc = self.jobs[h.job.key] = JobCounters(h.job, first_seen=now)
+                jc = self._counters(h.job, now)
                 jc.job = h.job
                 jc.gpus.add(slot)
                 jc.last_seen = now
+
+    def forget_holders(self, uuid: str) -> None:
+        """A lost GPU: who holds it is unknown until it answers again (its energy meanwhile is unallocated)."""
+        self._holders.pop(uuid, None)
+
+    def _counters(self, job: Job, now: float) -> JobCounters:
+        jc = self.jobs.get(job.key)
+        if jc is None:
+            jc = self.jobs[job.key] = JobCounters(job, first_seen=now, last_seen=now)
+        return jc
 
     def idle_w(self, device: DeviceIdentity) -> float:
         """Idle power: configured per GPU model, else the lowest power seen since start."""
@@ -106,13 +115,17 @@ class Attribution:
 
     # -- per accounting step -------------------------------------------------------
     def account(self, device: DeviceIdentity, joules: float, grams: float, t0: float, t1: float) -> None:
+        """Split ``joules`` (and ``grams``) used over [t0, t1] among the GPU's holders; never negative."""
         b = self.gpus.setdefault(device.uuid, GpuBuckets())
+        for _, _, holders in self._holders.get(device.uuid, []):
+            for h in holders:  # a job that expired while it still held the GPU comes back
+                self.jobs.setdefault(h.job.key, JobCounters(h.job))
         idle_total = self.idle_w(device) * max(t1 - t0, 0.0)
         g_per_j = grams / joules if joules > 0 else 0.0
         slots = self._holders.get(device.uuid) or [(1.0, str(device.index), [])]
         # Parts of one GPU: MIG instances by SM share, the last taking the remainder.
         energy_parts = [joules * w for w, _, _ in slots[:-1]]
-        energy_parts.append(joules - sum(energy_parts))
+        energy_parts.append(max(joules - sum(energy_parts), 0.0))
         for (w, _, holders), e in zip(slots, energy_parts):
             embodied = self.embodied_g_per_s * max(t1 - t0, 0.0) * w
             if holders:
@@ -139,8 +152,12 @@ class Attribution:
 
     def expire(self, now: float) -> None:
         """Drop jobs not seen for longer than the linger time (Prometheus has seen their final value)."""
-        for key in [k for k, j in self.jobs.items() if now - j.last_seen > self.linger_s]:
+        gone = {k for k, j in self.jobs.items() if now - j.last_seen > self.linger_s}
+        for key in gone:
             del self.jobs[key]
+        if gone:
+            for uuid, slots in self._holders.items():
+                self._holders[uuid] = [(w, slot, [h for h in hs if h.job.key not in gone]) for w, slot, hs in slots]
 
     def snapshot(self) -> AttributionSnapshot:
         return AttributionSnapshot(
@@ -148,23 +165,81 @@ class Attribution:
             {u: replace(b) for u, b in self.gpus.items()})
 
     # -- persistence ----------------------------------------------------------------
-    def state(self) -> dict:
+    def state(self, mono: float, wall: float) -> dict:
+        """Counters, remainders and current holders; times saved as wall clock."""
+        to_wall = wall - mono
         return {
             "jobs": {k: {"job": vars(j.job), "energy_allocated_j": j.energy_allocated_j,
                          "energy_active_j": j.energy_active_j, "emissions_allocated_g": j.emissions_allocated_g,
                          "emissions_active_g": j.emissions_active_g, "embodied_g": j.embodied_g,
-                         "gpus": sorted(j.gpus),
-                         "first_seen": j.first_seen, "last_seen": j.last_seen} for k, j in self.jobs.items()},
+                         "gpus": sorted(j.gpus), "first_seen": j.first_seen + to_wall,
+                         "last_seen": j.last_seen + to_wall} for k, j in self.jobs.items()},
             "gpus": {u: vars(b) for u, b in self.gpus.items()},
+            "holders": {u: [[w, slot, [_holder_state(h) for h in hs]] for w, slot, hs in slots]
+                        for u, slots in self._holders.items()},
         }
 
-    def restore(self, data: dict) -> None:
+    def restore(self, data: object, mono: float, wall: float) -> list[str]:
+        """Restore saved counters and holders; returns the damaged entries it set aside."""
+        problems: list[str] = []
         try:
-            for key, j in data.get("jobs", {}).items():
-                self.jobs[key] = JobCounters(Job(**j["job"]), j["energy_allocated_j"], j["energy_active_j"],
-                                             j["emissions_allocated_g"], j["emissions_active_g"],
-                                             j.get("embodied_g", 0.0), set(j["gpus"]), j["first_seen"], j["last_seen"])
-            for uuid, b in data.get("gpus", {}).items():
-                self.gpus[uuid] = GpuBuckets(**b)
-        except (KeyError, TypeError) as err:
-            log.warning("ignoring malformed saved job counters: %s", err)
+            data = mapping(data, "attribution")
+        except BadEntry as err:
+            return [str(err)]
+        for key, raw in _entries(data, "jobs", problems):
+            try:
+                self.jobs[key] = _job_from_state(mapping(raw, key), mono - wall)
+            except (BadEntry, TypeError) as err:
+                problems.append(f"job {key}: {err}")
+        for uuid, raw in _entries(data, "gpus", problems):
+            try:
+                self.gpus[uuid] = _buckets_from_state(mapping(raw, uuid))
+            except (BadEntry, TypeError) as err:
+                problems.append(f"GPU buckets {uuid}: {err}")
+        for uuid, raw in _entries(data, "holders", problems):
+            try:
+                self._holders[uuid] = self._holders_from_state(raw)
+            except (BadEntry, TypeError, ValueError, KeyError) as err:
+                problems.append(f"holders of {uuid}: {err}")
+        return problems
+
+    def _holders_from_state(self, raw: object) -> list[tuple[float, str, list[Holder]]]:
+        if not isinstance(raw, list):
+            raise BadEntry("not a list")
+        slots = []
+        for w, slot, hs in raw:
+            weight = number({"w": w}, "w", hi=1.0)
+            holders = [Holder(self.jobs[text(h, "job")].job, sm_util=number(h, "sm_util", optional=True),
+                              memory_bytes=number(h, "memory_bytes", optional=True)) for h in hs]
+            slots.append((weight, str(slot), holders))
+        return slots
+
+
+def _holder_state(h: Holder) -> dict:
+    return {"job": h.job.key, "sm_util": h.sm_util, "memory_bytes": h.memory_bytes}
+
+
+def _entries(data: dict, key: str, problems: list[str]) -> list[tuple[str, object]]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        problems.append(f"{key}: not a mapping")
+        return []
+    return list(value.items())
+
+
+def _job_from_state(j: dict, to_mono: float) -> JobCounters:
+    job = mapping(j.get("job"), "job")
+    if not all(isinstance(v, str) for v in job.values()):
+        raise BadEntry("job identity: not all strings")
+    gpus = j.get("gpus", [])
+    if not isinstance(gpus, list) or not all(isinstance(g, str) for g in gpus):
+        raise BadEntry("gpus: not a list of strings")
+    return JobCounters(Job(**job), number(j, "energy_allocated_j"), number(j, "energy_active_j"),
+                       number(j, "emissions_allocated_g"), number(j, "emissions_active_g"),
+                       number(j, "embodied_g", default=0.0), set(gpus),
+                       number(j, "first_seen", hi=4e9) + to_mono, number(j, "last_seen", hi=4e9) + to_mono)
+
+
+def _buckets_from_state(b: dict) -> GpuBuckets:
+    values = {k: number(b, k, default=0.0) for k in GpuBuckets.__dataclass_fields__ if k != "method"}
+    return GpuBuckets(**values, method=text(b, "method", "none"))

@@ -36,9 +36,12 @@ def weights(holders: list[Holder]) -> tuple[str, list[float]]:
 
 
 def _shares(total: float, fractions: list[float]) -> list[float]:
-    """``total`` cut by ``fractions``; the last part takes the remainder so the parts sum to ``total``."""
+    """``total`` cut by ``fractions``; the last part takes the remainder so the parts sum to ``total``.
+
+    The remainder is clamped at 0: rounding must never make a counter go down (the parts then
+    exceed ``total`` by at most a few ulps)."""
     parts = [total * f for f in fractions[:-1]]
-    return parts + [total - sum(parts)]
+    return parts + [max(total - sum(parts), 0.0)]
 
 
 def split(energy_j: float, idle_j: float, holders: list[Holder]) -> Split:

@@ -52,8 +52,11 @@ class DeviceIdentity:
     accounted: bool = True
     # False for slow sources (BMCs): integrated at full samples only, not at integration_hz.
     fast_integration: bool = True
-    # How the energy is measured when there is no hardware counter: "integrated" or "estimated".
+    # How the energy is measured when there is no hardware counter: "integrated" (the power gauge),
+    # "integrated_average" (the 1-s average power field) or "estimated".
     method_without_counter: str = "integrated"
+    # A hardware counter that wraps at this value (mJ), like RAPL's; None for counters that only reset.
+    energy_wrap_mj: float | None = None
 
 
 @dataclass
@@ -66,7 +69,7 @@ class DeviceReading:
     power_mw: int | None = None
     power_instant_mw: int | None = None
     power_average_mw: int | None = None
-    energy_mj: int | None = None
+    energy_mj: float | None = None
     gpu_util_pct: int | None = None
     memory_util_pct: int | None = None
     memory_used_bytes: int | None = None

@@ -2,8 +2,10 @@
 
 Zones: ``sys/class/powercap/intel-rapl:*`` (MSR) and ``intel-rapl-mmio:*`` (MMIO, used
 only for zones the MSR interface lacks). AMD exposes its RAPL through the same driver.
-``energy_uj`` wraps at ``max_energy_range_uj``; deltas are wrap-safe and the source
-presents a monotonic counter. Nested zones never double count: with ``psys`` only psys
+``energy_uj`` wraps at ``max_energy_range_uj``. The source reports the register itself
+(converted to mJ) and declares the wrap (``energy_wrap_mj``), so the meter's deltas are
+wrap-safe within a run and across restarts: downtime shorter than one wrap is recovered
+exactly from the saved register value, and a longer one is never over-counted. Nested zones never double count: with ``psys`` only psys
 is accounted (it contains the package); otherwise packages and DRAM are, and core/uncore
 (inside the package) are exposed but not accounted.
 """
@@ -27,7 +29,6 @@ class _Zone:
         self.path, self.name = path, (path / "name").read_text().strip()
         self.domain = self.name.split("-")[0]
         self.max_uj = int((path / "max_energy_range_uj").read_text().strip())
-        self.total_uj = 0
         self.last_raw: int | None = None
         self.last_t: float | None = None
 
@@ -64,7 +65,8 @@ class RaplSource(DeviceSource):
             key = f"rapl:{z.path.name}"
             self._zones[key] = z
             devices.append(DeviceIdentity(index=i, uuid=key, name=z.name, kind="cpu", has_energy_counter=True,
-                                          labels=(("zone", z.path.name), ("domain", z.domain)), accounted=accounted))
+                                          labels=(("zone", z.path.name), ("domain", z.domain)), accounted=accounted,
+                                          energy_wrap_mj=z.max_uj / 1000.0))
         return devices
 
     def read_power_mw(self, device: DeviceIdentity) -> int | None:
@@ -74,12 +76,8 @@ class RaplSource(DeviceSource):
         z = self._zones[device.uuid]
         raw, now = z.read_uj(), self.clock()
         power_mw = None
-        if z.last_raw is None:
-            z.total_uj = raw  # start from the hardware value, so downtime shorter than a wrap is recovered
-        else:
+        if z.last_raw is not None and now > z.last_t:
             delta = raw - z.last_raw if raw >= z.last_raw else raw + z.max_uj - z.last_raw  # wrapped
-            z.total_uj += delta
-            if now > z.last_t:
-                power_mw = int(delta / (now - z.last_t) / 1000)
+            power_mw = int(delta / (now - z.last_t) / 1000)
         z.last_raw, z.last_t = raw, now
-        return DeviceReading(power_mw=power_mw, energy_mj=z.total_uj // 1000)
+        return DeviceReading(power_mw=power_mw, energy_mj=raw / 1000.0)
