@@ -325,7 +325,9 @@ def test_exposition_carries_provider_health_and_forecast(api):
     reg = CollectorRegistry(auto_describe=False)
     reg.register(SnapshotCollector(lambda: meter.snapshot, clock=clock))
     text = generate_latest(reg).decode()
-    assert 'gpu_carbon_grid_intensity_grams_per_kwh{fallback="false",signal="marginal",source="watttime",zone="Z"}' in text
+    assert 'gpu_carbon_grid_intensity_grams_per_kwh{zone="Z"}' in text
+    assert 'gpu_carbon_grid_intensity_fallback{zone="Z"} 0.0' in text
+    assert 'gpu_carbon_grid_intensity_source_info{signal="marginal",source="watttime",zone="Z"} 1.0' in text
     assert 'gpu_carbon_intensity_provider_errors_total{provider="watttime",reason="http_5xx",zone="Z"} 1.0' in text
     assert 'gpu_carbon_intensity_provider_successes_total{provider="watttime",zone="Z"} 1.0' in text
     assert 'gpu_carbon_grid_intensity_forecast_min_grams_per_kwh{horizon_hours="8",zone="Z"}' in text

@@ -19,7 +19,8 @@ def test_once_with_builtin_demo_prints_eight_gpus():
     out = cli("--simulate", "--once")
     assert out.returncode == 0
     assert out.stdout.count("gpu_carbon_gpu_up{") == 8
-    assert 'gpu_carbon_grid_intensity_grams_per_kwh{fallback="false",signal="average",source="scenario",zone="DE"} 380.0' in out.stdout
+    assert 'gpu_carbon_grid_intensity_grams_per_kwh{zone="DE"} 380.0' in out.stdout
+    assert 'gpu_carbon_grid_intensity_source_info{signal="average",source="scenario",zone="DE"} 1.0' in out.stdout
     assert "level=INFO" in out.stderr  # levelled logs go to stderr
 
 

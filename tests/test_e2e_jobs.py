@@ -49,6 +49,8 @@ def test_per_job_energy_through_prometheus(tmp_path):
             got = {r["metric"]["job_id"]: float(r["value"][1]) for r in query(
                 prom, 'last_over_time(gpu_carbon_job_energy_joules_total{view="allocated"}[5m])', at)}
             info = {r["metric"]["job_id"]: r["metric"] for r in query(prom, "last_over_time(gpu_carbon_job_info[5m])", at)}
+            gpus = {r["metric"]["job_id"]: r["metric"]["gpu"] for r in query(
+                prom, "last_over_time(gpu_carbon_job_gpu_info[5m])", at)}
             parts = query(prom, 'sum(last_over_time(gpu_carbon_job_energy_joules_total{view="allocated"}[5m])) '
                                 '+ sum(last_over_time(gpu_carbon_gpu_unallocated_energy_joules_total[5m]))', at)
             whole = query(prom, "sum(last_over_time(gpu_carbon_gpu_energy_joules_total[5m]))", at)
@@ -63,6 +65,6 @@ def test_per_job_energy_through_prometheus(tmp_path):
             assert abs(errors[job.id]) < 0.01, (job.id, errors[job.id])
         else:  # sub-scrape jobs: bounded by the 0.02-s sampling at both ends
             assert abs(errors[job.id]) < 0.15, (job.id, errors[job.id])
-    assert info["5"]["gpus"] == "2.1" and info["3"]["team"] == "b"
+    assert gpus["5"] == "2.1" and info["3"]["team"] == "b" and "gpus" not in info["3"]
     # the parts add up to the whole, through Prometheus too
     assert float(parts[0]["value"][1]) == pytest.approx(float(whole[0]["value"][1]), rel=1e-6)

@@ -6,6 +6,8 @@ every family.
 """
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from typing import Callable, Iterator
 
@@ -15,6 +17,7 @@ from prometheus_client.registry import Collector
 from . import __version__
 from .meter import DeviceSnapshot, Snapshot
 
+log = logging.getLogger(__name__)
 PREFIX = "gpu_carbon"
 GPU_LABELS = ["gpu", "uuid"]
 
@@ -50,21 +53,42 @@ class SnapshotCollector(Collector):
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.get_snapshot, self.embodied, self.water, self.clock = get_snapshot, embodied, water, clock
         self.wue = wue
+        self._errors: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     def collect(self) -> Iterator[Metric]:
         snap = self.get_snapshot()
         build = _gauge("build_info", "Exporter build; the value is always 1.", ["version"])
         build.add_metric([__version__], 1)
         yield build
-        yield from self._sources(snap)
-        yield from self._devices(tuple(d for d in snap.devices if d.identity.kind == "gpu"))
+        sections: list[tuple[str, Callable[[], Iterator[Metric]]]] = [
+            ("sources", lambda: self._sources(snap)),
+            ("gpu", lambda: self._devices(tuple(d for d in snap.devices if d.identity.kind == "gpu")))]
         for kind in sorted({d.identity.kind for d in snap.devices} - {"gpu"}):
-            yield from self._other(kind, [d for d in snap.devices if d.identity.kind == kind])
-        yield from self._rest_of_node(snap.devices)
+            sections.append((kind, lambda kind=kind: self._other(kind, [d for d in snap.devices
+                                                                        if d.identity.kind == kind])))
+        sections.append(("node_rest", lambda: self._rest_of_node(snap.devices)))
         if snap.attribution is not None:
-            yield from self._jobs(snap)
-        yield from self._carbon(snap)
-        yield from self._health(snap)
+            sections.append(("jobs", lambda: self._jobs(snap)))
+            sections.append(("gpu_remainders", lambda: self._remainders(snap)))
+        sections += [("carbon", lambda: self._carbon(snap)), ("health", lambda: self._health(snap))]
+        for name, build_section in sections:
+            yield from self._isolated(name, build_section)
+        errors = _counter("scrape_errors", "Metric families that failed to build and were left out of a "
+                          "scrape, by section (the rest of the scrape is served).", ["section"])
+        for name in sorted({n for n, _ in sections} | set(self._errors)):
+            errors.add_metric([name], self._errors.get(name, 0))
+        yield errors
+
+    def _isolated(self, name: str, build_section: Callable[[], Iterator[Metric]]) -> list[Metric]:
+        """A section's families, or none of them if one fails: a bad value never fails the whole scrape."""
+        try:
+            return list(build_section())
+        except Exception:  # noqa: BLE001 - logged and counted; the other sections are served
+            with self._lock:
+                self._errors[name] = self._errors.get(name, 0) + 1
+            log.exception("building the %s metrics failed; serving the rest of the scrape", name)
+            return []
 
     def _sources(self, snap: Snapshot) -> Iterator[Metric]:
         info = _gauge("source_info", "Driver and library versions of each source; always 1.",
@@ -118,13 +142,15 @@ class SnapshotCollector(Collector):
     def _other(self, kind: str, devices: list[DeviceSnapshot]) -> Iterator[Metric]:
         """Boards and rails (Jetson), CPU zones (RAPL, estimates), whole nodes (Redfish, IPMI)."""
         names = [k for k, _ in devices[0].identity.labels]
-        what = _KIND_DOC[kind]
+        what = _KIND_DOC.get(kind, kind)
         up = _gauge(f"{kind}_up", f"1 if the {what} answered its last sample.", names)
         power = _gauge(f"{kind}_power_watts", f"Power of the {what} (W).", names + ["method"])
         energy = _counter(f"{kind}_energy_joules", f"Energy of the {what} (J): method=counter (hardware "
                           "counter), integrated (trapezoid of power) or estimated.", names + ["method"])
-        emissions = _counter(f"{kind}_emissions_grams", f"Operational emissions of the {what} (gCO2e); "
-                             "absent for parts of another measured device.", names)
+        emissions = _counter(f"{kind}_emissions_grams", _EMISSIONS_DOC.get(kind, f"Operational emissions of the "
+                             f"{what} (gCO2e); absent for parts of another measured device."), names)
+        rest = _counter("node_rest_energy_joules", "Energy of the node not measured by its GPUs and CPUs (J): "
+                        "node energy minus theirs, never below 0; the node's emissions are this part's.", names)
         util = _gauge(f"{kind}_gpu_utilization_ratio", f"GPU load of the {what} (0-1).", names)
         for d in devices:
             labels = [v for _, v in d.identity.labels]
@@ -136,7 +162,10 @@ class SnapshotCollector(Collector):
             energy.add_metric(labels + [d.method], d.counters.energy_j)
             if d.identity.accounted:
                 emissions.add_metric(labels, d.counters.emissions_g)
+                rest.add_metric(labels, d.counters.rest_energy_j)
         yield from (up, power, energy, emissions)
+        if kind == "node":
+            yield rest
         if util.samples:
             yield util
 
@@ -144,8 +173,10 @@ class SnapshotCollector(Collector):
         """Per-job counters in two views, and per-GPU remainders, so that the parts add up."""
         att = snap.attribution
         keys = ["job_id", "scheduler"]
-        info = _gauge("job_info", "Job identity: its GPUs, user (only if enabled), team, namespace and pod; "
-                      "always 1.", keys + ["user", "team", "account", "namespace", "pod", "gpus"])
+        info = _gauge("job_info", "Job identity: user (only if enabled), team, account, namespace and pod; "
+                      "always 1.", keys + ["user", "team", "account", "namespace", "pod"])
+        gpus = _gauge("job_gpu_info", "A GPU (index, or gpu.instance for MIG) the job holds or held; always 1.",
+                      keys + ["gpu"])
         energy = _counter("job_energy_joules", "GPU energy attributed to the job (J). view=allocated: share of "
                           "active energy plus an equal share of idle; view=active: active energy only.",
                           keys + ["view"])
@@ -153,13 +184,14 @@ class SnapshotCollector(Collector):
                              "same views as the energy.", keys + ["view"])
         for jc in sorted(att.jobs, key=lambda j: j.job.key):
             j = jc.job
-            info.add_metric([j.id, j.scheduler, j.user, j.team, j.account, j.namespace, j.pod,
-                             ",".join(sorted(jc.gpus, key=lambda g: [int(x) for x in g.split(".")]))], 1)
+            info.add_metric([j.id, j.scheduler, j.user, j.team, j.account, j.namespace, j.pod], 1)
+            for gpu in sorted(jc.gpus, key=_slot_order):
+                gpus.add_metric([j.id, j.scheduler, gpu], 1)
             for view, e, g in (("allocated", jc.energy_allocated_j, jc.emissions_allocated_g),
                                ("active", jc.energy_active_j, jc.emissions_active_g)):
                 energy.add_metric([j.id, j.scheduler, view], e)
                 emissions.add_metric([j.id, j.scheduler, view], g)
-        yield from (info, energy, emissions)
+        yield from (info, gpus, energy, emissions)
         if self.embodied:
             emb = _counter("job_embodied_emissions_grams", "Embodied carbon of the GPU time the job held "
                            "(gCO2e), shared equally among the holders.", keys)
@@ -172,6 +204,10 @@ class SnapshotCollector(Collector):
             for jc in sorted(att.jobs, key=lambda j: j.job.key):
                 water.add_metric([jc.job.id, jc.job.scheduler], jc.energy_allocated_j / 3.6e6 * self.wue)
             yield water
+
+    def _remainders(self, snap: Snapshot) -> Iterator[Metric]:
+        """Per-GPU energy no job paid for, so that jobs plus remainders add up to the GPU."""
+        att = snap.attribution
         by_uuid = {d.identity.uuid: d for d in snap.devices}
         fams = {}
         for name, doc in (("unallocated", "allocated view: energy of the GPU while no job held it"),
@@ -204,19 +240,25 @@ class SnapshotCollector(Collector):
                 any(not d.up or not d.reading or d.reading.power_mw is None for d in parts):
             return
         rest = _gauge("node_rest_power_watts", "Node power not drawn by GPUs or CPU (W): node power "
-                      "(BMC) minus GPU board power minus measured CPU power.", ["source"])
+                      "(BMC) minus GPU board power minus measured CPU power, never below 0.", ["source"])
         node = nodes[0]
-        rest.add_metric([dict(node.identity.labels).get("source", "")],
-                        (node.reading.power_mw - sum(d.reading.power_mw for d in parts)) / 1000.0)
+        watts = (node.reading.power_mw - sum(d.reading.power_mw for d in parts)) / 1000.0
+        rest.add_metric([dict(node.identity.labels).get("source", "")], max(watts, 0.0))
         yield rest
 
     def _carbon(self, snap: Snapshot) -> Iterator[Metric]:
-        intensity = _gauge("grid_intensity_grams_per_kwh",
-                           "Grid carbon intensity in force (gCO2e/kWh).", ["zone", "source", "signal", "fallback"])
+        intensity = _gauge("grid_intensity_grams_per_kwh", "Grid carbon intensity in force (gCO2e/kWh).", ["zone"])
+        fallback = _gauge("grid_intensity_fallback", "1 while the intensity comes from the fallback (the live "
+                          "provider failed or is stale), else 0.", ["zone"])
+        source = _gauge("grid_intensity_source_info", "Where the intensity in force comes from and its signal "
+                        "(average or marginal); always 1. The one intensity series that changes on fallback.",
+                        ["zone", "source", "signal"])
         if snap.intensity is not None:
             i = snap.intensity
-            intensity.add_metric([i.zone, i.source, i.signal, str(i.fallback).lower()], i.g_per_kwh)
-        yield intensity
+            intensity.add_metric([i.zone], i.g_per_kwh)
+            fallback.add_metric([i.zone], 1 if i.fallback else 0)
+            source.add_metric([i.zone, i.source, i.signal], 1)
+        yield from (intensity, fallback, source)
         if snap.intensity is not None:
             age = _gauge("grid_intensity_age_seconds", "Seconds since the intensity value was fetched "
                          "(0 for static sources).", ["zone"])
@@ -267,10 +309,23 @@ class SnapshotCollector(Collector):
             duration.add_metric([name], st.duration_s)
             age.add_metric([name], max(now - st.last_time, 0.0))
         yield from (success, duration, age)
+        discarded = _gauge("state_discarded_entries", "Damaged entries of the saved state set aside at start-up "
+                           "(a copy is kept beside the state file); 0 when the state loaded intact.")
+        discarded.add_metric([], snap.state_discarded)
+        yield discarded
 
 
 _KIND_DOC = {"board": "edge board (total input power)", "rail": "power rail", "cpu": "CPU power zone",
              "node": "whole node (from its BMC)"}
+
+
+_EMISSIONS_DOC = {"node": "Operational emissions of the node's rest (gCO2e): only the energy its GPUs and "
+                          "CPUs did not already count, so no joule is counted twice."}
+
+
+def _slot_order(slot: str) -> list[tuple[int, int | str]]:
+    """GPU slots ("3", "3.1") in numeric order; anything else after, never an error."""
+    return [(0, int(x)) if x.isdigit() else (1, x) for x in slot.split(".")]
 
 
 def _opt(value: int | None) -> str:

@@ -88,7 +88,7 @@ class Attribution:
             slots = []
             for mig, sm in zip(device.mig_instances, sms):
                 mine = [p for p in procs if p.gpu_instance_id in (None, mig.gpu_instance_id)]
-                slots.append((sm / sum(sms), f"{device.index}.{mig.gpu_instance_id}", self._ask(device, mig, mine)))
+                slots.append((sm / sum(sms), _mig_slot(device, mig), self._ask(device, mig, mine)))
         else:
             slots = [(1.0, str(device.index), self._ask(device, None, procs))]
         self._holders[device.uuid] = slots
@@ -213,6 +213,12 @@ class Attribution:
                               memory_bytes=number(h, "memory_bytes", optional=True)) for h in hs]
             slots.append((weight, str(slot), holders))
         return slots
+
+
+def _mig_slot(device: DeviceIdentity, mig) -> str:
+    """``gpu.instance``; an instance whose id NVML did not give is named by its position instead."""
+    gi = mig.gpu_instance_id if mig.gpu_instance_id is not None else f"i{mig.index}"
+    return f"{device.index}.{gi}"
 
 
 def _holder_state(h: Holder) -> dict:

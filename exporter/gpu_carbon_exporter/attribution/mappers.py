@@ -232,7 +232,12 @@ class MappingDirMapper(Mapper):
 
     def holders(self, device: DeviceIdentity, mig: MigInstance | None,
                 procs: list[ProcessInfo]) -> list[Holder] | None:
-        names = [f"{device.index}.{mig.gpu_instance_id}", mig.uuid] if mig else [str(device.index), device.uuid]
+        if mig is None:
+            names = [str(device.index), device.uuid]
+        elif mig.gpu_instance_id is None:  # no id from NVML: only the MIG UUID can name it
+            names = [mig.uuid]
+        else:
+            names = [f"{device.index}.{mig.gpu_instance_id}", mig.uuid]
         for name in names:
             try:
                 text = (self.dir / name).read_text()
