@@ -209,3 +209,26 @@ def test_an_unexpected_source_error_degrades_that_source_only(clock):
     snap = meter.snapshot
     assert not snap.collectors["broken"].success and snap.collectors["nvml"].success
     assert snap.devices[0].counters.energy_j == pytest.approx(300.0, abs=0.01)
+
+
+@pytest.mark.parametrize("power_fields", [True, False])
+def test_gpus_without_counter_integrate_the_average_field_on_bursty_loads(power_fields):
+    """A100-like sensor (25-ms window every 100 ms): the 1-s average field covers every second;
+    the instantaneous reading misses most of a short burst."""
+    clock = ManualClock()
+    data = {"devices": [{"model": "NVIDIA A100-SXM4-80GB", "energy_counter": False, "power_fields": power_fields,
+                         "power": {"pattern": "square", "period_s": p, "duty": 0.1, "high_w": 400, "low_w": 60}}
+                        for p in (0.2, 0.7, 2.1, 3.7)]}
+    meter, nv = make(clock, data=data)
+    meter.open()
+    meter.sample()
+    run(meter, clock, 120, step=1.0)
+    truth = GroundTruth(nv.scenario)
+    errors = [(d.counters.energy_j - truth.device_energy_j(i, 0, 120)) / truth.device_energy_j(i, 0, 120)
+              for i, d in enumerate(meter.snapshot.devices)]
+    if power_fields:
+        assert meter.snapshot.devices[0].method == "integrated_average"
+        assert max(abs(e) for e in errors) < 0.015
+    else:
+        assert meter.snapshot.devices[0].method == "integrated"
+        assert max(abs(e) for e in errors) > 0.1  # why the average field matters

@@ -508,7 +508,7 @@ class Meter:
 
 def _integrated_power(dev: _Device, reading: DeviceReading) -> float | None:
     """The power to integrate: the 1-s average field where the device integrates it, else the gauge."""
-    if dev.identity.method_without_counter == "integrated_average":
+    if dev.identity.method_without_counter == "integrated_average" and reading.power_average_mw is not None:
         return reading.power_average_mw
     return reading.power_mw
 

@@ -165,7 +165,7 @@ class SimulatedNvml:
                 continue
             window = {pynvml.NVML_FI_DEV_POWER_INSTANT: INSTANT_WINDOW_S,
                       pynvml.NVML_FI_DEV_POWER_AVERAGE: AVERAGE_WINDOW_S}.get(fid)
-            if window is None or not dev.model.energy_counter:  # pre-Volta: no power fields
+            if window is None or not dev.model.power_fields:  # pre-Volta: no power fields
                 values[i].nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
                 continue
             values[i].nvmlReturn = pynvml.NVML_SUCCESS

@@ -32,6 +32,8 @@ class DeviceModel:
     # What nvmlDeviceGetPowerUsage returns: "average_1s" or "instant".
     power_usage: str = "average_1s"
     max_sm_mhz: int = 1980
+    # NVML field values POWER_INSTANT / POWER_AVERAGE (absent before Volta).
+    power_fields: bool = True
 
 
 MODELS = {m.name: m for m in [
@@ -41,7 +43,7 @@ MODELS = {m.name: m for m in [
     DeviceModel("NVIDIA L40S", 35, 350, 48 * 2**30, max_sm_mhz=2520),
     DeviceModel("Tesla V100-SXM2-32GB", 40, 300, 32 * 2**30, power_usage="instant", max_sm_mhz=1530),
     DeviceModel("Tesla P100-PCIE-16GB", 30, 250, 16 * 2**30, energy_counter=False,
-                power_usage="instant", max_sm_mhz=1328),
+                power_usage="instant", max_sm_mhz=1328, power_fields=False),
 ]}
 
 # NVML refreshes its power readings every 100 ms. The average field is over 1 s;
@@ -185,7 +187,7 @@ def _devices(r: _Reader, base: Path) -> list[SimDevice]:
     for i, raw in enumerate(r.get("devices", list, [])):
         d = r.child(f"devices[{i}]", raw)
         d.check_keys({"model", "count", "idle_w", "max_w", "power", "energy_counter",
-                      "power_usage", "energy_offset_mj", "mig_instances"})
+                      "power_usage", "power_fields", "energy_offset_mj", "mig_instances"})
         model_name = d.get("model", str)
         base_model = MODELS.get(model_name)
         if base_model is None:
@@ -194,7 +196,8 @@ def _devices(r: _Reader, base: Path) -> list[SimDevice]:
             model_name, d.get("idle_w", float, base_model.idle_w, minimum=0),
             d.get("max_w", float, base_model.max_w, minimum=1), base_model.memory_bytes,
             d.get("energy_counter", bool, base_model.energy_counter),
-            d.get("power_usage", str, base_model.power_usage), base_model.max_sm_mhz)
+            d.get("power_usage", str, base_model.power_usage), base_model.max_sm_mhz,
+            d.get("power_fields", bool, base_model.power_fields))
         if model.power_usage not in ("average_1s", "instant"):
             d.fail("must be average_1s or instant", "power_usage")
         pattern = _pattern(d.child("power", d.get("power", dict)), base)

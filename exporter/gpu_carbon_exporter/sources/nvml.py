@@ -108,14 +108,18 @@ class NvmlSource(DeviceSource):
             if err.value not in (_NOT_SUPPORTED, 13):  # 13: FUNCTION_NOT_FOUND
                 raise
             has_counter = False
-            log.info("GPU %d has no energy counter (pre-Volta?): integrating power", index)
+        method = "integrated"
+        if not has_counter:
+            method = "integrated_average" if self._average_field(handle) is not None else "integrated"
+            log.info("GPU %d has no energy counter (pre-Volta?): integrating %s", index,
+                     "the 1-s average power field" if method == "integrated_average" else "power readings")
         mig_enabled, instances = self._mig(handle)
         return DeviceIdentity(
             index=index, uuid=_text(nv.nvmlDeviceGetUUID(handle)),
             name=_text(nv.nvmlDeviceGetName(handle)),
             pci_bus_id=_text(nv.nvmlDeviceGetPciInfo(handle).busId),
             has_energy_counter=has_counter, mig_enabled=mig_enabled,
-            mig_instances=instances)
+            mig_instances=instances, method_without_counter=method)
 
     def _mig(self, handle: Any) -> tuple[bool, tuple[MigInstance, ...]]:
         nv = self._nvml
@@ -172,8 +176,27 @@ class NvmlSource(DeviceSource):
                 reading.errors.append(f"{what}: {err}")
             return None
 
+    def _average_field(self, handle: Any) -> int | None:
+        """The 1-s average power field (mW), or None where the GPU does not offer it."""
+        try:
+            return _field_value(self._nvml.nvmlDeviceGetFieldValues(handle, [_FIELD_AVERAGE])[0])
+        except (self._nvml.NVMLError, AttributeError, IndexError):
+            return None
+
     def read_power_mw(self, device: DeviceIdentity) -> int | None:
+        """Power for the integration loop: the 1-s average field where the GPU has it (each reading
+        covers its whole second), else nvmlDeviceGetPowerUsage."""
+        if device.method_without_counter == "integrated_average":
+            value = self._call(device, "power_average", self._average, device)
+            if value is not None:
+                return value
         return self._call(device, "power", self._nvml.nvmlDeviceGetPowerUsage)
+
+    def _average(self, handle: Any, device: DeviceIdentity) -> int | None:
+        fv = self._nvml.nvmlDeviceGetFieldValues(handle, [_FIELD_AVERAGE])[0]
+        if fv.nvmlReturn in _LOST_CODES:
+            raise self._nvml.NVMLError(fv.nvmlReturn)
+        return _field_value(fv)
 
     def read(self, device: DeviceIdentity, *, slow: bool) -> DeviceReading:
         nv = self._nvml
