@@ -297,3 +297,45 @@ def test_board_total_and_its_rail_share_one_read_per_tick(tmp_path):
         assert reads == ["VDD_IN", "VDD_IN"]  # the next tick reads again
     finally:
         type(rail).power_mw = original
+
+
+def test_a_bmc_answering_after_10_s_stalls_nothing_but_itself(bmc):
+    """Redfish on its own poller: GPU samples go on; the node shows as that collector's failure."""
+    import threading
+    import time
+
+    from gpu_carbon_exporter.sources.nvml import NvmlSource
+    from gpu_carbon_exporter.sources.polled import PolledSource
+    from conftest import sim_nvml
+
+    stalled = threading.Event()
+
+    def power(_req):
+        if stalled.is_set():
+            time.sleep(10)
+        return 200, {}, {"PowerControl": [{"PowerConsumedWatts": 900}]}
+
+    bmc.routes["/redfish/v1/Chassis"] = (200, {}, {"Members": [{"@odata.id": "/redfish/v1/Chassis/1"}]})
+    bmc.routes["/redfish/v1/Chassis/1"] = (200, {}, {"Power": {"@odata.id": "/redfish/v1/Chassis/1/Power"}})
+    bmc.routes["/redfish/v1/Chassis/1/Power"] = power
+    clock = ManualClock()
+    gpus = sim_nvml({"devices": [{"model": "NVIDIA H100 80GB HBM3", "power": {"pattern": "constant",
+                                                                         "watts": 300}}]}, clock)
+    node = PolledSource(RedfishSource(bmc.url, timeout_s=30), interval_s=0.05, max_age_s=0.5)
+    meter = Meter([NvmlSource(gpus), node], StaticIntensity("Z", 300), clock=clock)
+    meter.open()
+    meter.sample()
+    assert meter.snapshot.devices[1].up
+    stalled.set()
+    deadline = time.monotonic() + 5
+    samples = 0
+    while meter.snapshot.devices[1].up and time.monotonic() < deadline:
+        clock.advance(1)
+        meter.sample()
+        samples += 1
+        time.sleep(0.05)
+    snap = meter.snapshot
+    assert not snap.devices[1].up and not snap.collectors["redfish"].success
+    assert snap.collectors["nvml"].success
+    assert snap.devices[0].counters.energy_j == pytest.approx(300.0 * samples, abs=0.01)
+    node.close()

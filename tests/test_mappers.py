@@ -2,6 +2,7 @@
 mapping-file directories, and a real gRPC PodResources server on a unix socket."""
 import importlib
 import sys
+import threading
 from concurrent import futures
 from pathlib import Path
 
@@ -154,9 +155,12 @@ def kubelet(pb, tmp_path):
     m = resp.pod_resources.add(name="notebook", namespace="ml-research")
     m.containers.add(name="jupyter").devices.add(resource_name="nvidia.com/mig-1g.10gb", device_ids=[MIG.uuid])
     calls = []
+    slow, release = threading.Event(), threading.Event()
 
     def list_rpc(request, context):
         calls.append(request)
+        if slow.is_set():
+            release.wait(10)
         return resp
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
@@ -168,14 +172,16 @@ def kubelet(pb, tmp_path):
     sock = tmp_path / "kubelet.sock"
     server.add_insecure_port(f"unix://{sock}")
     server.start()
-    yield str(sock), calls
+    yield str(sock), calls, slow, release
+    release.set()
     server.stop(0)
 
 
 def test_pod_resources_over_a_real_grpc_socket(kubelet):
-    sock, calls = kubelet
+    sock, calls, _, _ = kubelet
     m = KubernetesPodResourcesMapper(sock, teams=Teams({"ml-research": "research"}, {}, {}))
     m.refresh()
+    assert m.fetched.wait(10)
     (h,) = m.holders(GPU, None, [ProcessInfo(1, 10**9, 77)])
     assert (h.job.id, h.job.namespace, h.job.pod, h.job.container, h.job.team) == (
         "ml-research/trainer-0", "ml-research", "trainer-0", "main", "research")
@@ -189,8 +195,20 @@ def test_pod_resources_over_a_real_grpc_socket(kubelet):
     assert len(calls) == 1
 
 
+def test_a_slow_kubelet_never_blocks_a_sample(kubelet):
+    sock, _, slow, release = kubelet
+    slow.set()
+    m = KubernetesPodResourcesMapper(sock, timeout_s=10)
+    m.refresh()  # returns at once: the kubelet is asked on the mapper's own thread
+    assert not m.fetched.is_set() and m.holders(GPU, None, []) is None
+    release.set()
+    assert m.fetched.wait(10)
+    assert m.holders(GPU, None, [])[0].job.pod == "trainer-0"
+
+
 def test_pod_resources_unreachable_degrades_only_this_mapper(tmp_path, caplog):
     m = KubernetesPodResourcesMapper(str(tmp_path / "missing.sock"), timeout_s=0.5)
     m.refresh()
+    assert m.fetched.wait(10)
     assert not m.healthy and m.holders(GPU, None, []) is None
     assert "kubelet PodResources" in caplog.text

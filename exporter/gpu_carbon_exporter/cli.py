@@ -213,17 +213,26 @@ def build_other_sources(scfg: dict[str, Any]) -> list[DeviceSource]:
         password = read_secret(rf, "password_env", "password_file", "sources.redfish") \
             if rf["password_env"] or rf["password_file"] else None
         verify: bool | str = False if rf["insecure_skip_verify"] else (rf["ca_file"] or True)
-        out.append(RedfishSource(rf["url"], rf["username"], password, verify=verify,
-                                 timeout_s=rf["timeout_seconds"], chassis=rf["chassis"]))
+        out.append(_polled(RedfishSource(rf["url"], rf["username"], password, verify=verify,
+                                         timeout_s=rf["timeout_seconds"], chassis=rf["chassis"]), rf))
     if scfg["ipmi"]["enabled"]:
         from .sources.node import IpmiSource
 
-        out.append(IpmiSource(shlex.split(scfg["ipmi"]["command"]), scfg["ipmi"]["timeout_seconds"]))
+        ipmi = scfg["ipmi"]
+        out.append(_polled(IpmiSource(shlex.split(ipmi["command"]), ipmi["timeout_seconds"]), ipmi))
     if scfg["cpu_estimate"]["tdp_watts"]:
         from .sources.cpu_estimate import EstimatedCpuSource
 
         out.append(EstimatedCpuSource(scfg["cpu_estimate"]["tdp_watts"], scfg["cpu_estimate"]["idle_fraction"]))
     return out
+
+
+def _polled(source: DeviceSource, scfg: dict[str, Any]) -> DeviceSource:
+    """A BMC source on its own thread: a reading is served for two polls plus one timeout."""
+    from .sources.polled import PolledSource
+
+    interval = scfg["poll_interval_seconds"]
+    return PolledSource(source, interval, 2 * interval + scfg["timeout_seconds"])
 
 
 def make_registry(meter: Meter, cfg: dict[str, Any]) -> CollectorRegistry:

@@ -62,11 +62,13 @@ SCHEMA: dict[str, Any] = {
             "insecure_skip_verify": (bool, False, None),
             "chassis": (str, None, None),
             "timeout_seconds": (float, 5.0, _positive),
+            "poll_interval_seconds": (float, 5.0, _positive),
         },
         "ipmi": {
             "enabled": (bool, False, None),
             "command": (str, "ipmitool", None),
             "timeout_seconds": (float, 5.0, _positive),
+            "poll_interval_seconds": (float, 5.0, _positive),
         },
         "cpu_estimate": {
             "tdp_watts": (float, None, _positive),

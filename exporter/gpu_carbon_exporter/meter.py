@@ -331,6 +331,8 @@ class Meter:
         if power_mw is None:
             return
         watts = power_mw / 1000.0
+        if dev.last_power_t is None and dev.identity.kind == "node":
+            self._parts_since_node = 0.0  # the node's first point: what the parts used before is not its rest
         if dev.last_power_t is not None and now > dev.last_power_t:
             dt = now - dev.last_power_t
             self._account(dev, 0.5 * (watts + dev.last_power_w) * dt, wall_now - dt, wall_now)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import pwd
 import re
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -263,7 +264,8 @@ class KubernetesPodResourcesMapper(Mapper):
     """Pods per GPU from the kubelet PodResources v1 API (``List``), over its unix socket.
 
     Works without hostPID. GPUs shared by several pods (time-slicing) are split equally:
-    the API names pods, not their processes."""
+    the API names pods, not their processes. The kubelet is asked every ``refresh_s`` on the
+    mapper's own thread; samples use its latest answer and never wait for the kubelet."""
 
     name = "kubernetes"
 
@@ -272,15 +274,27 @@ class KubernetesPodResourcesMapper(Mapper):
         self.socket, self.refresh_s, self.timeout_s, self.clock = socket, refresh_s, timeout_s, clock
         self.teams = teams or Teams({}, {}, {})
         self._by_device: dict[str, list[Job]] = {}
-        self._fetched = -float("inf")
+        self._thread: threading.Thread | None = None
+        self.fetched = threading.Event()  # set after each fetch attempt
+        self.calls = 0
         self.healthy = True
 
     def refresh(self) -> None:
-        if self.clock() - self._fetched < self.refresh_s:
-            return
+        """Starts the kubelet poller on first use; never waits for the kubelet (its own thread does)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="kubelet-podresources", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._fetch()
+            self.fetched.set()
+            time.sleep(self.refresh_s)
+
+    def _fetch(self) -> None:
         from .podresources import list_pod_resources
 
-        self._fetched = self.clock()
+        self.calls += 1
         try:
             pods = list_pod_resources(self.socket, self.timeout_s)
         except Exception as err:  # noqa: BLE001 - any kubelet failure degrades this mapper only
@@ -301,7 +315,7 @@ class KubernetesPodResourcesMapper(Mapper):
                         uuid = device_id.split("::", 1)[0]  # time-slicing replicas: GPU-uuid::N
                         if all(j.key != job.key for j in by.get(uuid, [])):
                             by.setdefault(uuid, []).append(job)
-        self._by_device = by
+        self._by_device = by  # one assignment: readers see the old or the new mapping, never half
 
     def holders(self, device: DeviceIdentity, mig: MigInstance | None,
                 procs: list[ProcessInfo]) -> list[Holder] | None:

@@ -1,0 +1,77 @@
+"""Network-backed sources (Redfish, IPMI) read on their own thread, never on the sampler's.
+
+A BMC can take seconds to answer. ``PolledSource`` reads the wrapped source every
+``interval_s`` in a thread of its own; the meter's reads return the latest reading at
+once, so a slow BMC delays nothing else. A reading older than ``max_age_s`` is not served:
+the device shows as lost (its collector fails) until a fresh one arrives.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import replace
+from typing import Callable
+
+from .base import DeviceIdentity, DeviceLost, DeviceReading, DeviceSource
+
+log = logging.getLogger(__name__)
+
+
+class PolledSource(DeviceSource):
+    def __init__(self, inner: DeviceSource, interval_s: float, max_age_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.inner, self.interval_s, self.max_age_s, self.clock = inner, interval_s, max_age_s, clock
+        self.name, self.optional = inner.name, inner.optional
+        self._devices: list[DeviceIdentity] = []
+        self._latest: dict[str, tuple[DeviceReading, float]] = {}
+        self._errors: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def open(self) -> list[DeviceIdentity]:
+        self._devices = self.inner.open()
+        self._poll_once()  # a first value before the first sample (opening talked to the BMC already)
+        self._thread = threading.Thread(target=self._run, name=f"poll-{self.name}", daemon=True)
+        self._thread.start()
+        return self._devices
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._poll_once()
+
+    def _poll_once(self) -> None:
+        for device in self._devices:
+            try:
+                reading = self.inner.read(device, slow=True)
+            except Exception as err:  # noqa: BLE001 - DeviceLost or a bug: this source only, logged once
+                with self._lock:
+                    first = device.uuid not in self._errors
+                    self._errors[device.uuid] = str(err)
+                (log.error if first else log.debug)("%s: %s", self.name, err)
+                continue
+            with self._lock:
+                self._latest[device.uuid] = (reading, self.clock())
+                if self._errors.pop(device.uuid, None) is not None:
+                    log.info("%s %s answers again", self.name, device.uuid)
+
+    def read(self, device: DeviceIdentity, *, slow: bool) -> DeviceReading:
+        with self._lock:
+            latest, error = self._latest.get(device.uuid), self._errors.get(device.uuid)
+        age = None if latest is None else self.clock() - latest[1]
+        if latest is None or age > self.max_age_s:
+            since = "yet" if latest is None else f"for {age:.0f}s"
+            raise DeviceLost(f"{self.name} {device.uuid}: no fresh reading {since}"
+                             + (f" (last error: {error})" if error else ""))
+        return replace(latest[0], errors=list(latest[0].errors))
+
+    def read_power_mw(self, device: DeviceIdentity) -> int | None:
+        return self.read(device, slow=False).power_mw
+
+    def info(self) -> dict[str, str]:
+        return self.inner.info()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.inner.close()
