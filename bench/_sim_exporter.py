@@ -11,7 +11,7 @@ import threading
 import time
 
 from gpu_carbon_exporter.carbon.static import StaticIntensity
-from gpu_carbon_exporter.cli import build_attribution, make_registry
+from gpu_carbon_exporter.cli import build_attribution, make_collector
 from gpu_carbon_exporter.config import parse_config
 from gpu_carbon_exporter.meter import Meter
 from gpu_carbon_exporter.sim.nvml import SimulatedNvml
@@ -32,7 +32,7 @@ def main() -> None:
     meter = Meter([NvmlSource(nv, read_processes=True)], StaticIntensity("DEU", 380), pue=1.2,
                   sample_interval_s=interval, attribution=attribution)
     meter.start()
-    server = ExporterServer(("127.0.0.1", port), make_registry(meter, parse_config({})), WebConfig(),
+    server = ExporterServer(("127.0.0.1", port), make_collector(meter, parse_config({})), WebConfig(),
                             lambda: (True, "ok"))
 
     def dump(*_):

@@ -21,7 +21,7 @@ def test_once_with_builtin_demo_prints_eight_gpus():
     assert out.stdout.count("gpu_carbon_gpu_up{") == 8
     assert 'gpu_carbon_grid_intensity_grams_per_kwh{zone="DE"} 380.0' in out.stdout
     assert 'gpu_carbon_grid_intensity_source_info{signal="average",source="scenario",zone="DE"} 1.0' in out.stdout
-    assert "level=INFO" in out.stderr  # levelled logs go to stderr
+    assert "level=info" in out.stderr  # levelled logs go to stderr
 
 
 def test_no_driver_gives_one_clear_message_and_nonzero_exit():

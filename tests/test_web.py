@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from gpu_carbon_exporter.carbon.static import StaticIntensity
-from gpu_carbon_exporter.cli import make_registry
+from gpu_carbon_exporter.cli import make_collector
 from gpu_carbon_exporter.config import ConfigError, parse_config
 from gpu_carbon_exporter.meter import Meter
 from gpu_carbon_exporter.sources.nvml import NvmlSource
@@ -42,7 +42,7 @@ def serve(clock, web_yaml, tmp_path, **kw):
     if web_yaml is not None:
         path = tmp_path / "web.yml"
         path.write_text(web_yaml)
-    server = ExporterServer(("127.0.0.1", 0), make_registry(meter, parse_config({})),
+    server = ExporterServer(("127.0.0.1", 0), make_collector(meter, parse_config({})),
                             load_web_config(path), lambda: (True, "ok"), **kw)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     return server, server.server_address[1]
@@ -143,8 +143,6 @@ def test_tls_handshake_does_not_block_the_accept_loop(clock, tmp_path, pki, stop
 
 @pytest.mark.parametrize("text, fragment", [
     ("tls_server_config:\n  cert_file: a.crt\n", "tls_server_config.key_file: required"),
-    ("tls_server_config:\n  cert_file: a\n  key_file: b\n  cipher_suites: [x]\n",
-     "tls_server_config.cipher_suites: unknown or unsupported"),
     ("basic_auth_users:\n  u: plaintext\n", "basic_auth_users.u: expected a bcrypt hash"),
     ("tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n", "cannot load certificate"),
     ("bogus: 1\n", "bogus: unknown"),

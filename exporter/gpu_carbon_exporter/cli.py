@@ -21,7 +21,7 @@ from .collector import SnapshotCollector
 from .config import ConfigError, load_config
 from .meter import Embodied, Meter
 from .sources.base import DeviceSource, SourceUnavailable
-from .state import StateStore
+from .state import StateError, StateStore
 
 log = logging.getLogger("gpu_carbon_exporter")
 EXIT_CONFIG, EXIT_NO_SOURCE = 2, 3
@@ -49,22 +49,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _apply_flags(cfg: dict[str, Any], args: argparse.Namespace, source: str) -> None:
-    """CLI flags override the file."""
-    from .config import check_zone
-
-    overrides = [("web", "listen_address", args.listen_address), ("web", "config_file", args.web_config_file),
-                 ("log", "level", args.log_level), ("state", "path", args.state_path),
-                 ("carbon", "zone", args.zone), ("sampling", "interval_seconds", args.interval)]
-    for section, key, value in overrides:
+def _flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Command-line flags as config keys, validated with the file's keys (they override it)."""
+    flags = [("web", "listen_address", args.listen_address), ("web", "config_file", args.web_config_file),
+             ("log", "level", args.log_level), ("state", "path", args.state_path),
+             ("carbon", "zone", args.zone), ("sampling", "interval_seconds", args.interval)]
+    out: dict[str, dict[str, Any]] = {}
+    for section, key, value in flags:
         if value is not None:
-            cfg[section][key] = value
-    check_zone(cfg, source)
+            out.setdefault(section, {})[key] = value
+    return out
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper()),
-                        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=\"%(message)s\"")
+    from .logfmt import LogfmtFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogfmtFormatter())
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
 
 
 def build_meter(cfg: dict[str, Any], simulate: str | None) -> tuple[Meter, list[DeviceSource]]:
@@ -235,11 +237,15 @@ def _polled(source: DeviceSource, scfg: dict[str, Any]) -> DeviceSource:
     return PolledSource(source, interval, 2 * interval + scfg["timeout_seconds"])
 
 
+def make_collector(meter: Meter, cfg: dict[str, Any]) -> SnapshotCollector:
+    return SnapshotCollector(
+        lambda: meter.snapshot, embodied=bool(cfg["carbon"]["embodied"]["kg_co2e_per_device"]),
+        water=cfg["carbon"]["wue_liters_per_kwh"] is not None, wue=cfg["carbon"]["wue_liters_per_kwh"])
+
+
 def make_registry(meter: Meter, cfg: dict[str, Any]) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(
-        lambda: meter.snapshot, embodied=bool(cfg["carbon"]["embodied"]["kg_co2e_per_device"]),
-        water=cfg["carbon"]["wue_liters_per_kwh"] is not None, wue=cfg["carbon"]["wue_liters_per_kwh"]))
+    registry.register(make_collector(meter, cfg))
     return registry
 
 
@@ -256,7 +262,7 @@ def _serve(meter: Meter, cfg: dict[str, Any]) -> int:
         ok = age < max(3 * interval, 5.0)
         return ok, "ok" if ok else f"stale: last sample {age:.1f}s ago"
 
-    server = ExporterServer((host, port), make_registry(meter, cfg), web, health,
+    server = ExporterServer((host, port), make_collector(meter, cfg), web, health,
                             read_timeout_s=cfg["web"]["read_timeout_seconds"],
                             max_connections=cfg["web"]["max_connections"])
     scheme = "https" if web.ssl_context else "http"
@@ -266,14 +272,37 @@ def _serve(meter: Meter, cfg: dict[str, Any]) -> int:
         log.info("received signal %d, persisting counters and exiting", signum)
         threading.Thread(target=server.shutdown, daemon=True).start()
 
+    def reload(_signum: int, _frame: Any) -> None:
+        threading.Thread(target=_reload_web, args=(server, cfg), name="reload", daemon=True).start()
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
+    if cfg["web"]["config_file"]:
+        from .web import watch_web_config
+
+        threading.Thread(target=watch_web_config, args=(server, cfg["web"]["config_file"], threading.Event()),
+                         name="web-config-watch", daemon=True).start()
     try:
         server.serve_forever(poll_interval=1.0)
     finally:
         server.server_close()
         meter.stop()
     return 0
+
+
+def _reload_web(server: Any, cfg: dict[str, Any]) -> None:
+    """SIGHUP, as Prometheus does: re-read the web config (TLS certificates, users, headers).
+    A broken file is logged and the running config kept; counters and state are untouched."""
+    from .web import load_web_config
+
+    path = cfg["web"]["config_file"]
+    try:
+        server.reload_web(load_web_config(path))
+    except Exception as err:  # noqa: BLE001 - a bad reload must never stop a running exporter
+        log.error("web config reload failed, keeping the running config: %s", err)
+        return
+    log.info("received SIGHUP: reloaded the web config%s", f" from {path}" if path else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -294,8 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     args = _parser().parse_args(argv)
     try:
-        cfg = load_config(args.config)
-        _apply_flags(cfg, args, args.config or "<command line>")
+        cfg = load_config(args.config, _flag_overrides(args))
         _setup_logging(cfg["log"]["level"])
         meter, _ = build_meter(cfg, args.simulate)
         if args.once:
@@ -306,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             meter.stop()
             return 0
         return _serve(meter, cfg)
-    except ConfigError as err:
+    except (ConfigError, StateError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG
     except SourceUnavailable as err:

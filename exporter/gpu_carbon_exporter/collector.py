@@ -58,9 +58,27 @@ class SnapshotCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snap = self.get_snapshot()
+        yield from self.collect_cached(snap)
+        yield from self.collect_live(snap)
+
+    def collect_cached(self, snap: Snapshot) -> Iterator[Metric]:
+        """Every family that depends on the snapshot only (rendered once per snapshot by the server)."""
         build = _gauge("build_info", "Exporter build; the value is always 1.", ["version"])
         build.add_metric([__version__], 1)
         yield build
+        for name, build_section in self._sections(snap):
+            yield from self._isolated(name, build_section)
+
+    def collect_live(self, snap: Snapshot) -> Iterator[Metric]:
+        """Families computed at scrape time: collector ages and health, scrape errors."""
+        yield from self._isolated("health", lambda: self._health(snap))
+        errors = _counter("scrape_errors", "Metric families that failed to build and were left out of a "
+                          "scrape, by section (the rest of the scrape is served).", ["section"])
+        for name in sorted({n for n, _ in self._sections(snap)} | {"health"} | set(self._errors)):
+            errors.add_metric([name], self._errors.get(name, 0))
+        yield errors
+
+    def _sections(self, snap: Snapshot) -> list[tuple[str, Callable[[], Iterator[Metric]]]]:
         sections: list[tuple[str, Callable[[], Iterator[Metric]]]] = [
             ("sources", lambda: self._sources(snap)),
             ("gpu", lambda: self._devices(tuple(d for d in snap.devices if d.identity.kind == "gpu")))]
@@ -71,14 +89,8 @@ class SnapshotCollector(Collector):
         if snap.attribution is not None:
             sections.append(("jobs", lambda: self._jobs(snap)))
             sections.append(("gpu_remainders", lambda: self._remainders(snap)))
-        sections += [("carbon", lambda: self._carbon(snap)), ("health", lambda: self._health(snap))]
-        for name, build_section in sections:
-            yield from self._isolated(name, build_section)
-        errors = _counter("scrape_errors", "Metric families that failed to build and were left out of a "
-                          "scrape, by section (the rest of the scrape is served).", ["section"])
-        for name in sorted({n for n, _ in sections} | set(self._errors)):
-            errors.add_metric([name], self._errors.get(name, 0))
-        yield errors
+        sections.append(("carbon", lambda: self._carbon(snap)))
+        return sections
 
     def _isolated(self, name: str, build_section: Callable[[], Iterator[Metric]]) -> list[Metric]:
         """A section's families, or none of them if one fails: a bad value never fails the whole scrape."""

@@ -5,7 +5,9 @@ Errors name the file, the dotted key and the reason (``ConfigError``).
 from __future__ import annotations
 
 import copy
+import math
 import os
+import reprlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,12 +21,29 @@ class ConfigError(ValueError):
     """Invalid configuration; the message names the file, key and reason."""
 
 
-def _positive(v: float) -> str | None:
-    return None if v > 0 else "must be > 0"
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxlist, _SHOW.maxdict, _SHOW.maxstring, _SHOW.maxother, _SHOW.maxlong = 2, 4, 4, 60, 60, 40
 
 
-def _at_least(lo: float) -> Callable[[float], str | None]:
-    return lambda v: None if v >= lo else f"must be >= {lo}"
+def show(value: Any) -> str:
+    """A bounded rendering of a config value for error messages (a YAML alias bomb stays short)."""
+    return _SHOW.repr(value)
+
+
+def _between(lo: float, hi: float, *, open_lo: bool = False) -> Callable[[float], str | None]:
+    def check(v: float) -> str | None:
+        if (v <= lo if open_lo else v < lo) or v > hi:
+            return f"must be in {'(' if open_lo else '['}{lo:g}, {hi:g}]"
+        return None
+    return check
+
+
+def _positive(hi: float) -> Callable[[float], str | None]:
+    return _between(0, hi, open_lo=True)
+
+
+def _at_least(lo: float, hi: float = 1e9) -> Callable[[float], str | None]:
+    return _between(lo, hi)
 
 
 def _one_of(*choices: str) -> Callable[[str], str | None]:
@@ -32,7 +51,10 @@ def _one_of(*choices: str) -> Callable[[str], str | None]:
 
 
 def _hz(v: float) -> str | None:
-    return None if v >= 10 else "must be >= 10 (integration needs at least 10 Hz)"
+    return None if 10 <= v <= 1000 else "must be in [10, 1000] (integration needs at least 10 Hz)"
+
+
+HOUR, DAY = 3600.0, 86400.0
 
 
 # key -> (type, default, check) or a nested schema dict. A default of None means optional.
@@ -40,14 +62,14 @@ SCHEMA: dict[str, Any] = {
     "web": {
         "listen_address": (str, ":9842", None),
         "config_file": (str, None, None),
-        "read_timeout_seconds": (float, 10.0, _positive),
-        "max_connections": (int, 64, _positive),
+        "read_timeout_seconds": (float, 10.0, _positive(HOUR)),
+        "max_connections": (int, 64, _between(1, 10000)),
     },
     "sampling": {
-        "interval_seconds": (float, 1.0, _at_least(0.05)),
+        "interval_seconds": (float, 1.0, _between(0.01, HOUR)),
         "integration_hz": (float, 10.0, _hz),
-        "slow_refresh_seconds": (float, 30.0, _positive),
-        "lost_device_retry_seconds": (float, 30.0, _positive),
+        "slow_refresh_seconds": (float, 30.0, _positive(DAY)),
+        "lost_device_retry_seconds": (float, 30.0, _positive(DAY)),
     },
     "sources": {
         "nvml": {"enabled": (bool, True, None)},
@@ -61,37 +83,37 @@ SCHEMA: dict[str, Any] = {
             "ca_file": (str, None, None),
             "insecure_skip_verify": (bool, False, None),
             "chassis": (str, None, None),
-            "timeout_seconds": (float, 5.0, _positive),
-            "poll_interval_seconds": (float, 5.0, _positive),
+            "timeout_seconds": (float, 5.0, _positive(300)),
+            "poll_interval_seconds": (float, 5.0, _between(0.1, HOUR)),
         },
         "ipmi": {
             "enabled": (bool, False, None),
             "command": (str, "ipmitool", None),
-            "timeout_seconds": (float, 5.0, _positive),
-            "poll_interval_seconds": (float, 5.0, _positive),
+            "timeout_seconds": (float, 5.0, _positive(300)),
+            "poll_interval_seconds": (float, 5.0, _between(0.1, HOUR)),
         },
         "cpu_estimate": {
-            "tdp_watts": (float, None, _positive),
+            "tdp_watts": (float, None, _positive(10000)),
             "idle_fraction": (float, 0.0, lambda v: None if 0 <= v < 1 else "must be in [0, 1)"),
         },
     },
     "carbon": {
         "zone": (str, None, None),
         "zones": (dict, {}, None),
-        "pue": (float, None, _at_least(1.0)),
+        "pue": (float, None, _between(1.0, 10.0)),
         "embodied": {
-            "kg_co2e_per_device": (float, None, _positive),
-            "lifetime_years": (float, 5.0, _positive),
+            "kg_co2e_per_device": (float, None, _positive(1e6)),
+            "lifetime_years": (float, 5.0, _positive(100)),
         },
-        "wue_liters_per_kwh": (float, None, _at_least(0.0)),
+        "wue_liters_per_kwh": (float, None, _between(0.0, 100.0)),
         "forecast": {
-            "horizon_hours": (float, 8.0, _positive),
-            "window_hours": (float, 1.0, _positive),
+            "horizon_hours": (float, 8.0, _positive(720)),
+            "window_hours": (float, 1.0, _positive(168)),
         },
     },
     "state": {
         "path": (str, None, None),
-        "persist_interval_seconds": (float, 60.0, _positive),
+        "persist_interval_seconds": (float, 60.0, _between(1.0, DAY)),
     },
     "log": {"level": (str, "info", _one_of("debug", "info", "warning", "error"))},
     "attribution": {
@@ -103,7 +125,7 @@ SCHEMA: dict[str, Any] = {
         "kubelet_socket": (str, "/var/lib/kubelet/pod-resources/kubelet.sock", None),
         "expose_user": (bool, False, None),
         "idle_watts": (dict, {}, None),
-        "linger_seconds": (float, 300.0, _at_least(30.0)),
+        "linger_seconds": (float, 300.0, _between(30.0, 30 * DAY)),
         "teams": {
             "namespaces": (dict, {}, None),
             "accounts": (dict, {}, None),
@@ -123,8 +145,8 @@ ZONE_SCHEMA: dict[str, Any] = {
     # live providers
     "base_url": (str, None, None),
     "zone_id": (str, None, None),
-    "lat": (float, None, None),
-    "lon": (float, None, None),
+    "lat": (float, None, _between(-90, 90)),
+    "lon": (float, None, _between(-180, 180)),
     "emission_factor_type": (str, "lifecycle", _one_of("lifecycle", "direct")),
     "forecast": (bool, True, None),
     "token_env": (str, None, None),
@@ -135,11 +157,11 @@ ZONE_SCHEMA: dict[str, Any] = {
     "password_file": (str, None, None),
     "region_id": (int, None, lambda v: None if 1 <= v <= 17 else "must be a GB region id 1-17"),
     "postcode": (str, None, None),
-    "poll_interval_seconds": (float, 900.0, _at_least(10.0)),
-    "timeout_seconds": (float, 10.0, _positive),
-    "retries": (int, 3, _at_least(0)),
-    "max_age_seconds": (float, 3600.0, _positive),
-    "stale_after_seconds": (float, 7200.0, _positive),
+    "poll_interval_seconds": (float, 900.0, _between(10.0, DAY)),
+    "timeout_seconds": (float, 10.0, _positive(300)),
+    "retries": (int, 3, _between(0, 100)),
+    "max_age_seconds": (float, 3600.0, _positive(30 * DAY)),
+    "stale_after_seconds": (float, 7200.0, _positive(30 * DAY)),
     "fallback": (dict, None, None),
 }
 _LIVE_REQUIRED = {
@@ -165,7 +187,8 @@ def _validate(data: Any, schema: dict[str, Any], source: str, path: str) -> dict
     out: dict[str, Any] = {}
     for key in data:
         if key not in schema:
-            fail(f"{path}{key}", f"unknown key; allowed here: {', '.join(schema)}")
+            fail(f"{path}{key if isinstance(key, str) else show(key)}",
+                 f"unknown key; allowed here: {', '.join(schema)}")
     for key, spec in schema.items():
         dotted = f"{path}{key}"
         if isinstance(spec, dict):
@@ -179,11 +202,16 @@ def _validate(data: Any, schema: dict[str, Any], source: str, path: str) -> dict
             continue
         value = data[key]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:
+                fail(dotted, f"number out of range (got {show(value)})")
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            fail(dotted, f"expected {_type_name(kind)}, got {value!r}")
+            fail(dotted, f"expected {_type_name(kind)}, got {show(value)}")
+        if kind is float and not math.isfinite(value):
+            fail(dotted, f"must be a finite number (got {show(value)})")
         if check and (reason := check(value)):
-            fail(dotted, f"{reason} (got {value!r})")
+            fail(dotted, f"{reason} (got {show(value)})")
         out[key] = value
     return out
 
@@ -214,7 +242,7 @@ def _validate_zone(spec: Any, source: str, prefix: str, zone: str) -> dict[str, 
     if provider == "country":
         code = (z["country"] or str(zone)).upper()
         if code not in country_table():
-            raise ConfigError(f"{source}: {prefix}country: {code!r} is not an ISO-3 code "
+            raise ConfigError(f"{source}: {prefix}country: {show(code)} is not an ISO-3 code "
                               "with data in the bundled table")
         z["country"] = code
     return z
@@ -244,7 +272,7 @@ def check_zone(cfg: dict[str, Any], source: str) -> None:
 
     zone = cfg["carbon"]["zone"]
     if zone is not None and zone not in cfg["carbon"]["zones"] and zone.upper() not in country_table():
-        raise ConfigError(f"{source}: carbon.zone: {zone!r} is neither defined under carbon.zones "
+        raise ConfigError(f"{source}: carbon.zone: {show(zone)} is neither defined under carbon.zones "
                           "nor an ISO-3 country code with data in the bundled table")
 
 
@@ -258,12 +286,14 @@ def _validate_attribution(a: dict[str, Any], source: str) -> None:
         if "mapping_dir" in names and not a["mapping_dir"]:
             raise ConfigError(f"{source}: attribution.mapping_dir: required by the mapping_dir mapper")
     for model, watts in a["idle_watts"].items():
-        if isinstance(watts, bool) or not isinstance(watts, (int, float)) or watts < 0:
-            raise ConfigError(f"{source}: attribution.idle_watts.{model}: expected watts >= 0, got {watts!r}")
+        if isinstance(watts, bool) or not isinstance(watts, (int, float)) or not 0 <= watts <= 10000:
+            raise ConfigError(f"{source}: attribution.idle_watts.{show(model)}: expected watts in [0, 10000], "
+                              f"got {show(watts)}")
     for kind, table in a["teams"].items():
         for key, team in table.items():
             if not isinstance(team, str):
-                raise ConfigError(f"{source}: attribution.teams.{kind}.{key}: expected a team name, got {team!r}")
+                raise ConfigError(f"{source}: attribution.teams.{kind}.{show(key)}: expected a team name, "
+                                  f"got {show(team)}")
 
 
 def parse_config(data: Any, source: str = "<config>") -> dict[str, Any]:
@@ -275,17 +305,40 @@ def parse_config(data: Any, source: str = "<config>") -> dict[str, Any]:
     return cfg
 
 
-def load_config(path: str | Path | None) -> dict[str, Any]:
-    """Load and validate a config file; ``None`` gives the defaults."""
-    if path is None:
-        return parse_config({}, "<defaults>")
-    path = Path(path)
+def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Load and validate a config file (``None``: the defaults); ``overrides`` (command-line flags,
+    ``{section: {key: value}}``) are merged in first and validated exactly like the file's keys."""
+    data: Any = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        data = _read_yaml(Path(path))
+    if overrides:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: (top level): expected a mapping")
+        for section, values in overrides.items():
+            merged = data.get(section) if isinstance(data.get(section), dict) else {}
+            data[section] = {**merged, **values}
+        source = f"{source} + command line" if path is not None else "<command line>"
+    return parse_config(data, source)
+
+
+def _read_yaml(path: Path) -> Any:
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
+    if len(raw) > 1024 * 1024:
+        raise ConfigError(f"{path}: larger than 1 MiB; not a configuration file")
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from err
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {err}") from err
-    return parse_config(data, str(path))
+        raise ConfigError(f"{path}: invalid YAML: {str(err)[:500]}") from err
+    except RecursionError as err:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from err

@@ -1,35 +1,100 @@
-"""A fast renderer of the Prometheus text format (0.0.4) for our own collectors.
+"""Fast renderers of the Prometheus text format (0.0.4) and OpenMetrics 1.0, and a cache.
 
-``prometheus_client.generate_latest`` validates and escapes every label *name* of every
-sample, which is most of a scrape's CPU time here; our label names are fixed and valid,
-so this renderer escapes label values and help text only. Its output is byte-for-byte
-the same as ``generate_latest`` (a test checks it); OpenMetrics requests still go
-through prometheus_client.
+``prometheus_client``'s encoders validate and escape every label *name* of every sample,
+which is most of a scrape's CPU time here; our label names are fixed and valid, so these
+renderers escape label values and help text only. Their output is byte-for-byte that of
+``prometheus_client`` (tests check both formats).
+
+Prometheus 2.x and 3.x ask for OpenMetrics first, so both formats take the fast path.
+``Exposition`` renders the bulk of a scrape once per meter snapshot (snapshots change once
+per sampling interval) and keeps it, plain and gzipped, for every scraper; only the
+health families, whose ages are computed at scrape time, are rendered per scrape. A gzip
+body is two gzip members (cached bulk + fresh tail): RFC 1952 allows concatenated members
+and Prometheus's Go reader, like every common client, reads them as one stream.
 """
 from __future__ import annotations
 
+import gzip
+import threading
+from typing import Iterable
+
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 _SUFFIX_TYPES = {"counter": ("_total", "counter"), "info": ("_info", "gauge"), "stateset": ("", "gauge"),
                  "gaugehistogram": ("", "histogram"), "unknown": ("", "untyped")}
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+OPENMETRICS_EOF = "# EOF\n"
 
 
 def _value(v: str) -> str:
     return v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
-def render_text(registry: Collector) -> bytes:
+def _sample_line(s: Sample) -> str:
+    if s.labels:
+        labels = ",".join(f'{k}="{_value(v)}"' for k, v in sorted(s.labels.items()))
+        return f"{s.name}{{{labels}}} {floatToGoString(s.value)}\n"
+    return f"{s.name} {floatToGoString(s.value)}\n"
+
+
+def render_families(families: Iterable, openmetrics: bool = False) -> str:
+    """The families in the text format or (without its ``# EOF``) OpenMetrics."""
     out: list[str] = []
-    for metric in registry.collect():
-        suffix, mtype = _SUFFIX_TYPES.get(metric.type, ("", metric.type))
-        name = metric.name + suffix
-        doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+    for metric in families:
+        if openmetrics:
+            name, mtype = metric.name, metric.type
+            doc = _value(metric.documentation)
+        else:
+            suffix, mtype = _SUFFIX_TYPES.get(metric.type, ("", metric.type))
+            name = metric.name + suffix
+            doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
         out.append(f"# HELP {name} {doc}\n# TYPE {name} {mtype}\n")
-        for s in metric.samples:
-            if s.labels:
-                labels = ",".join(f'{k}="{_value(v)}"' for k, v in sorted(s.labels.items()))
-                out.append(f"{s.name}{{{labels}}} {floatToGoString(s.value)}\n")
-            else:
-                out.append(f"{s.name} {floatToGoString(s.value)}\n")
-    return "".join(out).encode("utf-8")
+        if openmetrics and metric.unit:
+            out.append(f"# UNIT {name} {metric.unit}\n")
+        out.extend(_sample_line(s) for s in metric.samples)
+    return "".join(out)
+
+
+def render_text(registry: Collector) -> bytes:
+    return render_families(registry.collect()).encode("utf-8")
+
+
+def render_openmetrics(registry: Collector) -> bytes:
+    return (render_families(registry.collect(), openmetrics=True) + OPENMETRICS_EOF).encode("utf-8")
+
+
+class Exposition:
+    """Bodies for /metrics from a ``SnapshotCollector``: bulk cached per snapshot, health per scrape."""
+
+    def __init__(self, collector: "object", gzip_level: int = 1) -> None:
+        self.collector, self.gzip_level = collector, gzip_level
+        self._lock = threading.Lock()
+        self._snap: object | None = None  # held, so its id is never reused while cached
+        self._bodies: dict[tuple[bool, bool], bytes] = {}
+
+    def body(self, openmetrics: bool, compress: bool) -> bytes:
+        snap = self.collector.get_snapshot()
+        bulk = self._bulk(snap, openmetrics, compress)
+        tail = render_families(self.collector.collect_live(snap), openmetrics)
+        tail_bytes = (tail + (OPENMETRICS_EOF if openmetrics else "")).encode("utf-8")
+        if compress:
+            return bulk + gzip.compress(tail_bytes, compresslevel=self.gzip_level)
+        return bulk + tail_bytes
+
+    def _bulk(self, snap: object, openmetrics: bool, compress: bool) -> bytes:
+        key = (openmetrics, compress)
+        with self._lock:
+            if self._snap is snap and key in self._bodies:
+                return self._bodies[key]
+            if self._snap is not snap:
+                self._snap, self._bodies = snap, {}
+            plain = self._bodies.get((openmetrics, False))
+            if plain is None:
+                plain = render_families(self.collector.collect_cached(snap), openmetrics).encode("utf-8")
+                self._bodies[(openmetrics, False)] = plain
+            if compress:
+                self._bodies[key] = gzip.compress(plain, compresslevel=self.gzip_level)
+            return self._bodies[key]

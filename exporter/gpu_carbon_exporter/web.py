@@ -8,25 +8,24 @@ handshake runs in the connection's thread, never in the accept loop.
 from __future__ import annotations
 
 import base64
-import gzip
 import hashlib
 import logging
 import re
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
-from prometheus_client.exposition import choose_encoder, generate_latest
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 from . import __version__
 from .config import ConfigError
-from .exposition import render_text
+from .exposition import Exposition
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +36,27 @@ _CLIENT_AUTH = {
 }
 _TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
                  "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
-_TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version"}
+_TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version",
+             "cipher_suites", "curve_preferences", "prefer_server_cipher_suites"}
+# exporter-toolkit (Go crypto/tls) names of the TLS 1.2 suites -> OpenSSL names. Like Go, the list
+# does not apply to TLS 1.3, whose suites are all safe.
+_GO_CIPHERS = {
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
+}
 _BCRYPT = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
-# A valid hash of a random password, checked for unknown users so timing does not reveal user names.
-_DUMMY_HASH = b"$2b$10$hgBl4VtSaZi785VH0nBnpePXuZIIjtvgYsA4wm0Ya/kseQosg3Xoq"
 
 
 @dataclass
@@ -50,6 +66,8 @@ class WebConfig:
     ssl_context: ssl.SSLContext | None = None
     users: dict[str, bytes] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+    # The web config and the certificate files it names: a change to any is reloaded.
+    files: list[Path] = field(default_factory=list)
 
 
 def load_web_config(path: str | Path | None) -> WebConfig:
@@ -81,14 +99,20 @@ def load_web_config(path: str | Path | None) -> WebConfig:
             fail(f"basic_auth_users.{user}", "expected a bcrypt hash ($2a$, $2b$ or $2y$, 60 characters)")
         cfg.users[str(user)] = hashed.encode()
     http = data.get("http_server_config") or {}
+    if not isinstance(http, dict):
+        fail("http_server_config", "expected a mapping (keys: headers, http2)")
     for key, value in http.items():
-        if key == "headers" and isinstance(value, dict):
+        if key == "headers":
+            if not isinstance(value, dict):
+                fail("http_server_config.headers", "expected a mapping of header name to value")
             cfg.headers = {str(k): str(v) for k, v in value.items()}
         elif key != "http2":
             fail(f"http_server_config.{key}", "unknown or unsupported key")
+    cfg.files = [path]
     tls = data.get("tls_server_config")
     if tls:
         cfg.ssl_context = _ssl_context(tls, fail, path.parent)
+        cfg.files += [path.parent / tls[k] for k in ("cert_file", "key_file", "client_ca_file") if tls.get(k)]
     return cfg
 
 
@@ -113,6 +137,10 @@ def _ssl_context(tls: Any, fail: Callable[[str, str], None], base: Path) -> ssl.
             if tls[key] not in _TLS_VERSIONS:
                 fail(f"tls_server_config.{key}", f"must be one of {', '.join(_TLS_VERSIONS)}")
             setattr(ctx, attr, _TLS_VERSIONS[tls[key]])
+    if ctx.maximum_version != ssl.TLSVersion.MAXIMUM_SUPPORTED and ctx.minimum_version > ctx.maximum_version:
+        fail("tls_server_config.min_version", f"{tls.get('min_version', 'TLS12')} is above max_version "
+             f"{tls['max_version']}: no client could connect")
+    _ciphers(ctx, tls, fail)
     auth = tls.get("client_auth_type", "NoClientCert")
     if auth not in _CLIENT_AUTH:
         fail("tls_server_config.client_auth_type",
@@ -128,21 +156,42 @@ def _ssl_context(tls: Any, fail: Callable[[str, str], None], base: Path) -> ssl.
     return ctx
 
 
+def _ciphers(ctx: ssl.SSLContext, tls: dict[str, Any], fail: Callable[[str, str], None]) -> None:
+    """exporter-toolkit's cipher keys: suites applied (TLS 1.2), curve preferences accepted with a warning."""
+    suites = tls.get("cipher_suites")
+    if suites is not None:
+        if not isinstance(suites, list) or not suites or any(s not in _GO_CIPHERS for s in suites):
+            bad = [s for s in suites if s not in _GO_CIPHERS] if isinstance(suites, list) else suites
+            fail("tls_server_config.cipher_suites", f"unknown or insecure suite(s) {bad!r:.200}; supported: "
+                 + ", ".join(_GO_CIPHERS))
+        ctx.set_ciphers(":".join(_GO_CIPHERS[s] for s in suites))
+    if tls.get("prefer_server_cipher_suites"):
+        ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    if tls.get("curve_preferences"):
+        log.warning("tls_server_config.curve_preferences is accepted but not applied: Python's ssl module "
+                    "cannot set a curve list; OpenSSL's defaults (X25519, P-256, P-384, ...) are used")
+
+
 class _Auth:
-    """bcrypt basic auth with a small cache of verified credentials (bcrypt is slow on purpose)."""
+    """bcrypt basic auth with a small cache of verified credentials (bcrypt is slow on purpose).
+
+    An unknown user is checked against a dummy hash of the same cost as the real ones, so
+    the answer takes as long for a wrong user as for a wrong password."""
 
     def __init__(self, users: dict[str, bytes]) -> None:
         self.users = users
         self._ok: set[bytes] = set()
         self._lock = threading.Lock()
+        self._dummy = _dummy_hash(users)
 
     def check(self, header: str | None) -> bool:
         if not self.users:
             return True
-        if not header or not header.startswith("Basic "):
+        scheme, _, credentials = (header or "").strip().partition(" ")
+        if scheme.lower() != "basic":  # RFC 7617: the scheme is case-insensitive
             return False
         try:
-            user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
+            user, _, password = base64.b64decode(credentials.strip(), validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             return False
         key = hashlib.sha256(f"{user}\0{password}".encode()).digest()
@@ -153,7 +202,7 @@ class _Auth:
 
         hashed = self.users.get(user)
         try:
-            ok = bcrypt.checkpw(password.encode(), hashed or _DUMMY_HASH) and hashed is not None
+            ok = bcrypt.checkpw(password.encode(), hashed or self._dummy) and hashed is not None
         except ValueError:  # e.g. a password longer than bcrypt's 72 bytes
             ok = False
         if ok:
@@ -164,40 +213,171 @@ class _Auth:
         return ok
 
 
+def _dummy_hash(users: dict[str, bytes]) -> bytes:
+    """A hash of a random password at the highest cost among the users' hashes."""
+    if not users:
+        return b""
+    import secrets
+
+    import bcrypt  # noqa: PLC0415
+
+    cost = max(int(h[4:6]) for h in users.values())
+    return bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost))
+
+
+def accepts_gzip(header: str | None) -> bool:
+    """Whether an Accept-Encoding header allows gzip (``gzip;q=0`` and ``*;q=0`` forbid it)."""
+    gz = star = None
+    for item in (header or "").split(","):
+        coding, *params = [p.strip() for p in item.split(";")]
+        q = 1.0
+        for p in params:
+            name, _, value = p.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if coding.lower() in ("gzip", "x-gzip"):
+            gz = q
+        elif coding == "*":
+            star = q
+    if gz is not None:
+        return gz > 0
+    return star is not None and star > 0
+
+
+def wants_openmetrics(accept: str | None) -> tuple[bool, str]:
+    """(OpenMetrics?, content type) for an Accept header, negotiated as prometheus_client does."""
+    _, ctype = choose_encoder(accept or "")
+    return ctype.startswith("application/openmetrics-text"), ctype
+
+
 LANDING = """<!doctype html><html><head><title>gpu-carbon-exporter</title></head><body>
 <h1>gpu-carbon-exporter {version}</h1>
 <p>GPU energy, power and carbon emissions for Prometheus.</p>
 <ul><li><a href="metrics">/metrics</a></li><li><a href="healthz">/healthz</a></li></ul>
 </body></html>"""
+# Pending connections the kernel queues before accept (capped by net.core.somaxconn): sized for a
+# burst of scrapers and health checks reconnecting at once, far above the connection cap.
+LISTEN_BACKLOG = 1024
+# A GET with a body is drained up to this size (it must never be parsed as a second request).
+MAX_BODY_BYTES = 64 * 1024
+
+
+class _Conn:
+    """One connection's phase and deadline, enforced by the server's watchdog."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock, self.deadline, self.phase = sock, deadline, "head"
+        self.opened = time.monotonic()
+
+    def cut(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # the handler's blocked read or write returns at once
+        except OSError:
+            pass
+
+
+class _RateLimitedLog:
+    """At most one warning per ``every_s`` for a repeated event, with the count in between."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self.every_s, self._last, self._count = every_s, -float("inf"), 0
+        self._lock = threading.Lock()
+
+    def event(self, message: str) -> None:
+        with self._lock:
+            self._count += 1
+            now = time.monotonic()
+            if now - self._last < self.every_s:
+                return
+            count, self._count, self._last = self._count, 0, now
+        log.warning("%s (%d time(s) since the last such message)", message, count)
 
 
 class ExporterServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
+    """A thread per connection, at most ``max_connections`` at once, every phase under a deadline.
 
-    def __init__(self, address: tuple[str, int], registry: CollectorRegistry, web: WebConfig,
+    A connection's request head (TLS handshake included, and a keep-alive connection's wait
+    for its next request) must arrive within ``read_timeout_s``; its response must be taken
+    within ``read_timeout_s`` too. When every slot is taken, the connection that has waited
+    longest for its request head is closed to make room, so a flood of slow or idle
+    connections cannot lock scrapes out."""
+
+    daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
+
+    def __init__(self, address: tuple[str, int], collector: Any, web: WebConfig,
                  health: Callable[[], tuple[bool, str]], *, read_timeout_s: float = 10.0,
                  max_connections: int = 64) -> None:
-        self.registry, self.web, self.health = registry, web, health
-        self.read_timeout_s = read_timeout_s
+        self.exposition = Exposition(collector)
+        self.web, self.health = web, health
+        self.read_timeout_s, self.max_connections = read_timeout_s, max_connections
         self.auth = _Auth(web.users)
-        self._slots = threading.BoundedSemaphore(max_connections)
+        self._conns: dict[int, _Conn] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._refused = _RateLimitedLog()
+        self._evicted = _RateLimitedLog()
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+        self._stop_watchdog = threading.Event()
+        threading.Thread(target=self._watchdog, name="http-deadlines", daemon=True).start()
+
+    def reload_web(self, web: WebConfig) -> None:
+        """Swap in a new web config; connections already open finish with the old one."""
+        self.web, self.auth = web, _Auth(web.users)
+
+    def server_close(self) -> None:
+        self._stop_watchdog.set()
+        super().server_close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that stalled past its timeout or hung up is routine, not a traceback on stderr."""
+        """A client that stalled past its deadline or hung up is routine, not a traceback on stderr."""
         log.debug("connection from %s ended with an error", client_address, exc_info=True)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            log.warning("connection limit reached, refusing %s", client_address)
-            self.shutdown_request(request)
-            return
+        with self._lock:
+            if len(self._conns) >= self.max_connections and not self._evict_one():
+                self._refused.event(f"connection limit ({self.max_connections}) reached with every connection "
+                                    f"busy, refusing {client_address[0]}")
+                self.shutdown_request(request)
+                return
+            self._conns[id(request)] = _Conn(request, time.monotonic() + self.read_timeout_s)
         super().process_request(request, client_address)
 
+    def _evict_one(self) -> bool:
+        """Close the connection waiting longest for its request head (called with the lock held)."""
+        waiting = [c for c in self._conns.values() if c.phase == "head"]
+        if not waiting:
+            return False
+        victim = min(waiting, key=lambda c: c.opened)
+        del self._conns[id(victim.sock)]
+        victim.cut()
+        self._evicted.event("connection limit reached: closed the connection idle or slow the longest")
+        return True
+
+    def phase(self, name: str) -> None:
+        """The current connection enters a phase (``head`` or ``write``) with a fresh deadline."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.phase, conn.deadline = name, time.monotonic() + self.read_timeout_s
+            if name == "head":
+                conn.opened = time.monotonic()
+
+    def _watchdog(self) -> None:
+        while not self._stop_watchdog.wait(0.1):
+            now = time.monotonic()
+            with self._lock:
+                late = [c for c in self._conns.values() if now > c.deadline]
+            for conn in late:
+                conn.cut()
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            self._local.conn = self._conns.get(id(request))
         try:
             request.settimeout(self.read_timeout_s)
             if self.web.ssl_context is not None:
@@ -209,16 +389,52 @@ class ExporterServer(ThreadingHTTPServer):
                     return
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            with self._lock:
+                conn = self._local.conn
+                if conn is not None and self._conns.get(id(conn.sock)) is conn:
+                    del self._conns[id(conn.sock)]
+            self._local.conn = None
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: ExporterServer
     protocol_version = "HTTP/1.1"
+    server_version = f"gpu-carbon-exporter/{__version__}"
+    sys_version = ""  # no Python version in the Server header
     disable_nagle_algorithm = True  # headers and body are two writes: avoid a 40-ms delayed-ACK stall
 
     def log_message(self, fmt: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), fmt % args)
+
+    def handle_one_request(self) -> None:
+        self.server.phase("head")
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        self.server.phase("write")
+        return self._drain_body()
+
+    def _drain_body(self) -> bool:
+        """Read and drop a request body, so that it is never taken for the next request."""
+        if self.headers.get("Transfer-Encoding"):
+            self.send_error(400, "Transfer-Encoding is not supported on this endpoint")
+            return False
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY_BYTES:
+            self.send_error(413 if length > 0 else 400, "request body too large or malformed")
+            return False
+        while length > 0:
+            chunk = self.rfile.read(min(length, 16384))
+            if not chunk:
+                self.close_connection = True
+                return False
+            length -= len(chunk)
+        return True
 
     def _send(self, code: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
         self.send_response(code)
@@ -240,12 +456,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
-            encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
-            body = render_text(self.server.registry) if encoder is generate_latest else encoder(self.server.registry)
-            extra = {}
-            if "gzip" in self.headers.get("Accept-Encoding", ""):
-                body, extra = gzip.compress(body, compresslevel=1), {"Content-Encoding": "gzip"}
-            self._send(200, body, ctype, extra)
+            openmetrics, ctype = wants_openmetrics(self.headers.get("Accept"))
+            compress = accepts_gzip(self.headers.get("Accept-Encoding"))
+            body = self.server.exposition.body(openmetrics, compress)
+            self._send(200, body, ctype, {"Content-Encoding": "gzip"} if compress else None)
         elif path == "/healthz":
             ok, text = self.server.health()
             self._send(200 if ok else 503, (text + "\n").encode(), "text/plain; charset=utf-8")
@@ -253,6 +467,37 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, LANDING.format(version=__version__).encode(), "text/html; charset=utf-8")
         else:
             self._send(404, b"Not Found\n", "text/plain; charset=utf-8")
+
+
+def _signature(files: list[Path]) -> tuple:
+    out = []
+    for f in files:
+        try:
+            st = f.stat()
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+def watch_web_config(server: ExporterServer, path: str | Path, stop: threading.Event,
+                     interval_s: float = 5.0) -> None:
+    """Reload the web config when it or a certificate it names changes (cert-manager rotates
+    them in place). A broken new file is logged and the running config kept."""
+    seen = _signature(server.web.files)
+    while not stop.wait(interval_s):
+        now = _signature(server.web.files)
+        if now == seen:
+            continue
+        try:
+            web = load_web_config(path)
+        except ConfigError as err:
+            log.error("web config or certificate changed but cannot be loaded, keeping the running one: %s", err)
+            seen = now
+            continue
+        server.reload_web(web)
+        seen = _signature(web.files)
+        log.info("web config or certificate changed: reloaded %s", path)
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:

@@ -1,0 +1,87 @@
+"""kill -9 at random moments, over and over: no exposed counter ever goes down across restarts.
+Also SIGHUP: the exporter reloads its web config and keeps running and counting."""
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import requests
+
+from conftest import free_port
+from procs import wait_http
+
+SAMPLE = re.compile(r"^(gpu_carbon_\w+_total)(\{[^}]*\})? (\S+)$", re.M)
+
+
+def start(tmp, port, *extra):
+    log = open(tmp / "exporter.log", "a")
+    return subprocess.Popen([sys.executable, "-m", "gpu_carbon_exporter", "--simulate", "jobs-mix",
+                             "--sampling.interval", "0.1", "--state.path", str(tmp / "state.json"),
+                             "--web.listen-address", f"127.0.0.1:{port}", *extra],
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def counters(port) -> dict[str, float]:
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return {name + (labels or ""): float(value) for name, labels, value in SAMPLE.findall(text)
+            if not name.startswith(("gpu_carbon_intensity_provider_", "gpu_carbon_scrape_errors"))}
+
+
+def test_kill_9_at_random_moments_never_makes_a_counter_go_down(tmp_path):
+    rng = random.Random(int(os.environ.get("CRASH_SEED", "42")))
+    port = free_port()
+    exposed: dict[str, float] = {}
+    drops = []
+    for run in range(8):
+        proc = start(tmp_path, port)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
+            deadline = time.monotonic() + rng.uniform(0.2, 2.5)
+            while time.monotonic() < deadline:
+                for key, value in counters(port).items():
+                    if value < exposed.get(key, 0.0):
+                        drops.append((run, key, exposed[key], value))
+                    exposed[key] = max(value, exposed.get(key, 0.0))
+                time.sleep(rng.uniform(0.0, 0.15))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+    assert not drops, drops[:5]
+    assert sum(k.startswith("gpu_carbon_job_energy_joules_total") for k in exposed) >= 2
+    assert len(exposed) > 30
+
+
+def test_sighup_reloads_and_keeps_counting(tmp_path):
+    port = free_port()
+    web = tmp_path / "web.yml"
+    web.write_text("http_server_config:\n  headers:\n    X-Test: one\n")
+    proc = start(tmp_path, port, "--web.config.file", str(web))
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
+        before = counters(port)
+        web.write_text("http_server_config:\n  headers:\n    X-Test: two\n")
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            r = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+            if r.headers.get("X-Test") == "two":
+                break
+            time.sleep(0.1)
+        assert r.headers.get("X-Test") == "two" and proc.poll() is None
+        time.sleep(0.5)  # a few more samples
+        after = counters(port)
+        key = next(k for k in before if k.startswith("gpu_carbon_gpu_energy_joules_total"))
+        assert after[key] > before[key]
+        web.write_text("http_server_config: [1]\n")  # a broken reload keeps the running config
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert proc.poll() is None
+        assert requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).headers.get("X-Test") == "two"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    log = (tmp_path / "exporter.log").read_text()
+    assert "reloaded the web config" in log and "web config reload failed" in log
