@@ -82,3 +82,7 @@ def test_shipped_example_configs_are_valid():
     assert cfg["carbon"]["zone"] == "DEU" and cfg["state"]["path"]
     with pytest.raises(ConfigError, match="tls_server_config.cert_file: cannot load"):  # paths exist on a node only
         load_web_config(root / "web-config.yml")
+    # no working credential ships: no bcrypt hash anywhere in the example
+    import re
+
+    assert not re.search(r"\$2[aby]\$", (root / "web-config.yml").read_text())

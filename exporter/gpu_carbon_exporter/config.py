@@ -30,6 +30,11 @@ def show(value: Any) -> str:
     return _SHOW.repr(value)
 
 
+def key_name(key: Any) -> str:
+    """A mapping key for a dotted path: strings as they are, anything else bounded."""
+    return key if isinstance(key, str) else show(key)
+
+
 def _between(lo: float, hi: float, *, open_lo: bool = False) -> Callable[[float], str | None]:
     def check(v: float) -> str | None:
         if (v <= lo if open_lo else v < lo) or v > hi:
@@ -187,7 +192,7 @@ def _validate(data: Any, schema: dict[str, Any], source: str, path: str) -> dict
     out: dict[str, Any] = {}
     for key in data:
         if key not in schema:
-            fail(f"{path}{key if isinstance(key, str) else show(key)}",
+            fail(f"{path}{key_name(key)}",
                  f"unknown key; allowed here: {', '.join(schema)}")
     for key, spec in schema.items():
         dotted = f"{path}{key}"
@@ -287,12 +292,12 @@ def _validate_attribution(a: dict[str, Any], source: str) -> None:
             raise ConfigError(f"{source}: attribution.mapping_dir: required by the mapping_dir mapper")
     for model, watts in a["idle_watts"].items():
         if isinstance(watts, bool) or not isinstance(watts, (int, float)) or not 0 <= watts <= 10000:
-            raise ConfigError(f"{source}: attribution.idle_watts.{show(model)}: expected watts in [0, 10000], "
+            raise ConfigError(f"{source}: attribution.idle_watts.{key_name(model)}: expected watts in [0, 10000], "
                               f"got {show(watts)}")
     for kind, table in a["teams"].items():
         for key, team in table.items():
             if not isinstance(team, str):
-                raise ConfigError(f"{source}: attribution.teams.{kind}.{show(key)}: expected a team name, "
+                raise ConfigError(f"{source}: attribution.teams.{kind}.{key_name(key)}: expected a team name, "
                                   f"got {show(team)}")
 
 

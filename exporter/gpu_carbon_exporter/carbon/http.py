@@ -25,14 +25,25 @@ class ProviderError(Exception):
         self.reason, self.retry_after = reason, retry_after
 
 
-def _retry_after(value: str | None) -> float | None:
+# A server's Retry-After is honoured up to this (s): a bogus "retry in a week" must not silence a provider.
+MAX_RETRY_AFTER_S = 3600.0
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP-date), capped at
+    MAX_RETRY_AFTER_S; None when absent or malformed, so the caller backs off as usual."""
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value)
-        return max(parsed.timestamp() - time.time(), 0.0) if parsed else None
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return None
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
 class JsonHttp:
@@ -47,16 +58,20 @@ class JsonHttp:
         origin = urlsplit(url).netloc
         for _ in range(self.max_redirects + 1):
             try:
-                r = self.session.get(url, params=params, headers=headers, auth=auth,
+                # verify passed per request: requests lets REQUESTS_CA_BUNDLE override a session's CA file
+                r = self.session.get(url, params=params, headers=headers, auth=auth, verify=self.session.verify,
                                      timeout=self.timeout_s, allow_redirects=False)
             except requests.Timeout as err:
                 raise ProviderError("timeout", f"no answer within {self.timeout_s:g}s") from err
             except requests.RequestException as err:
-                raise ProviderError("connection", f"request failed: {type(err).__name__}") from err
+                raise ProviderError("connection", f"request failed: {type(err).__name__}: {err}"[:300]) from err
             if r.is_redirect or r.status_code in (301, 302, 303, 307, 308):
                 target = urljoin(url, r.headers.get("Location", ""))
                 if urlsplit(target).netloc != origin:
                     raise ProviderError("redirect", f"refusing redirect to another host ({urlsplit(target).netloc})")
+                if urlsplit(url).scheme == "https" and urlsplit(target).scheme != "https":
+                    raise ProviderError("redirect", "refusing a redirect from https to plain http: it would send "
+                                        "the credentials in clear")
                 url, params = target, None
                 continue
             return self._decode(r)
@@ -65,7 +80,7 @@ class JsonHttp:
     @staticmethod
     def _decode(r: requests.Response) -> Any:
         if r.status_code == 429:
-            raise ProviderError("rate_limited", "HTTP 429", _retry_after(r.headers.get("Retry-After")))
+            raise ProviderError("rate_limited", "HTTP 429", retry_after(r.headers.get("Retry-After")))
         if r.status_code in (401, 403):
             raise ProviderError("auth", f"HTTP {r.status_code}: credentials rejected or expired")
         if r.status_code >= 500:

@@ -102,6 +102,8 @@ class PollingIntensity(IntensityProvider):
                 self._errors["internal"] += 1
                 self._last_ok = False
                 log.exception("%s (zone %s): unexpected error", self.name, self.zone)
+                if attempt < self.retries:
+                    self._stop.wait(self.backoff_s * 2 ** attempt)  # never retry at once
                 continue
             for reason in self.source.soft_errors:
                 self._errors[reason] += 1

@@ -41,7 +41,8 @@ class RedfishSource(DeviceSource):
     def _get(self, path: str) -> Any:
         url = path if path.startswith("http") else f"{self.base}{path}"
         try:
-            r = self.session.get(url, timeout=self.timeout_s)
+            # verify per request: requests lets REQUESTS_CA_BUNDLE override the session's ca_file
+            r = self.session.get(url, timeout=self.timeout_s, verify=self.session.verify)
         except requests.RequestException as err:
             raise DeviceLost(f"Redfish {url}: {type(err).__name__}: {err}") from err
         if r.status_code != 200:
