@@ -18,8 +18,27 @@ from build import build  # noqa: E402
 from conftest import free_port  # noqa: E402
 from procs import query, wait_for_series, wait_http  # noqa: E402
 
-__all__ = ["build", "free_port", "nvitop_cmd", "ours_cmd", "process", "prometheus", "query", "sim_env",
-           "wait_for", "wait_http"]
+__all__ = ["PROMETHEUS_HEADERS", "build", "free_port", "nvitop_cmd", "ours_cmd", "process", "prometheus",
+           "query", "scrape_session", "sim_env", "wait_for", "wait_http"]
+
+# What Prometheus 3.x sends on every scrape (scrape.go: acceptHeader for the default
+# scrape_protocols, and Accept-Encoding: gzip): the benches scrape exactly like it.
+PROMETHEUS_HEADERS = {
+    "Accept": "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+              "application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,"
+              "text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+    "Accept-Encoding": "gzip",
+    "User-Agent": "Prometheus/3.0.0",
+}
+
+
+def scrape_session():
+    """A requests session that asks for what Prometheus asks for."""
+    import requests
+
+    session = requests.Session()
+    session.headers.update(PROMETHEUS_HEADERS)
+    return session
 
 
 def sim_env(trace: Path, counts: Path | None = None) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """Core overhead benchmark: scrape latency, CPU, RSS and NVML calls for 8 and 64 simulated GPUs.
 
 Runs the production stack in a subprocess over the simulated NVML library
-(constant power, 1-s sampling) and prints a Markdown table.
+(constant power, 1-s sampling), scrapes it with Prometheus 3's own Accept and
+Accept-Encoding headers (OpenMetrics, gzip) and prints a Markdown table.
 Usage: python bench/core.py [--gpus 8 64] [--idle-seconds 30] [--scrapes 300]
 """
 from __future__ import annotations
@@ -22,6 +23,8 @@ import psutil
 import requests
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import PROMETHEUS_HEADERS  # noqa: E402
 
 
 def free_port() -> int:
@@ -62,6 +65,7 @@ def measure(n: int, idle_s: float, scrapes: int) -> dict:
         tc1, n1 = calls(proc, counts)
         idle_cpu = (cpu_seconds(ps) - c0) / (time.monotonic() - t0)
         session = requests.Session()
+        session.headers.update(PROMETHEUS_HEADERS)
         lat = []
         c1, t1 = cpu_seconds(ps), time.monotonic()
         for _ in range(scrapes):

@@ -2,11 +2,12 @@
 
 For 8 and 64 simulated H100s, with 0 and 200 GPU processes, each exporter runs
 alone over tests/nvml_sim's libnvidia-ml.so.1 (our production code through the
-real pynvml; nvitop-exporter 1.7.2 unmodified, --interval 1.0). Measured:
+real pynvml; nvitop-exporter 1.7.2 unmodified, --interval 1.0), scraped with
+Prometheus 3's own Accept and Accept-Encoding headers. Measured:
 scrape latency (300 back-to-back scrapes), CPU seconds per hour and NVML calls
 per scrape while scraped once a second (as Prometheus would), and RSS.
 
-Usage: python bench/overhead.py [--gpus 8 64] [--procs 0 200] [--paced-seconds 30]
+Usage: python bench/overhead.py [--gpus 8 64] [--procs-per-gpu 0 2] [--paced-seconds 30]
 """
 from __future__ import annotations
 
@@ -17,9 +18,8 @@ import time
 from pathlib import Path
 
 import psutil
-import requests
 
-from common import free_port, nvitop_cmd, ours_cmd, process, sim_env
+from common import free_port, nvitop_cmd, ours_cmd, process, scrape_session, sim_env
 
 from gpu_carbon_exporter.sim.scenario import parse_scenario
 from gpu_carbon_exporter.sim.trace import write_trace
@@ -43,7 +43,7 @@ def cpu(p: psutil.Process) -> float:
 
 def measure(cmd: list[str], env: dict, tmp: Path, counts: Path, url: str, paced_s: float) -> dict:
     with process(cmd, env, tmp / "exporter.log", url) as proc:
-        ps, session = psutil.Process(proc.pid), requests.Session()
+        ps, session = psutil.Process(proc.pid), scrape_session()
         for _ in range(5):  # warm up, as a scraper would
             session.get(url, timeout=10)
             time.sleep(1)
@@ -70,13 +70,13 @@ def measure(cmd: list[str], env: dict, tmp: Path, counts: Path, url: str, paced_
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--gpus", type=int, nargs="+", default=[8, 64])
-    ap.add_argument("--procs", type=int, nargs="+", default=[0, 200])
+    ap.add_argument("--procs-per-gpu", type=int, nargs="+", default=[0, 2])
     ap.add_argument("--paced-seconds", type=float, default=30)
     args = ap.parse_args()
     print("| GPUs | procs | exporter | scrape p50 | scrape p99 | CPU s/hour (1 scrape/s) | RSS | NVML calls/scrape |")
     print("|---|---|---|---|---|---|---|---|")
     for gpus in args.gpus:
-        for procs in args.procs:
+        for procs in (k * gpus for k in args.procs_per_gpu):
             tmp = Path(tempfile.mkdtemp(prefix="overhead-"))
             trace = write_trace(parse_scenario(scenario(gpus, procs)), time.time(), tmp / "trace.txt")
             res = {}

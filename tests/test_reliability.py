@@ -257,6 +257,7 @@ def test_damaged_values_are_set_aside_not_exposed(tmp_path, caplog, bad):
     uuids = [d.identity.uuid for d in meter.snapshot.devices]
     data["devices"][uuids[0]]["energy_j"] = bad
     data["attribution"]["jobs"]["slurm/7"]["energy_allocated_j"] = "zz" if bad is not None else bad
+    data["attribution"]["holders"][uuids[1]] = [[1.0, "1", [bad]]]  # a holder that is not a mapping
     write_state(tmp_path / "state.json", data)
     for _ in range(2):  # the second start must not crash either (nothing bad was written back)
         meter, _ = job_meter(clock, state=StateStore(tmp_path / "state.json"))
@@ -465,3 +466,105 @@ def test_a_failing_section_is_left_out_and_counted_the_rest_is_served():
     assert 'gpu_carbon_gpu_energy_joules_total{gpu="0"' in out
     assert 'gpu_carbon_scrape_errors_total{section="jobs"} 1.0' in out
     assert 'gpu_carbon_scrape_errors_total{section="carbon"} 0.0' in out
+
+
+# -- review follow-ups: restarts with jobs --------------------------------------------------------------
+class _Blind:
+    """A mapper that has not answered yet (a kubelet still starting): no holders."""
+
+    name = "blind"
+
+    def refresh(self):
+        pass
+
+    def holders(self, device, mig, procs):
+        return []
+
+
+def test_restored_jobs_outlive_a_restart_longer_than_the_linger_time(tmp_path):
+    clock = ManualClock()
+    meter, _ = job_meter(clock, state=StateStore(tmp_path / "state.json"))
+    meter.open()
+    meter.sample()
+    run(meter, clock, 5)
+    before = next(j for j in meter.snapshot.attribution.jobs if j.job.id == "7").energy_allocated_j
+    clock.advance(600)  # down for 10 min, longer than the 30-s linger
+    meter, _ = job_meter(clock, state=StateStore(tmp_path / "state.json"))
+    meter.attribution.mappers = [_Blind()]  # the mapper has not seen the job again yet
+    meter.open()
+    meter.sample()
+    job = next(j for j in meter.snapshot.attribution.jobs if j.job.id == "7")
+    assert job.energy_allocated_j == pytest.approx(before + 600 * 300.0, abs=0.05)  # downtime to its holder
+
+
+def test_embodied_carbon_is_not_given_to_jobs_for_the_downtime(tmp_path):
+    from gpu_carbon_exporter.meter import Embodied
+
+    clock = ManualClock()
+    emb = Embodied(kg_co2e=150, lifetime_years=5)
+
+    def make():
+        m, _ = job_meter(clock, state=StateStore(tmp_path / "state.json"), embodied=emb)
+        m.attribution.embodied_g_per_s = emb.grams_per_second
+        return m
+
+    meter = make()
+    meter.open()
+    meter.sample()
+    run(meter, clock, 5)
+    clock.advance(3600)
+    meter = make()
+    meter.open()
+    meter.sample()
+    run(meter, clock, 5)
+    snap = meter.snapshot
+    gpu0 = snap.devices[0]
+    jobs = sum(j.embodied_g for j in snap.attribution.jobs)
+    rest = snap.attribution.gpus[gpu0.identity.uuid].unallocated_embodied_g
+    assert jobs + rest == pytest.approx(gpu0.counters.embodied_g, rel=1e-9)  # GPU 0: job 7 all along
+
+
+def test_a_failed_durable_write_still_leaves_a_crash_checkpoint(tmp_path):
+    clock = ManualClock()
+    store = StateStore(tmp_path / "state.json")
+
+    def full_disk(data):
+        raise OSError(28, "No space left on device")
+
+    store.save = full_disk
+    meter, _ = job_meter(clock, state=store, persist_interval_s=1)
+    meter.open()
+    meter.sample()
+    run(meter, clock, 3)
+    seen = all_counters(meter.snapshot)
+    assert not meter.snapshot.collectors["state"].success
+    meter, _ = job_meter(clock, state=StateStore(tmp_path / "state.json"))  # killed, restarted
+    meter.open()
+    meter.sample()
+    now = all_counters(meter.snapshot)
+    assert all(now[k] >= v for k, v in seen.items())
+
+
+def test_a_stale_bmc_reading_is_retried_at_the_next_sample_and_bridged():
+    from gpu_carbon_exporter.sources.base import DeviceStale
+
+    clock = ManualClock()
+    stale = [False]
+
+    class Bmc(_Node):
+        def read(self, device, *, slow):
+            if stale[0]:
+                raise DeviceStale("redfish: no fresh reading")
+            return super().read(device, slow=slow)
+
+    meter = Meter([Bmc(500)], StaticIntensity("Z", 100), clock=clock, lost_retry_s=30)
+    meter.open()
+    meter.sample()
+    run(meter, clock, 2)
+    stale[0] = True
+    run(meter, clock, 2)
+    assert not meter.snapshot.devices[0].up
+    stale[0] = False
+    run(meter, clock, 1)  # retried at once (not after lost_retry_s); the gap is bridged
+    node = meter.snapshot.devices[0]
+    assert node.up and node.counters.energy_j == pytest.approx(500 * 5)

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable
 
 from .carbon.base import Intensity, IntensityProvider
-from .sources.base import DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
+from .sources.base import (DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, DeviceStale,
+                           SourceUnavailable)
 from .state import StateStore
 from .statecheck import MAX_RAW_MJ, BadEntry, mapping, number
 
@@ -152,6 +153,7 @@ class Meter:
         self._open_sources: list[DeviceSource] = []
         self._collectors: dict[str, CollectorStatus] = {}
         self._discarded = 0
+        self._durable_ok = True  # the last durable write succeeded (the state collector's health)
         self._parts_since_node = 0.0  # J of accounted GPUs/CPUs since the node's last accounting
         self._last_slow = -float("inf")
         self._last_persist = clock()
@@ -180,8 +182,9 @@ class Meter:
             for ident in identities:
                 counters = saved.pop(ident.uuid, None)
                 dev = _Device(src, ident, counters or Counters())
-                if counters is not None:
-                    dev.resumed_at, dev.boot_changed = saved_at, boot_changed
+                if counters is not None:  # downtime from when this device was last seen (it may have been absent)
+                    dev.resumed_at = min(self._absent[ident.uuid]["last_seen"], saved_at or float("inf"))
+                    dev.boot_changed = boot_changed
                 self._devices.append(dev)
         self._carry_absent(saved)
         self._mark_node_devices()
@@ -210,7 +213,7 @@ class Meter:
                 entry = mapping(entry, uuid)
                 counters = out["devices"][uuid] = Counters.from_saved(entry)
                 seen = number(entry, "last_seen", optional=True, hi=4e9) or out["saved_at"] or self.wall()
-                self._absent[uuid] = {**vars(counters), "last_seen": seen}
+                self._absent[uuid] = {**vars(counters), "last_seen": min(seen, self.wall())}
             except BadEntry as err:
                 problems.append(f"device {uuid}: {err}")
         if self.attribution is not None:
@@ -242,9 +245,12 @@ class Meter:
                         d.identity.uuid)
             d.identity = replace(d.identity, accounted=False)
 
-    def start(self) -> None:
+    def start(self, ready_timeout_s: float = 5.0) -> None:
         self.open()
         self.intensity.start()
+        if any(d.resumed_at is not None for d in self._devices):
+            # the first sample carries the downtime energy: give a live provider a moment to answer first
+            self.intensity.wait_ready(ready_timeout_s)
         self.sample()
         self._thread = threading.Thread(target=self._run, name="meter", daemon=True)
         self._thread.start()
@@ -282,8 +288,10 @@ class Meter:
             self._stop.wait(min(max(wait, 0.0), self.sample_interval_s))
 
     # -- accounting ------------------------------------------------------------
-    def _account(self, dev: _Device, joules: float, w0: float, w1: float) -> None:
-        """Add ``joules`` used over the wall-clock span [w0, w1] and its emissions at the intensity in force."""
+    def _account(self, dev: _Device, joules: float, w0: float, w1: float, held_s: float) -> None:
+        """Add ``joules`` used over the wall-clock span [w0, w1] and its emissions at the intensity in force.
+
+        ``held_s`` is the sampled (monotonic) part of that span, over which embodied carbon accrues."""
         if joules <= 0:
             return
         c = dev.counters
@@ -297,7 +305,7 @@ class Meter:
         grams = self._grams(joules, w0, w1)
         c.emissions_g += grams * self.pue
         if self.attribution is not None and dev.identity.kind == "gpu":
-            self.attribution.account(dev.identity, joules, grams * self.pue, w0, w1)
+            self.attribution.account(dev.identity, joules, grams * self.pue, w0, w1, held_s)
         if self.wue is not None:
             c.water_l += joules / JOULES_PER_KWH * self.wue
 
@@ -335,7 +343,7 @@ class Meter:
             self._parts_since_node = 0.0  # the node's first point: what the parts used before is not its rest
         if dev.last_power_t is not None and now > dev.last_power_t:
             dt = now - dev.last_power_t
-            self._account(dev, 0.5 * (watts + dev.last_power_w) * dt, wall_now - dt, wall_now)
+            self._account(dev, 0.5 * (watts + dev.last_power_w) * dt, wall_now - dt, wall_now, dt)
         dev.resumed_at = None
         dev.last_power_w, dev.last_power_t = watts, now
 
@@ -352,7 +360,8 @@ class Meter:
         w0 = self._span(dev, dev.last_sample_t, now, wall_now)
         if dev.last_sample_t is None and delta_mj > 0:
             log.info("%s: %.1f J used while the exporter was down", _describe(dev), delta_mj / 1e3)
-        self._account(dev, delta_mj / 1000.0, w0, wall_now)
+        held = now - dev.last_sample_t if dev.last_sample_t is not None else 0.0
+        self._account(dev, delta_mj / 1000.0, w0, wall_now, held)
 
     @staticmethod
     def _raw_delta(dev: _Device, prev: float, raw: float) -> float:
@@ -413,11 +422,8 @@ class Meter:
             self._collectors[name] = CollectorStatus(any(oks), took[name], end)
         if self.attribution is not None:
             self.attribution.expire(end)
-        if self.state:
-            if end - self._last_persist >= self.persist_interval_s:
-                self.persist()
-            else:
-                self._checkpoint()
+        if self.state and not (end - self._last_persist >= self.persist_interval_s and self.persist()):
+            self._checkpoint()
         self.snapshot = self._build_snapshot(end)
 
     def _sample_device(self, dev: _Device, slow: bool) -> bool:
@@ -428,6 +434,11 @@ class Meter:
             reading = dev.source.read(dev.identity, slow=slow or not dev.up)
         except DeviceLost as err:
             self._mark_lost(dev, err, now)
+            return False
+        except DeviceStale as err:  # a polled source with no fresh value: asked again next sample
+            if dev.up:
+                log.warning("%s; showing it down until a fresh reading arrives", err)
+            dev.up, dev.lost_since = False, None
             return False
         except Exception as err:  # noqa: BLE001 - an unexpected failure degrades this device's sample only
             log.error("%s %s: unexpected error reading it: %r", dev.source.name, dev.identity.uuid, err)
@@ -491,21 +502,27 @@ class Meter:
         t = self.clock()
         try:
             self.state.checkpoint(self._state_data())
+            self._collectors["state"] = CollectorStatus(self._durable_ok, self.clock() - t, t)
         except (OSError, ValueError) as err:
             log.error("could not write the crash checkpoint beside %s: %s", self.state.path, err)
             self._collectors["state"] = CollectorStatus(False, self.clock() - t, t)
 
-    def persist(self) -> None:
+    def persist(self) -> bool:
+        """Durable write of the counters; False (logged, health metric) when it failed."""
         if not self.state:
-            return
+            return False
         now = self.clock()
         self._last_persist = now
         try:
             self.state.save(self._state_data())
             self._collectors["state"] = CollectorStatus(True, self.clock() - now, now)
+            self._durable_ok = True
+            return True
         except (OSError, ValueError) as err:
             log.error("could not persist counters to %s: %s", self.state.path, err)
             self._collectors["state"] = CollectorStatus(False, self.clock() - now, now)
+            self._durable_ok = False
+            return False
 
 
 def _integrated_power(dev: _Device, reading: DeviceReading) -> float | None:

@@ -20,6 +20,7 @@ class BadEntry(ValueError):
 def number(entry: dict[str, Any], key: str, *, default: float | None = None, hi: float = MAX_COUNTER,
            optional: bool = False) -> float | None:
     """``entry[key]`` as a finite float in [0, hi]; raises BadEntry."""
+    mapping(entry, key)
     if key not in entry or entry[key] is None:
         if optional:
             return None
@@ -38,7 +39,7 @@ def number(entry: dict[str, Any], key: str, *, default: float | None = None, hi:
 
 
 def text(entry: dict[str, Any], key: str, default: str = "") -> str:
-    value = entry.get(key, default)
+    value = mapping(entry, key).get(key, default)
     if not isinstance(value, str):
         raise BadEntry(f"{key}: not a string ({_short(value)})")
     return value

@@ -114,8 +114,12 @@ class Attribution:
         return self.idle_watts.get(device.name, self._min_power_w.get(device.uuid, 0.0))
 
     # -- per accounting step -------------------------------------------------------
-    def account(self, device: DeviceIdentity, joules: float, grams: float, t0: float, t1: float) -> None:
-        """Split ``joules`` (and ``grams``) used over [t0, t1] among the GPU's holders; never negative."""
+    def account(self, device: DeviceIdentity, joules: float, grams: float, t0: float, t1: float,
+                held_s: float | None = None) -> None:
+        """Split ``joules`` (and ``grams``) used over [t0, t1] among the GPU's holders; never negative.
+
+        ``held_s``: seconds of GPU time the holders held for embodied carbon (the sampled,
+        monotonic duration; 0 for energy recovered over the exporter's downtime, as for the GPU)."""
         b = self.gpus.setdefault(device.uuid, GpuBuckets())
         for _, _, holders in self._holders.get(device.uuid, []):
             for h in holders:  # a job that expired while it still held the GPU comes back
@@ -127,7 +131,7 @@ class Attribution:
         energy_parts = [joules * w for w, _, _ in slots[:-1]]
         energy_parts.append(max(joules - sum(energy_parts), 0.0))
         for (w, _, holders), e in zip(slots, energy_parts):
-            embodied = self.embodied_g_per_s * max(t1 - t0, 0.0) * w
+            embodied = self.embodied_g_per_s * max(t1 - t0 if held_s is None else held_s, 0.0) * w
             if holders:
                 for h in holders:  # GPU time held: shared equally, like idle
                     self.jobs[h.job.key].embodied_g += embodied / len(holders)
@@ -188,7 +192,7 @@ class Attribution:
             return [str(err)]
         for key, raw in _entries(data, "jobs", problems):
             try:
-                self.jobs[key] = _job_from_state(mapping(raw, key), mono - wall)
+                self.jobs[key] = _job_from_state(mapping(raw, key), mono - wall, mono)
             except (BadEntry, TypeError) as err:
                 problems.append(f"job {key}: {err}")
         for uuid, raw in _entries(data, "gpus", problems):
@@ -199,8 +203,8 @@ class Attribution:
         for uuid, raw in _entries(data, "holders", problems):
             try:
                 self._holders[uuid] = self._holders_from_state(raw)
-            except (BadEntry, TypeError, ValueError, KeyError) as err:
-                problems.append(f"holders of {uuid}: {err}")
+            except (BadEntry, TypeError, ValueError, KeyError, AttributeError) as err:
+                problems.append(f"holders of {uuid}: {err!r:.200}")
         return problems
 
     def _holders_from_state(self, raw: object) -> list[tuple[float, str, list[Holder]]]:
@@ -233,17 +237,18 @@ def _entries(data: dict, key: str, problems: list[str]) -> list[tuple[str, objec
     return list(value.items())
 
 
-def _job_from_state(j: dict, to_mono: float) -> JobCounters:
+def _job_from_state(j: dict, to_mono: float, mono_now: float) -> JobCounters:
     job = mapping(j.get("job"), "job")
     if not all(isinstance(v, str) for v in job.values()):
         raise BadEntry("job identity: not all strings")
     gpus = j.get("gpus", [])
     if not isinstance(gpus, list) or not all(isinstance(g, str) for g in gpus):
         raise BadEntry("gpus: not a list of strings")
+    # Linger restarts at the restart: the mappers get their time to see the job again before it expires.
     return JobCounters(Job(**job), number(j, "energy_allocated_j"), number(j, "energy_active_j"),
                        number(j, "emissions_allocated_g"), number(j, "emissions_active_g"),
                        number(j, "embodied_g", default=0.0), set(gpus),
-                       number(j, "first_seen", hi=4e9) + to_mono, number(j, "last_seen", hi=4e9) + to_mono)
+                       min(number(j, "first_seen", hi=4e9) + to_mono, mono_now), mono_now)
 
 
 def _buckets_from_state(b: dict) -> GpuBuckets:

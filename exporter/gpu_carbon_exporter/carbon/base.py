@@ -40,6 +40,10 @@ class IntensityProvider(ABC):
     def start(self) -> None:
         """Start any background polling (live providers)."""
 
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for a live provider's first answer; True when it has one."""
+        return True
+
     def prime(self) -> None:
         """Fetch once, synchronously (``--once``); live providers poll, others do nothing."""
 

@@ -63,6 +63,7 @@ class PollingIntensity(IntensityProvider):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._forecast_cache: tuple | None = None
+        self._first_poll = threading.Event()
 
     # -- polling ---------------------------------------------------------------
     def start(self) -> None:
@@ -75,9 +76,13 @@ class PollingIntensity(IntensityProvider):
     def prime(self) -> None:
         self.poll()
 
+    def wait_ready(self, timeout_s: float) -> bool:
+        return self._first_poll.wait(timeout_s) and self._last_ok
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self.poll()
+            self._first_poll.set()
             self._stop.wait(self.poll_interval_s)
 
     def poll(self) -> bool:

@@ -17,6 +17,10 @@ class DeviceLost(RuntimeError):
     """One device stopped answering; the others keep reporting."""
 
 
+class DeviceStale(RuntimeError):
+    """A device read on its own poller has no fresh reading now; retried at the next sample."""
+
+
 class DeviceUnreadable(DeviceLost):
     """A device that exists but cannot be read (e.g. permission denied)."""
 

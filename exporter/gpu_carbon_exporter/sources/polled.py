@@ -3,7 +3,8 @@
 A BMC can take seconds to answer. ``PolledSource`` reads the wrapped source every
 ``interval_s`` in a thread of its own; the meter's reads return the latest reading at
 once, so a slow BMC delays nothing else. A reading older than ``max_age_s`` is not served:
-the device shows as lost (its collector fails) until a fresh one arrives.
+the device shows as down (its collector fails) until a fresh one arrives, and is asked
+again at every sample; the energy across the gap is bridged by the trapezoid.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import time
 from dataclasses import replace
 from typing import Callable
 
-from .base import DeviceIdentity, DeviceLost, DeviceReading, DeviceSource
+from .base import DeviceIdentity, DeviceReading, DeviceSource, DeviceStale
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class PolledSource(DeviceSource):
         age = None if latest is None else self.clock() - latest[1]
         if latest is None or age > self.max_age_s:
             since = "yet" if latest is None else f"for {age:.0f}s"
-            raise DeviceLost(f"{self.name} {device.uuid}: no fresh reading {since}"
+            raise DeviceStale(f"{self.name} {device.uuid}: no fresh reading {since}"
                              + (f" (last error: {error})" if error else ""))
         return replace(latest[0], errors=list(latest[0].errors))
 
@@ -74,4 +75,6 @@ class PolledSource(DeviceSource):
 
     def close(self) -> None:
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)  # a read still blocked on the BMC ends at its own timeout
         self.inner.close()
