@@ -110,3 +110,24 @@ def test_gpu_lost_before_start_is_reported_down_not_dropped(nv, clock):
     with pytest.raises(DeviceLost, match="restart the exporter"):
         src.read(devices[1], slow=True)
     assert src.read(devices[0], slow=True).power_mw == 350_000
+
+
+def test_per_process_utilisation_is_reread_on_change_or_every_5_s(clock):
+    """Two processes share a GPU: their utilisation feeds the split weights, which change slowly."""
+    from gpu_carbon_exporter.sim.procfs import write_procfs  # noqa: F401 - the scenario's processes
+    from gpu_carbon_exporter.sources.nvml import PROCESS_UTIL_REFRESH_S
+
+    nv = sim_nvml({"devices": [{"model": "NVIDIA H100 80GB HBM3", "power": {"pattern": "constant", "watts": 500}}],
+                   "jobs": [{"id": "1", "start_s": 0, "devices": [0], "share": 0.6},
+                            {"id": "2", "start_s": 0, "devices": [0], "share": 0.4},
+                            {"id": "3", "start_s": 12, "devices": [0], "share": 0.2}]}, clock)
+    src = NvmlSource(nv, read_processes=True, clock=clock)
+    (gpu,) = src.open()
+    utils = []
+    for _ in range(15):
+        clock.advance(1.0)
+        utils.append([p.sm_util_pct for p in src.read(gpu, slow=False).processes])
+    calls = nv.calls["nvmlDeviceGetProcessUtilization"]
+    # t=1 (first), t=6 and t=11 (every 5 s), t=12 (a third process appeared)
+    assert PROCESS_UTIL_REFRESH_S == 5.0 and calls == 4
+    assert all(u is not None for u in utils[0]) and len(utils[-1]) == 3

@@ -6,6 +6,7 @@ code over a fake or a simulated library.
 from __future__ import annotations
 
 import logging
+import time
 from types import ModuleType
 from typing import Any, Callable
 
@@ -24,6 +25,8 @@ _NOT_SUPPORTED = 3
 _NOT_FOUND = 6
 _FIELD_INSTANT = 186  # NVML_FI_DEV_POWER_INSTANT
 _FIELD_AVERAGE = 185  # NVML_FI_DEV_POWER_AVERAGE
+# Per-process utilisation of a shared GPU is re-read at most this often (s) while its processes stay the same.
+PROCESS_UTIL_REFRESH_S = 5.0
 _FIELD_ENERGY = 83  # NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION: the same mJ counter, batched with the power fields
 
 
@@ -45,11 +48,14 @@ class NvmlSource(DeviceSource):
 
     name = "nvml"
 
-    def __init__(self, nvml: ModuleType | Any | None = None, *, read_processes: bool = False) -> None:
+    def __init__(self, nvml: ModuleType | Any | None = None, *, read_processes: bool = False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if nvml is None:
             import pynvml as nvml  # noqa: PLC0415 - optional at import time
         self._nvml = nvml
         self.read_processes = read_processes
+        self.clock = clock
+        self._util_cache: dict[int, tuple[frozenset, float, dict[int, int]]] = {}  # index -> (pids, read at, util)
         self._handles: dict[int, Any] = {}
         self._util_seen_us: dict[int, int] = {}
         self._graphics: dict[int, bool] = {}  # GPUs with graphics processes: listed every sample
@@ -246,19 +252,34 @@ class NvmlSource(DeviceSource):
                 gi = getattr(p, "gpuInstanceId", None)
                 mem = getattr(p, "usedGpuMemory", None)
                 found[int(p.pid)] = (None if mem is None else int(mem), None if gi in (None, 0xFFFFFFFF) else int(gi))
-        util: dict[int, list[int]] = {}
-        if len(found) > 1 and "process_utilization" not in self._unsupported[device.index]:
-            try:
-                samples = nv.nvmlDeviceGetProcessUtilization(self._handles[device.index],
-                                                             self._util_seen_us.get(device.index, 0))
-            except nv.NVMLError as err:
-                if err.value in _LOST_CODES:
-                    raise DeviceLost(f"GPU {device.index} ({device.uuid}): {err}") from err
-                if err.value == _NOT_SUPPORTED:
-                    self._unsupported[device.index].add("process_utilization")
-                samples = []  # NOT_FOUND: no sample since the last call
-            for s in samples:
-                util.setdefault(int(s.pid), []).append(int(s.smUtil))
-                self._util_seen_us[device.index] = max(self._util_seen_us.get(device.index, 0), int(s.timeStamp))
-        return [ProcessInfo(pid, mem, round(sum(util[pid]) / len(util[pid])) if pid in util else None, gi)
-                for pid, (mem, gi) in sorted(found.items())]
+        util = self._process_util(device, found) if len(found) > 1 else {}
+        return [ProcessInfo(pid, mem, util.get(pid), gi) for pid, (mem, gi) in sorted(found.items())]
+
+    def _process_util(self, device: DeviceIdentity, found: dict) -> dict[int, int]:
+        """Per-process SM utilisation (percent) of a shared GPU, averaged over NVML's samples since the
+        last read. Read when the GPU's processes change, else at most every PROCESS_UTIL_REFRESH_S
+        (pynvml spends two calls on it; the split weights it feeds change slowly)."""
+        nv = self._nvml
+        pids = frozenset(found)
+        cached = self._util_cache.get(device.index)
+        now = self.clock()
+        if cached is not None and cached[0] == pids and now - cached[1] < PROCESS_UTIL_REFRESH_S:
+            return cached[2]
+        if "process_utilization" in self._unsupported[device.index]:
+            return {}
+        try:
+            samples = nv.nvmlDeviceGetProcessUtilization(self._handles[device.index],
+                                                         self._util_seen_us.get(device.index, 0))
+        except nv.NVMLError as err:
+            if err.value in _LOST_CODES:
+                raise DeviceLost(f"GPU {device.index} ({device.uuid}): {err}") from err
+            if err.value == _NOT_SUPPORTED:
+                self._unsupported[device.index].add("process_utilization")
+            samples = []  # NOT_FOUND: no sample since the last call
+        seen: dict[int, list[int]] = {}
+        for s in samples:
+            seen.setdefault(int(s.pid), []).append(int(s.smUtil))
+            self._util_seen_us[device.index] = max(self._util_seen_us.get(device.index, 0), int(s.timeStamp))
+        util = {pid: round(sum(v) / len(v)) for pid, v in seen.items()}
+        self._util_cache[device.index] = (pids, now, util)
+        return util
