@@ -85,3 +85,39 @@ def test_sighup_reloads_and_keeps_counting(tmp_path):
         proc.wait(timeout=15)
     log = (tmp_path / "exporter.log").read_text()
     assert "reloaded the web config" in log and "web config reload failed" in log
+
+
+def test_a_restarted_demo_recovers_its_downtime_like_a_real_driver(tmp_path):
+    """The demo's simulated counters count from a fixed epoch: no 'driver reload' after a restart,
+    and the downtime is recovered. A SIGKILLed run's temporary /proc and sysfs trees are removed
+    at the next start."""
+    import tempfile
+    from pathlib import Path
+
+    port = free_port()
+    args = ["--simulate", "demo", "--state.path", str(tmp_path / "state.json"),
+            "--web.listen-address", f"127.0.0.1:{port}"]
+    mine = lambda: {d for d in Path(tempfile.gettempdir()).glob("gpu-carbon-*-*")  # noqa: E731
+                    if (d / ".owner-pid").exists()}
+    before_trees = mine()
+    log = open(tmp_path / "exporter.log", "a")
+    proc = subprocess.Popen([sys.executable, "-m", "gpu_carbon_exporter", *args], stdout=log, stderr=log)
+    wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
+    first = counters(port)
+    left = mine() - before_trees
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert left and all(d.exists() for d in left)  # a killed run cannot clean up after itself
+    time.sleep(1.0)
+    proc = subprocess.Popen([sys.executable, "-m", "gpu_carbon_exporter", *args], stdout=log, stderr=log)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
+        second = counters(port)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    text = (tmp_path / "exporter.log").read_text()
+    assert "driver reload" not in text and "used while the exporter was down" in text
+    assert not any(d.exists() for d in left)
+    key = next(k for k in first if k.startswith("gpu_carbon_gpu_energy_joules_total{gpu=\"7\""))
+    assert second[key] - first[key] >= 68 * 1.0  # GPU 7 idles at 68 W: at least 1 s of downtime recovered

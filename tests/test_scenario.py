@@ -12,7 +12,7 @@ def test_demo_is_eight_h100_with_jobs_and_stepped_intensity():
     sc = load_scenario(None)
     assert len(sc.devices) == 8 and all("H100" in d.model.name for d in sc.devices)
     assert len(sc.jobs) >= 3 and sc.pue > 1
-    assert len(set(sc.intensity[sc.zone].values)) > 1
+    assert len(set(sc.intensity[sc.zone].inner.values)) > 1
 
 
 def test_ground_truth_emissions_split_at_intensity_steps():
@@ -50,3 +50,43 @@ def test_bad_scenarios_name_file_key_and_reason(mutate, fragment):
 def test_missing_scenario_file_is_a_clear_error(tmp_path):
     with pytest.raises(ScenarioError, match="nope.yaml: cannot read"):
         load_scenario(tmp_path / "nope.yaml")
+
+
+def test_demo_tells_the_same_story_three_cycles_later():
+    """Power, jobs and intensity share the demo's 30-min cycle: at t = 3 cycles job 4711 still
+    trains on GPUs 0-3 (all their energy is its), and intensity still steps every 5 minutes."""
+    from gpu_carbon_exporter.carbon.static import TimelineIntensity
+    from gpu_carbon_exporter.cli import build_attribution
+    from gpu_carbon_exporter.config import parse_config
+    from gpu_carbon_exporter.meter import Meter
+    from gpu_carbon_exporter.sim.nvml import SimulatedNvml
+    from gpu_carbon_exporter.sim.procfs import write_procfs
+    from gpu_carbon_exporter.sim.scenario import GroundTruth, load_scenario
+    from gpu_carbon_exporter.sources.nvml import NvmlSource
+
+    from conftest import ManualClock
+
+    sc = load_scenario("demo")
+    base = 3 * sc.cycle_s
+    assert [sc.intensity["DE"].power(base + s) for s in (0, 300, 600, 900, 1200, 1500)] == \
+        [380, 310, 420, 360, 290, 400]
+    job = next(j for j in sc.jobs if j.id == "4711")
+    assert job.active(base + 100) and not job.active(base + 1600) and job.active(base + 1800 + 60)
+    clock = ManualClock()
+    nv = SimulatedNvml(sc, lambda: base + 100 + clock.sim)
+    acfg = parse_config({"attribution": {"mappers": "slurm", "slurm_environ": True}})["attribution"]
+    acfg["idle_watts"] = {d.model.name: d.model.idle_w for d in sc.devices}
+    meter = Meter([NvmlSource(nv, read_processes=True)], TimelineIntensity("DE", sc.intensity["DE"],
+                                                                           lambda: clock.start - base - 100),
+                  clock=clock, attribution=build_attribution(acfg, proc_root=write_procfs(sc)))
+    meter.open()
+    meter.sample()
+    for _ in range(30):
+        clock.advance(1)
+        meter.sample()
+    snap = meter.snapshot
+    truth = GroundTruth(sc)
+    got = next(j for j in snap.attribution.jobs if j.job.id == "4711")
+    assert got.energy_allocated_j == pytest.approx(truth.job_allocated_j(job, base + 100, base + 130), rel=1e-6)
+    assert snap.attribution.gpus[snap.devices[0].identity.uuid].unallocated_j == 0.0
+    assert snap.intensity.g_per_kwh == 380  # t = 3 cycles + 130 s

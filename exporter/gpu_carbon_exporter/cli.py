@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 from prometheus_client.exposition import generate_latest
@@ -36,7 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", metavar="FILE", help="YAML configuration file")
     p.add_argument("--simulate", nargs="?", const="", metavar="SCENARIO.yaml",
                    help="simulated GPUs; without a file, the built-in 8-GPU demo node")
-    p.add_argument("--once", action="store_true", help="print one exposition to stdout and exit")
+    p.add_argument("--once", action="store_true",
+                   help="sample for --once.duration seconds, print one exposition to stdout and exit")
+    p.add_argument("--once.duration", dest="once_duration", type=float, default=1.0, metavar="SECONDS",
+                   help="how long --once samples before printing (default 1; 0 prints the first sample)")
     p.add_argument("--web.listen-address", dest="listen_address", metavar="ADDR",
                    help="host:port to listen on (default :9842)")
     p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
@@ -103,8 +107,12 @@ def _simulated(cfg: dict[str, Any], simulate: str, emb_rate: float) -> tuple:
     from .sim.scenario import load_scenario
     from .sources.nvml import NvmlSource
 
+    remove_stale_sim_trees()
     scenario = load_scenario(simulate)
-    epoch = scenario.start_time if scenario.start_time is not None else time.time()
+    fixed = scenario.epoch()
+    epoch = fixed if fixed is not None else time.time()
+    if fixed is None:
+        log.info("scenario %s has no start_time or cycle_s: its counters start at 0 with each run", scenario.name)
     attribution = None
     if scenario.jobs and cfg["attribution"]["enabled"]:
         from .sim.procfs import write_procfs
@@ -129,12 +137,42 @@ def _simulated(cfg: dict[str, Any], simulate: str, emb_rate: float) -> tuple:
     return sources, intensity, scenario.pue, attribution
 
 
+SIM_TREE_PREFIXES = ("gpu-carbon-proc-", "gpu-carbon-sysfs-")
+OWNER_FILE = ".owner-pid"
+
+
 def _temporary(path: str) -> str:
-    """Remove a simulator's temporary tree when the exporter exits."""
+    """Remove a simulator's temporary tree when the exporter exits; mark it with our pid, so that a
+    later start removes it if we were killed before we could (SIGKILL runs no exit handler)."""
+    import os
     import shutil
 
+    Path(path, OWNER_FILE).write_text(str(os.getpid()))
     atexit.register(shutil.rmtree, path, True)
     return path
+
+
+def remove_stale_sim_trees(tmp: str | None = None) -> int:
+    """Delete simulator trees whose owning process is gone; returns how many."""
+    import os
+    import shutil
+    import tempfile
+
+    removed = 0
+    for d in Path(tmp or tempfile.gettempdir()).glob("gpu-carbon-*-*"):
+        if not d.name.startswith(SIM_TREE_PREFIXES) or not d.is_dir():
+            continue
+        try:
+            pid = int((d / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not (yet) marked: may be another exporter's tree being laid out
+        if pid == os.getpid() or Path(f"/proc/{pid}").exists():
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        removed += 1
+    if removed:
+        log.info("removed %d simulator tree(s) left under /tmp by killed runs", removed)
+    return removed
 
 
 def _simulated_sysfs_sources(scenario: Any, clock: Any) -> list[DeviceSource]:
@@ -291,6 +329,25 @@ def _serve(meter: Meter, cfg: dict[str, Any]) -> int:
     return 0
 
 
+ONCE_FETCH_DEADLINE_S = 5.0
+
+
+def _once(meter: Meter, cfg: dict[str, Any], duration_s: float) -> int:
+    """Sample for ``duration_s`` (so counters have something to show), then print one exposition.
+    A live intensity provider gets ONCE_FETCH_DEADLINE_S to answer, else its fallback shows."""
+    if not 0 <= duration_s <= 3600 or duration_s != duration_s:
+        raise ConfigError("--once.duration: must be in [0, 3600] seconds")
+    started = time.monotonic()
+    meter.start(ready_timeout_s=0.0)
+    if not meter.intensity.wait_ready(ONCE_FETCH_DEADLINE_S):
+        log.warning("live intensity not fetched within %.0f s: printing the fallback", ONCE_FETCH_DEADLINE_S)
+    time.sleep(max(0.0, duration_s - (time.monotonic() - started)))
+    meter.sample()
+    sys.stdout.write(generate_latest(make_registry(meter, cfg)).decode())
+    meter.stop()
+    return 0
+
+
 def _reload_web(server: Any, cfg: dict[str, Any]) -> None:
     """SIGHUP, as Prometheus does: re-read the web config (TLS certificates, users, headers).
     A broken file is logged and the running config kept; counters and state are untouched."""
@@ -327,12 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _setup_logging(cfg["log"]["level"])
         meter, _ = build_meter(cfg, args.simulate)
         if args.once:
-            meter.open()
-            meter.intensity.prime()
-            meter.sample()
-            sys.stdout.write(generate_latest(make_registry(meter, cfg)).decode())
-            meter.stop()
-            return 0
+            return _once(meter, cfg, args.once_duration)
         return _serve(meter, cfg)
     except (ConfigError, StateError) as err:
         print(f"error: {err}", file=sys.stderr)

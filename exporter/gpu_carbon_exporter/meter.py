@@ -533,7 +533,8 @@ def _integrated_power(dev: _Device, reading: DeviceReading) -> float | None:
 
 
 def _describe(dev: _Device) -> str:
-    return f"{_KIND_NAMES.get(dev.identity.kind, dev.identity.kind)} {dev.identity.uuid}"
+    kind = "RAPL zone" if dev.source.name == "rapl" else _KIND_NAMES.get(dev.identity.kind, dev.identity.kind)
+    return f"{kind} {dev.identity.uuid}"
 
 
 _KIND_NAMES = {"gpu": "GPU", "cpu": "CPU zone", "board": "board", "rail": "rail", "node": "node"}

@@ -183,7 +183,7 @@ class SimulatedNvml:
 
         t = self.clock()
         return [(job_pid(j, job.devices.index(index)), job) for j, job in enumerate(self.scenario.jobs)
-                if index in job.devices and job.start_s <= t < job.end_s]
+                if index in job.devices and job.active(t)]
 
     def nvmlDeviceGetComputeRunningProcesses(self, h: _Handle) -> list:
         dev = self._enter("nvmlDeviceGetComputeRunningProcesses", h)

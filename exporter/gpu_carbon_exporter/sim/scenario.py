@@ -74,6 +74,9 @@ class SimDevice:
         return min(max((p - self.model.idle_w) / span, 0.0), 1.0)
 
 
+CYCLE_ANCHOR = 1767225600.0  # 2026-01-01T00:00:00Z
+
+
 @dataclass
 class SimJob:
     id: str
@@ -84,6 +87,28 @@ class SimJob:
     devices: tuple[int, ...]
     share: float = 1.0
     mig_instance: int | None = None  # runs on this MIG instance of its (single) device
+    repeat_s: float | None = None  # the scenario's cycle: the job runs again every repeat_s
+
+    def active(self, t: float) -> bool:
+        """Whether the job runs at scenario time ``t``."""
+        if self.repeat_s is not None:
+            t = t % self.repeat_s
+        return self.start_s <= t < self.end_s
+
+    def intervals(self, t0: float, t1: float) -> list[tuple[float, float]]:
+        """The stretches of [t0, t1] during which the job runs."""
+        if self.repeat_s is None:
+            a, b = max(t0, self.start_s), min(t1, self.end_s)
+            return [(a, b)] if b > a else []
+        out = []
+        k = math.floor(t0 / self.repeat_s)
+        while k * self.repeat_s < t1:
+            base = k * self.repeat_s
+            a, b = max(t0, base + self.start_s), min(t1, base + min(self.end_s, self.repeat_s))
+            if b > a:
+                out.append((a, b))
+            k += 1
+        return out
 
 
 @dataclass
@@ -101,10 +126,18 @@ class Scenario:
     jobs: list[SimJob] = field(default_factory=list)
     zone: str = "SIM"
     pue: float = 1.0
-    intensity: dict[str, P.PiecewiseConstant] = field(default_factory=dict)
+    intensity: dict[str, P.Pattern] = field(default_factory=dict)
     start_time: float | None = None
     name: str = "scenario"
     edge: SimEdge = field(default_factory=SimEdge)
+    cycle_s: float | None = None  # jobs and intensity repeat with this period
+
+    def epoch(self) -> float | None:
+        """Unix time of scenario t=0 when fixed: ``start_time``, else for a cyclic scenario a fixed
+        anchor (2026-01-01T00:00Z), so that restarts see the same counters a real driver would."""
+        if self.start_time is not None:
+            return self.start_time
+        return CYCLE_ANCHOR if self.cycle_s is not None else None
 
 
 class _Reader:
@@ -229,7 +262,7 @@ def _edge(r: _Reader, base: Path) -> SimEdge:
     return edge
 
 
-def _jobs(r: _Reader, n_devices: int) -> list[SimJob]:
+def _jobs(r: _Reader, n_devices: int, cycle_s: float | None = None) -> list[SimJob]:
     jobs = []
     for i, raw in enumerate(r.get("jobs", list, [])):
         j = r.child(f"jobs[{i}]", raw)
@@ -242,30 +275,41 @@ def _jobs(r: _Reader, n_devices: int) -> list[SimJob]:
                      devices, j.get("share", float, 1.0, minimum=0), j.get("mig_instance", int, None, minimum=0))
         if job.end_s <= job.start_s:
             j.fail("end_s must be after start_s", "end_s")
+        if cycle_s is not None:
+            if job.start_s >= cycle_s or (math.isfinite(job.end_s) and job.end_s > cycle_s):
+                j.fail(f"a job of a cyclic scenario must fit in its cycle (cycle_s = {cycle_s:g})", "end_s")
+            job.repeat_s = cycle_s
         jobs.append(job)
     return jobs
 
 
-def _intensity(r: _Reader) -> dict[str, P.PiecewiseConstant]:
-    out = {}
+def _intensity(r: _Reader, cycle_s: float | None = None) -> dict[str, P.Pattern]:
+    out: dict[str, P.Pattern] = {}
     for zone, steps in r.get("intensity", dict, {}).items():
         try:
-            out[str(zone)] = P.PiecewiseConstant([float(s[0]) for s in steps], [float(s[1]) for s in steps])
+            timeline = P.PiecewiseConstant([float(s[0]) for s in steps], [float(s[1]) for s in steps])
         except (ValueError, TypeError, IndexError) as err:
             r.fail(f"expected [[t_s, g_per_kwh], ...] from t=0: {err}", f"intensity.{zone}")
+        if cycle_s is not None:
+            if timeline.times[-1] >= cycle_s:
+                r.fail(f"steps must fall within the cycle (cycle_s = {cycle_s:g})", f"intensity.{zone}")
+            timeline = P.Periodic(timeline, cycle_s)
+        out[str(zone)] = timeline
     return out
 
 
 def parse_scenario(data: Any, source: str = "<scenario>", base: Path = Path(".")) -> Scenario:
     r = _Reader(source, data)
-    r.check_keys({"name", "devices", "jobs", "zone", "pue", "intensity", "start_time", "edge", "rapl"})
+    r.check_keys({"name", "devices", "jobs", "zone", "pue", "intensity", "start_time", "edge", "rapl", "cycle_s"})
+    cycle = r.get("cycle_s", float, None, minimum=1)
     devices = _devices(r, base)
     edge = _edge(r, base)
     if not devices and edge.board is None and edge.rapl_pattern is None:
         r.fail("at least one device (or an edge board, or rapl) is needed", "devices")
-    sc = Scenario(devices=devices, jobs=_jobs(r, len(devices)), zone=str(r.get("zone", str, "SIM")),
-                  pue=r.get("pue", float, 1.0, minimum=1.0), intensity=_intensity(r),
-                  start_time=r.get("start_time", float, None), name=r.get("name", str, source), edge=edge)
+    sc = Scenario(devices=devices, jobs=_jobs(r, len(devices), cycle), zone=str(r.get("zone", str, "SIM")),
+                  pue=r.get("pue", float, 1.0, minimum=1.0), intensity=_intensity(r, cycle),
+                  start_time=r.get("start_time", float, None), name=r.get("name", str, source), edge=edge,
+                  cycle_s=cycle)
     if sc.intensity and sc.zone not in sc.intensity:
         r.fail(f"zone {sc.zone!r} has no intensity timeline", "zone")
     return sc
@@ -311,33 +355,27 @@ class GroundTruth:
         return grams * self.sc.pue
 
     def job_energy_j(self, job: SimJob, t0: float, t1: float) -> float:
-        a, b = max(t0, job.start_s), min(t1, job.end_s)
-        if b <= a:
-            return 0.0
-        return sum(self.device_energy_j(d, a, b) for d in job.devices) * job.share
+        return sum(self.device_energy_j(d, a, b) for a, b in job.intervals(t0, t1) for d in job.devices) * job.share
 
     def job_allocated_j(self, job: SimJob, t0: float, t1: float) -> float:
         """The job's energy in the exporter's allocated view: on each of its GPUs, per stretch of
         constant holders, its share of active energy (by ``share``) plus an equal share of idle
         energy (model idle power x time); on MIG, its instance's equal part of the GPU."""
-        a, b = max(t0, job.start_s), min(t1, job.end_s)
         total = 0.0
-        for d in job.devices:
-            dev = self.sc.devices[d]
-            mates = [j for j in self.sc.jobs if d in j.devices and j.mig_instance == job.mig_instance]
-            cuts = sorted({a, b, *(x for j in mates for x in (j.start_s, j.end_s) if a < x < b)})
-            for lo, hi in zip(cuts, cuts[1:]):
-                energy = self.device_energy_j(d, lo, hi)
-                if dev.mig_instances:
-                    total += energy / dev.mig_instances
-                    continue
-                holders = [j for j in mates if j.start_s <= lo and hi <= j.end_s]
-                idle = min(dev.model.idle_w * (hi - lo), energy)
-                total += (energy - idle) * job.share / sum(j.share for j in holders) + idle / len(holders)
+        for a, b in job.intervals(t0, t1):
+            for d in job.devices:
+                dev = self.sc.devices[d]
+                mates = [j for j in self.sc.jobs if d in j.devices and j.mig_instance == job.mig_instance]
+                cuts = sorted({a, b, *(x for j in mates for iv in j.intervals(a, b) for x in iv if a < x < b)})
+                for lo, hi in zip(cuts, cuts[1:]):
+                    energy = self.device_energy_j(d, lo, hi)
+                    if dev.mig_instances:
+                        total += energy / dev.mig_instances
+                        continue
+                    holders = [j for j in mates if j.active((lo + hi) / 2)]
+                    idle = min(dev.model.idle_w * (hi - lo), energy)
+                    total += (energy - idle) * job.share / sum(j.share for j in holders) + idle / len(holders)
         return total
 
     def job_emissions_g(self, job: SimJob, t0: float, t1: float) -> float:
-        a, b = max(t0, job.start_s), min(t1, job.end_s)
-        if b <= a:
-            return 0.0
-        return sum(self.device_emissions_g(d, a, b) for d in job.devices) * job.share
+        return sum(self.device_emissions_g(d, a, b) for a, b in job.intervals(t0, t1) for d in job.devices) * job.share

@@ -18,6 +18,8 @@ def job_processes(scenario: Scenario) -> list[tuple[int, int, float, float, floa
     """(device index, pid, start_s, end_s, share, GPU instance id) for every job process: one per job and device."""
     out = []
     for j, job in enumerate(scenario.jobs):
+        if job.repeat_s is not None:
+            raise ValueError("the C simulator's trace has no cyclic jobs (cycle_s): give jobs without a cycle")
         gi = None if job.mig_instance is None else job.mig_instance + 1
         for k, dev in enumerate(job.devices):
             out.append((dev, job_pid(j, k), job.start_s, job.end_s, job.share, gi))
