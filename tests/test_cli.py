@@ -21,9 +21,9 @@ def test_once_with_builtin_demo_prints_eight_gpus():
     assert out.stdout.count("gpu_carbon_gpu_up{") == 8
     import re
 
-    (value,) = re.findall(r'^gpu_carbon_grid_intensity_grams_per_kwh\{zone="DE"\} (\S+)$', out.stdout, re.M)
+    (value,) = re.findall(r'^gpu_carbon_grid_intensity_grams_per_kwh\{zone="DEU"\} (\S+)$', out.stdout, re.M)
     assert float(value) in (380, 310, 420, 360, 290, 400)  # the demo's 5-minute steps, in phase with the clock
-    assert 'gpu_carbon_grid_intensity_source_info{signal="average",source="scenario",zone="DE"} 1.0' in out.stdout
+    assert 'gpu_carbon_grid_intensity_source_info{signal="average",source="scenario",zone="DEU"} 1.0' in out.stdout
     assert "level=info" in out.stderr  # levelled logs go to stderr
 
 

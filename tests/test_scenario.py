@@ -68,7 +68,7 @@ def test_demo_tells_the_same_story_three_cycles_later():
 
     sc = load_scenario("demo")
     base = 3 * sc.cycle_s
-    assert [sc.intensity["DE"].power(base + s) for s in (0, 300, 600, 900, 1200, 1500)] == \
+    assert [sc.intensity["DEU"].power(base + s) for s in (0, 300, 600, 900, 1200, 1500)] == \
         [380, 310, 420, 360, 290, 400]
     job = next(j for j in sc.jobs if j.id == "4711")
     assert job.active(base + 100) and not job.active(base + 1600) and job.active(base + 1800 + 60)
@@ -76,7 +76,7 @@ def test_demo_tells_the_same_story_three_cycles_later():
     nv = SimulatedNvml(sc, lambda: base + 100 + clock.sim)
     acfg = parse_config({"attribution": {"mappers": "slurm", "slurm_environ": True}})["attribution"]
     acfg["idle_watts"] = {d.model.name: d.model.idle_w for d in sc.devices}
-    meter = Meter([NvmlSource(nv, read_processes=True)], TimelineIntensity("DE", sc.intensity["DE"],
+    meter = Meter([NvmlSource(nv, read_processes=True)], TimelineIntensity("DEU", sc.intensity["DEU"],
                                                                            lambda: clock.start - base - 100),
                   clock=clock, attribution=build_attribution(acfg, proc_root=write_procfs(sc)))
     meter.open()

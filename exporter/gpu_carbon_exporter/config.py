@@ -222,8 +222,6 @@ def _validate(data: Any, schema: dict[str, Any], source: str, path: str) -> dict
 
 
 def _validate_zone(spec: Any, source: str, prefix: str, zone: str) -> dict[str, Any]:
-    from .carbon.static import country_table
-
     z = _validate(spec, ZONE_SCHEMA, source, prefix)
     provider = z["provider"]
     if provider in LIVE_PROVIDERS:
@@ -245,11 +243,12 @@ def _validate_zone(spec: Any, source: str, prefix: str, zone: str) -> dict[str, 
     if provider == "file" and not z["path"]:
         raise ConfigError(f"{source}: {prefix}path: required for provider file")
     if provider == "country":
-        code = (z["country"] or str(zone)).upper()
-        if code not in country_table():
-            raise ConfigError(f"{source}: {prefix}country: {show(code)} is not an ISO-3 code "
-                              "with data in the bundled table")
-        z["country"] = code
+        from .carbon.zones import UnknownZone, country_code
+
+        try:
+            z["country"] = country_code(z["country"] or str(zone))
+        except UnknownZone as err:
+            raise ConfigError(f"{source}: {prefix}country: {err}") from None
     return z
 
 
@@ -272,13 +271,17 @@ def read_secret(spec: dict[str, Any], env_key: str, file_key: str, where: str) -
 
 
 def check_zone(cfg: dict[str, Any], source: str) -> None:
-    """The selected zone must be defined in carbon.zones or be a bundled ISO-3 country."""
-    from .carbon.static import country_table
+    """The selected zone must be defined in carbon.zones or be a country of the bundled table
+    (ISO 3166 alpha-2 or alpha-3, any case); a country is normalised to its alpha-3 code."""
+    from .carbon.zones import UnknownZone, country_code
 
     zone = cfg["carbon"]["zone"]
-    if zone is not None and zone not in cfg["carbon"]["zones"] and zone.upper() not in country_table():
-        raise ConfigError(f"{source}: carbon.zone: {show(zone)} is neither defined under carbon.zones "
-                          "nor an ISO-3 country code with data in the bundled table")
+    if zone is None or zone in cfg["carbon"]["zones"]:
+        return
+    try:
+        cfg["carbon"]["zone"] = country_code(zone)
+    except UnknownZone as err:
+        raise ConfigError(f"{source}: carbon.zone: {err}; or define it under carbon.zones") from None
 
 
 def _validate_attribution(a: dict[str, Any], source: str) -> None:
