@@ -48,7 +48,8 @@ def test_bad_scenarios_name_file_key_and_reason(mutate, fragment):
 
 
 def test_missing_scenario_file_is_a_clear_error(tmp_path):
-    with pytest.raises(ScenarioError, match="nope.yaml: cannot read"):
+    with pytest.raises(ScenarioError, match="nope.yaml: no such scenario file, and not a built-in scenario "
+                                            r"\(demo, jobs-mix"):
         load_scenario(tmp_path / "nope.yaml")
 
 

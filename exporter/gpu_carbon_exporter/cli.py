@@ -20,11 +20,13 @@ from .carbon.select import build_provider
 from .carbon.static import TimelineIntensity
 from .collector import SnapshotCollector
 from .config import ConfigError, load_config
+from .sim.scenario import BUILTIN as BUILTIN_SCENARIOS
 from .meter import Embodied, Meter
 from .sources.base import DeviceSource, SourceUnavailable
 from .state import StateError, StateStore
 
 log = logging.getLogger("gpu_carbon_exporter")
+
 EXIT_CONFIG, EXIT_NO_SOURCE = 2, 3
 
 
@@ -35,8 +37,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Subcommands: 'serve' (default) and 'check-config FILE'.")
     p.add_argument("--version", action="version", version=f"gpu-carbon-exporter {__version__}")
     p.add_argument("-c", "--config", metavar="FILE", help="YAML configuration file")
-    p.add_argument("--simulate", nargs="?", const="", metavar="SCENARIO.yaml",
-                   help="simulated GPUs; without a file, the built-in 8-GPU demo node")
+    p.add_argument("--simulate", nargs="?", const="", metavar="SCENARIO",
+                   help="simulated devices: a scenario file, or a built-in scenario ("
+                        + ", ".join(BUILTIN_SCENARIOS) + "); without a value, the 8-GPU demo node")
     p.add_argument("--once", action="store_true",
                    help="sample for --once.duration seconds, print one exposition to stdout and exit")
     p.add_argument("--once.duration", dest="once_duration", type=float, default=1.0, metavar="SECONDS",
@@ -51,6 +54,37 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sampling.interval", dest="interval", type=float, metavar="SECONDS",
                    help="seconds between full samples (default 1)")
     return p
+
+
+def _web_config(cfg: dict[str, Any]) -> Any:
+    """The web config named by web.config_file, its errors prefixed with that key."""
+    from .web import load_web_config
+
+    try:
+        return load_web_config(cfg["web"]["config_file"])
+    except ConfigError as err:
+        raise ConfigError(f"web.config_file: {err}") from None
+
+
+def preflight(cfg: dict[str, Any], source: str) -> None:
+    """What start-up would refuse beyond the file itself: the web config and its certificates, the
+    state path, secrets (environment variables, files) and intensity files. Raises ConfigError."""
+    def named(err: Exception) -> ConfigError:
+        text = str(err)
+        return ConfigError(text if text.startswith(f"{source}:") or text.startswith("/") else f"{source}: {text}")
+
+    try:
+        _web_config(cfg)
+        if cfg["state"]["path"]:
+            StateStore(cfg["state"]["path"]).close()
+        build_provider(cfg["carbon"]).close()
+        rf = cfg["sources"]["redfish"]
+        if rf["url"] and (rf["password_env"] or rf["password_file"]):
+            from .config import read_secret
+
+            read_secret(rf, "password_env", "password_file", "sources.redfish")
+    except ConfigError as err:
+        raise named(err) from None
 
 
 def _flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -288,10 +322,13 @@ def make_registry(meter: Meter, cfg: dict[str, Any]) -> CollectorRegistry:
 
 
 def _serve(meter: Meter, cfg: dict[str, Any]) -> int:
-    from .web import ExporterServer, load_web_config, parse_listen_address
+    from .web import ExporterServer, format_address, parse_listen_address
 
-    web = load_web_config(cfg["web"]["config_file"])
-    host, port = parse_listen_address(cfg["web"]["listen_address"])
+    web = _web_config(cfg)
+    try:
+        host, port = parse_listen_address(cfg["web"]["listen_address"])
+    except ValueError as err:
+        raise ConfigError(f"web.listen_address: {err}") from None
     meter.start()
     interval = cfg["sampling"]["interval_seconds"]
 
@@ -300,14 +337,19 @@ def _serve(meter: Meter, cfg: dict[str, Any]) -> int:
         ok = age < max(3 * interval, 5.0)
         return ok, "ok" if ok else f"stale: last sample {age:.1f}s ago"
 
-    server = ExporterServer((host, port), make_collector(meter, cfg), web, health,
-                            read_timeout_s=cfg["web"]["read_timeout_seconds"],
-                            max_connections=cfg["web"]["max_connections"])
+    try:
+        server = ExporterServer((host, port), make_collector(meter, cfg), web, health,
+                                read_timeout_s=cfg["web"]["read_timeout_seconds"],
+                                max_connections=cfg["web"]["max_connections"])
+    except OSError as err:
+        meter.stop()
+        raise ConfigError(f"web.listen_address: cannot listen on {format_address(host, port)}: "
+                          f"{err.strerror or err}") from err
     scheme = "https" if web.ssl_context else "http"
-    log.info("listening on %s://%s:%d/metrics", scheme, host, server.server_address[1])
+    log.info("listening on %s://%s/metrics", scheme, format_address(host, server.server_address[1]))
 
     def stop(signum: int, _frame: Any) -> None:
-        log.info("received signal %d, persisting counters and exiting", signum)
+        log.info("received signal %d, %sexiting", signum, "persisting counters and " if meter.state else "")
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     def reload(_signum: int, _frame: Any) -> None:
@@ -372,8 +414,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("usage: gpu-carbon-exporter check-config FILE", file=sys.stderr)
             return EXIT_CONFIG
         try:
-            load_config(argv[0])
-        except ConfigError as err:
+            preflight(load_config(argv[0]), argv[0])
+        except (ConfigError, StateError) as err:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_CONFIG
         print(f"{argv[0]}: OK")

@@ -65,7 +65,7 @@ HOUR, DAY = 3600.0, 86400.0
 # key -> (type, default, check) or a nested schema dict. A default of None means optional.
 SCHEMA: dict[str, Any] = {
     "web": {
-        "listen_address": (str, ":9842", None),
+        "listen_address": (str, ":9842", lambda v: _listen_address(v)),
         "config_file": (str, None, None),
         "read_timeout_seconds": (float, 10.0, _positive(HOUR)),
         "max_connections": (int, 64, _between(1, 10000)),
@@ -181,44 +181,87 @@ def _type_name(kind: type) -> str:
             dict: "a mapping"}[kind]
 
 
-def _validate(data: Any, schema: dict[str, Any], source: str, path: str) -> dict[str, Any]:
-    def fail(key: str, reason: str) -> None:
-        raise ConfigError(f"{source}: {key}: {reason}")
+class _Errors:
+    """Every problem found in one pass, reported together (file: key: reason, one per line)."""
 
+    def __init__(self, source: str) -> None:
+        self.source, self.messages = source, []
+
+    def add(self, key: str, reason: str) -> None:
+        self.messages.append(f"{self.source}: {key}: {reason}")
+
+    def raise_if_any(self) -> None:
+        if self.messages:
+            raise ConfigError("\n".join(self.messages[:50]) + (f"\n... and {len(self.messages) - 50} more"
+                                                               if len(self.messages) > 50 else ""))
+
+
+def _validate(data: Any, schema: dict[str, Any], source: str, path: str,
+              errors: _Errors | None = None) -> dict[str, Any]:
+    """``data`` checked against ``schema``, defaults filled in; a bad value is reported and replaced
+    by its default so the rest is checked too. Raises ConfigError with every problem found."""
+    own = errors is None
+    errors = errors or _Errors(source)
+    out = _validate_into(data, schema, path, errors)
+    if own:
+        errors.raise_if_any()
+    return out
+
+
+def _validate_into(data: Any, schema: dict[str, Any], path: str, errors: _Errors) -> dict[str, Any]:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        fail(path or "(top level)", "expected a mapping")
+        errors.add(path.rstrip(".") or "(top level)", "expected a mapping")
+        data = {}
     out: dict[str, Any] = {}
     for key in data:
         if key not in schema:
-            fail(f"{path}{key_name(key)}",
-                 f"unknown key; allowed here: {', '.join(schema)}")
+            errors.add(f"{path}{key_name(key)}", f"unknown key; allowed here: {', '.join(schema)}")
     for key, spec in schema.items():
         dotted = f"{path}{key}"
         if isinstance(spec, dict):
-            out[key] = _validate(data.get(key), spec, source, f"{dotted}.")
+            out[key] = _validate_into(data.get(key), spec, f"{dotted}.", errors)
             continue
-        kind, default, check = spec
+        out[key] = _value(data, key, spec, dotted, errors)
+    return out
+
+
+class _Bad(Exception):
+    """One value is wrong (already reported)."""
+
+
+def _value(data: dict, key: str, spec: tuple, dotted: str, errors: _Errors) -> Any:
+    """One checked value, or its default after reporting why the given one is wrong."""
+    kind, default, check = spec
+    try:
         if key not in data or data[key] is None:
             if default is ...:
-                fail(dotted, "required key is missing")
-            out[key] = copy.deepcopy(default)
-            continue
-        value = data[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            try:
-                value = float(value)
-            except OverflowError:
-                fail(dotted, f"number out of range (got {show(value)})")
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            fail(dotted, f"expected {_type_name(kind)}, got {show(value)}")
-        if kind is float and not math.isfinite(value):
-            fail(dotted, f"must be a finite number (got {show(value)})")
-        if check and (reason := check(value)):
-            fail(dotted, f"{reason} (got {show(value)})")
-        out[key] = value
-    return out
+                _report(errors, dotted, "required key is missing")
+            return copy.deepcopy(default)
+        return _checked(data[key], kind, check, dotted, errors)
+    except _Bad:
+        return copy.deepcopy(default) if default is not ... else None
+
+
+def _report(errors: _Errors, key: str, reason: str) -> None:
+    errors.add(key, reason)
+    raise _Bad
+
+
+def _checked(value: Any, kind: type, check: Callable | None, dotted: str, errors: _Errors) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        try:
+            value = float(value)
+        except OverflowError:
+            _report(errors, dotted, f"number out of range (got {show(value)})")
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        _report(errors, dotted, f"expected {_type_name(kind)}, got {show(value)}")
+    if kind is float and not math.isfinite(value):
+        _report(errors, dotted, f"must be a finite number (got {show(value)})")
+    if check and (reason := check(value)):
+        _report(errors, dotted, f"{reason} (got {show(value)})")
+    return value
 
 
 def _validate_zone(spec: Any, source: str, prefix: str, zone: str) -> dict[str, Any]:
@@ -305,12 +348,27 @@ def _validate_attribution(a: dict[str, Any], source: str) -> None:
 
 
 def parse_config(data: Any, source: str = "<config>") -> dict[str, Any]:
-    """Validate ``data`` and fill defaults; raises ConfigError."""
+    """Validate ``data`` and fill defaults; raises ConfigError listing every problem found."""
     cfg = _validate(data, SCHEMA, source, "")
-    _validate_attribution(cfg["attribution"], source)
-    _validate_zones(cfg, source)
-    check_zone(cfg, source)
+    errors = _Errors(source)
+    for check in (lambda: _validate_attribution(cfg["attribution"], source), lambda: _validate_zones(cfg, source),
+                  lambda: check_zone(cfg, source)):
+        try:
+            check()
+        except ConfigError as err:
+            errors.messages.append(str(err))
+    errors.raise_if_any()
     return cfg
+
+
+def _listen_address(value: str) -> str | None:
+    from .web import parse_listen_address
+
+    try:
+        parse_listen_address(value)
+    except ValueError as err:
+        return str(err)
+    return None
 
 
 def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:

@@ -128,10 +128,14 @@ def _ssl_context(tls: Any, fail: Callable[[str, str], None], base: Path) -> ssl.
     resolve = lambda p: str(base / p)  # noqa: E731 - relative paths are relative to the web config
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    for key in ("cert_file", "key_file"):
+        if not Path(resolve(tls[key])).is_file():
+            fail(f"tls_server_config.{key}", f"cannot load certificate/key: {resolve(tls[key])}: no such file")
     try:
         ctx.load_cert_chain(resolve(tls["cert_file"]), resolve(tls["key_file"]))
     except (OSError, ssl.SSLError) as err:
-        fail("tls_server_config.cert_file", f"cannot load certificate/key: {err}")
+        fail("tls_server_config.cert_file", f"cannot load certificate/key {resolve(tls['cert_file'])} / "
+             f"{resolve(tls['key_file'])}: {getattr(err, 'strerror', None) or err}")
     for key, attr in (("min_version", "minimum_version"), ("max_version", "maximum_version")):
         if key in tls:
             if tls[key] not in _TLS_VERSIONS:
@@ -322,8 +326,8 @@ class ExporterServer(ThreadingHTTPServer):
         self._evicted = _RateLimitedLog()
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
         self._stop_watchdog = threading.Event()
+        super().__init__(address, _Handler)
         threading.Thread(target=self._watchdog, name="http-deadlines", daemon=True).start()
 
     def reload_web(self, web: WebConfig) -> None:
@@ -503,7 +507,14 @@ def watch_web_config(server: ExporterServer, path: str | Path, stop: threading.E
 def parse_listen_address(value: str) -> tuple[str, int]:
     """``host:port``, ``:port`` or ``[v6]:port`` -> (host, port); raises ValueError."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"listen address {value!r} must be host:port, :port or [v6addr]:port")
+    if not sep or not port.isdigit():
+        raise ValueError("must be host:port, :port or [v6addr]:port")
+    if not 0 <= int(port) <= 65535:
+        raise ValueError(f"port {int(port)} is out of range (0-65535)")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
+
+
+def format_address(host: str, port: int) -> str:
+    """host:port, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

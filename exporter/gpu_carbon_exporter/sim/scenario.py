@@ -5,6 +5,7 @@ energy and emissions for any device, job and time range.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from importlib import resources
@@ -16,6 +17,9 @@ import yaml
 from . import patterns as P
 
 JOULES_PER_KWH = 3.6e6
+
+
+log = logging.getLogger(__name__)
 
 
 class ScenarioError(ValueError):
@@ -224,6 +228,9 @@ def _devices(r: _Reader, base: Path) -> list[SimDevice]:
         model_name = d.get("model", str)
         base_model = MODELS.get(model_name)
         if base_model is None:
+            if "idle_w" not in d.data or "max_w" not in d.data:
+                d.fail(f"unknown model {model_name!r:.60}: give idle_w and max_w (known models: "
+                       f"{', '.join(MODELS)})", "model")
             base_model = DeviceModel(model_name, d.get("idle_w", float), d.get("max_w", float), 16 * 2**30)
         model = DeviceModel(
             model_name, d.get("idle_w", float, base_model.idle_w, minimum=0),
@@ -234,12 +241,21 @@ def _devices(r: _Reader, base: Path) -> list[SimDevice]:
         if model.power_usage not in ("average_1s", "instant"):
             d.fail("must be average_1s or instant", "power_usage")
         pattern = _pattern(d.child("power", d.get("power", dict)), base)
+        _warn_above_max(d, pattern, model)
         for _ in range(d.get("count", int, 1, minimum=1)):
             idx = len(out)
             out.append(SimDevice(idx, model, pattern, f"GPU-5e3a0000-0000-4000-8000-{idx:012d}",
                                  d.get("energy_offset_mj", int, 0, minimum=0),
                                  d.get("mig_instances", int, 0, minimum=0)))
     return out
+
+
+def _warn_above_max(d: _Reader, pattern: P.Pattern, model: DeviceModel) -> None:
+    """A pattern drawing more than the model's max_w is allowed (a what-if) but probably a typo."""
+    peak = max(pattern.power(i * 0.7213) for i in range(5000))  # the first hour, off any round period
+    if peak > model.max_w:
+        log.warning("%s: %s.power: draws up to %.0f W, above %s's max_w of %.0f W", d.source, d.path, peak,
+                    model.name, model.max_w)
 
 
 def _edge(r: _Reader, base: Path) -> SimEdge:
@@ -327,6 +343,9 @@ def load_scenario(path: str | Path | None) -> Scenario:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as err:
+        raise ScenarioError(f"{path}: no such scenario file, and not a built-in scenario "
+                            f"({', '.join(BUILTIN)})") from err
     except OSError as err:
         raise ScenarioError(f"{path}: cannot read: {err.strerror}") from err
     except yaml.YAMLError as err:
