@@ -10,6 +10,7 @@ missing=()
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing ${missing[*]} (Debian packages)" >&2
   SUDO=""
@@ -18,11 +19,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-PY=python3
-# A distribution's own Python refuses pip installs (PEP 668): use a project venv there.
-if python3 -c 'import os, sys, sysconfig; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
-  [ -x .venv/bin/python ] || python3 -m venv .venv
-  PY=.venv/bin/python
-fi
+# Always a project virtual environment: never install into the interpreter of the system (or of
+# whoever runs this as root), whether or not it is marked externally managed (PEP 668).
+[ -x .venv/bin/python ] || python3 -m venv .venv
+PY=.venv/bin/python
 "$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
 exec "$PY" -m pytest "$@"

@@ -273,9 +273,12 @@ class SnapshotCollector(Collector):
         yield from (intensity, fallback, source)
         if snap.intensity is not None:
             age = _gauge("grid_intensity_age_seconds", "Seconds since the intensity value was fetched "
-                         "(0 for static sources).", ["zone"])
+                         "(0 for static sources; absent before a live provider's first good fetch).", ["zone"])
             stats = snap.provider_stats
-            age.add_metric([snap.intensity.zone], getattr(stats, "age_s", None) or 0.0)
+            if stats is None:
+                age.add_metric([snap.intensity.zone], 0.0)
+            elif stats.age_s is not None:
+                age.add_metric([snap.intensity.zone], stats.age_s)
             yield age
             yield from self._provider(snap)
         pue = _gauge("pue_ratio", "Power usage effectiveness applied to operational emissions.")
