@@ -93,3 +93,22 @@ def test_scenario_examples_parse(tmp_path):
     full, edge = yaml_examples("scenario.md")[:2]
     parse_scenario(yaml.safe_load(full), "docs/scenario.md")
     parse_scenario({**yaml.safe_load(edge), "devices": []}, "docs/scenario.md")
+
+
+def test_every_numeric_key_is_documented_with_its_bounds():
+    from gpu_carbon_exporter.config import documented_type, schema_keys
+
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    rows = dict(re.findall(r"^\| `([\w.]+)`[^|]*\| ([^|]+?) \|", text, re.M))
+    for key, spec in schema_keys().items():
+        if spec[0] in (int, float):
+            assert rows.get(key) == documented_type(spec), f"docs/configuration.md: {key}: want {documented_type(spec)}"
+
+
+def test_live_provider_keys_are_documented_with_their_bounds():
+    from gpu_carbon_exporter.config import ZONE_SCHEMA, documented_type
+
+    text = (ROOT / "docs" / "carbon.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+?) \|", text, re.M))
+    for key in ("poll_interval_seconds", "timeout_seconds", "retries", "max_age_seconds", "stale_after_seconds"):
+        assert rows.get(key) == documented_type(ZONE_SCHEMA[key]), f"docs/carbon.md: {key}"

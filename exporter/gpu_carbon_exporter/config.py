@@ -35,12 +35,36 @@ def key_name(key: Any) -> str:
     return key if isinstance(key, str) else show(key)
 
 
+def _num(x: float) -> str:
+    return str(int(x)) if x == int(x) else f"{x:g}"
+
+
 def _between(lo: float, hi: float, *, open_lo: bool = False) -> Callable[[float], str | None]:
     def check(v: float) -> str | None:
         if (v <= lo if open_lo else v < lo) or v > hi:
-            return f"must be in {'(' if open_lo else '['}{lo:g}, {hi:g}]"
+            return f"must be in {check.range}"
         return None
+    check.range = f"{'(' if open_lo else '['}{_num(lo)}, {_num(hi)}]"  # type: ignore[attr-defined]
     return check
+
+
+def documented_type(spec: tuple) -> str:
+    """The type column of docs/configuration.md for a schema entry: kind and bounds."""
+    kind, _, check = spec
+    name = {str: "string", int: "integer", float: "number", bool: "bool", dict: "map"}[kind]
+    bounds = getattr(check, "range", None)
+    return f"{name} in {bounds}" if bounds else name
+
+
+def schema_keys(schema: dict[str, Any] | None = None, prefix: str = "") -> dict[str, tuple]:
+    """Every leaf key of the schema, dotted."""
+    out = {}
+    for key, spec in (schema or SCHEMA).items():
+        if isinstance(spec, dict):
+            out.update(schema_keys(spec, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = spec
+    return out
 
 
 def _positive(hi: float) -> Callable[[float], str | None]:
@@ -55,8 +79,7 @@ def _one_of(*choices: str) -> Callable[[str], str | None]:
     return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
 
 
-def _hz(v: float) -> str | None:
-    return None if 10 <= v <= 1000 else "must be in [10, 1000] (integration needs at least 10 Hz)"
+_hz = _between(10, 1000)
 
 
 HOUR, DAY = 3600.0, 86400.0
@@ -99,7 +122,7 @@ SCHEMA: dict[str, Any] = {
         },
         "cpu_estimate": {
             "tdp_watts": (float, None, _positive(10000)),
-            "idle_fraction": (float, 0.0, lambda v: None if 0 <= v < 1 else "must be in [0, 1)"),
+            "idle_fraction": (float, 0.0, _between(0, 0.99)),
         },
     },
     "carbon": {
@@ -144,7 +167,7 @@ LIVE_PROVIDERS = ("electricitymaps", "watttime", "ukcarbonintensity")
 STATIC_PROVIDERS = ("static", "country", "file")
 ZONE_SCHEMA: dict[str, Any] = {
     "provider": (str, ..., _one_of(*STATIC_PROVIDERS, *LIVE_PROVIDERS)),
-    "g_per_kwh": (float, None, lambda v: None if 0 < v <= 2500 else "must be in (0, 2500] gCO2e/kWh"),
+    "g_per_kwh": (float, None, _between(0, 2500, open_lo=True)),
     "country": (str, None, None),
     "path": (str, None, None),
     # live providers
@@ -160,7 +183,7 @@ ZONE_SCHEMA: dict[str, Any] = {
     "username": (str, None, None),
     "password_env": (str, None, None),
     "password_file": (str, None, None),
-    "region_id": (int, None, lambda v: None if 1 <= v <= 17 else "must be a GB region id 1-17"),
+    "region_id": (int, None, _between(1, 17)),
     "postcode": (str, None, None),
     "poll_interval_seconds": (float, 900.0, _between(10.0, DAY)),
     "timeout_seconds": (float, 10.0, _positive(300)),
