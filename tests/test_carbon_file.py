@@ -34,7 +34,7 @@ def test_json_series_and_reload_on_change(tmp_path):
 
 @pytest.mark.parametrize("text, fragment", [
     ("0,100\n10,-5\n", "entry 1: -5.0 gCO2e/kWh is outside"),
-    ("0,100\n10,3000\n", "outside (0, 2500]"),
+    ("0,100\n10,3000\n", "outside [0, 2500]"),
     ("0,100\nyesterday,5\n", "entry 1"),
     ("", "no data"),
 ])

@@ -8,7 +8,7 @@ import pytest
 
 from gpu_carbon_exporter.carbon.live import PollingIntensity
 from gpu_carbon_exporter.carbon.select import build_provider
-from gpu_carbon_exporter.carbon.sources import ElectricityMaps, UKCarbonIntensity, WattTime
+from gpu_carbon_exporter.carbon.webapis import ElectricityMaps, UKCarbonIntensity, WattTime
 from gpu_carbon_exporter.carbon.static import StaticIntensity
 from gpu_carbon_exporter.config import ConfigError, parse_config
 
@@ -258,7 +258,7 @@ def test_config_builds_live_provider_with_secret_from_env_or_file(api, tmp_path,
     ({"provider": "electricitymaps", "zone_id": "DE"}, "token_env: required for provider electricitymaps"),
     ({"provider": "electricitymaps", "token_env": "X"}, "zone_id: required"),
     ({"provider": "watttime", "username": "u", "password_env": "P"}, "region: required"),
-    ({"provider": "ukcarbonintensity", "region_id": 99}, "region_id: must be a GB region id"),
+    ({"provider": "ukcarbonintensity", "region_id": 99}, "region_id: must be in [1, 17], a GB region id"),
     ({"provider": "ukcarbonintensity", "fallback": {"provider": "watttime"}}, "fallback.provider: must be static"),
     ({"provider": "static", "g_per_kwh": 5, "fallback": {"provider": "static", "g_per_kwh": 3}}, "only live"),
 ])

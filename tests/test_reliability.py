@@ -395,9 +395,9 @@ def test_downtime_emissions_use_the_intensity_timeline(tmp_path):
 
 
 def _steps():
-    from gpu_carbon_exporter.sim.patterns import PiecewiseConstant
+    from gpu_carbon_exporter.carbon.timeline import Timeline
 
-    return PiecewiseConstant([0, 20], [300.0, 100.0])
+    return Timeline(((0.0, 300.0), (20.0, 100.0)))
 
 
 # -- 9. one bad value never fails the whole scrape -----------------------------------------------

@@ -12,7 +12,7 @@ def test_demo_is_eight_h100_with_jobs_and_stepped_intensity():
     sc = load_scenario(None)
     assert len(sc.devices) == 8 and all("H100" in d.model.name for d in sc.devices)
     assert len(sc.jobs) >= 3 and sc.pue > 1
-    assert len(set(sc.intensity[sc.zone].inner.values)) > 1
+    assert len({v for _, v in sc.intensity[sc.zone].points}) > 1
 
 
 def test_ground_truth_emissions_split_at_intensity_steps():
@@ -69,7 +69,7 @@ def test_demo_tells_the_same_story_three_cycles_later():
 
     sc = load_scenario("demo")
     base = 3 * sc.cycle_s
-    assert [sc.intensity["DEU"].power(base + s) for s in (0, 300, 600, 900, 1200, 1500)] == \
+    assert [sc.intensity["DEU"].value_at(base + s) for s in (0, 300, 600, 900, 1200, 1500)] == \
         [380, 310, 420, 360, 290, 400]
     job = next(j for j in sc.jobs if j.id == "4711")
     assert job.active(base + 100) and not job.active(base + 1600) and job.active(base + 1800 + 60)

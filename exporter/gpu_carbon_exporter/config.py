@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import yaml
 
+from .carbon.timeline import MAX_G_PER_KWH
+
 # World average grid intensity 2023, Ember Global Electricity Review 2024 (gCO2e/kWh).
 WORLD_AVERAGE_G_PER_KWH = 480.0
 
@@ -39,10 +41,10 @@ def _num(x: float) -> str:
     return str(int(x)) if x == int(x) else f"{x:g}"
 
 
-def _between(lo: float, hi: float, *, open_lo: bool = False) -> Callable[[float], str | None]:
+def _between(lo: float, hi: float, *, open_lo: bool = False, hint: str = "") -> Callable[[float], str | None]:
     def check(v: float) -> str | None:
         if (v <= lo if open_lo else v < lo) or v > hi:
-            return f"must be in {check.range}"
+            return f"must be in {check.range}{hint}"
         return None
     check.range = f"{'(' if open_lo else '['}{_num(lo)}, {_num(hi)}]"  # type: ignore[attr-defined]
     return check
@@ -167,7 +169,7 @@ LIVE_PROVIDERS = ("electricitymaps", "watttime", "ukcarbonintensity")
 STATIC_PROVIDERS = ("static", "country", "file")
 ZONE_SCHEMA: dict[str, Any] = {
     "provider": (str, ..., _one_of(*STATIC_PROVIDERS, *LIVE_PROVIDERS)),
-    "g_per_kwh": (float, None, _between(0, 2500, open_lo=True)),
+    "g_per_kwh": (float, None, _between(0, MAX_G_PER_KWH, open_lo=True)),
     "country": (str, None, None),
     "path": (str, None, None),
     # live providers
@@ -183,7 +185,7 @@ ZONE_SCHEMA: dict[str, Any] = {
     "username": (str, None, None),
     "password_env": (str, None, None),
     "password_file": (str, None, None),
-    "region_id": (int, None, _between(1, 17)),
+    "region_id": (int, None, _between(1, 17, hint=", a GB region id")),
     "postcode": (str, None, None),
     "poll_interval_seconds": (float, 900.0, _between(10.0, DAY)),
     "timeout_seconds": (float, 10.0, _positive(300)),

@@ -8,7 +8,6 @@ changes, so it can replay history or be fed by an offline site's own tooling.
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 import json
 import logging
@@ -16,23 +15,10 @@ import os
 import threading
 from pathlib import Path
 
-from ..sim.patterns import PiecewiseConstant
 from .base import Intensity, IntensityProvider
+from .timeline import Timeline, intensity_problem, parse_time
 
 log = logging.getLogger(__name__)
-
-
-def _time(value: object) -> float:
-    if isinstance(value, (int, float)):
-        return float(value)
-    text = str(value).strip()
-    try:
-        return float(text)
-    except ValueError:
-        stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-        if stamp.tzinfo is None:
-            stamp = stamp.replace(tzinfo=dt.timezone.utc)
-        return stamp.timestamp()
 
 
 def parse_series(text: str, source: str) -> list[tuple[float, float]]:
@@ -44,13 +30,14 @@ def parse_series(text: str, source: str) -> list[tuple[float, float]]:
         items = [(i, r) for i, r in enumerate(csv.reader(io.StringIO(text))) if r and not r[0].startswith("#")]
     for i, row in items:
         try:
-            t, v = _time(row[0]), float(row[1])
+            t, v = parse_time(row[0]), float(row[1])
         except (ValueError, TypeError, IndexError) as err:
             if i == 0 and isinstance(row, list):  # a CSV header
                 continue
             raise ValueError(f"{source}: entry {i}: {err}") from err
-        if not 0 < v <= 2500:
-            raise ValueError(f"{source}: entry {i}: {v} gCO2e/kWh is outside (0, 2500]")
+        problem = intensity_problem(v) or (None if v > 0 else "0 gCO2e/kWh: no grid is carbon-free")
+        if problem:
+            raise ValueError(f"{source}: entry {i}: {problem}")
         rows.append((t, v))
     if not rows:
         raise ValueError(f"{source}: no data")
@@ -65,8 +52,7 @@ class FileIntensity(IntensityProvider):
         self.zone, self.path = zone, Path(path)
         self._lock = threading.Lock()
         self._mtime = -1.0
-        self._t0 = 0.0
-        self._timeline: PiecewiseConstant | None = None
+        self._timeline: Timeline | None = None
         self._ok = True
         self._reload()
         if self._timeline is None:
@@ -82,26 +68,20 @@ class FileIntensity(IntensityProvider):
             log.error("intensity file %s: %s; keeping the last good series", self.path, err)
             self._ok = False
             return
-        t0 = points[0][0]
-        times = [t - t0 for t, _ in points]
-        dedup = [(t, v) for k, (t, v) in enumerate(zip(times, (v for _, v in points)))
-                 if k == 0 or t > times[k - 1]]
+        dedup = tuple((t, v) for k, (t, v) in enumerate(points) if k == 0 or t > points[k - 1][0])
         with self._lock:
-            self._t0, self._mtime, self._ok = t0, mtime, True
-            self._timeline = PiecewiseConstant([t for t, _ in dedup], [v for _, v in dedup])
-
-    def _at(self, t: float) -> Intensity:
-        return Intensity(self._timeline.power(t - self._t0), self.zone, "file")
+            self._mtime, self._ok = mtime, True
+            self._timeline = Timeline(dedup)
 
     def current(self, now: float) -> Intensity:
         self._reload()
-        return self._at(now)
+        return Intensity(self._timeline.value_at(now), self.zone, "file")
 
     def segments(self, t0: float, t1: float) -> list[tuple[float, float, Intensity]]:
         with self._lock:
-            base, timeline = self._t0, self._timeline
-        edges = [t0, *(b + base for b in timeline.breakpoints(t0 - base, t1 - base)), t1]
-        return [(a, b, Intensity(timeline.power(a - base), self.zone, "file")) for a, b in zip(edges, edges[1:])]
+            timeline = self._timeline
+        edges = [t0, *timeline.changes(t0, t1), t1]
+        return [(a, b, Intensity(timeline.value_at(a), self.zone, "file")) for a, b in zip(edges, edges[1:])]
 
     def healthy(self) -> bool:
         return self._ok

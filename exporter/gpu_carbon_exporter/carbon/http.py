@@ -13,6 +13,8 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from .timeline import intensity_problem, parse_time
+
 REASONS = ("timeout", "connection", "http_4xx", "http_5xx", "auth", "rate_limited", "redirect",
            "malformed", "missing_field", "units", "out_of_range", "stale", "internal")
 
@@ -108,24 +110,18 @@ def field(data: Any, *path: str | int) -> Any:
 
 def number(value: Any, what: str) -> float:
     """A plausible intensity in gCO2e/kWh, or ProviderError."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ProviderError("malformed", f"{what} is not a number: {value!r}")
-    if not 0 <= value <= 2500:
-        raise ProviderError("out_of_range", f"{what} = {value} gCO2e/kWh is outside [0, 2500]")
+    problem = intensity_problem(value)
+    if problem is not None:
+        reason = "malformed" if problem.startswith("not a number") else "out_of_range"
+        raise ProviderError(reason, f"{what}: {problem}")
     return float(value)
 
 
 def timestamp(value: Any, what: str) -> float:
-    """ISO 8601 (``Z`` allowed, UK API's ``2018-01-20T12:00Z`` too) -> unix seconds."""
-    import datetime as dt
-
+    """An ISO 8601 time (the providers' format) -> unix seconds, or ProviderError."""
     if not isinstance(value, str):
-        raise ProviderError("malformed", f"{what} is not a timestamp: {value!r}")
-    text = value.strip().replace("Z", "+00:00")
+        raise ProviderError("malformed", f"{what} is not a timestamp: {value!r:.60}")
     try:
-        stamp = dt.datetime.fromisoformat(text)
+        return parse_time(value)
     except ValueError as err:
         raise ProviderError("malformed", f"{what}: {err}") from None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=dt.timezone.utc)
-    return stamp.timestamp()

@@ -17,7 +17,8 @@ from typing import Callable
 
 from .base import Intensity, IntensityProvider
 from .http import JsonHttp, ProviderError
-from .sources import LiveSource, Timeline
+from .timeline import Timeline
+from .webapis import LiveSource
 
 log = logging.getLogger(__name__)
 

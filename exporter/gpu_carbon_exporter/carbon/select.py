@@ -28,7 +28,7 @@ def _static(zone: str, spec: dict[str, Any] | None, where: str) -> IntensityProv
 
 def _live(zone: str, spec: dict[str, Any], carbon_cfg: dict[str, Any], where: str) -> IntensityProvider:
     from .live import PollingIntensity
-    from .sources import ElectricityMaps, UKCarbonIntensity, WattTime
+    from .webapis import ElectricityMaps, UKCarbonIntensity, WattTime
 
     base = {"base_url": spec["base_url"]} if spec["base_url"] else {}
     kind = spec["provider"]

@@ -6,8 +6,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Callable
 
-from ..sim.patterns import PiecewiseConstant
 from .base import Intensity, IntensityProvider
+from .timeline import Timeline
 
 COUNTRY_ATTRIBUTION = "Our World in Data, based on Ember and Energy Institute, CC BY 4.0"
 
@@ -36,21 +36,21 @@ def country_intensity(zone: str, iso3: str) -> StaticIntensity:
 
 
 class TimelineIntensity(IntensityProvider):
-    """A piecewise-constant timeline over scenario time ``t = now - epoch``."""
+    """A timeline over relative time ``t = now - epoch`` (a simulated scenario's zone)."""
 
     name = "timeline"
 
-    def __init__(self, zone: str, timeline: PiecewiseConstant, epoch: Callable[[], float],
+    def __init__(self, zone: str, timeline: Timeline, epoch: Callable[[], float],
                  source: str = "scenario") -> None:
         self.zone, self.timeline, self.epoch, self.source = zone, timeline, epoch, source
 
     def _at(self, t: float) -> Intensity:
-        return Intensity(self.timeline.power(t), self.zone, self.source)
+        return Intensity(self.timeline.value_at(t), self.zone, self.source)
 
     def current(self, now: float) -> Intensity:
         return self._at(now - self.epoch())
 
     def segments(self, t0: float, t1: float) -> list[tuple[float, float, Intensity]]:
         e = self.epoch()
-        edges = [t0 - e, *self.timeline.breakpoints(t0 - e, t1 - e), t1 - e]
+        edges = [t0 - e, *self.timeline.changes(t0 - e, t1 - e), t1 - e]
         return [(a + e, b + e, self._at(a)) for a, b in zip(edges, edges[1:])]

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from ..carbon.timeline import Timeline
 from . import patterns as P
 
 JOULES_PER_KWH = 3.6e6
@@ -130,7 +131,7 @@ class Scenario:
     jobs: list[SimJob] = field(default_factory=list)
     zone: str = "SIM"
     pue: float = 1.0
-    intensity: dict[str, P.Pattern] = field(default_factory=dict)
+    intensity: dict[str, Timeline] = field(default_factory=dict)
     start_time: float | None = None
     name: str = "scenario"
     edge: SimEdge = field(default_factory=SimEdge)
@@ -299,18 +300,17 @@ def _jobs(r: _Reader, n_devices: int, cycle_s: float | None = None) -> list[SimJ
     return jobs
 
 
-def _intensity(r: _Reader, cycle_s: float | None = None) -> dict[str, P.Pattern]:
-    out: dict[str, P.Pattern] = {}
+def _intensity(r: _Reader, cycle_s: float | None = None) -> dict[str, Timeline]:
+    out: dict[str, Timeline] = {}
     for zone, steps in r.get("intensity", dict, {}).items():
         try:
-            timeline = P.PiecewiseConstant([float(s[0]) for s in steps], [float(s[1]) for s in steps])
+            points = tuple((float(s[0]), float(s[1])) for s in steps)
+            if not points or points[0][0] != 0:
+                raise ValueError("the first step must be at t = 0")
+            out[str(zone)] = Timeline(points, cycle_s)
         except (ValueError, TypeError, IndexError) as err:
-            r.fail(f"expected [[t_s, g_per_kwh], ...] from t=0: {err}", f"intensity.{zone}")
-        if cycle_s is not None:
-            if timeline.times[-1] >= cycle_s:
-                r.fail(f"steps must fall within the cycle (cycle_s = {cycle_s:g})", f"intensity.{zone}")
-            timeline = P.Periodic(timeline, cycle_s)
-        out[str(zone)] = timeline
+            hint = f" (steps within the cycle, cycle_s = {cycle_s:g})" if cycle_s else ""
+            r.fail(f"expected [[t_s, g_per_kwh], ...] from t=0{hint}: {err}", f"intensity.{zone}")
     return out
 
 
@@ -367,10 +367,10 @@ class GroundTruth:
         timeline = self.sc.intensity.get(zone or self.sc.zone)
         if timeline is None:
             raise ValueError("scenario has no intensity timeline for that zone")
-        edges = [t0, *timeline.breakpoints(t0, t1), t1]
+        edges = [t0, *timeline.changes(t0, t1), t1]
         grams = 0.0
         for a, b in zip(edges, edges[1:]):
-            grams += self.device_energy_j(index, a, b) * timeline.power(a) / JOULES_PER_KWH
+            grams += self.device_energy_j(index, a, b) * timeline.value_at(a) / JOULES_PER_KWH
         return grams * self.sc.pue
 
     def job_energy_j(self, job: SimJob, t0: float, t1: float) -> float:

@@ -6,44 +6,16 @@ a ``ProviderError``.
 """
 from __future__ import annotations
 
-import bisect
 import datetime as dt
-import functools
 import logging
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-
 from .http import JsonHttp, ProviderError, field, number, timestamp
+from .timeline import Timeline
 
 log = logging.getLogger(__name__)
 
 LBS_PER_MWH_TO_G_PER_KWH = 0.45359237
-
-
-@dataclass(frozen=True)
-class Timeline:  # noqa: PLW1641 - cached_property needs a __dict__, frozen dataclasses have one
-    """Points (unix start time, gCO2e/kWh), sorted; ``points[0]`` is the value now."""
-
-    points: tuple[tuple[float, float], ...]
-
-    @functools.cached_property
-    def _starts(self) -> list[float]:
-        return [s for s, _ in self.points]
-
-    def value_at(self, t: float) -> float:
-        i = bisect.bisect_right(self._starts, t) - 1
-        return self.points[max(i, 0)][1]
-
-    def changes(self, t0: float, t1: float) -> list[float]:
-        return self._starts[bisect.bisect_right(self._starts, t0):bisect.bisect_left(self._starts, t1)]
-
-    @property
-    def end(self) -> float:
-        """End of the data: the last point lasts as long as the one before it."""
-        if len(self.points) < 2:
-            return self.points[-1][0]
-        return 2 * self.points[-1][0] - self.points[-2][0]
 
 
 class LiveSource(ABC):
