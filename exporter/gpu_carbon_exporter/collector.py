@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .meter import DeviceSnapshot, Snapshot
+from .sources.base import JOULES_PER_KWH, MEGA, MILLI, PERCENT
 
 log = logging.getLogger(__name__)
 PREFIX = "gpu_carbon"
@@ -23,17 +24,17 @@ GPU_LABELS = ["gpu", "uuid"]
 
 # (suffix, help, reading attribute, scale to base unit)
 _READING_GAUGES = [
-    ("gpu_power_watts", "Board power draw as nvmlDeviceGetPowerUsage reports it (W).", "power_mw", 1e-3),
-    ("gpu_power_instant_watts", "Instantaneous board power, NVML field POWER_INSTANT (W).", "power_instant_mw", 1e-3),
-    ("gpu_power_average_watts", "1-second average board power, NVML field POWER_AVERAGE (W).", "power_average_mw", 1e-3),
-    ("gpu_utilization_ratio", "Fraction of the last sample period a kernel was running (0-1).", "gpu_util_pct", 1e-2),
+    ("gpu_power_watts", "Board power draw as nvmlDeviceGetPowerUsage reports it (W).", "power_mw", MILLI),
+    ("gpu_power_instant_watts", "Instantaneous board power, NVML field POWER_INSTANT (W).", "power_instant_mw", MILLI),
+    ("gpu_power_average_watts", "1-second average board power, NVML field POWER_AVERAGE (W).", "power_average_mw", MILLI),
+    ("gpu_utilization_ratio", "Fraction of the last sample period a kernel was running (0-1).", "gpu_util_pct", PERCENT),
     ("gpu_memory_utilization_ratio", "Fraction of the last sample period device memory was read or written (0-1).",
-     "memory_util_pct", 1e-2),
+     "memory_util_pct", PERCENT),
     ("gpu_memory_used_bytes", "Device memory in use (bytes).", "memory_used_bytes", 1),
     ("gpu_memory_total_bytes", "Device memory installed (bytes).", "memory_total_bytes", 1),
     ("gpu_temperature_celsius", "GPU die temperature (degrees Celsius).", "temperature_c", 1),
-    ("gpu_sm_clock_hertz", "Current SM clock (Hz).", "sm_clock_mhz", 1e6),
-    ("gpu_power_limit_watts", "Enforced power limit (W).", "power_limit_mw", 1e-3),
+    ("gpu_sm_clock_hertz", "Current SM clock (Hz).", "sm_clock_mhz", MEGA),
+    ("gpu_power_limit_watts", "Enforced power limit (W).", "power_limit_mw", MILLI),
 ]
 
 
@@ -168,9 +169,9 @@ class SnapshotCollector(Collector):
             labels = [v for _, v in d.identity.labels]
             up.add_metric(labels, 1 if d.up else 0)
             if d.up and d.reading is not None and d.reading.power_mw is not None:
-                power.add_metric(labels + [d.method], d.reading.power_mw / 1000.0)
+                power.add_metric(labels + [d.method], d.reading.power_mw * MILLI)
             if d.up and d.reading is not None and d.reading.gpu_util_pct is not None:
-                util.add_metric(labels, d.reading.gpu_util_pct / 100.0)
+                util.add_metric(labels, d.reading.gpu_util_pct * PERCENT)
             energy.add_metric(labels + [d.method], d.counters.energy_j)
             if d.identity.accounted:
                 emissions.add_metric(labels, d.counters.emissions_g)
@@ -214,7 +215,7 @@ class SnapshotCollector(Collector):
             water = _counter("job_water_liters", "Water for the job's allocated energy at the configured WUE (L).",
                              keys)
             for jc in sorted(att.jobs, key=lambda j: j.job.key):
-                water.add_metric([jc.job.id, jc.job.scheduler], jc.energy_allocated_j / 3.6e6 * self.wue)
+                water.add_metric([jc.job.id, jc.job.scheduler], jc.energy_allocated_j / JOULES_PER_KWH * self.wue)
             yield water
 
     def _remainders(self, snap: Snapshot) -> Iterator[Metric]:
@@ -254,7 +255,7 @@ class SnapshotCollector(Collector):
         rest = _gauge("node_rest_power_watts", "Node power not drawn by GPUs or CPU (W): node power "
                       "(BMC) minus GPU board power minus measured CPU power, never below 0.", ["source"])
         node = nodes[0]
-        watts = (node.reading.power_mw - sum(d.reading.power_mw for d in parts)) / 1000.0
+        watts = (node.reading.power_mw - sum(d.reading.power_mw for d in parts)) * MILLI
         rest.add_metric([dict(node.identity.labels).get("source", "")], max(watts, 0.0))
         yield rest
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable
 
 from .carbon.base import Intensity, IntensityProvider
-from .sources.base import (DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, DeviceStale,
-                           SourceUnavailable)
+from .sources.base import (JOULES_PER_KWH, MILLI, DeviceIdentity, DeviceLost, DeviceReading, DeviceSource,
+                           DeviceStale, SourceUnavailable)
 from .state import StateStore
 from .statecheck import MAX_RAW_MJ, BadEntry, mapping, number
 
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from .attribution.engine import Attribution
 
 log = logging.getLogger(__name__)
-JOULES_PER_KWH = 3.6e6
 SECONDS_PER_YEAR = 365.25 * 86400
 # Saved counters of a device that did not open are kept this long (s), then forgotten.
 ABSENT_DEVICE_EXPIRY_S = 30 * 86400
@@ -338,7 +337,7 @@ class Meter:
         """Trapezoid step for devices without an energy counter (``now``: monotonic)."""
         if power_mw is None:
             return
-        watts = power_mw / 1000.0
+        watts = power_mw * MILLI
         if dev.last_power_t is None and dev.identity.kind == "node":
             self._parts_since_node = 0.0  # the node's first point: what the parts used before is not its rest
         if dev.last_power_t is not None and now > dev.last_power_t:
@@ -359,9 +358,9 @@ class Meter:
         delta_mj = self._raw_delta(dev, prev, raw_mj)
         w0 = self._span(dev, dev.last_sample_t, now, wall_now)
         if dev.last_sample_t is None and delta_mj > 0:
-            log.info("%s: %.1f J used while the exporter was down", _describe(dev), delta_mj / 1e3)
+            log.info("%s: %.1f J used while the exporter was down", _describe(dev), delta_mj * MILLI)
         held = now - dev.last_sample_t if dev.last_sample_t is not None else 0.0
-        self._account(dev, delta_mj / 1000.0, w0, wall_now, held)
+        self._account(dev, delta_mj * MILLI, w0, wall_now, held)
 
     @staticmethod
     def _raw_delta(dev: _Device, prev: float, raw: float) -> float:
@@ -476,7 +475,7 @@ class Meter:
         for d in self._devices:
             rate = None
             if d.up and d.identity.accounted and d.reading and d.reading.power_mw is not None:
-                rate = d.reading.power_mw / 1000.0 * self.pue * intensity.g_per_kwh / JOULES_PER_KWH
+                rate = d.reading.power_mw * MILLI * self.pue * intensity.g_per_kwh / JOULES_PER_KWH
             devices.append(DeviceSnapshot(d.identity, d.source.name, d.up, d.method, d.reading,
                                           replace(d.counters), rate))
         return Snapshot(time=wall_now, mono=now, devices=tuple(devices), intensity=intensity, pue=self.pue,

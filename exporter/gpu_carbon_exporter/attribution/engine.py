@@ -8,9 +8,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 
-from ..sources.base import DeviceIdentity, DeviceReading
+from ..sources.base import MILLI, DeviceIdentity, DeviceReading, ProcessInfo
 from ..statecheck import BadEntry, mapping, number, text
-from .mappers import Mapper, ProcessInfo
+from .mappers import Mapper
 from .model import Holder, Job
 from .split import split
 
@@ -80,7 +80,7 @@ class Attribution:
     def assign(self, device: DeviceIdentity, reading: DeviceReading, now: float) -> None:
         """Who holds ``device`` from now on (until the next sample)."""
         if reading.power_mw is not None:
-            w = reading.power_mw / 1000.0
+            w = reading.power_mw * MILLI
             self._min_power_w[device.uuid] = min(self._min_power_w.get(device.uuid, w), w)
         procs = list(reading.processes or [])
         if device.mig_enabled and device.mig_instances:

@@ -16,20 +16,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..sources.base import DeviceIdentity, MigInstance
+from ..sources.base import DeviceIdentity, MigInstance, ProcessInfo
 from .model import Holder, Job
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ProcessInfo:
-    """A process on a GPU, from NVML."""
-
-    pid: int
-    used_memory_bytes: int | None = None
-    sm_util_pct: int | None = None
-    gpu_instance_id: int | None = None  # MIG
 
 
 @dataclass

@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 
 from ..carbon.timeline import Timeline
+from ..sources.base import JOULES_PER_KWH
 from . import patterns as P
 
-JOULES_PER_KWH = 3.6e6
 
 
 log = logging.getLogger(__name__)

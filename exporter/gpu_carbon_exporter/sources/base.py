@@ -1,12 +1,22 @@
-"""The small interface every hardware source implements.
+"""The small interface every hardware source implements, and where units are converted.
 
-Readings stay in the hardware's native units (mW, mJ, MHz, percent); the
-collector converts to base units at the Prometheus edge.
+Units: sources read and report the hardware's native units — names say which
+(``power_mw``, ``energy_mj``, ``sm_clock_mhz``, ``gpu_util_pct``). They become base units
+(W, J, Hz, ratio 0-1) exactly once, with the constants below: in the meter for energy
+(mJ -> J) and power it integrates (mW -> W), in the collector for every gauge it
+exposes. Carbon is grams; intensity gCO2e/kWh (the tariff every source quotes), turned
+into g/J with ``JOULES_PER_KWH``.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+
+
+JOULES_PER_KWH = 3.6e6
+MILLI = 1e-3  # mW -> W, mJ -> J
+PERCENT = 1e-2  # percent -> ratio
+MEGA = 1e6  # MHz -> Hz
 
 
 class SourceUnavailable(RuntimeError):
@@ -63,6 +73,16 @@ class DeviceIdentity:
     energy_wrap_mj: float | None = None
 
 
+@dataclass(frozen=True)
+class ProcessInfo:
+    """A process on a GPU, as NVML lists it."""
+
+    pid: int
+    used_memory_bytes: int | None = None
+    sm_util_pct: int | None = None
+    gpu_instance_id: int | None = None  # MIG
+
+
 @dataclass
 class DeviceReading:
     """One sample of one device. ``None`` means unsupported or unavailable.
@@ -81,8 +101,8 @@ class DeviceReading:
     temperature_c: int | None = None
     sm_clock_mhz: int | None = None
     power_limit_mw: int | None = None
-    # Processes on the device (attribution.mappers.ProcessInfo), when attribution is enabled.
-    processes: list | None = None
+    # Processes on the device, when attribution is enabled.
+    processes: list[ProcessInfo] | None = None
     errors: list[str] = field(default_factory=list)
 
 

@@ -5,13 +5,16 @@ code over a fake or a simulated library.
 """
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from types import ModuleType
 from typing import Any, Callable
 
+import pynvml as N  # error and field names only: the library itself loads in nvmlInit, through self._nvml
+
 from .base import (DeviceIdentity, DeviceLost, DeviceReading, DeviceSource,
-                   MigInstance, SourceUnavailable)
+                   MigInstance, ProcessInfo, SourceUnavailable)
 
 log = logging.getLogger(__name__)
 
@@ -19,15 +22,40 @@ NO_LIBRARY_HINT = (
     "NVML is not available: {err}. Install the NVIDIA driver (it provides "
     "libnvidia-ml.so.1), or run with --simulate to use a simulated GPU fleet.")
 
-# NVML return codes that mean the device itself is gone, not one query.
-_LOST_CODES = {15, 16, 28}  # GPU_IS_LOST, RESET_REQUIRED, GPU_NOT_FOUND
-_NOT_SUPPORTED = 3
-_NOT_FOUND = 6
-_FIELD_INSTANT = 186  # NVML_FI_DEV_POWER_INSTANT
-_FIELD_AVERAGE = 185  # NVML_FI_DEV_POWER_AVERAGE
 # Per-process utilisation of a shared GPU is re-read at most this often (s) while its processes stay the same.
 PROCESS_UTIL_REFRESH_S = 5.0
-_FIELD_ENERGY = 83  # NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION: the same mJ counter, batched with the power fields
+
+
+class Outcome(enum.Enum):
+    """What an NVML error means for the exporter."""
+
+    LOST = "the device is gone (DeviceLost): marked down, retried later"
+    UNSUPPORTED = "the query is not supported: dropped for good for this device"
+    NO_DATA = "nothing to report now (e.g. no process sample since the last read)"
+    FAILED = "this query failed this time: noted in the reading's errors"
+
+
+# NVML return codes by their pynvml names, and what each means here. Codes not listed: FAILED.
+ERRORS: dict[int, Outcome] = {
+    N.NVML_ERROR_GPU_IS_LOST: Outcome.LOST,
+    N.NVML_ERROR_RESET_REQUIRED: Outcome.LOST,
+    N.NVML_ERROR_GPU_NOT_FOUND: Outcome.LOST,
+    N.NVML_ERROR_NOT_SUPPORTED: Outcome.UNSUPPORTED,
+    N.NVML_ERROR_FUNCTION_NOT_FOUND: Outcome.UNSUPPORTED,  # an older driver without the entry point
+    N.NVML_ERROR_NOT_FOUND: Outcome.NO_DATA,
+}
+# The field values read together with the power usage in one call.
+_FIELD_INSTANT = N.NVML_FI_DEV_POWER_INSTANT
+_FIELD_AVERAGE = N.NVML_FI_DEV_POWER_AVERAGE
+_FIELD_ENERGY = N.NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION  # the same mJ counter, batched with the power fields
+_VALUE_MEMBERS = {N.NVML_VALUE_TYPE_DOUBLE: "dVal", N.NVML_VALUE_TYPE_UNSIGNED_INT: "uiVal",
+                  N.NVML_VALUE_TYPE_UNSIGNED_LONG: "ulVal", N.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: "ullVal",
+                  N.NVML_VALUE_TYPE_SIGNED_LONG_LONG: "sllVal", N.NVML_VALUE_TYPE_SIGNED_INT: "siVal",
+                  N.NVML_VALUE_TYPE_UNSIGNED_SHORT: "usVal"}
+
+
+def outcome(err: Any) -> Outcome:
+    return ERRORS.get(getattr(err, "value", None), Outcome.FAILED)
 
 
 def _text(value: Any) -> str:
@@ -36,10 +64,9 @@ def _text(value: Any) -> str:
 
 def _field_value(fv: Any) -> int | None:
     """Integer value of an ``nvmlFieldValue_t`` entry, by its value type."""
-    if fv.nvmlReturn != 0:
+    if fv.nvmlReturn != N.NVML_SUCCESS:
         return None
-    member = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal",
-              5: "siVal", 6: "usVal"}.get(fv.valueType)
+    member = _VALUE_MEMBERS.get(fv.valueType)
     return None if member is None else int(getattr(fv.value, member))
 
 
@@ -77,7 +104,7 @@ class NvmlSource(DeviceSource):
             try:
                 devices.append(self._identify(index))
             except nv.NVMLError as err:
-                if err.value not in _LOST_CODES:
+                if outcome(err) is not Outcome.LOST:
                     log.error("GPU %d could not be enumerated, skipping it: %s", index, err)
                     continue
                 # Lost before we could read its UUID: report it down under a placeholder identity.
@@ -111,7 +138,7 @@ class NvmlSource(DeviceSource):
             nv.nvmlDeviceGetTotalEnergyConsumption(handle)
             has_counter = True
         except nv.NVMLError as err:
-            if err.value not in (_NOT_SUPPORTED, 13):  # 13: FUNCTION_NOT_FOUND
+            if outcome(err) is not Outcome.UNSUPPORTED:
                 raise
             has_counter = False
         method = "integrated"
@@ -140,7 +167,7 @@ class NvmlSource(DeviceSource):
             try:
                 mig = nv.nvmlDeviceGetMigDeviceHandleByIndex(handle, i)
             except nv.NVMLError as err:
-                if err.value == _NOT_FOUND:
+                if outcome(err) is Outcome.NO_DATA:
                     continue
                 raise
             try:
@@ -173,12 +200,13 @@ class NvmlSource(DeviceSource):
         try:
             return fn(self._handles[device.index], *args)
         except self._nvml.NVMLError as err:
-            if err.value in _LOST_CODES:
+            kind = outcome(err)
+            if kind is Outcome.LOST:
                 raise DeviceLost(f"GPU {device.index} ({device.uuid}): {err}") from err
-            if err.value == _NOT_SUPPORTED:
+            if kind is Outcome.UNSUPPORTED:
                 log.info("GPU %d: %s not supported, dropping that metric", device.index, what)
                 skip.add(what)
-            elif reading is not None:
+            elif kind is Outcome.FAILED and reading is not None:
                 reading.errors.append(f"{what}: {err}")
             return None
 
@@ -200,7 +228,7 @@ class NvmlSource(DeviceSource):
 
     def _average(self, handle: Any, device: DeviceIdentity) -> int | None:
         fv = self._nvml.nvmlDeviceGetFieldValues(handle, [_FIELD_AVERAGE])[0]
-        if fv.nvmlReturn in _LOST_CODES:
+        if ERRORS.get(fv.nvmlReturn) is Outcome.LOST:
             raise self._nvml.NVMLError(fv.nvmlReturn)
         return _field_value(fv)
 
@@ -237,8 +265,6 @@ class NvmlSource(DeviceSource):
     def _processes(self, device: DeviceIdentity, r: DeviceReading, slow: bool) -> list:
         """Compute processes each sample (graphics ones on slow samples: rare on datacenter GPUs), with
         per-process SM utilisation only where several processes share the GPU (it only serves splitting)."""
-        from ..attribution.mappers import ProcessInfo
-
         nv = self._nvml
         found: dict[int, tuple[int | None, int | None]] = {}
         queries = [("compute_processes", nv.nvmlDeviceGetComputeRunningProcesses)]
@@ -271,11 +297,12 @@ class NvmlSource(DeviceSource):
             samples = nv.nvmlDeviceGetProcessUtilization(self._handles[device.index],
                                                          self._util_seen_us.get(device.index, 0))
         except nv.NVMLError as err:
-            if err.value in _LOST_CODES:
+            kind = outcome(err)
+            if kind is Outcome.LOST:
                 raise DeviceLost(f"GPU {device.index} ({device.uuid}): {err}") from err
-            if err.value == _NOT_SUPPORTED:
+            if kind is Outcome.UNSUPPORTED:
                 self._unsupported[device.index].add("process_utilization")
-            samples = []  # NOT_FOUND: no sample since the last call
+            samples = []  # NO_DATA: no sample since the last call
         seen: dict[int, list[int]] = {}
         for s in samples:
             seen.setdefault(int(s.pid), []).append(int(s.smUtil))
