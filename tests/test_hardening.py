@@ -113,7 +113,7 @@ def test_openmetrics_fast_path_is_byte_identical_to_prometheus_client(clock):
     assert ours.endswith(b"# EOF\n") and b"gpu_carbon_gpu_energy_joules_total{" in ours
 
 
-def test_bulk_is_rendered_once_per_snapshot_and_gzip_members_concatenate(clock):
+def test_bulk_is_rendered_once_per_snapshot_and_gzip_is_one_member(clock):
     meter, collector = demo_collector(clock)
     calls = []
     real = collector.collect_cached
@@ -121,7 +121,10 @@ def test_bulk_is_rendered_once_per_snapshot_and_gzip_members_concatenate(clock):
     expo = Exposition(collector)
     plain = expo.body(openmetrics=True, compress=False)
     packed = expo.body(openmetrics=True, compress=True)
-    assert gzip.decompress(packed) == plain  # two gzip members read as one stream
+    import zlib
+
+    reader = zlib.decompressobj(wbits=31)  # reads one gzip member, as curl does
+    assert reader.decompress(packed) == plain and reader.eof and reader.unused_data == b""
     expo.body(openmetrics=False, compress=True)
     assert len(calls) == 2  # once per format for this snapshot
     clock.advance(1)
@@ -299,7 +302,7 @@ def test_http_details(clock, tmp_path, stop_servers):
     r = requests.get(url, headers={"Authorization": f"basic {token}", "Accept-Encoding": "gzip;q=0"}, timeout=5)
     assert r.status_code == 200 and "Content-Encoding" not in r.headers  # lower-case scheme (RFC 7617)
     assert r.headers["Server"].startswith("gpu-carbon-exporter/") and "Python" not in r.headers["Server"]
-    # a GET with a body: the body is drained, never answered as a second request
+    # a GET with a body: refused, and the body never answered as a second request
     s = socket.create_connection(("127.0.0.1", port))
     body = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
     s.sendall(f"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {token}\r\n"
@@ -315,7 +318,7 @@ def test_http_details(clock, tmp_path, stop_servers):
     except socket.timeout:
         pass
     s.close()
-    assert got.count(b"HTTP/1.1 ") == 1 and b"404" not in got
+    assert got.count(b"HTTP/1.1 ") == 1 and got.startswith(b"HTTP/1.1 400") and b"404" not in got
 
 
 def test_log_lines_stay_one_parsable_line():
@@ -352,3 +355,107 @@ def test_listen_backlog_holds_a_burst_of_new_connections(clock, tmp_path):
         for s in socks:
             s.close()
         server.server_close()
+
+
+def test_slow_request_bodies_cannot_lock_out_scrapes(clock, tmp_path, stop_servers):
+    server, port = serve(clock, None, tmp_path, read_timeout_s=2.0, max_connections=8)
+    stop_servers.append(server)
+    slow = []
+    for _ in range(16):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\nx")
+        slow.append(s)
+    try:
+        codes = [requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code for _ in range(5)]
+    finally:
+        for s in slow:
+            s.close()
+    assert codes == [200] * 5
+
+
+def test_a_tls_client_stalling_its_request_head_is_cut_at_the_deadline(clock, tmp_path, pki, stop_servers):
+    crt, key = pki["server"]
+    server, port = serve(clock, f"tls_server_config:\n  cert_file: {crt}\n  key_file: {key}\n", tmp_path,
+                         read_timeout_s=1.0)
+    stop_servers.append(server)
+    ctx = ssl.create_default_context(cafile=str(pki["ca"]))
+    raw = socket.create_connection(("127.0.0.1", port))
+    tls = ctx.wrap_socket(raw, server_hostname="localhost")
+    tls.sendall(b"GET /metrics HTTP/1.1\r\n")
+    import select
+
+    cut = False
+    for _ in range(30):  # one header byte every 0.3 s: each resets a per-read timeout, not the deadline
+        try:
+            tls.send(b"a")
+        except OSError:
+            cut = True
+            break
+        if select.select([tls], [], [], 0.3)[0]:
+            try:
+                cut = tls.recv(100) == b""
+            except (OSError, ssl.SSLError):
+                cut = True
+            break
+    tls.close()
+    assert cut  # the server shut the connection down at its 1-s head deadline, long before 9 s
+
+
+@pytest.mark.parametrize("accept, kind", [
+    ("application/openmetrics-text;version=1.0.0;escaping=dots", "client"),
+    ("application/openmetrics-text;version=abc", "text"),
+    (PROMETHEUS_3_ACCEPT, "openmetrics"),
+    ("text/plain;version=0.0.4", "text"),
+])
+def test_content_negotiation_names_what_is_sent(accept, kind):
+    from gpu_carbon_exporter.web import negotiate
+
+    fmt, ctype = negotiate(accept)
+    assert fmt == kind
+    assert ctype.startswith("application/openmetrics-text") == (kind == "openmetrics" or "dots" in accept)
+
+
+@pytest.mark.parametrize("name, text, fragment", [
+    ("huge-int.yml", "sampling:\n  interval_seconds: " + "9" * 5000 + "\n", "invalid YAML"),
+    ("long-key.yml", "sampling:\n  " + "k" * 1000 + ": 1\n", "unknown key"),
+    ("long-mappers.yml", "attribution:\n  mappers: " + "m" * 100_000 + "\n", "unknown mapper"),
+], ids=["huge-int", "long-key", "long-mappers"])
+def test_long_or_huge_config_values_give_short_errors(tmp_path, capsys, name, text, fragment):
+    f = tmp_path / name
+    f.write_text(text)
+    assert main(["check-config", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and len(err) < 1000
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("tls_server_config:\n  cert_file: [1]\n  key_file: k\n", "tls_server_config.cert_file: expected a string"),
+    ("tls_server_config:\n  cert_file: c\n  key_file: k\n  min_version: [TLS12]\n",
+     "tls_server_config.min_version: expected a string"),
+    ("http_server_config:\n  headers: {X-A: \"a\\nInjected: b\"}\n", "headers.X-A: expected one line"),
+])
+def test_malformed_web_config_values_are_clear_errors(tmp_path, text, fragment):
+    f = tmp_path / "web.yml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=fragment):
+        load_web_config(f)
+
+
+def test_a_non_utf8_web_config_names_its_file(tmp_path):
+    f = tmp_path / "web.yml"
+    f.write_bytes(b"basic_auth_users:\n  \xe9: x\n")
+    with pytest.raises(ConfigError, match=f"{f}: not UTF-8"):
+        load_web_config(f)
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("devices: [" + ", ".join(f"&a{i} [" + ", ".join([f"*a{i-1}" if i else "x"] * 9) + "]" for i in range(9))
+     + "]\n", "expected"),
+    ("devices:\n  - model: NVIDIA H100 80GB HBM3\n    power: {pattern: constant, watts: .inf}\n", "finite"),
+], ids=["alias-bomb", "inf-watts"])
+def test_hostile_scenarios_give_short_errors(tmp_path, capsys, text, fragment):
+    f = tmp_path / "s.yaml"
+    f.write_text(text)
+    assert main(["--simulate", str(f), "--once"]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and len(err) < 1000, err[:300]

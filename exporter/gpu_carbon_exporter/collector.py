@@ -75,8 +75,10 @@ class SnapshotCollector(Collector):
         yield from self._isolated("health", lambda: self._health(snap))
         errors = _counter("scrape_errors", "Metric families that failed to build and were left out of a "
                           "scrape, by section (the rest of the scrape is served).", ["section"])
-        for name in sorted({n for n, _ in self._sections(snap)} | {"health"} | set(self._errors)):
-            errors.add_metric([name], self._errors.get(name, 0))
+        with self._lock:
+            counts = dict(self._errors)
+        for name in sorted({n for n, _ in self._sections(snap)} | {"health"} | set(counts)):
+            errors.add_metric([name], counts.get(name, 0))
         yield errors
 
     def _sections(self, snap: Snapshot) -> list[tuple[str, Callable[[], Iterator[Metric]]]]:

@@ -33,8 +33,8 @@ def show(value: Any) -> str:
 
 
 def key_name(key: Any) -> str:
-    """A mapping key for a dotted path: strings as they are, anything else bounded."""
-    return key if isinstance(key, str) else show(key)
+    """A mapping key for a dotted path: short strings as they are, anything else bounded."""
+    return key if isinstance(key, str) and len(key) <= 60 and key.isprintable() else show(key)
 
 
 def _num(x: float) -> str:
@@ -92,7 +92,7 @@ SCHEMA: dict[str, Any] = {
     "web": {
         "listen_address": (str, ":9842", lambda v: _listen_address(v)),
         "config_file": (str, None, None),
-        "read_timeout_seconds": (float, 10.0, _positive(HOUR)),
+        "read_timeout_seconds": (float, 10.0, _between(0.1, HOUR)),
         "max_connections": (int, 64, _between(1, 10000)),
     },
     "sampling": {
@@ -357,7 +357,7 @@ def _validate_attribution(a: dict[str, Any], source: str) -> None:
         names = [m.strip() for m in a["mappers"].split(",") if m.strip()]
         bad = [m for m in names if m not in MAPPERS]
         if bad or not names:
-            raise ConfigError(f"{source}: attribution.mappers: unknown mapper(s) {', '.join(bad) or '(none)'}; "
+            raise ConfigError(f"{source}: attribution.mappers: unknown mapper(s) {show(', '.join(bad)) or '(none)'}; "
                               f"use 'auto' or a comma-separated list of {', '.join(MAPPERS)}")
         if "mapping_dir" in names and not a["mapping_dir"]:
             raise ConfigError(f"{source}: attribution.mapping_dir: required by the mapping_dir mapper")
@@ -416,6 +416,12 @@ def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]] | 
     return parse_config(data, source)
 
 
+def read_yaml(path: Path) -> Any:
+    """A YAML file's data; every malformed input (unreadable, huge, not UTF-8, bad YAML, too deep)
+    is one ConfigError naming the file."""
+    return _read_yaml(path)
+
+
 def _read_yaml(path: Path) -> Any:
     try:
         raw = path.read_bytes()
@@ -433,3 +439,5 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: invalid YAML: {str(err)[:500]}") from err
     except RecursionError as err:
         raise ConfigError(f"{path}: invalid YAML: nested too deeply") from err
+    except ValueError as err:  # e.g. an integer longer than Python converts (4 300 digits)
+        raise ConfigError(f"{path}: invalid YAML: {str(err)[:200]}") from err

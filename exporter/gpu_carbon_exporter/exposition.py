@@ -9,13 +9,13 @@ Prometheus 2.x and 3.x ask for OpenMetrics first, so both formats take the fast 
 ``Exposition`` renders the bulk of a scrape once per meter snapshot (snapshots change once
 per sampling interval) and keeps it, plain and gzipped, for every scraper; only the
 health families, whose ages are computed at scrape time, are rendered per scrape. A gzip
-body is two gzip members (cached bulk + fresh tail): RFC 1952 allows concatenated members
-and Prometheus's Go reader, like every common client, reads them as one stream.
+body stays one gzip member: the bulk is compressed once and sync-flushed, and each scrape
+continues a copy of that compressor with its tail (curl reads only a first member).
 """
 from __future__ import annotations
 
-import gzip
 import threading
+import zlib
 from typing import Iterable
 
 from prometheus_client.registry import Collector
@@ -73,28 +73,34 @@ class Exposition:
         self.collector, self.gzip_level = collector, gzip_level
         self._lock = threading.Lock()
         self._snap: object | None = None  # held, so its id is never reused while cached
-        self._bodies: dict[tuple[bool, bool], bytes] = {}
+        self._plain: dict[bool, bytes] = {}
+        self._packed: dict[bool, tuple[bytes, "zlib._Compress"]] = {}
 
     def body(self, openmetrics: bool, compress: bool) -> bytes:
         snap = self.collector.get_snapshot()
-        bulk = self._bulk(snap, openmetrics, compress)
         tail = render_families(self.collector.collect_live(snap), openmetrics)
         tail_bytes = (tail + (OPENMETRICS_EOF if openmetrics else "")).encode("utf-8")
-        if compress:
-            return bulk + gzip.compress(tail_bytes, compresslevel=self.gzip_level)
-        return bulk + tail_bytes
-
-    def _bulk(self, snap: object, openmetrics: bool, compress: bool) -> bytes:
-        key = (openmetrics, compress)
         with self._lock:
-            if self._snap is snap and key in self._bodies:
-                return self._bodies[key]
-            if self._snap is not snap:
-                self._snap, self._bodies = snap, {}
-            plain = self._bodies.get((openmetrics, False))
-            if plain is None:
-                plain = render_families(self.collector.collect_cached(snap), openmetrics).encode("utf-8")
-                self._bodies[(openmetrics, False)] = plain
-            if compress:
-                self._bodies[key] = gzip.compress(plain, compresslevel=self.gzip_level)
-            return self._bodies[key]
+            self._refresh(snap)
+            if not compress:
+                return self._bulk(snap, openmetrics) + tail_bytes
+            packed, state = self._gzip_bulk(snap, openmetrics)
+            finish = state.copy()
+        return packed + finish.compress(tail_bytes) + finish.flush()
+
+    def _refresh(self, snap: object) -> None:
+        if self._snap is not snap:
+            self._snap, self._plain, self._packed = snap, {}, {}
+
+    def _bulk(self, snap: object, openmetrics: bool) -> bytes:
+        if openmetrics not in self._plain:
+            self._plain[openmetrics] = render_families(self.collector.collect_cached(snap), openmetrics).encode()
+        return self._plain[openmetrics]
+
+    def _gzip_bulk(self, snap: object, openmetrics: bool) -> tuple[bytes, "zlib._Compress"]:
+        """The bulk, gzipped and sync-flushed, with the compressor to continue from."""
+        if openmetrics not in self._packed:
+            state = zlib.compressobj(self.gzip_level, zlib.DEFLATED, 31)  # wbits 31: a gzip stream
+            packed = state.compress(self._bulk(snap, openmetrics)) + state.flush(zlib.Z_SYNC_FLUSH)
+            self._packed[openmetrics] = (packed, state)
+        return self._packed[openmetrics]

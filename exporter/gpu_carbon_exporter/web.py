@@ -8,6 +8,7 @@ handshake runs in the connection's thread, never in the accept loop.
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import logging
 import re
@@ -20,12 +21,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 from prometheus_client.exposition import choose_encoder
 
 from . import __version__
-from .config import ConfigError
-from .exposition import Exposition
+from .config import ConfigError, key_name, read_yaml, show
+from .exposition import TEXT_CONTENT_TYPE, Exposition
 
 log = logging.getLogger(__name__)
 
@@ -79,24 +79,19 @@ def load_web_config(path: str | Path | None) -> WebConfig:
     def fail(key: str, reason: str) -> None:
         raise ConfigError(f"{path}: {key}: {reason}")
 
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {err}") from err
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         fail("(top level)", "expected a mapping")
     for key in data:
         if key not in ("tls_server_config", "basic_auth_users", "http_server_config"):
-            fail(key, "unknown or unsupported key")
+            fail(key_name(key), "unknown or unsupported key")
     cfg = WebConfig()
     users = data.get("basic_auth_users") or {}
     if not isinstance(users, dict):
         fail("basic_auth_users", "expected a mapping of user name to bcrypt hash")
     for user, hashed in users.items():
         if not isinstance(hashed, str) or not _BCRYPT.fullmatch(hashed):
-            fail(f"basic_auth_users.{user}", "expected a bcrypt hash ($2a$, $2b$ or $2y$, 60 characters)")
+            fail(f"basic_auth_users.{key_name(user)}", "expected a bcrypt hash ($2a$, $2b$ or $2y$, 60 characters)")
         cfg.users[str(user)] = hashed.encode()
     http = data.get("http_server_config") or {}
     if not isinstance(http, dict):
@@ -105,9 +100,13 @@ def load_web_config(path: str | Path | None) -> WebConfig:
         if key == "headers":
             if not isinstance(value, dict):
                 fail("http_server_config.headers", "expected a mapping of header name to value")
+            for k, v in value.items():
+                if not isinstance(k, str) or not isinstance(v, (str, int, float)) or any(
+                        c in f"{k}{v}" for c in "\r\n\0"):
+                    fail(f"http_server_config.headers.{key_name(k)}", "expected one line of text (no CR, LF or NUL)")
             cfg.headers = {str(k): str(v) for k, v in value.items()}
         elif key != "http2":
-            fail(f"http_server_config.{key}", "unknown or unsupported key")
+            fail(f"http_server_config.{key_name(key)}", "unknown or unsupported key")
     cfg.files = [path]
     tls = data.get("tls_server_config")
     if tls:
@@ -121,7 +120,11 @@ def _ssl_context(tls: Any, fail: Callable[[str, str], None], base: Path) -> ssl.
         fail("tls_server_config", "expected a mapping")
     for key in tls:
         if key not in _TLS_KEYS:
-            fail(f"tls_server_config.{key}", f"unknown or unsupported key; supported: {', '.join(sorted(_TLS_KEYS))}")
+            fail(f"tls_server_config.{key_name(key)}", f"unknown or unsupported key; supported: "
+                 f"{', '.join(sorted(_TLS_KEYS))}")
+    for key in ("cert_file", "key_file", "client_ca_file", "min_version", "max_version", "client_auth_type"):
+        if key in tls and not isinstance(tls[key], str):
+            fail(f"tls_server_config.{key}", f"expected a string, got {show(tls[key])}")
     for key in ("cert_file", "key_file"):
         if not tls.get(key):
             fail(f"tls_server_config.{key}", "required when tls_server_config is set")
@@ -164,9 +167,11 @@ def _ciphers(ctx: ssl.SSLContext, tls: dict[str, Any], fail: Callable[[str, str]
     """exporter-toolkit's cipher keys: suites applied (TLS 1.2), curve preferences accepted with a warning."""
     suites = tls.get("cipher_suites")
     if suites is not None:
-        if not isinstance(suites, list) or not suites or any(s not in _GO_CIPHERS for s in suites):
-            bad = [s for s in suites if s not in _GO_CIPHERS] if isinstance(suites, list) else suites
-            fail("tls_server_config.cipher_suites", f"unknown or insecure suite(s) {bad!r:.200}; supported: "
+        if not isinstance(suites, list) or not suites or any(not isinstance(s, str) or s not in _GO_CIPHERS
+                                                             for s in suites):
+            bad = [s for s in suites if not isinstance(s, str) or s not in _GO_CIPHERS] \
+                if isinstance(suites, list) else suites
+            fail("tls_server_config.cipher_suites", f"unknown or insecure suite(s) {show(bad)}; supported: "
                  + ", ".join(_GO_CIPHERS))
         ctx.set_ciphers(":".join(_GO_CIPHERS[s] for s in suites))
     if tls.get("prefer_server_cipher_suites"):
@@ -251,10 +256,16 @@ def accepts_gzip(header: str | None) -> bool:
     return star is not None and star > 0
 
 
-def wants_openmetrics(accept: str | None) -> tuple[bool, str]:
-    """(OpenMetrics?, content type) for an Accept header, negotiated as prometheus_client does."""
-    _, ctype = choose_encoder(accept or "")
-    return ctype.startswith("application/openmetrics-text"), ctype
+def negotiate(accept: str | None) -> tuple[str, str]:
+    """(format, content type) for an Accept header: ``text``, ``openmetrics`` (our fast encoder), or
+    ``client`` where a name escaping our encoder does not do (``dots``, ``values``) was asked for."""
+    try:
+        _, ctype = choose_encoder(accept or "")
+    except Exception:  # noqa: BLE001 - a malformed header (version=abc) gets the classic format
+        return "text", TEXT_CONTENT_TYPE
+    if "escaping=dots" in ctype or "escaping=values" in ctype:
+        return "client", ctype
+    return ("openmetrics" if ctype.startswith("application/openmetrics-text") else "text"), ctype
 
 
 LANDING = """<!doctype html><html><head><title>gpu-carbon-exporter</title></head><body>
@@ -265,8 +276,6 @@ LANDING = """<!doctype html><html><head><title>gpu-carbon-exporter</title></head
 # Pending connections the kernel queues before accept (capped by net.core.somaxconn): sized for a
 # burst of scrapers and health checks reconnecting at once, far above the connection cap.
 LISTEN_BACKLOG = 1024
-# A GET with a body is drained up to this size (it must never be parsed as a second request).
-MAX_BODY_BYTES = 64 * 1024
 
 
 class _Conn:
@@ -278,7 +287,9 @@ class _Conn:
 
     def cut(self) -> None:
         try:
-            self.sock.shutdown(socket.SHUT_RDWR)  # the handler's blocked read or write returns at once
+            # The plain socket's shutdown, also for a TLS socket (SSLSocket.shutdown would speak TLS):
+            # the handler's blocked read, write or handshake returns at once.
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
         except OSError:
             pass
 
@@ -319,7 +330,8 @@ class ExporterServer(ThreadingHTTPServer):
         self.web, self.health = web, health
         self.read_timeout_s, self.max_connections = read_timeout_s, max_connections
         self.auth = _Auth(web.users)
-        self._conns: dict[int, _Conn] = {}
+        self._conns: dict[int, _Conn] = {}  # id(conn) -> conn
+        self._starting: dict[int, _Conn] = {}  # id(raw socket) -> conn, until its thread takes it
         self._lock = threading.Lock()
         self._local = threading.local()
         self._refused = _RateLimitedLog()
@@ -349,7 +361,9 @@ class ExporterServer(ThreadingHTTPServer):
                                     f"busy, refusing {client_address[0]}")
                 self.shutdown_request(request)
                 return
-            self._conns[id(request)] = _Conn(request, time.monotonic() + self.read_timeout_s)
+            conn = _Conn(request, time.monotonic() + self.read_timeout_s)
+            self._conns[id(conn)] = conn
+            self._starting[id(request)] = conn  # handed to the connection's thread
         super().process_request(request, client_address)
 
     def _evict_one(self) -> bool:
@@ -358,7 +372,7 @@ class ExporterServer(ThreadingHTTPServer):
         if not waiting:
             return False
         victim = min(waiting, key=lambda c: c.opened)
-        del self._conns[id(victim.sock)]
+        del self._conns[id(victim)]
         victim.cut()
         self._evicted.event("connection limit reached: closed the connection idle or slow the longest")
         return True
@@ -381,12 +395,16 @@ class ExporterServer(ThreadingHTTPServer):
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         with self._lock:
-            self._local.conn = self._conns.get(id(request))
+            conn = self._local.conn = self._starting.pop(id(request), None)
         try:
             request.settimeout(self.read_timeout_s)
             if self.web.ssl_context is not None:
                 try:
-                    request = self.web.ssl_context.wrap_socket(request, server_side=True)
+                    request = self.web.ssl_context.wrap_socket(request, server_side=True,
+                                                               do_handshake_on_connect=False)
+                    if conn is not None:
+                        conn.sock = request  # the watchdog cuts the TLS socket, handshake included
+                    request.do_handshake()
                 except (ssl.SSLError, OSError) as err:
                     log.debug("TLS handshake with %s failed: %s", client_address, err)
                     self.shutdown_request(request)
@@ -394,9 +412,8 @@ class ExporterServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             with self._lock:
-                conn = self._local.conn
-                if conn is not None and self._conns.get(id(conn.sock)) is conn:
-                    del self._conns[id(conn.sock)]
+                if conn is not None:
+                    self._conns.pop(id(conn), None)
             self._local.conn = None
 
 
@@ -415,29 +432,18 @@ class _Handler(BaseHTTPRequestHandler):
         super().handle_one_request()
 
     def parse_request(self) -> bool:
-        if not super().parse_request():
+        if not super().parse_request() or not self._no_body():
             return False
         self.server.phase("write")
-        return self._drain_body()
+        return True
 
-    def _drain_body(self) -> bool:
-        """Read and drop a request body, so that it is never taken for the next request."""
-        if self.headers.get("Transfer-Encoding"):
-            self.send_error(400, "Transfer-Encoding is not supported on this endpoint")
+    def _no_body(self) -> bool:
+        """This endpoint takes no request body: one is refused (and the connection closed), never read
+        slowly into a slot and never taken for the next request."""
+        if self.headers.get("Transfer-Encoding") or (self.headers.get("Content-Length") or "0").strip() != "0":
+            self.send_error(400, "request bodies are not accepted here")
+            self.close_connection = True
             return False
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0 or length > MAX_BODY_BYTES:
-            self.send_error(413 if length > 0 else 400, "request body too large or malformed")
-            return False
-        while length > 0:
-            chunk = self.rfile.read(min(length, 16384))
-            if not chunk:
-                self.close_connection = True
-                return False
-            length -= len(chunk)
         return True
 
     def _send(self, code: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
@@ -460,10 +466,17 @@ class _Handler(BaseHTTPRequestHandler):
             return
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
-            openmetrics, ctype = wants_openmetrics(self.headers.get("Accept"))
+            fmt, ctype = negotiate(self.headers.get("Accept"))
             compress = accepts_gzip(self.headers.get("Accept-Encoding"))
-            body = self.server.exposition.body(openmetrics, compress)
-            self._send(200, body, ctype, {"Content-Encoding": "gzip"} if compress else None)
+            if fmt == "client":  # rare: prometheus_client's own encoder, which escapes names as asked
+                body = choose_encoder(self.headers.get("Accept", ""))[0](self.server.exposition.collector)
+                body = gzip.compress(body, compresslevel=1) if compress else body
+            else:
+                body = self.server.exposition.body(fmt == "openmetrics", compress)
+            extra = {"Vary": "Accept, Accept-Encoding"}
+            if compress:
+                extra["Content-Encoding"] = "gzip"
+            self._send(200, body, ctype, extra)
         elif path == "/healthz":
             ok, text = self.server.health()
             self._send(200 if ok else 503, (text + "\n").encode(), "text/plain; charset=utf-8")
@@ -495,7 +508,7 @@ def watch_web_config(server: ExporterServer, path: str | Path, stop: threading.E
             continue
         try:
             web = load_web_config(path)
-        except ConfigError as err:
+        except Exception as err:  # noqa: BLE001 - a bad file must never stop the watcher
             log.error("web config or certificate changed but cannot be loaded, keeping the running one: %s", err)
             seen = now
             continue

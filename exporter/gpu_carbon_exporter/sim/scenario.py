@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from ..carbon.timeline import Timeline
+from ..config import show
 from ..sources.base import JOULES_PER_KWH
 from . import patterns as P
 
@@ -164,11 +165,16 @@ class _Reader:
             return default
         value = self.data[key]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:
+                self.fail(f"number out of range, got {show(value)}", key)
         if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-            self.fail(f"expected {getattr(kind, '__name__', kind)}, got {value!r}", key)
+            self.fail(f"expected {getattr(kind, '__name__', kind)}, got {show(value)}", key)
+        if kind is float and not math.isfinite(value):
+            self.fail(f"must be a finite number, got {show(value)}", key)
         if minimum is not None and value < minimum:
-            self.fail(f"must be >= {minimum}, got {value}", key)
+            self.fail(f"must be >= {minimum}, got {show(value)}", key)
         return value
 
     def child(self, key: str, value: Any) -> "_Reader":
@@ -216,7 +222,7 @@ def _pattern(r: _Reader, base: Path) -> P.Pattern:
             return P.replay_csv(base / r.get("csv", str), r.get("loop", bool, False))
     except (ValueError, TypeError, IndexError, OSError) as err:
         r.fail(f"invalid {kind} pattern: {err}")
-    r.fail(f"unknown pattern {kind!r}; use constant, steps, square, bursts, schedule or replay", "pattern")
+    r.fail(f"unknown pattern {show(kind)}; use constant, steps, square, bursts, schedule or replay", "pattern")
     raise AssertionError  # unreachable
 
 
@@ -327,7 +333,7 @@ def parse_scenario(data: Any, source: str = "<scenario>", base: Path = Path(".")
                   start_time=r.get("start_time", float, None), name=r.get("name", str, source), edge=edge,
                   cycle_s=cycle)
     if sc.intensity and sc.zone not in sc.intensity:
-        r.fail(f"zone {sc.zone!r} has no intensity timeline", "zone")
+        r.fail(f"zone {show(sc.zone)} has no intensity timeline", "zone")
     return sc
 
 
@@ -341,15 +347,15 @@ def load_scenario(path: str | Path | None) -> Scenario:
         text = resources.files(__package__).joinpath(f"{name}.yaml").read_text()
         return parse_scenario(yaml.safe_load(text), f"<built-in {name}>")
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError as err:
+    if not path.exists():
         raise ScenarioError(f"{path}: no such scenario file, and not a built-in scenario "
-                            f"({', '.join(BUILTIN)})") from err
-    except OSError as err:
-        raise ScenarioError(f"{path}: cannot read: {err.strerror}") from err
-    except yaml.YAMLError as err:
-        raise ScenarioError(f"{path}: invalid YAML: {err}") from err
+                            f"({', '.join(BUILTIN)})")
+    from ..config import ConfigError, read_yaml
+
+    try:
+        data = read_yaml(path)
+    except ConfigError as err:
+        raise ScenarioError(str(err)) from None
     return parse_scenario(data, str(path), path.parent)
 
 
