@@ -78,11 +78,7 @@ def preflight(cfg: dict[str, Any], source: str) -> None:
         if cfg["state"]["path"]:
             StateStore(cfg["state"]["path"]).close()
         build_provider(cfg["carbon"]).close()
-        rf = cfg["sources"]["redfish"]
-        if rf["url"] and (rf["password_env"] or rf["password_file"]):
-            from .config import read_secret
-
-            read_secret(rf, "password_env", "password_file", "sources.redfish")
+        build_sources(cfg["sources"])  # constructs (secrets, commands) without opening anything
     except ConfigError as err:
         raise named(err) from None
 
@@ -109,8 +105,6 @@ def _setup_logging(level: str) -> None:
 
 def build_meter(cfg: dict[str, Any], simulate: str | None) -> tuple[Meter, list[DeviceSource]]:
     """Sources, intensity and the meter, from config (and a scenario when simulating)."""
-    from .sources.nvml import NvmlSource
-
     carbon = cfg["carbon"]
     emb = carbon["embodied"]
     embodied = Embodied(emb["kg_co2e_per_device"], emb["lifetime_years"]) if emb["kg_co2e_per_device"] else None
@@ -122,8 +116,7 @@ def build_meter(cfg: dict[str, Any], simulate: str | None) -> tuple[Meter, list[
     else:
         intensity = build_provider(carbon)
         attribution = build_attribution(cfg["attribution"], embodied_g_per_s=emb_rate)
-        sources = [NvmlSource(read_processes=attribution is not None)] if cfg["sources"]["nvml"]["enabled"] else []
-        sources += build_other_sources(cfg["sources"])
+        sources = build_sources(cfg["sources"], read_processes=attribution is not None)
     s = cfg["sampling"]
     meter = Meter(
         sources, intensity, pue=pue if pue is not None else 1.0, embodied=embodied,
@@ -232,81 +225,31 @@ def _simulated_sysfs_sources(scenario: Any, clock: Any) -> list[DeviceSource]:
 
 def build_attribution(acfg: dict[str, Any], proc_root: str | None = None, embodied_g_per_s: float = 0.0):
     """The attribution engine and its mappers, in the configured order ("auto": what the node has)."""
-    import os
-
-    from .attribution import mappers as M
     from .attribution.engine import Attribution
+    from .attribution.mappers import Teams
+    from .plugins import MapperContext, family
 
     if not acfg["enabled"]:
         return None
-    t = acfg["teams"]
-    teams = M.Teams(dict(t["namespaces"]), dict(t["accounts"]), dict(t["users"]))
-    proc = proc_root or acfg["proc_root"]
-    common = {"expose_user": acfg["expose_user"], "teams": teams}
+    mappers = family("mapper")
     if acfg["mappers"] == "auto":
-        names = ["slurm"]
-        if acfg["mapping_dir"] and os.path.isdir(acfg["mapping_dir"]):
-            names.append("mapping_dir")
-        if os.path.exists(acfg["kubelet_socket"]):
-            names.append("kubernetes")
+        names = [name for name, p in mappers.items() if p.auto is not None and p.auto(acfg)]
     else:
         names = [m.strip() for m in acfg["mappers"].split(",") if m.strip()]
-    build = {
-        "slurm": lambda: M.SlurmCgroupMapper(proc, read_environ=acfg["slurm_environ"], **common),
-        "slurm_environ": lambda: M.SlurmEnvMapper(proc, **common),
-        "mapping_dir": lambda: M.MappingDirMapper(acfg["mapping_dir"], **common),
-        "kubernetes": lambda: M.KubernetesPodResourcesMapper(acfg["kubelet_socket"], teams=teams),
-        "kubernetes_cgroup": lambda: M.KubernetesCgroupMapper(proc, **common),
-        "process": lambda: M.ProcessMapper(proc, **common),
-    }
+    t = acfg["teams"]
+    ctx = MapperContext(proc_root or acfg["proc_root"], Teams(dict(t["namespaces"]), dict(t["accounts"]),
+                                                             dict(t["users"])))
     log.info("attribution mappers: %s", ", ".join(names))
-    return Attribution([build[n]() for n in names], idle_watts=dict(acfg["idle_watts"]),
+    return Attribution([mappers[n].factory(acfg, ctx) for n in names], idle_watts=dict(acfg["idle_watts"]),
                        linger_s=acfg["linger_seconds"], embodied_g_per_s=embodied_g_per_s)
 
 
-def build_other_sources(scfg: dict[str, Any]) -> list[DeviceSource]:
-    """Edge boards, CPU and node-power sources from the ``sources`` config."""
-    import shlex
+def build_sources(scfg: dict[str, Any], read_processes: bool = False) -> list[DeviceSource]:
+    """Every enabled power source, in registration order (NVML first)."""
+    from .plugins import SourceContext, family
 
-    out: list[DeviceSource] = []
-    if scfg["jetson"]["enabled"]:
-        from .sources.jetson import JetsonSource
-
-        out.append(JetsonSource(scfg["jetson"]["sysfs_root"]))
-        out[-1].optional = True
-    if scfg["rapl"]["enabled"]:
-        from .sources.rapl import RaplSource
-
-        out.append(RaplSource(scfg["rapl"]["sysfs_root"]))
-        out[-1].optional = True
-    rf = scfg["redfish"]
-    if rf["url"]:
-        from .config import read_secret
-        from .sources.node import RedfishSource
-
-        password = read_secret(rf, "password_env", "password_file", "sources.redfish") \
-            if rf["password_env"] or rf["password_file"] else None
-        verify: bool | str = False if rf["insecure_skip_verify"] else (rf["ca_file"] or True)
-        out.append(_polled(RedfishSource(rf["url"], rf["username"], password, verify=verify,
-                                         timeout_s=rf["timeout_seconds"], chassis=rf["chassis"]), rf))
-    if scfg["ipmi"]["enabled"]:
-        from .sources.node import IpmiSource
-
-        ipmi = scfg["ipmi"]
-        out.append(_polled(IpmiSource(shlex.split(ipmi["command"]), ipmi["timeout_seconds"]), ipmi))
-    if scfg["cpu_estimate"]["tdp_watts"]:
-        from .sources.cpu_estimate import EstimatedCpuSource
-
-        out.append(EstimatedCpuSource(scfg["cpu_estimate"]["tdp_watts"], scfg["cpu_estimate"]["idle_fraction"]))
-    return out
-
-
-def _polled(source: DeviceSource, scfg: dict[str, Any]) -> DeviceSource:
-    """A BMC source on its own thread: a reading is served for two polls plus one timeout."""
-    from .sources.polled import PolledSource
-
-    interval = scfg["poll_interval_seconds"]
-    return PolledSource(source, interval, 2 * interval + scfg["timeout_seconds"])
+    ctx = SourceContext(read_processes=read_processes)
+    return [source for name, plugin in family("source").items() for source in plugin.factory(scfg[name], ctx)]
 
 
 def make_collector(meter: Meter, cfg: dict[str, Any]) -> SnapshotCollector:

@@ -7,13 +7,19 @@ from __future__ import annotations
 import copy
 import math
 import os
-import reprlib
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
 from .carbon.timeline import MAX_G_PER_KWH
+from .plugins import family
+from .schema import DAY, HOUR, documented_type, key_name, leaf_keys, show  # noqa: F401 - re-exported
+from .schema import at_least as _at_least  # noqa: F401
+from .schema import between as _between
+from .schema import hz as _hz
+from .schema import one_of as _one_of
+from .schema import positive as _positive
 
 # World average grid intensity 2023, Ember Global Electricity Review 2024 (gCO2e/kWh).
 WORLD_AVERAGE_G_PER_KWH = 480.0
@@ -23,68 +29,20 @@ class ConfigError(ValueError):
     """Invalid configuration; the message names the file, key and reason."""
 
 
-_SHOW = reprlib.Repr()
-_SHOW.maxlevel, _SHOW.maxlist, _SHOW.maxdict, _SHOW.maxstring, _SHOW.maxother, _SHOW.maxlong = 2, 4, 4, 60, 60, 40
-
-
-def show(value: Any) -> str:
-    """A bounded rendering of a config value for error messages (a YAML alias bomb stays short)."""
-    return _SHOW.repr(value)
-
-
-def key_name(key: Any) -> str:
-    """A mapping key for a dotted path: short strings as they are, anything else bounded."""
-    return key if isinstance(key, str) and len(key) <= 60 and key.isprintable() else show(key)
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if x == int(x) else f"{x:g}"
-
-
-def _between(lo: float, hi: float, *, open_lo: bool = False, hint: str = "") -> Callable[[float], str | None]:
-    def check(v: float) -> str | None:
-        if (v <= lo if open_lo else v < lo) or v > hi:
-            return f"must be in {check.range}{hint}"
-        return None
-    check.range = f"{'(' if open_lo else '['}{_num(lo)}, {_num(hi)}]"  # type: ignore[attr-defined]
-    return check
-
-
-def documented_type(spec: tuple) -> str:
-    """The type column of docs/configuration.md for a schema entry: kind and bounds."""
-    kind, _, check = spec
-    name = {str: "string", int: "integer", float: "number", bool: "bool", dict: "map"}[kind]
-    bounds = getattr(check, "range", None)
-    return f"{name} in {bounds}" if bounds else name
-
-
 def schema_keys(schema: dict[str, Any] | None = None, prefix: str = "") -> dict[str, tuple]:
     """Every leaf key of the schema, dotted."""
-    out = {}
-    for key, spec in (schema or SCHEMA).items():
-        if isinstance(spec, dict):
-            out.update(schema_keys(spec, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = spec
+    return leaf_keys(schema or SCHEMA, prefix)
+
+
+def _union(schemas: Any) -> dict[str, Any]:
+    """Plug-ins' keys merged into one section; two plug-ins may share a key only with one meaning."""
+    out: dict[str, Any] = {}
+    for schema in schemas:
+        for key, spec in schema.items():
+            if key in out and out[key][:2] != spec[:2]:
+                raise ValueError(f"plug-ins disagree on config key {key!r}")
+            out.setdefault(key, spec)
     return out
-
-
-def _positive(hi: float) -> Callable[[float], str | None]:
-    return _between(0, hi, open_lo=True)
-
-
-def _at_least(lo: float, hi: float = 1e9) -> Callable[[float], str | None]:
-    return _between(lo, hi)
-
-
-def _one_of(*choices: str) -> Callable[[str], str | None]:
-    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
-
-
-_hz = _between(10, 1000)
-
-
-HOUR, DAY = 3600.0, 86400.0
 
 
 # key -> (type, default, check) or a nested schema dict. A default of None means optional.
@@ -101,32 +59,7 @@ SCHEMA: dict[str, Any] = {
         "slow_refresh_seconds": (float, 30.0, _positive(DAY)),
         "lost_device_retry_seconds": (float, 30.0, _positive(DAY)),
     },
-    "sources": {
-        "nvml": {"enabled": (bool, True, None)},
-        "jetson": {"enabled": (bool, True, None), "sysfs_root": (str, "/", None)},
-        "rapl": {"enabled": (bool, True, None), "sysfs_root": (str, "/", None)},
-        "redfish": {
-            "url": (str, None, None),
-            "username": (str, None, None),
-            "password_env": (str, None, None),
-            "password_file": (str, None, None),
-            "ca_file": (str, None, None),
-            "insecure_skip_verify": (bool, False, None),
-            "chassis": (str, None, None),
-            "timeout_seconds": (float, 5.0, _positive(300)),
-            "poll_interval_seconds": (float, 5.0, _between(0.1, HOUR)),
-        },
-        "ipmi": {
-            "enabled": (bool, False, None),
-            "command": (str, "ipmitool", None),
-            "timeout_seconds": (float, 5.0, _positive(300)),
-            "poll_interval_seconds": (float, 5.0, _between(0.1, HOUR)),
-        },
-        "cpu_estimate": {
-            "tdp_watts": (float, None, _positive(10000)),
-            "idle_fraction": (float, 0.0, _between(0, 0.99)),
-        },
-    },
+    "sources": {name: plugin.schema for name, plugin in family("source").items()},
     "carbon": {
         "zone": (str, None, None),
         "zones": (dict, {}, None),
@@ -149,10 +82,7 @@ SCHEMA: dict[str, Any] = {
     "attribution": {
         "enabled": (bool, True, None),
         "mappers": (str, "auto", None),
-        "proc_root": (str, "/proc", None),
-        "slurm_environ": (bool, False, None),
-        "mapping_dir": (str, None, None),
-        "kubelet_socket": (str, "/var/lib/kubelet/pod-resources/kubelet.sock", None),
+        **_union(p.schema for p in family("mapper").values()),
         "expose_user": (bool, False, None),
         "idle_watts": (dict, {}, None),
         "linger_seconds": (float, 300.0, _between(30.0, 30 * DAY)),
@@ -163,41 +93,19 @@ SCHEMA: dict[str, Any] = {
         },
     },
 }
-MAPPERS = ("slurm", "slurm_environ", "mapping_dir", "kubernetes", "kubernetes_cgroup", "process")
-
-LIVE_PROVIDERS = ("electricitymaps", "watttime", "ukcarbonintensity")
-STATIC_PROVIDERS = ("static", "country", "file")
+MAPPERS = tuple(family("mapper"))
+LIVE_PROVIDERS = tuple(n for n, p in family("provider").items() if p.live)
+STATIC_PROVIDERS = tuple(n for n, p in family("provider").items() if not p.live)
 ZONE_SCHEMA: dict[str, Any] = {
-    "provider": (str, ..., _one_of(*STATIC_PROVIDERS, *LIVE_PROVIDERS)),
-    "g_per_kwh": (float, None, _between(0, MAX_G_PER_KWH, open_lo=True)),
-    "country": (str, None, None),
-    "path": (str, None, None),
-    # live providers
-    "base_url": (str, None, None),
-    "zone_id": (str, None, None),
-    "lat": (float, None, _between(-90, 90)),
-    "lon": (float, None, _between(-180, 180)),
-    "emission_factor_type": (str, "lifecycle", _one_of("lifecycle", "direct")),
-    "forecast": (bool, True, None),
-    "token_env": (str, None, None),
-    "token_file": (str, None, None),
-    "region": (str, None, None),
-    "username": (str, None, None),
-    "password_env": (str, None, None),
-    "password_file": (str, None, None),
-    "region_id": (int, None, _between(1, 17, hint=", a GB region id")),
-    "postcode": (str, None, None),
+    "provider": (str, ..., _one_of(*family("provider"))),
+    **_union(p.schema for p in family("provider").values()),
+    # every live provider
     "poll_interval_seconds": (float, 900.0, _between(10.0, DAY)),
     "timeout_seconds": (float, 10.0, _positive(300)),
     "retries": (int, 3, _between(0, 100)),
     "max_age_seconds": (float, 3600.0, _positive(30 * DAY)),
     "stale_after_seconds": (float, 7200.0, _positive(30 * DAY)),
     "fallback": (dict, None, None),
-}
-_LIVE_REQUIRED = {
-    "electricitymaps": [("token_env", "token_file")],
-    "watttime": [("region",), ("username",), ("password_env", "password_file")],
-    "ukcarbonintensity": [],
 }
 
 
@@ -292,24 +200,22 @@ def _checked(value: Any, kind: type, check: Callable | None, dotted: str, errors
 def _validate_zone(spec: Any, source: str, prefix: str, zone: str) -> dict[str, Any]:
     z = _validate(spec, ZONE_SCHEMA, source, prefix)
     provider = z["provider"]
-    if provider in LIVE_PROVIDERS:
-        for alternatives in _LIVE_REQUIRED[provider]:
-            if not any(z[k] for k in alternatives):
-                raise ConfigError(f"{source}: {prefix}{alternatives[0]}: required for provider {provider}"
-                                  + (f" (or {', '.join(alternatives[1:])})" if len(alternatives) > 1 else ""))
-        if provider == "electricitymaps" and not z["zone_id"] and (z["lat"] is None or z["lon"] is None):
-            raise ConfigError(f"{source}: {prefix}zone_id: required for provider electricitymaps (or lat and lon)")
+    plugin = family("provider")[provider]
+    for alternatives in plugin.requires:
+        if all(z[k] is None or z[k] == "" for k in alternatives):
+            raise ConfigError(f"{source}: {prefix}{alternatives[0]}: required for provider {provider}"
+                              + (f" (or {', '.join(alternatives[1:])})" if len(alternatives) > 1 else ""))
+    if plugin.validate is not None and (problem := plugin.validate(z)):
+        raise ConfigError(f"{source}: {prefix}{problem[0]}: {problem[1]}")
+    if plugin.live:
         if z["fallback"] is not None:
             if z["fallback"].get("provider") in LIVE_PROVIDERS:
-                raise ConfigError(f"{source}: {prefix}fallback.provider: must be static, country or file")
+                raise ConfigError(f"{source}: {prefix}fallback.provider: must be "
+                                  f"{', '.join(STATIC_PROVIDERS[:-1])} or {STATIC_PROVIDERS[-1]}")
             z["fallback"] = _validate_zone(z["fallback"], source, f"{prefix}fallback.", zone)
         return z
     if z["fallback"] is not None:
         raise ConfigError(f"{source}: {prefix}fallback: only live providers take a fallback")
-    if provider == "static" and z["g_per_kwh"] is None:
-        raise ConfigError(f"{source}: {prefix}g_per_kwh: required for provider static")
-    if provider == "file" and not z["path"]:
-        raise ConfigError(f"{source}: {prefix}path: required for provider file")
     if provider == "country":
         from .carbon.zones import UnknownZone, country_code
 

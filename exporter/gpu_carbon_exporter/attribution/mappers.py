@@ -8,6 +8,7 @@ the kubelet socket.
 from __future__ import annotations
 
 import logging
+import os
 import pwd
 import re
 import threading
@@ -16,6 +17,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..plugins import MapperContext, register
 from ..sources.base import DeviceIdentity, MigInstance, ProcessInfo
 from .model import Holder, Job
 
@@ -323,3 +325,25 @@ class KubernetesPodResourcesMapper(Mapper):
         if len(jobs) == 1:
             return _group([(jobs[0], p) for p in procs]) or [Holder(jobs[0])]
         return [Holder(j) for j in jobs]
+
+
+def _pid_kw(acfg: dict, ctx: MapperContext) -> dict:
+    return {"expose_user": acfg["expose_user"], "teams": ctx.teams}
+
+
+register("mapper", "slurm", lambda a, c: SlurmCgroupMapper(c.proc_root, read_environ=a["slurm_environ"], **_pid_kw(a, c)),
+         "Slurm jobs from process cgroups (v1 and v2)", auto=lambda a: True,
+         schema={"proc_root": (str, "/proc", None), "slurm_environ": (bool, False, None)})
+register("mapper", "slurm_environ", lambda a, c: SlurmEnvMapper(c.proc_root, **_pid_kw(a, c)),
+         "Slurm jobs from process environments (SLURM_JOB_ID)")
+register("mapper", "mapping_dir", lambda a, c: MappingDirMapper(a["mapping_dir"], **_pid_kw(a, c)),
+         "dcgm-exporter / jobstats mapping files",
+         auto=lambda a: bool(a["mapping_dir"]) and os.path.isdir(a["mapping_dir"]),
+         schema={"mapping_dir": (str, None, None)})
+register("mapper", "kubernetes", lambda a, c: KubernetesPodResourcesMapper(a["kubelet_socket"], teams=c.teams),
+         "Kubernetes pods from the kubelet PodResources API", auto=lambda a: os.path.exists(a["kubelet_socket"]),
+         schema={"kubelet_socket": (str, "/var/lib/kubelet/pod-resources/kubelet.sock", None)})
+register("mapper", "kubernetes_cgroup", lambda a, c: KubernetesCgroupMapper(c.proc_root, **_pid_kw(a, c)),
+         "Kubernetes pods from container cgroups (needs hostPID)")
+register("mapper", "process", lambda a, c: ProcessMapper(c.proc_root, **_pid_kw(a, c)),
+         "plain processes, one job per process (by user)")

@@ -15,6 +15,7 @@ import os
 import threading
 from pathlib import Path
 
+from ..plugins import register
 from .base import Intensity, IntensityProvider
 from .timeline import Timeline, intensity_problem, parse_time
 
@@ -85,3 +86,16 @@ class FileIntensity(IntensityProvider):
 
     def healthy(self) -> bool:
         return self._ok
+
+
+def _file(zone: str, spec: dict, where: str) -> IntensityProvider:
+    from ..config import ConfigError
+
+    try:
+        return FileIntensity(zone, spec["path"])
+    except ValueError as err:
+        raise ConfigError(f"{where}.path: {err}") from err
+
+
+register("provider", "file", _file, "a CSV or JSON series of (time, gCO2e/kWh), re-read when it changes",
+         requires=(("path",),), schema={"path": (str, None, None)})

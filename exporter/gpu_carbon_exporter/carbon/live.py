@@ -122,7 +122,7 @@ class PollingIntensity(IntensityProvider):
 
     def _delay(self, attempt: int, err: ProviderError) -> float:
         if err.retry_after is not None:
-            return err.retry_after
+            return max(err.retry_after, self.backoff_s)  # "Retry-After: 0" must not become a hot loop
         return self.backoff_s * 2 ** attempt * random.uniform(1.0, 1.5)
 
     def _check_fresh(self, timeline: Timeline) -> None:

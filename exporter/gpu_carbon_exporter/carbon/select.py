@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..config import WORLD_AVERAGE_G_PER_KWH, ConfigError, read_secret
+from ..config import WORLD_AVERAGE_G_PER_KWH
+from ..plugins import family
 from .base import IntensityProvider
 from .static import StaticIntensity, country_intensity
 
@@ -12,36 +13,16 @@ log = logging.getLogger(__name__)
 
 
 def _static(zone: str, spec: dict[str, Any] | None, where: str) -> IntensityProvider:
+    """A zone spec of a non-live provider (a live provider's fallback), or the world average."""
     if spec is None:
         return StaticIntensity(zone, WORLD_AVERAGE_G_PER_KWH, source="default")
-    if spec["provider"] == "static":
-        return StaticIntensity(zone, spec["g_per_kwh"])
-    if spec["provider"] == "file":
-        from .file import FileIntensity
-
-        try:
-            return FileIntensity(zone, spec["path"])
-        except ValueError as err:
-            raise ConfigError(f"{where}.path: {err}") from err
-    return country_intensity(zone, spec["country"])
+    return family("provider")[spec["provider"]].factory(zone, spec, where)
 
 
 def _live(zone: str, spec: dict[str, Any], carbon_cfg: dict[str, Any], where: str) -> IntensityProvider:
     from .live import PollingIntensity
-    from .webapis import ElectricityMaps, UKCarbonIntensity, WattTime
 
-    base = {"base_url": spec["base_url"]} if spec["base_url"] else {}
-    kind = spec["provider"]
-    if kind == "electricitymaps":
-        source = ElectricityMaps(read_secret(spec, "token_env", "token_file", where), zone=spec["zone_id"],
-                                 lat=spec["lat"], lon=spec["lon"], forecast=spec["forecast"],
-                                 emission_factor_type=spec["emission_factor_type"], **base)
-    elif kind == "watttime":
-        source = WattTime(spec["username"], read_secret(spec, "password_env", "password_file", where),
-                          spec["region"], **base)
-    else:
-        source = UKCarbonIntensity(region_id=spec["region_id"], postcode=spec["postcode"],
-                                   forecast=spec["forecast"], **base)
+    source = family("provider")[spec["provider"]].factory(zone, spec, where)
     fc = carbon_cfg["forecast"]
     return PollingIntensity(zone, source, _static(zone, spec["fallback"], f"{where}.fallback"),
                             poll_interval_s=spec["poll_interval_seconds"], timeout_s=spec["timeout_seconds"],
@@ -51,6 +32,8 @@ def _live(zone: str, spec: dict[str, Any], carbon_cfg: dict[str, Any], where: st
 
 
 def build_provider(carbon_cfg: dict[str, Any]) -> IntensityProvider:
+    """The intensity provider of the node's zone: a registered provider (polled, with its fallback,
+    when live), the bundled country table for a bare country code, or the world average."""
     zone = carbon_cfg["zone"]
     if zone is None:
         log.warning("no carbon.zone configured: using the world average %.0f gCO2e/kWh "
@@ -60,6 +43,6 @@ def build_provider(carbon_cfg: dict[str, Any]) -> IntensityProvider:
     if spec is None:
         return country_intensity(zone, zone)
     where = f"carbon.zones.{zone}"
-    if spec["provider"] in ("electricitymaps", "watttime", "ukcarbonintensity"):
+    if family("provider")[spec["provider"]].live:
         return _live(zone, spec, carbon_cfg, where)
     return _static(zone, spec, where)

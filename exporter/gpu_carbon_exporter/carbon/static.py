@@ -6,8 +6,10 @@ from functools import lru_cache
 from importlib import resources
 from typing import Callable
 
+from ..plugins import register
+from ..schema import between
 from .base import Intensity, IntensityProvider
-from .timeline import Timeline
+from .timeline import MAX_G_PER_KWH, Timeline
 
 COUNTRY_ATTRIBUTION = "Our World in Data, based on Ember and Energy Institute, CC BY 4.0"
 
@@ -54,3 +56,17 @@ class TimelineIntensity(IntensityProvider):
         e = self.epoch()
         edges = [t0 - e, *self.timeline.changes(t0 - e, t1 - e), t1 - e]
         return [(a + e, b + e, self._at(a)) for a, b in zip(edges, edges[1:])]
+
+
+def _static(zone: str, spec: dict, where: str) -> IntensityProvider:
+    return StaticIntensity(zone, spec["g_per_kwh"])
+
+
+def _country(zone: str, spec: dict, where: str) -> IntensityProvider:
+    return country_intensity(zone, spec["country"])
+
+
+register("provider", "static", _static, "a fixed value", requires=(("g_per_kwh",),),
+         schema={"g_per_kwh": (float, None, between(0, MAX_G_PER_KWH, open_lo=True))})
+register("provider", "country", _country, "the bundled per-country table (Our World in Data, CC BY 4.0)",
+         schema={"country": (str, None, None)})

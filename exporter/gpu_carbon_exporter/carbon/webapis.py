@@ -10,6 +10,8 @@ import datetime as dt
 import logging
 import time
 from abc import ABC, abstractmethod
+from ..plugins import register
+from ..schema import between, one_of
 from .http import JsonHttp, ProviderError, field, number, timestamp
 from .timeline import Timeline
 
@@ -182,3 +184,50 @@ class UKCarbonIntensity(LiveSource):
             forecast = self._optional("forecast", lambda: [
                 self._point(e, i) for i, e in enumerate(self._periods(http.get(url)))]) or []
         return _timeline(current, forecast)
+
+
+def _base(spec: dict) -> dict:
+    return {"base_url": spec["base_url"]} if spec["base_url"] else {}
+
+
+def _electricitymaps(zone: str, spec: dict, where: str) -> LiveSource:
+    from ..config import read_secret
+
+    return ElectricityMaps(read_secret(spec, "token_env", "token_file", where), zone=spec["zone_id"],
+                           lat=spec["lat"], lon=spec["lon"], forecast=spec["forecast"],
+                           emission_factor_type=spec["emission_factor_type"], **_base(spec))
+
+
+def _watttime(zone: str, spec: dict, where: str) -> LiveSource:
+    from ..config import read_secret
+
+    return WattTime(spec["username"], read_secret(spec, "password_env", "password_file", where), spec["region"],
+                    **_base(spec))
+
+
+def _uk(zone: str, spec: dict, where: str) -> LiveSource:
+    return UKCarbonIntensity(region_id=spec["region_id"], postcode=spec["postcode"], forecast=spec["forecast"],
+                             **_base(spec))
+
+
+def _em_location(spec: dict) -> tuple[str, str] | None:
+    if not spec["zone_id"] and (spec["lat"] is None or spec["lon"] is None):
+        return "zone_id", "required for provider electricitymaps (or lat and lon)"
+    return None
+
+
+_URL = {"base_url": (str, None, None)}
+_FORECAST = {"forecast": (bool, True, None)}
+register("provider", "electricitymaps", _electricitymaps, "Electricity Maps v3: latest and forecast", live=True,
+         requires=(("token_env", "token_file"),), validate=_em_location, schema={
+             **_URL, "zone_id": (str, None, None), "lat": (float, None, between(-90, 90)),
+             "lon": (float, None, between(-180, 180)),
+             "emission_factor_type": (str, "lifecycle", one_of("lifecycle", "direct")), **_FORECAST,
+             "token_env": (str, None, None), "token_file": (str, None, None)})
+register("provider", "watttime", _watttime, "WattTime v3 marginal emissions (co2_moer)", live=True,
+         requires=(("region",), ("username",), ("password_env", "password_file")), schema={
+             **_URL, "region": (str, None, None), "username": (str, None, None),
+             "password_env": (str, None, None), "password_file": (str, None, None)})
+register("provider", "ukcarbonintensity", _uk, "UK Carbon Intensity API: national, region or postcode", live=True,
+         schema={**_URL, "region_id": (int, None, between(1, 17, hint=", a GB region id")),
+                 "postcode": (str, None, None), **_FORECAST})

@@ -8,6 +8,8 @@ from typing import Callable
 
 import psutil
 
+from ..plugins import SourceContext, register
+from ..schema import between, positive
 from .base import DeviceIdentity, DeviceReading, DeviceSource
 
 
@@ -30,3 +32,13 @@ class EstimatedCpuSource(DeviceSource):
 
     def read(self, device: DeviceIdentity, *, slow: bool) -> DeviceReading:
         return DeviceReading(power_mw=self.read_power_mw(device))
+
+
+def _from_config(section: dict, ctx: SourceContext) -> list[DeviceSource]:
+    if not section["tdp_watts"]:
+        return []
+    return [EstimatedCpuSource(section["tdp_watts"], section["idle_fraction"])]
+
+
+register("source", "cpu_estimate", _from_config, "estimated CPU power (utilisation x TDP) where nothing is measured",
+         schema={"tdp_watts": (float, None, positive(10000)), "idle_fraction": (float, 0.0, between(0, 0.99))})

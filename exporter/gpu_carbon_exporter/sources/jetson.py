@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..plugins import SourceContext, register
 from .base import DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
 
 log = logging.getLogger(__name__)
@@ -141,3 +142,15 @@ class JetsonSource(DeviceSource):
             except (OSError, ValueError) as err:
                 reading.errors.append(f"gpu load: {err}")
         return reading
+
+
+def _from_config(section: dict, ctx: SourceContext) -> list[DeviceSource]:
+    if not section["enabled"]:
+        return []
+    source = JetsonSource(section["sysfs_root"])
+    source.optional = True  # skipped quietly where no power monitor exists
+    return [source]
+
+
+register("source", "jetson", _from_config, "Jetson power rails (INA3221/INA238) and GPU load",
+         schema={"enabled": (bool, True, None), "sysfs_root": (str, "/", None)})

@@ -12,6 +12,8 @@ from typing import Any
 
 import requests
 
+from ..plugins import SourceContext, register
+from ..schema import HOUR, between, positive
 from .base import DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
 
 log = logging.getLogger(__name__)
@@ -140,3 +142,35 @@ class IpmiSource(DeviceSource):
 
     def read(self, device: DeviceIdentity, *, slow: bool) -> DeviceReading:
         return DeviceReading(power_mw=self.read_power_mw(device))
+
+
+def _redfish(section: dict, ctx: SourceContext) -> list[DeviceSource]:
+    if not section["url"]:
+        return []
+    from ..config import read_secret
+    from .polled import polled
+
+    password = read_secret(section, "password_env", "password_file", "sources.redfish") \
+        if section["password_env"] or section["password_file"] else None
+    verify: bool | str = False if section["insecure_skip_verify"] else (section["ca_file"] or True)
+    return [polled(RedfishSource(section["url"], section["username"], password, verify=verify,
+                                 timeout_s=section["timeout_seconds"], chassis=section["chassis"]), section)]
+
+
+def _ipmi(section: dict, ctx: SourceContext) -> list[DeviceSource]:
+    if not section["enabled"]:
+        return []
+    import shlex
+
+    from .polled import polled
+
+    return [polled(IpmiSource(shlex.split(section["command"]), section["timeout_seconds"]), section)]
+
+
+_POLLING = {"timeout_seconds": (float, 5.0, positive(300)), "poll_interval_seconds": (float, 5.0, between(0.1, HOUR))}
+register("source", "redfish", _redfish, "whole-node power from the BMC over Redfish", schema={
+    "url": (str, None, None), "username": (str, None, None), "password_env": (str, None, None),
+    "password_file": (str, None, None), "ca_file": (str, None, None), "insecure_skip_verify": (bool, False, None),
+    "chassis": (str, None, None), **_POLLING})
+register("source", "ipmi", _ipmi, "whole-node power from `ipmitool dcmi power reading`", schema={
+    "enabled": (bool, False, None), "command": (str, "ipmitool", None), **_POLLING})

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import pynvml as N  # error and field names only: the library itself loads in nvmlInit, through self._nvml
 
+from ..plugins import SourceContext, register
 from .base import (DeviceIdentity, DeviceLost, DeviceReading, DeviceSource,
                    MigInstance, ProcessInfo, SourceUnavailable)
 
@@ -310,3 +311,11 @@ class NvmlSource(DeviceSource):
         util = {pid: round(sum(v) / len(v)) for pid, v in seen.items()}
         self._util_cache[device.index] = (pids, now, util)
         return util
+
+
+def _from_config(section: dict, ctx: SourceContext) -> list[DeviceSource]:
+    return [NvmlSource(read_processes=ctx.read_processes)] if section["enabled"] else []
+
+
+register("source", "nvml", _from_config, "NVIDIA GPUs through NVML (the default on a GPU node)",
+         schema={"enabled": (bool, True, None)})

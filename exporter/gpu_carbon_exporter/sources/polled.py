@@ -78,3 +78,9 @@ class PolledSource(DeviceSource):
         if self._thread is not None:
             self._thread.join(timeout=1.0)  # a read still blocked on the BMC ends at its own timeout
         self.inner.close()
+
+
+def polled(source: DeviceSource, section: dict) -> DeviceSource:
+    """A network-backed source on its own thread: a reading is served for two polls plus one timeout."""
+    interval = section["poll_interval_seconds"]
+    return PolledSource(source, interval, 2 * interval + section["timeout_seconds"])

@@ -15,6 +15,7 @@ import logging
 import time
 from pathlib import Path
 
+from ..plugins import SourceContext, register
 from .base import DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, DeviceUnreadable, SourceUnavailable
 
 log = logging.getLogger(__name__)
@@ -81,3 +82,15 @@ class RaplSource(DeviceSource):
             power_mw = int(delta / (now - z.last_t) / 1000)
         z.last_raw, z.last_t = raw, now
         return DeviceReading(power_mw=power_mw, energy_mj=raw / 1000.0)
+
+
+def _from_config(section: dict, ctx: SourceContext) -> list[DeviceSource]:
+    if not section["enabled"]:
+        return []
+    source = RaplSource(section["sysfs_root"])
+    source.optional = True  # skipped quietly where no powercap zone exists
+    return [source]
+
+
+register("source", "rapl", _from_config, "CPU package and DRAM energy from RAPL (powercap)",
+         schema={"enabled": (bool, True, None), "sysfs_root": (str, "/", None)})
