@@ -11,7 +11,7 @@ import threading
 import time
 
 from gpu_carbon_exporter.carbon.static import StaticIntensity
-from gpu_carbon_exporter.cli import build_attribution, make_collector
+from gpu_carbon_exporter.startup import build_attribution, make_collector
 from gpu_carbon_exporter.config import parse_config
 from gpu_carbon_exporter.meter import Meter
 from gpu_carbon_exporter.sim.nvml import SimulatedNvml

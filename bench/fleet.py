@@ -24,7 +24,7 @@ import subprocess
 
 from common import free_port, query, wait_http
 
-from gpu_carbon_exporter.cli import build_meter, make_registry
+from gpu_carbon_exporter.startup import build_meter, make_registry
 from gpu_carbon_exporter.config import parse_config
 from prometheus_client.exposition import generate_latest
 

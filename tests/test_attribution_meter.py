@@ -4,7 +4,7 @@ import math
 import pytest
 
 from gpu_carbon_exporter.carbon.static import StaticIntensity
-from gpu_carbon_exporter.cli import build_attribution
+from gpu_carbon_exporter.startup import build_attribution
 from gpu_carbon_exporter.config import parse_config
 from gpu_carbon_exporter.meter import Meter
 from gpu_carbon_exporter.sim.procfs import write_procfs

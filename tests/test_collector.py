@@ -80,7 +80,7 @@ def test_lost_gpu_keeps_counters_but_drops_gauges(clock):
 
 def test_promtool_accepts_job_and_edge_families(clock):
     """The demo node with jobs and RAPL, after some samples, passes promtool's lint too."""
-    from gpu_carbon_exporter.cli import build_meter, make_registry
+    from gpu_carbon_exporter.startup import build_meter, make_registry
     from gpu_carbon_exporter.config import parse_config
 
     cfg = parse_config({})
@@ -97,7 +97,7 @@ def test_promtool_accepts_job_and_edge_families(clock):
 
 def test_fast_renderer_is_byte_identical_to_prometheus_client(clock):
     """web.py serves the text format with exposition.render_text: same bytes as generate_latest."""
-    from gpu_carbon_exporter.cli import build_meter, make_registry
+    from gpu_carbon_exporter.startup import build_meter, make_registry
     from gpu_carbon_exporter.config import parse_config
     from gpu_carbon_exporter.exposition import render_text
 

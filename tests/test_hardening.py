@@ -1,5 +1,4 @@
 """Regression tests for the HTTP endpoint and the configuration under hostile or odd input."""
-import gzip
 import logging
 import socket
 import ssl
@@ -12,7 +11,8 @@ import requests
 from prometheus_client.openmetrics.exposition import generate_latest as om_generate_latest
 
 from gpu_carbon_exporter.carbon.http import MAX_RETRY_AFTER_S, JsonHttp, ProviderError, retry_after
-from gpu_carbon_exporter.cli import main, make_collector
+from gpu_carbon_exporter.cli import main
+from gpu_carbon_exporter.startup import make_collector
 from gpu_carbon_exporter.config import ConfigError, load_config, parse_config
 from gpu_carbon_exporter.exposition import Exposition
 from gpu_carbon_exporter.logfmt import LogfmtFormatter

@@ -1,5 +1,4 @@
 """The meter: counters against ground truth, restarts, driver reloads, lost GPUs."""
-import json
 
 import pytest
 
@@ -184,7 +183,7 @@ def test_counters_are_monotonic_over_a_long_bursty_run():
 
 def test_an_unexpected_source_error_degrades_that_source_only(clock):
     """A bug-like failure (not an NVML error) in one source: its sample fails, the rest report."""
-    from gpu_carbon_exporter.sources.base import DeviceIdentity, DeviceReading, DeviceSource
+    from gpu_carbon_exporter.sources.base import DeviceIdentity, DeviceSource
 
     class Broken(DeviceSource):
         name = "broken"

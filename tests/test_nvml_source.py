@@ -114,7 +114,6 @@ def test_gpu_lost_before_start_is_reported_down_not_dropped(nv, clock):
 
 def test_per_process_utilisation_is_reread_on_change_or_every_5_s(clock):
     """Two processes share a GPU: their utilisation feeds the split weights, which change slowly."""
-    from gpu_carbon_exporter.sim.procfs import write_procfs  # noqa: F401 - the scenario's processes
     from gpu_carbon_exporter.sources.nvml import PROCESS_UTIL_REFRESH_S
 
     nv = sim_nvml({"devices": [{"model": "NVIDIA H100 80GB HBM3", "power": {"pattern": "constant", "watts": 500}}],

@@ -1,14 +1,13 @@
 """Regression tests for lost data: sampler jams, restarts, damaged state, clock steps, double counting."""
 import json
 import math
-import threading
 import time
 import zlib
 
 import pytest
 
 from gpu_carbon_exporter.carbon.static import StaticIntensity, TimelineIntensity
-from gpu_carbon_exporter.cli import build_attribution
+from gpu_carbon_exporter.startup import build_attribution
 from gpu_carbon_exporter.config import parse_config
 from gpu_carbon_exporter.meter import Meter
 from gpu_carbon_exporter.sim.patterns import Constant

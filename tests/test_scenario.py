@@ -57,7 +57,7 @@ def test_demo_tells_the_same_story_three_cycles_later():
     """Power, jobs and intensity share the demo's 30-min cycle: at t = 3 cycles job 4711 still
     trains on GPUs 0-3 (all their energy is its), and intensity still steps every 5 minutes."""
     from gpu_carbon_exporter.carbon.static import TimelineIntensity
-    from gpu_carbon_exporter.cli import build_attribution
+    from gpu_carbon_exporter.startup import build_attribution
     from gpu_carbon_exporter.config import parse_config
     from gpu_carbon_exporter.meter import Meter
     from gpu_carbon_exporter.sim.nvml import SimulatedNvml

@@ -2,14 +2,13 @@
 import gzip
 import socket
 import threading
-import time
 
 import bcrypt
 import pytest
 import requests
 
 from gpu_carbon_exporter.carbon.static import StaticIntensity
-from gpu_carbon_exporter.cli import make_collector
+from gpu_carbon_exporter.startup import make_collector
 from gpu_carbon_exporter.config import ConfigError, parse_config
 from gpu_carbon_exporter.meter import Meter
 from gpu_carbon_exporter.sources.nvml import NvmlSource

@@ -12,10 +12,8 @@ from typing import Any, Callable
 
 import yaml
 
-from .carbon.timeline import MAX_G_PER_KWH
 from .plugins import family
 from .schema import DAY, HOUR, documented_type, key_name, leaf_keys, show  # noqa: F401 - re-exported
-from .schema import at_least as _at_least  # noqa: F401
 from .schema import between as _between
 from .schema import hz as _hz
 from .schema import one_of as _one_of
