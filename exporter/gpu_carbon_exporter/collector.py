@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .meter import DeviceSnapshot, Snapshot
-from .sources.base import JOULES_PER_KWH, MEGA, MILLI, PERCENT
+from .sources.base import JOULES_PER_KWH, MEGA, MILLI, PERCENT, kind_doc
 
 log = logging.getLogger(__name__)
 PREFIX = "gpu_carbon"
@@ -157,7 +157,7 @@ class SnapshotCollector(Collector):
     def _other(self, kind: str, devices: list[DeviceSnapshot]) -> Iterator[Metric]:
         """Boards and rails (Jetson), CPU zones (RAPL, estimates), whole nodes (Redfish, IPMI)."""
         names = [k for k, _ in devices[0].identity.labels]
-        what = _KIND_DOC.get(kind, kind)
+        what = kind_doc(kind)
         up = _gauge(f"{kind}_up", f"1 if the {what} answered its last sample.", names)
         power = _gauge(f"{kind}_power_watts", f"Power of the {what} (W).", names + ["method"])
         energy = _counter(f"{kind}_energy_joules", f"Energy of the {what} (J): method=counter (hardware "
@@ -331,10 +331,6 @@ class SnapshotCollector(Collector):
                            "(a copy is kept beside the state file); 0 when the state loaded intact.")
         discarded.add_metric([], snap.state_discarded)
         yield discarded
-
-
-_KIND_DOC = {"board": "edge board (total input power)", "rail": "power rail", "cpu": "CPU power zone",
-             "node": "whole node (from its BMC)"}
 
 
 _EMISSIONS_DOC = {"node": "Operational emissions of the node's rest (gCO2e): only the energy its GPUs and "

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable
 
 from .carbon.base import Intensity, IntensityProvider
-from .sources.base import (JOULES_PER_KWH, MILLI, DeviceIdentity, DeviceLost, DeviceReading, DeviceSource,
+from .sources.base import (JOULES_PER_KWH, MILLI, DeviceIdentity, DeviceKind, DeviceLost, DeviceReading, DeviceSource,
                            DeviceStale, SourceUnavailable)
 from .state import StateStore
 from .statecheck import MAX_RAW_MJ, BadEntry, mapping, number
@@ -532,11 +532,16 @@ def _integrated_power(dev: _Device, reading: DeviceReading) -> float | None:
 
 
 def _describe(dev: _Device) -> str:
-    kind = "RAPL zone" if dev.source.name == "rapl" else _KIND_NAMES.get(dev.identity.kind, dev.identity.kind)
+    if dev.source.name == "rapl":
+        kind = "RAPL zone"
+    else:
+        try:
+            kind = DeviceKind(dev.identity.kind).label
+        except ValueError:
+            kind = str(dev.identity.kind)
     return f"{kind} {dev.identity.uuid}"
 
 
-_KIND_NAMES = {"gpu": "GPU", "cpu": "CPU zone", "board": "board", "rail": "rail", "node": "node"}
 
 
 def _saved_time(value: object, now: float) -> float | None:

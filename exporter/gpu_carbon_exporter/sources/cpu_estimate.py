@@ -10,7 +10,7 @@ import psutil
 
 from ..plugins import SourceContext, register
 from ..schema import between, positive
-from .base import DeviceIdentity, DeviceReading, DeviceSource
+from .base import DeviceIdentity, DeviceKind, DeviceReading, DeviceSource
 
 
 class EstimatedCpuSource(DeviceSource):
@@ -22,7 +22,7 @@ class EstimatedCpuSource(DeviceSource):
 
     def open(self) -> list[DeviceIdentity]:
         self.utilisation()  # psutil's first call primes its counters
-        return [DeviceIdentity(index=0, uuid="cpu:estimated", name="CPU (estimated)", kind="cpu",
+        return [DeviceIdentity(index=0, uuid="cpu:estimated", name="CPU (estimated)", kind=DeviceKind.CPU,
                                has_energy_counter=False, fast_integration=False, method_without_counter="estimated",
                                labels=(("zone", "estimated"), ("domain", "package")))]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..plugins import SourceContext, register
-from .base import DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
+from .base import DeviceIdentity, DeviceKind, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +101,13 @@ class JetsonSource(DeviceSource):
         self._load = next((self.root / p for p in GPU_LOAD_PATHS if (self.root / p).exists()), None)
         model_file = self.root / "proc/device-tree/model"
         model = model_file.read_text().strip("\x00\n ") if model_file.exists() else "jetson"
-        devices = [DeviceIdentity(index=0, uuid="jetson:board", name=model, kind="board",
+        devices = [DeviceIdentity(index=0, uuid="jetson:board", name=model, kind=DeviceKind.BOARD,
                                   has_energy_counter=False, labels=(("model", model),))]
         for i, rail in enumerate(rails, start=1):
             key = f"jetson:{rail.sensor}:{rail.name}"
             self._rails[key] = rail
             # Every rail is inside the board total (or is part of the sum that makes it): not accounted.
-            devices.append(DeviceIdentity(index=i, uuid=key, name=rail.name, kind="rail", has_energy_counter=False,
+            devices.append(DeviceIdentity(index=i, uuid=key, name=rail.name, kind=DeviceKind.RAIL, has_energy_counter=False,
                                           labels=(("sensor", rail.sensor), ("rail", rail.name)), accounted=False))
         log.info("Jetson %s: %d rails, board total from %s, GPU load from %s", model, len(rails),
                  "+".join(r.name for r in self._total), self._load or "nowhere")

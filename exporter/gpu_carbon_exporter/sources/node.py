@@ -14,13 +14,13 @@ import requests
 
 from ..plugins import SourceContext, register
 from ..schema import HOUR, between, positive
-from .base import DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
+from .base import DeviceIdentity, DeviceKind, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
 
 log = logging.getLogger(__name__)
 
 
 def _node_identity(source: str, key: str, name: str) -> DeviceIdentity:
-    return DeviceIdentity(index=0, uuid=f"{source}:{key}", name=name, kind="node", has_energy_counter=False,
+    return DeviceIdentity(index=0, uuid=f"{source}:{key}", name=name, kind=DeviceKind.NODE, has_energy_counter=False,
                           fast_integration=False, labels=(("source", source),))
 
 

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from ..plugins import SourceContext, register
-from .base import DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, DeviceUnreadable, SourceUnavailable
+from .base import (DeviceIdentity, DeviceKind, DeviceLost, DeviceReading,
+                   DeviceSource, DeviceUnreadable, SourceUnavailable)
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class RaplSource(DeviceSource):
             accounted = z.domain == "psys" if has_psys else (top and z.domain == "package") or z.domain == "dram"
             key = f"rapl:{z.path.name}"
             self._zones[key] = z
-            devices.append(DeviceIdentity(index=i, uuid=key, name=z.name, kind="cpu", has_energy_counter=True,
+            devices.append(DeviceIdentity(index=i, uuid=key, name=z.name, kind=DeviceKind.CPU, has_energy_counter=True,
                                           labels=(("zone", z.path.name), ("domain", z.domain)), accounted=accounted,
                                           energy_wrap_mj=z.max_uj / 1000.0))
         return devices
