@@ -11,8 +11,6 @@ import time
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-import requests
-
 from .timeline import intensity_problem, parse_time
 
 REASONS = ("timeout", "connection", "http_4xx", "http_5xx", "auth", "rate_limited", "redirect",
@@ -52,6 +50,9 @@ class JsonHttp:
     """GET JSON with a timeout; follows redirects only within the same host."""
 
     def __init__(self, timeout_s: float, max_redirects: int = 3) -> None:
+        import requests  # noqa: PLC0415 - only with a live provider configured (it is heavy)
+
+        self._requests = requests
         self.session = requests.Session()
         self.timeout_s, self.max_redirects = timeout_s, max_redirects
 
@@ -63,9 +64,9 @@ class JsonHttp:
                 # verify passed per request: requests lets REQUESTS_CA_BUNDLE override a session's CA file
                 r = self.session.get(url, params=params, headers=headers, auth=auth, verify=self.session.verify,
                                      timeout=self.timeout_s, allow_redirects=False)
-            except requests.Timeout as err:
+            except self._requests.Timeout as err:
                 raise ProviderError("timeout", f"no answer within {self.timeout_s:g}s") from err
-            except requests.RequestException as err:
+            except self._requests.RequestException as err:
                 raise ProviderError("connection", f"request failed: {type(err).__name__}: {err}"[:300]) from err
             if r.is_redirect or r.status_code in (301, 302, 303, 307, 308):
                 target = urljoin(url, r.headers.get("Location", ""))
@@ -80,7 +81,7 @@ class JsonHttp:
         raise ProviderError("redirect", "too many redirects")
 
     @staticmethod
-    def _decode(r: requests.Response) -> Any:
+    def _decode(r: Any) -> Any:  # a requests.Response
         if r.status_code == 429:
             raise ProviderError("rate_limited", "HTTP 429", retry_after(r.headers.get("Retry-After")))
         if r.status_code in (401, 403):

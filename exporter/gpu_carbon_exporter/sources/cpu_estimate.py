@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import psutil
-
 from ..plugins import SourceContext, register
 from ..schema import between, positive
 from .base import DeviceIdentity, DeviceKind, DeviceReading, DeviceSource
@@ -17,7 +15,11 @@ class EstimatedCpuSource(DeviceSource):
     name = "cpu_estimate"
 
     def __init__(self, tdp_watts: float, idle_fraction: float = 0.0,
-                 utilisation: Callable[[], float] = lambda: psutil.cpu_percent(interval=None)) -> None:
+                 utilisation: Callable[[], float] | None = None) -> None:
+        if utilisation is None:
+            import psutil  # noqa: PLC0415 - only with an estimated CPU configured
+
+            utilisation = lambda: psutil.cpu_percent(interval=None)  # noqa: E731
         self.tdp_w, self.idle_fraction, self.utilisation = tdp_watts, idle_fraction, utilisation
 
     def open(self) -> list[DeviceIdentity]:

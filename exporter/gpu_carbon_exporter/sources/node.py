@@ -10,8 +10,6 @@ import re
 import subprocess
 from typing import Any
 
-import requests
-
 from ..plugins import SourceContext, register
 from ..schema import HOUR, between, positive
 from .base import DeviceIdentity, DeviceKind, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
@@ -33,6 +31,9 @@ class RedfishSource(DeviceSource):
     def __init__(self, url: str, username: str | None = None, password: str | None = None, *,
                  verify: bool | str = True, timeout_s: float = 5.0, chassis: str | None = None) -> None:
         self.base, self.chassis, self.timeout_s = url.rstrip("/"), chassis, timeout_s
+        import requests  # noqa: PLC0415 - only with Redfish configured (it is heavy)
+
+        self._requests = requests
         self.session = requests.Session()
         self.session.verify = verify
         if username:
@@ -45,7 +46,7 @@ class RedfishSource(DeviceSource):
         try:
             # verify per request: requests lets REQUESTS_CA_BUNDLE override the session's ca_file
             r = self.session.get(url, timeout=self.timeout_s, verify=self.session.verify)
-        except requests.RequestException as err:
+        except self._requests.RequestException as err:
             raise DeviceLost(f"Redfish {url}: {type(err).__name__}: {err}") from err
         if r.status_code != 200:
             raise DeviceLost(f"Redfish {url}: HTTP {r.status_code}")
