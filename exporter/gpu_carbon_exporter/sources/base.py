@@ -171,3 +171,18 @@ class DeviceSource(ABC):
 
     def close(self) -> None:
         """Release the library."""
+
+
+# Config keys of a source read from a sysfs tree and detected automatically (Jetson, RAPL).
+SYSFS_SCHEMA = {"enabled": (bool, True, None), "sysfs_root": (str, "/", None)}
+
+
+def sysfs_factory(cls: type) -> "object":
+    """Plug-in factory for an auto-detected sysfs source: skipped quietly where its hardware is absent."""
+    def factory(section: dict, ctx: object) -> list[DeviceSource]:
+        if not section["enabled"]:
+            return []
+        source = cls(section["sysfs_root"])
+        source.optional = True
+        return [source]
+    return factory

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..plugins import SourceContext, register
-from .base import DeviceIdentity, DeviceKind, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
+from ..plugins import register
+from .base import (DeviceIdentity, DeviceKind, DeviceLost, DeviceReading, DeviceSource, SYSFS_SCHEMA,
+                   SourceUnavailable, sysfs_factory)
 
 log = logging.getLogger(__name__)
 
@@ -144,13 +145,4 @@ class JetsonSource(DeviceSource):
         return reading
 
 
-def _from_config(section: dict, ctx: SourceContext) -> list[DeviceSource]:
-    if not section["enabled"]:
-        return []
-    source = JetsonSource(section["sysfs_root"])
-    source.optional = True  # skipped quietly where no power monitor exists
-    return [source]
-
-
-register("source", "jetson", _from_config, "Jetson power rails (INA3221/INA238) and GPU load",
-         schema={"enabled": (bool, True, None), "sysfs_root": (str, "/", None)})
+register("source", "jetson", sysfs_factory(JetsonSource), "Jetson power rails (INA3221/INA238) and GPU load", schema=SYSFS_SCHEMA)

@@ -15,9 +15,9 @@ import logging
 import time
 from pathlib import Path
 
-from ..plugins import SourceContext, register
-from .base import (DeviceIdentity, DeviceKind, DeviceLost, DeviceReading,
-                   DeviceSource, DeviceUnreadable, SourceUnavailable)
+from ..plugins import register
+from .base import (DeviceIdentity, DeviceKind, DeviceLost, DeviceReading, DeviceSource, DeviceUnreadable,
+                   SYSFS_SCHEMA, SourceUnavailable, sysfs_factory)
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +85,4 @@ class RaplSource(DeviceSource):
         return DeviceReading(power_mw=power_mw, energy_mj=raw / 1000.0)
 
 
-def _from_config(section: dict, ctx: SourceContext) -> list[DeviceSource]:
-    if not section["enabled"]:
-        return []
-    source = RaplSource(section["sysfs_root"])
-    source.optional = True  # skipped quietly where no powercap zone exists
-    return [source]
-
-
-register("source", "rapl", _from_config, "CPU package and DRAM energy from RAPL (powercap)",
-         schema={"enabled": (bool, True, None), "sysfs_root": (str, "/", None)})
+register("source", "rapl", sysfs_factory(RaplSource), "CPU package and DRAM energy from RAPL (powercap)", schema=SYSFS_SCHEMA)
