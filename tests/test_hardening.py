@@ -459,3 +459,23 @@ def test_hostile_scenarios_give_short_errors(tmp_path, capsys, text, fragment):
     assert main(["--simulate", str(f), "--once"]) == 2
     err = capsys.readouterr().err
     assert fragment in err and len(err) < 1000, err[:300]
+
+
+def test_the_server_serves_scrapes_from_the_per_snapshot_cache(clock, tmp_path, stop_servers):
+    server, port = serve(clock, None, tmp_path)
+    stop_servers.append(server)
+    collector = server.exposition.collector
+    calls = []
+    real = collector.collect_cached
+    collector.collect_cached = lambda snap: calls.append(1) or real(snap)
+    session = requests.Session()
+    session.headers.update({"Accept": PROMETHEUS_3_ACCEPT, "Accept-Encoding": PROMETHEUS_ENCODING})
+    bodies = [session.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text for _ in range(5)]
+    assert len(calls) == 1 and all(b.endswith("# EOF\n") for b in bodies)  # one render, five scrapes
+
+
+def test_ipv6_addresses_are_bracketed():
+    from gpu_carbon_exporter.web import format_address, parse_listen_address
+
+    assert format_address("::1", 9842) == "[::1]:9842" and format_address("127.0.0.1", 1) == "127.0.0.1:1"
+    assert parse_listen_address("[::1]:9842") == ("::1", 9842)
