@@ -87,3 +87,19 @@ def test_check_config_catches_what_start_up_would_refuse(tmp_path, capsys, body,
     assert main(["check-config", str(f)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {f}: ") and fragment in err, err
+
+
+def test_an_unwritable_state_path_is_caught_before_start(tmp_path, capsys):
+    f = tmp_path / "c.yml"
+    f.write_text("state:\n  path: /proc/1/no/state.json\n")
+    assert main(["check-config", str(f)]) == 2
+    assert "cannot write the state there" in capsys.readouterr().err
+    assert main(["--simulate", "--once", "--state.path", "/proc/1/no/state.json"]) == 2
+
+
+def test_scenario_intensity_values_are_checked(tmp_path, capsys):
+    s = tmp_path / "s.yaml"
+    s.write_text("zone: Z\nintensity: {Z: [[0, 300], [50, -50]]}\n"
+                 "devices:\n  - model: NVIDIA H100 80GB HBM3\n    power: {pattern: constant, watts: 100}\n")
+    assert main(["--simulate", str(s), "--once"]) == 2
+    assert "intensity.Z" in capsys.readouterr().err

@@ -43,3 +43,23 @@ def test_bundled_iso_table_is_what_the_generator_writes():
     # pycountry (pinned) is in the test extra: this runs everywhere the suite runs
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_iso3166.py"), "--check"])
     assert out.returncode == 0, "run: python scripts/gen_iso3166.py"
+
+
+def test_a_defined_zone_wins_over_the_country_table_whatever_its_case():
+    cfg = parse_config({"carbon": {"zone": "DE", "zones": {"de": {"provider": "static", "g_per_kwh": 100}}}})
+    assert cfg["carbon"]["zone"] == "de"
+
+
+def test_an_unquoted_norway_is_refused_with_a_hint(tmp_path):
+    from gpu_carbon_exporter.config import load_config
+
+    f = tmp_path / "c.yml"
+    f.write_text("carbon:\n  zone: 'NO'\n  zones:\n    NO: {provider: static, g_per_kwh: 10}\n")
+    with pytest.raises(ConfigError, match="a zone name must be a string; quote it"):
+        load_config(f)
+
+
+def test_an_electricity_maps_id_is_explained_once():
+    with pytest.raises(ConfigError) as err:
+        parse_config({"carbon": {"zone": "us-cal-ciso"}}, "x.yml")
+    assert str(err.value).count("carbon.zones") == 1

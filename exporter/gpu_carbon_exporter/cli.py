@@ -71,7 +71,9 @@ def preflight(cfg: dict[str, Any], source: str) -> None:
     try:
         _web_config(cfg)
         if cfg["state"]["path"]:
-            StateStore(cfg["state"]["path"]).close()
+            store = StateStore(cfg["state"]["path"])
+            store.check_writable()
+            store.close()
         build_provider(cfg["carbon"]).close()
         build_sources(cfg["sources"])  # constructs (secrets, commands) without opening anything
     except ConfigError as err:
@@ -154,8 +156,6 @@ ONCE_FETCH_DEADLINE_S = 5.0
 def _once(meter: Meter, cfg: dict[str, Any], duration_s: float) -> int:
     """Sample for ``duration_s`` (so counters have something to show), then print one exposition.
     A live intensity provider gets ONCE_FETCH_DEADLINE_S to answer, else its fallback shows."""
-    if not 0 <= duration_s <= 3600 or duration_s != duration_s:
-        raise ConfigError("--once.duration: must be in [0, 3600] seconds")
     started = time.monotonic()
     meter.start(ready_timeout_s=0.0)
     if not meter.intensity.wait_ready(ONCE_FETCH_DEADLINE_S):
@@ -201,6 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, _flag_overrides(args))
         _setup_logging(cfg["log"]["level"])
+        if args.once and not 0 <= args.once_duration <= 3600:  # NaN fails too
+            raise ConfigError("--once.duration: must be in [0, 3600] seconds")
+        if cfg["state"]["path"]:
+            StateStore(cfg["state"]["path"]).check_writable()
         meter, _ = build_meter(cfg, args.simulate)
         if args.once:
             return _once(meter, cfg, args.once_duration)

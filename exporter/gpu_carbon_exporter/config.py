@@ -225,6 +225,10 @@ def _validate_zone(spec: Any, source: str, prefix: str, zone: str) -> dict[str, 
 
 
 def _validate_zones(cfg: dict[str, Any], source: str) -> None:
+    for zone in cfg["carbon"]["zones"]:
+        if not isinstance(zone, str):  # YAML reads NO (Norway), ON, YES as booleans
+            raise ConfigError(f"{source}: carbon.zones.{show(zone)}: a zone name must be a string; quote it "
+                              f"(e.g. 'NO')")
     for zone, spec in cfg["carbon"]["zones"].items():
         cfg["carbon"]["zones"][zone] = _validate_zone(spec, source, f"carbon.zones.{zone}.", str(zone))
 
@@ -250,10 +254,15 @@ def check_zone(cfg: dict[str, Any], source: str) -> None:
     zone = cfg["carbon"]["zone"]
     if zone is None or zone in cfg["carbon"]["zones"]:
         return
+    same = [k for k in cfg["carbon"]["zones"] if isinstance(k, str) and k.lower() == zone.lower()]
+    if same:  # a zone defined as "de" and selected as "DE" is that zone, never the country table's
+        cfg["carbon"]["zone"] = same[0]
+        return
     try:
         cfg["carbon"]["zone"] = country_code(zone)
     except UnknownZone as err:
-        raise ConfigError(f"{source}: carbon.zone: {err}; or define it under carbon.zones") from None
+        hint = "" if "carbon.zones" in str(err) else "; or define it under carbon.zones"
+        raise ConfigError(f"{source}: carbon.zone: {err}{hint}") from None
 
 
 def _validate_attribution(a: dict[str, Any], source: str) -> None:

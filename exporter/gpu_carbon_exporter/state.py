@@ -83,6 +83,14 @@ class StateStore:
         for p in self.paths():
             self._check_ours(p)
 
+    def check_writable(self) -> None:
+        """Raise StateError unless the state can be written where it is configured to be."""
+        parent = self.path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise StateError(f"{self.path}: cannot write the state there ({parent} is not a writable directory)")
+
     def paths(self) -> list[Path]:
         return [self.path] + [self._slot_path(s) for s in SLOTS]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from ..carbon.timeline import Timeline
+from ..carbon.timeline import Timeline, intensity_problem
 from ..config import show
 from ..sources.base import JOULES_PER_KWH
 from . import patterns as P
@@ -313,6 +313,9 @@ def _intensity(r: _Reader, cycle_s: float | None = None) -> dict[str, Timeline]:
             points = tuple((float(s[0]), float(s[1])) for s in steps)
             if not points or points[0][0] != 0:
                 raise ValueError("the first step must be at t = 0")
+            for _, value in points:
+                if (problem := intensity_problem(value)) is not None:
+                    raise ValueError(problem)
             out[str(zone)] = Timeline(points, cycle_s)
         except (ValueError, TypeError, IndexError) as err:
             hint = f" (steps within the cycle, cycle_s = {cycle_s:g})" if cycle_s else ""
