@@ -109,7 +109,7 @@ def _serve(meter: Meter, cfg: dict[str, Any]) -> int:
     except ValueError as err:
         raise ConfigError(f"web.listen_address: {err}") from None
     meter.start()
-    interval = cfg["sampling"]["interval_seconds"]
+    interval = meter.sample_interval_s  # read once, by the meter
 
     def health() -> tuple[bool, str]:
         age = time.monotonic() - meter.snapshot.mono
