@@ -479,3 +479,48 @@ def test_ipv6_addresses_are_bracketed():
 
     assert format_address("::1", 9842) == "[::1]:9842" and format_address("127.0.0.1", 1) == "127.0.0.1:1"
     assert parse_listen_address("[::1]:9842") == ("::1", 9842)
+
+
+def test_a_slow_reader_is_cut_at_the_response_deadline(clock, tmp_path):
+    """A client with a 1-KB receive window reading a little at a time: each read would reset a
+    per-call timeout, the response deadline does not move."""
+    from gpu_carbon_exporter.carbon.static import StaticIntensity
+    from gpu_carbon_exporter.meter import Meter
+    from gpu_carbon_exporter.sources.nvml import NvmlSource
+    from conftest import sim_nvml
+
+    nv = sim_nvml({"devices": [{"model": "NVIDIA H100 80GB HBM3", "count": 3500,
+                                "power": {"pattern": "constant", "watts": 300}}]}, clock)
+    meter = Meter([NvmlSource(nv)], StaticIntensity("Z", 100), clock=clock)
+    meter.open()
+    meter.sample()
+    server = ExporterServer(("127.0.0.1", 0), make_collector(meter, parse_config({})), load_web_config(None),
+                            lambda: (True, "ok"), read_timeout_s=1.0)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        full = len(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).content)
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        s.connect(("127.0.0.1", port))
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(0.2)
+        saw_write, freed = False, False
+        until = time.monotonic() + 6
+        while time.monotonic() < until:  # 512 bytes every 0.1 s: a full read would take a minute
+            phases = [c.phase for c in list(server._conns.values())]
+            saw_write = saw_write or "write" in phases
+            if saw_write and not phases:
+                freed = True
+                break
+            try:
+                s.recv(512)
+            except (socket.timeout, OSError):
+                pass
+            time.sleep(0.1)
+        s.close()
+        # the response outlived its 1-s deadline: the watchdog cut it and the slot is free
+        assert full > 5_000_000 and saw_write and freed  # more than the kernel buffers (4 MiB) hold
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -121,7 +121,8 @@ def pkg(meter):
     (1500, "boot-1", 1500 * 200.0 - RAPL_MAX_UJ / 1e6),  # longer: one wrap unseen, under-counted, never more
     (10, "boot-2", 0.0),  # rebooted: the old register value is no baseline
 ])
-def test_rapl_restart_recovers_downtime_and_never_invents_energy(tmp_path, down_s, boot, want_j):
+def test_rapl_restart_recovers_downtime_and_never_invents_energy(tmp_path, caplog, down_s, boot, want_j):
+    caplog.set_level("INFO")
     sim = SysfsSimulator(tmp_path, rapl=Constant(200.0))
     clock = ManualClock()
     store = StateStore(tmp_path / "state.json")
@@ -141,6 +142,8 @@ def test_rapl_restart_recovers_downtime_and_never_invents_energy(tmp_path, down_
     meter.open()
     meter.sample()
     assert pkg(meter) - before == pytest.approx(want_j, abs=0.01)
+    if want_j > 0:  # devices are logged by their kind
+        assert "RAPL zone rapl:intel-rapl:0: " in caplog.text and "used while the exporter was down" in caplog.text
 
 
 # -- 3. no counter ever goes backwards, even across kill -9 --------------------------------------

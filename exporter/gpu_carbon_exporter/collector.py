@@ -263,8 +263,8 @@ class SnapshotCollector(Collector):
 
     def _carbon(self, snap: Snapshot) -> Iterator[Metric]:
         intensity = _gauge("grid_intensity_grams_per_kwh", "Grid carbon intensity in force (gCO2e/kWh).", ["zone"])
-        fallback = _gauge("grid_intensity_fallback", "1 while the intensity comes from the fallback (the live "
-                          "provider failed or is stale), else 0.", ["zone"])
+        fallback = _gauge("grid_intensity_fallback", "1 while the latest poll of the live provider failed (a "
+                          "last good value or the fallback is served), else 0.", ["zone"])
         source = _gauge("grid_intensity_source_info", "Where the intensity in force comes from and its signal "
                         "(average or marginal); always 1. The one intensity series that changes on fallback.",
                         ["zone", "source", "signal"])
