@@ -30,7 +30,7 @@ def main() -> None:
     # the production defaults: attribution on (process lists read every sample)
     attribution = build_attribution(parse_config({})["attribution"])
     meter = Meter([NvmlSource(nv, read_processes=True)], StaticIntensity("DEU", 380), pue=1.2,
-                  sample_interval_s=interval, attribution=attribution)
+                  interval_seconds=interval, attribution=attribution)
     meter.start()
     server = ExporterServer(("127.0.0.1", port), make_collector(meter, parse_config({})), WebConfig(),
                             lambda: (True, "ok"))

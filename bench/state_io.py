@@ -60,7 +60,7 @@ def run(mode: str, seconds: int, directory: str) -> tuple[float, float]:
         store = StateStore(Path(tmp) / "state.json")
         meter = Meter([NvmlSource(nv)], StaticIntensity("Z", 300), clock=clock, state=store,
                       attribution=Attribution([OneJobPerGpu()]),
-                      persist_interval_s=1.0 if mode == "fsync-every-sample" else 60.0)
+                      persist_interval_seconds=1.0 if mode == "fsync-every-sample" else 60.0)
         meter.open()
         meter.sample()
         spent = 0.0

@@ -125,7 +125,7 @@ def test_idle_power_shared_equally_in_allocated_view_and_reported_in_active_view
 def test_linger_then_drop():
     mapper = FixedMapper()
     dev = DeviceIdentity(0, "GPU-0", "sim")
-    att = Attribution([mapper], linger_s=30)
+    att = Attribution([mapper], linger_seconds=30)
     mapper.table = {(0, None): [Holder(Job("a", "slurm"))]}
     att.assign(dev, DeviceReading(), 0.0)
     mapper.table = {}

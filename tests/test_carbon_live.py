@@ -29,7 +29,7 @@ def api():
 
 
 def polling(source, **kw):
-    kw = {"timeout_s": 0.5, "retries": 0, "backoff_s": 0.01, **kw}
+    kw = {"timeout_seconds": 0.5, "retries": 0, "backoff_s": 0.01, **kw}
     return PollingIntensity("Z", source, StaticIntensity("Z", 333.0), **kw)
 
 
@@ -50,8 +50,8 @@ def test_electricitymaps_latest_and_forecast(api):
         {"carbonIntensity": 300, "datetime": iso(now + 3600)},
         {"carbonIntensity": 150, "datetime": iso(now + 7200)},
         {"carbonIntensity": 500, "datetime": iso(now + 10800)}], "updatedAt": iso(now)})
-    p = polling(em_source(api, forecast=True, emission_factor_type="direct"), forecast_window_s=3600,
-                max_age_s=86400)
+    p = polling(em_source(api, forecast=True, emission_factor_type="direct"), window_hours=1.0,
+                max_age_seconds=86400)
     assert p.poll()
     req = api.hits("/v3/carbon-intensity/latest")[0]
     assert req["headers"]["auth-token"] == TOKEN
@@ -96,7 +96,7 @@ def test_bad_input_falls_back_with_an_error_count(api, reply, reason, caplog):
 
 def test_timeout_and_slow_response_never_block_readers(api):
     api.routes["/v3/carbon-intensity/latest"] = slow(1.5, em_latest(200))
-    p = polling(em_source(api), timeout_s=0.3, poll_interval_s=60)
+    p = polling(em_source(api), timeout_seconds=0.3, poll_interval_seconds=60)
     p.start()
     i = p.current(time.time())
     assert i.fallback and not p.stats().errors  # served from the fallback while the request is still in flight
@@ -140,7 +140,7 @@ def test_retries_with_backoff_then_success(api):
 def test_last_good_value_then_static_after_max_age(api):
     clock = [time.time()]
     api.routes["/v3/carbon-intensity/latest"] = em_latest(210)
-    p = polling(em_source(api), max_age_s=100, clock=lambda: clock[0])
+    p = polling(em_source(api), max_age_seconds=100, clock=lambda: clock[0])
     assert p.poll()
     api.routes["/v3/carbon-intensity/latest"] = (500, {}, {})
     assert not p.poll()
@@ -228,7 +228,7 @@ def test_uk_regional_forecast_shape(api):
     def forecast(req):
         return 200, {}, {"data": {"regionid": 13, "shortname": "London",
                                   "data": [uk_period(now + 1800 * k, 180 - 20 * k) for k in range(1, 4)]}}
-    p = polling(UKCarbonIntensity(base_url=api.url, region_id=13), forecast_window_s=1800)
+    p = polling(UKCarbonIntensity(base_url=api.url, region_id=13), window_hours=0.5)
     api.routes.update({f"/regional/intensity/{iso(t, '%Y-%m-%dT%H:%MZ')}/fw24h/regionid/13": forecast
                        for t in (time.time(), time.time() + 60)})
     assert p.poll()
@@ -286,7 +286,7 @@ def test_emissions_exact_under_a_stepped_live_forecast(api):
                                                      "high_w": 690, "low_w": 140}},
         {"model": "NVIDIA H100 80GB HBM3", "power": {"pattern": "constant", "watts": 420}}]}
     p = PollingIntensity("Z", WattTime("u", "p", "R", base_url=api.url), StaticIntensity("Z", 1.0),
-                         timeout_s=2, retries=0, clock=clock, max_age_s=3600)
+                         timeout_seconds=2, retries=0, clock=clock, max_age_seconds=3600)
     assert p.poll()
     meter = Meter([NvmlSource(sim_nvml(data, clock))], p, pue=1.4, clock=clock)
     meter.open()
@@ -313,7 +313,7 @@ def test_exposition_carries_provider_health_and_forecast(api):
     now = time.time()
     api.routes["/login"] = (200, {}, {"token": "t"})
     api.routes["/v3/forecast"] = sequence((500, {}, {}), (200, {}, wt_forecast(now - 5, [900, 300, 1200, 100])))
-    p = polling(WattTime("u", "p", "R", base_url=api.url), retries=1, forecast_window_s=600)
+    p = polling(WattTime("u", "p", "R", base_url=api.url), retries=1, window_hours=600 / 3600)
     assert p.poll()
     clock = ManualClock(start=now)
     meter = Meter([NvmlSource(sim_nvml({"devices": [{"model": "NVIDIA H100 80GB HBM3",
@@ -358,7 +358,7 @@ def test_intensity_age_is_absent_before_the_first_good_fetch(api):
     from conftest import ManualClock, sim_nvml
 
     api.routes["/v3/carbon-intensity/latest"] = (500, {}, {})
-    p = polling(em_source(api), poll_interval_s=60)
+    p = polling(em_source(api), poll_interval_seconds=60)
     p.poll()  # fails: the fallback is served, nothing was ever fetched
     clock = ManualClock()
     nv = sim_nvml({"devices": [{"model": "NVIDIA H100 80GB HBM3", "power": {"pattern": "constant", "watts": 1}}]}, clock)

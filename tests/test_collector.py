@@ -25,7 +25,7 @@ FLEET = {"devices": [
 def exposition(clock) -> str:
     nv = sim_nvml(FLEET, clock)
     meter = Meter([NvmlSource(nv)], StaticIntensity("DEU", 380.0), pue=1.25, clock=clock,
-                  embodied=Embodied(150, 5), wue_l_per_kwh=1.8)
+                  embodied=Embodied(150, 5), wue_liters_per_kwh=1.8)
     meter.open()
     meter.sample()
     for _ in range(100):

@@ -212,7 +212,7 @@ def test_ipmi_reading(tmp_path):
     ('echo "    Power reading state is:  deactivated"\n', "deactivated"),
 ])
 def test_ipmi_errors(tmp_path, body, fragment):
-    src = IpmiSource(fake_ipmitool(tmp_path, body), timeout_s=0.5)
+    src = IpmiSource(fake_ipmitool(tmp_path, body), timeout_seconds=0.5)
     with pytest.raises(SourceUnavailable, match=fragment):
         src.open()
 
@@ -321,7 +321,7 @@ def test_a_bmc_answering_after_10_s_stalls_nothing_but_itself(bmc):
     clock = ManualClock()
     gpus = sim_nvml({"devices": [{"model": "NVIDIA H100 80GB HBM3", "power": {"pattern": "constant",
                                                                          "watts": 300}}]}, clock)
-    node = PolledSource(RedfishSource(bmc.url, timeout_s=30), interval_s=0.05, max_age_s=0.5)
+    node = PolledSource(RedfishSource(bmc.url, timeout_seconds=30), poll_interval_seconds=0.05, max_age_seconds=0.5)
     meter = Meter([NvmlSource(gpus), node], StaticIntensity("Z", 300), clock=clock)
     meter.open()
     meter.sample()

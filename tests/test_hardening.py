@@ -52,7 +52,7 @@ def trickle(port, stop, opened):
 
 @pytest.mark.parametrize("attackers", [8, 16])  # at the cap and at twice the cap
 def test_scrapes_are_served_under_a_slow_client_flood(clock, tmp_path, stop_servers, caplog, attackers):
-    server, port = serve(clock, None, tmp_path, read_timeout_s=2.0, max_connections=8)
+    server, port = serve(clock, None, tmp_path, read_timeout_seconds=2.0, max_connections=8)
     stop_servers.append(server)
     stop, opened = threading.Event(), []
     threads = [threading.Thread(target=trickle, args=(port, stop, opened), daemon=True) for _ in range(attackers)]
@@ -76,7 +76,7 @@ def test_scrapes_are_served_under_a_slow_client_flood(clock, tmp_path, stop_serv
 def test_a_stalled_tls_handshake_is_cut_at_the_header_deadline(clock, tmp_path, pki, stop_servers):
     crt, key = pki["server"]
     server, port = serve(clock, f"tls_server_config:\n  cert_file: {crt}\n  key_file: {key}\n", tmp_path,
-                         read_timeout_s=1.0, max_connections=4)
+                         read_timeout_seconds=1.0, max_connections=4)
     stop_servers.append(server)
     idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]  # never send a ClientHello
     r = requests.get(f"https://127.0.0.1:{port}/metrics", verify=str(pki["ca"]), timeout=5)
@@ -173,7 +173,7 @@ def test_an_https_to_http_redirect_is_refused(pki):
     tls.server.socket = ctx.wrap_socket(tls.server.socket, server_side=True)
     port = tls.server.server_address[1]
     tls.routes["/v3/x"] = (302, {"Location": f"http://localhost:{port}/v3/x"}, "")
-    http = JsonHttp(timeout_s=5)
+    http = JsonHttp(timeout_seconds=5)
     http.session.verify = str(pki["ca"])
     try:
         with pytest.raises(ProviderError, match="https to plain http") as err:
@@ -358,7 +358,7 @@ def test_listen_backlog_holds_a_burst_of_new_connections(clock, tmp_path):
 
 
 def test_slow_request_bodies_cannot_lock_out_scrapes(clock, tmp_path, stop_servers):
-    server, port = serve(clock, None, tmp_path, read_timeout_s=2.0, max_connections=8)
+    server, port = serve(clock, None, tmp_path, read_timeout_seconds=2.0, max_connections=8)
     stop_servers.append(server)
     slow = []
     for _ in range(16):
@@ -376,7 +376,7 @@ def test_slow_request_bodies_cannot_lock_out_scrapes(clock, tmp_path, stop_serve
 def test_a_tls_client_stalling_its_request_head_is_cut_at_the_deadline(clock, tmp_path, pki, stop_servers):
     crt, key = pki["server"]
     server, port = serve(clock, f"tls_server_config:\n  cert_file: {crt}\n  key_file: {key}\n", tmp_path,
-                         read_timeout_s=1.0)
+                         read_timeout_seconds=1.0)
     stop_servers.append(server)
     ctx = ssl.create_default_context(cafile=str(pki["ca"]))
     raw = socket.create_connection(("127.0.0.1", port))
@@ -495,7 +495,7 @@ def test_a_slow_reader_is_cut_at_the_response_deadline(clock, tmp_path):
     meter.open()
     meter.sample()
     server = ExporterServer(("127.0.0.1", 0), make_collector(meter, parse_config({})), load_web_config(None),
-                            lambda: (True, "ok"), read_timeout_s=1.0)
+                            lambda: (True, "ok"), read_timeout_seconds=1.0)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         port = server.server_address[1]

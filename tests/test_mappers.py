@@ -198,7 +198,7 @@ def test_pod_resources_over_a_real_grpc_socket(kubelet):
 def test_a_slow_kubelet_never_blocks_a_sample(kubelet):
     sock, _, slow, release = kubelet
     slow.set()
-    m = KubernetesPodResourcesMapper(sock, timeout_s=10)
+    m = KubernetesPodResourcesMapper(sock, timeout_seconds=10)
     m.refresh()  # returns at once: the kubelet is asked on the mapper's own thread
     assert not m.fetched.is_set() and m.holders(GPU, None, []) is None
     release.set()
@@ -207,7 +207,7 @@ def test_a_slow_kubelet_never_blocks_a_sample(kubelet):
 
 
 def test_pod_resources_unreachable_degrades_only_this_mapper(tmp_path, caplog):
-    m = KubernetesPodResourcesMapper(str(tmp_path / "missing.sock"), timeout_s=0.5)
+    m = KubernetesPodResourcesMapper(str(tmp_path / "missing.sock"), timeout_seconds=0.5)
     m.refresh()
     assert m.fetched.wait(10)
     assert not m.healthy and m.holders(GPU, None, []) is None

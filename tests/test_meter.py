@@ -137,7 +137,7 @@ def test_damaged_state_is_set_aside_not_fatal(clock, tmp_path, caplog, damage):
 
 
 def test_lost_gpu_goes_down_keeps_counters_and_recovers(clock):
-    meter, nv = make(clock, lost_retry_s=3)
+    meter, nv = make(clock, lost_device_retry_seconds=3)
     meter.open()
     meter.sample()
     run(meter, clock, 3)
@@ -158,7 +158,7 @@ def test_lost_gpu_goes_down_keeps_counters_and_recovers(clock):
 
 def test_embodied_and_water_counters(clock):
     data = {"devices": [{"model": "NVIDIA H100 80GB HBM3", "power": {"pattern": "constant", "watts": 360}}]}
-    meter, _ = make(clock, data=data, embodied=Embodied(kg_co2e=150, lifetime_years=5))
+    meter, _ = make(clock, data=data, embodied=Embodied(kg_co2e_per_device=150, lifetime_years=5))
     meter.wue = 2.0
     meter.open()
     meter.sample()

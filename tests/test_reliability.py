@@ -64,7 +64,7 @@ def all_counters(snap) -> dict[str, float]:
 # -- 1. the sampler never jams ---------------------------------------------------------------
 def test_lost_gpu_returning_after_its_job_expired_does_not_jam_the_sampler():
     clock = ManualClock()
-    meter, nv = job_meter(clock, lost_retry_s=1)
+    meter, nv = job_meter(clock, lost_device_retry_seconds=1)
     meter.open()
     meter.sample()
     run(meter, clock, 5)
@@ -159,7 +159,7 @@ def test_counters_never_go_backwards_across_crashes_at_random_moments(tmp_path):
     clock = ManualClock()
     exposed: dict[str, float] = {}
     for _ in range(15):
-        meter, _ = job_meter(clock, data, StateStore(tmp_path / "state.json"), persist_interval_s=60)
+        meter, _ = job_meter(clock, data, StateStore(tmp_path / "state.json"), persist_interval_seconds=60)
         meter.open()
         for _ in range(rng.randint(0, 9)):
             meter.sample()
@@ -226,7 +226,7 @@ def test_state_keeps_gpus_absent_at_start_up(tmp_path):
     gpu_j = {d.identity.uuid: d.counters.energy_j for d in meter.snapshot.devices}
     # NVIDIA driver not loaded yet: NVML fails, RAPL opens; the exporter persists several times
     early = Meter([_Missing(), RaplSource(tmp_path / "sys", clock=clock)], StaticIntensity("Z", 200),
-                  clock=clock, state=StateStore(store_path), boot_id=lambda: "boot-1", persist_interval_s=1)
+                  clock=clock, state=StateStore(store_path), boot_id=lambda: "boot-1", persist_interval_seconds=1)
     early.open()
     for _ in range(3):
         clock.advance(1)
@@ -327,7 +327,7 @@ def test_sampler_thread_keeps_sampling_after_a_backward_wall_step():
     nv = sim_nvml({"devices": [{"model": H100, "power": {"pattern": "constant", "watts": 100}}]},
                   ManualClock())
     meter = Meter([NvmlSource(nv)], StaticIntensity("Z", 100), wall=lambda: time.time() + offset[0],
-                  sample_interval_s=0.05)
+                  interval_seconds=0.05)
     meter.start()
     try:
         time.sleep(0.2)
@@ -503,7 +503,7 @@ def test_embodied_carbon_is_not_given_to_jobs_for_the_downtime(tmp_path):
     from gpu_carbon_exporter.meter import Embodied
 
     clock = ManualClock()
-    emb = Embodied(kg_co2e=150, lifetime_years=5)
+    emb = Embodied(kg_co2e_per_device=150, lifetime_years=5)
 
     def make():
         m, _ = job_meter(clock, state=StateStore(tmp_path / "state.json"), embodied=emb)
@@ -534,7 +534,7 @@ def test_a_failed_durable_write_still_leaves_a_crash_checkpoint(tmp_path):
         raise OSError(28, "No space left on device")
 
     store.save = full_disk
-    meter, _ = job_meter(clock, state=store, persist_interval_s=1)
+    meter, _ = job_meter(clock, state=store, persist_interval_seconds=1)
     meter.open()
     meter.sample()
     run(meter, clock, 3)
@@ -559,7 +559,7 @@ def test_a_stale_bmc_reading_is_retried_at_the_next_sample_and_bridged():
                 raise DeviceStale("redfish: no fresh reading")
             return super().read(device, slow=slow)
 
-    meter = Meter([Bmc(500)], StaticIntensity("Z", 100), clock=clock, lost_retry_s=30)
+    meter = Meter([Bmc(500)], StaticIntensity("Z", 100), clock=clock, lost_device_retry_seconds=30)
     meter.open()
     meter.sample()
     run(meter, clock, 2)
@@ -567,6 +567,6 @@ def test_a_stale_bmc_reading_is_retried_at_the_next_sample_and_bridged():
     run(meter, clock, 2)
     assert not meter.snapshot.devices[0].up
     stale[0] = False
-    run(meter, clock, 1)  # retried at once (not after lost_retry_s); the gap is bridged
+    run(meter, clock, 1)  # retried at once (not after lost_device_retry_seconds); the gap is bridged
     node = meter.snapshot.devices[0]
     assert node.up and node.counters.energy_j == pytest.approx(500 * 5)

@@ -113,7 +113,7 @@ def test_basic_auth_with_bcrypt(clock, tmp_path, stop_servers):
 
 
 def test_slow_clients_cannot_starve_scrapes(clock, tmp_path, stop_servers):
-    server, port = serve(clock, None, tmp_path, read_timeout_s=1.0, max_connections=8)
+    server, port = serve(clock, None, tmp_path, read_timeout_seconds=1.0, max_connections=8)
     stop_servers.append(server)
     stalled = []
     for _ in range(5):  # slowloris: open connections that never finish their request
@@ -135,7 +135,7 @@ def test_slow_clients_cannot_starve_scrapes(clock, tmp_path, stop_servers):
 def test_tls_handshake_does_not_block_the_accept_loop(clock, tmp_path, pki, stop_servers):
     crt, key = pki["server"]
     server, port = serve(clock, f"tls_server_config:\n  cert_file: {crt}\n  key_file: {key}\n", tmp_path,
-                         read_timeout_s=2.0)
+                         read_timeout_seconds=2.0)
     stop_servers.append(server)
     idle = socket.create_connection(("127.0.0.1", port))  # connects, never sends a ClientHello
     r = requests.get(f"https://127.0.0.1:{port}/metrics", verify=str(pki["ca"]), timeout=1.5)

@@ -109,7 +109,7 @@ def _serve(meter: Meter, cfg: dict[str, Any]) -> int:
     except ValueError as err:
         raise ConfigError(f"web.listen_address: {err}") from None
     meter.start()
-    interval = meter.sample_interval_s  # read once, by the meter
+    interval = meter.interval_seconds  # read once, by the meter
 
     def health() -> tuple[bool, str]:
         age = time.monotonic() - meter.snapshot.mono
@@ -118,7 +118,7 @@ def _serve(meter: Meter, cfg: dict[str, Any]) -> int:
 
     try:
         server = ExporterServer((host, port), make_collector(meter, cfg), web, health,
-                                read_timeout_s=cfg["web"]["read_timeout_seconds"],
+                                read_timeout_seconds=cfg["web"]["read_timeout_seconds"],
                                 max_connections=cfg["web"]["max_connections"])
     except OSError as err:
         meter.stop()

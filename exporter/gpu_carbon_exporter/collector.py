@@ -50,10 +50,10 @@ class SnapshotCollector(Collector):
     """A ``Collector`` whose ``collect()`` reads ``get_snapshot()`` and nothing else."""
 
     def __init__(self, get_snapshot: Callable[[], Snapshot], *, embodied: bool = False,
-                 water: bool = False, wue: float | None = None,
+                 water: bool = False, wue_liters_per_kwh: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.get_snapshot, self.embodied, self.water, self.clock = get_snapshot, embodied, water, clock
-        self.wue = wue
+        self.wue = wue_liters_per_kwh
         self._errors: dict[str, int] = {}
         self._lock = threading.Lock()
 

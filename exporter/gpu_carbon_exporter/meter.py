@@ -42,12 +42,12 @@ def read_boot_id(path: str = BOOT_ID_PATH) -> str | None:
 class Embodied:
     """Embodied carbon of one device, amortised over its lifetime while powered."""
 
-    kg_co2e: float
+    kg_co2e_per_device: float
     lifetime_years: float
 
     @property
     def grams_per_second(self) -> float:
-        return self.kg_co2e * 1000.0 / (self.lifetime_years * SECONDS_PER_YEAR)
+        return self.kg_co2e_per_device * 1000.0 / (self.lifetime_years * SECONDS_PER_YEAR)
 
 
 @dataclass
@@ -132,21 +132,21 @@ class Meter:
     """
 
     def __init__(self, sources: list[DeviceSource], intensity: IntensityProvider, *,
-                 pue: float = 1.0, embodied: Embodied | None = None, wue_l_per_kwh: float | None = None,
+                 pue: float = 1.0, embodied: Embodied | None = None, wue_liters_per_kwh: float | None = None,
                  state: StateStore | None = None, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] | None = None, boot_id: Callable[[], str | None] = read_boot_id,
-                 sample_interval_s: float = 1.0, integration_hz: float = 10.0,
-                 slow_refresh_s: float = 30.0, persist_interval_s: float = 60.0,
-                 lost_retry_s: float = 30.0, attribution: "Attribution | None" = None) -> None:
+                 interval_seconds: float = 1.0, integration_hz: float = 10.0,
+                 slow_refresh_seconds: float = 30.0, persist_interval_seconds: float = 60.0,
+                 lost_device_retry_seconds: float = 30.0, attribution: "Attribution | None" = None) -> None:
         self.attribution = attribution
         self.sources, self.intensity, self.pue = sources, intensity, pue
-        self.embodied, self.wue, self.state, self.clock = embodied, wue_l_per_kwh, state, clock
+        self.embodied, self.wue, self.state, self.clock = embodied, wue_liters_per_kwh, state, clock
         # A test clock given alone serves as both clocks.
         self.wall = wall or (time.time if clock is time.monotonic else clock)
         self.boot_id = boot_id()
-        self.sample_interval_s, self.integration_period_s = sample_interval_s, 1.0 / integration_hz
-        self.slow_refresh_s, self.persist_interval_s = slow_refresh_s, persist_interval_s
-        self.lost_retry_s = lost_retry_s
+        self.interval_seconds, self.integration_period_s = interval_seconds, 1.0 / integration_hz
+        self.slow_refresh_seconds, self.persist_interval_seconds = slow_refresh_seconds, persist_interval_seconds
+        self.lost_device_retry_seconds = lost_device_retry_seconds
         self._devices: list[_Device] = []
         self._absent: dict[str, dict] = {}  # saved entries of devices that did not open, carried forward
         self._open_sources: list[DeviceSource] = []
@@ -268,14 +268,14 @@ class Meter:
     def _run(self) -> None:
         needs_integration = any(not d.identity.has_energy_counter and d.identity.fast_integration
                                 for d in self._devices)
-        next_sample = self.clock() + self.sample_interval_s
+        next_sample = self.clock() + self.interval_seconds
         while not self._stop.is_set():
             now = self.clock()
             try:
                 if now >= next_sample:
-                    next_sample += self.sample_interval_s
+                    next_sample += self.interval_seconds
                     if next_sample < now:  # fell behind: skip, do not burst
-                        next_sample = now + self.sample_interval_s
+                        next_sample = now + self.interval_seconds
                     self.sample()
                 elif needs_integration:
                     self.integrate()
@@ -284,7 +284,7 @@ class Meter:
             wait = next_sample - self.clock()
             if needs_integration:
                 wait = min(wait, self.integration_period_s)
-            self._stop.wait(min(max(wait, 0.0), self.sample_interval_s))
+            self._stop.wait(min(max(wait, 0.0), self.interval_seconds))
 
     # -- accounting ------------------------------------------------------------
     def _account(self, dev: _Device, joules: float, w0: float, w1: float, held_s: float) -> None:
@@ -405,7 +405,7 @@ class Meter:
     def sample(self) -> None:
         """One full sample of every device, a crash checkpoint, then a new snapshot."""
         start = self.clock()
-        slow = start - self._last_slow >= self.slow_refresh_s
+        slow = start - self._last_slow >= self.slow_refresh_seconds
         if slow:
             self._last_slow = start
         per_source: dict[str, list[bool]] = {}
@@ -421,13 +421,13 @@ class Meter:
             self._collectors[name] = CollectorStatus(any(oks), took[name], end)
         if self.attribution is not None:
             self.attribution.expire(end)
-        if self.state and not (end - self._last_persist >= self.persist_interval_s and self.persist()):
+        if self.state and not (end - self._last_persist >= self.persist_interval_seconds and self.persist()):
             self._checkpoint()
         self.snapshot = self._build_snapshot(end)
 
     def _sample_device(self, dev: _Device, slow: bool) -> bool:
         now = self.clock()
-        if not dev.up and now - (dev.lost_since or 0) < self.lost_retry_s:
+        if not dev.up and now - (dev.lost_since or 0) < self.lost_device_retry_seconds:
             return False
         try:
             reading = dev.source.read(dev.identity, slow=slow or not dev.up)

@@ -42,11 +42,11 @@ def build_meter(cfg: dict[str, Any], simulate: str | None) -> tuple[Meter, list[
     s = cfg["sampling"]
     meter = Meter(
         sources, intensity, pue=pue if pue is not None else 1.0, embodied=embodied,
-        wue_l_per_kwh=carbon["wue_liters_per_kwh"],
+        wue_liters_per_kwh=carbon["wue_liters_per_kwh"],
         state=StateStore(cfg["state"]["path"]) if cfg["state"]["path"] else None,
-        sample_interval_s=s["interval_seconds"], integration_hz=s["integration_hz"],
-        slow_refresh_s=s["slow_refresh_seconds"], lost_retry_s=s["lost_device_retry_seconds"],
-        persist_interval_s=cfg["state"]["persist_interval_seconds"], attribution=attribution)
+        interval_seconds=s["interval_seconds"], integration_hz=s["integration_hz"],
+        slow_refresh_seconds=s["slow_refresh_seconds"], lost_device_retry_seconds=s["lost_device_retry_seconds"],
+        persist_interval_seconds=cfg["state"]["persist_interval_seconds"], attribution=attribution)
     return meter, sources
 
 
@@ -163,7 +163,7 @@ def build_attribution(acfg: dict[str, Any], proc_root: str | None = None, embodi
                                                              dict(t["users"])))
     log.info("attribution mappers: %s", ", ".join(names))
     return Attribution([mappers[n].factory(acfg, ctx) for n in names], idle_watts=dict(acfg["idle_watts"]),
-                       linger_s=acfg["linger_seconds"], embodied_g_per_s=embodied_g_per_s)
+                       linger_seconds=acfg["linger_seconds"], embodied_g_per_s=embodied_g_per_s)
 
 
 def build_sources(scfg: dict[str, Any], read_processes: bool = False) -> list[DeviceSource]:
@@ -177,7 +177,7 @@ def build_sources(scfg: dict[str, Any], read_processes: bool = False) -> list[De
 def make_collector(meter: Meter, cfg: dict[str, Any]) -> SnapshotCollector:
     return SnapshotCollector(
         lambda: meter.snapshot, embodied=bool(cfg["carbon"]["embodied"]["kg_co2e_per_device"]),
-        water=cfg["carbon"]["wue_liters_per_kwh"] is not None, wue=cfg["carbon"]["wue_liters_per_kwh"])
+        water=cfg["carbon"]["wue_liters_per_kwh"] is not None, wue_liters_per_kwh=cfg["carbon"]["wue_liters_per_kwh"])
 
 
 def make_registry(meter: Meter, cfg: dict[str, Any]) -> CollectorRegistry:

@@ -315,8 +315,8 @@ class ExporterServer(ThreadingHTTPServer):
     """A thread per connection, at most ``max_connections`` at once, every phase under a deadline.
 
     A connection's request head (TLS handshake included, and a keep-alive connection's wait
-    for its next request) must arrive within ``read_timeout_s``; its response must be taken
-    within ``read_timeout_s`` too. When every slot is taken, the connection that has waited
+    for its next request) must arrive within ``read_timeout_seconds``; its response must be taken
+    within ``read_timeout_seconds`` too. When every slot is taken, the connection that has waited
     longest for its request head is closed to make room, so a flood of slow or idle
     connections cannot lock scrapes out."""
 
@@ -324,11 +324,11 @@ class ExporterServer(ThreadingHTTPServer):
     request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, address: tuple[str, int], collector: Any, web: WebConfig,
-                 health: Callable[[], tuple[bool, str]], *, read_timeout_s: float = 10.0,
+                 health: Callable[[], tuple[bool, str]], *, read_timeout_seconds: float = 10.0,
                  max_connections: int = 64) -> None:
         self.exposition = Exposition(collector)
         self.web, self.health = web, health
-        self.read_timeout_s, self.max_connections = read_timeout_s, max_connections
+        self.read_timeout_seconds, self.max_connections = read_timeout_seconds, max_connections
         self.auth = _Auth(web.users)
         self._conns: dict[int, _Conn] = {}  # id(conn) -> conn
         self._starting: dict[int, _Conn] = {}  # id(raw socket) -> conn, until its thread takes it
@@ -361,7 +361,7 @@ class ExporterServer(ThreadingHTTPServer):
                                     f"busy, refusing {client_address[0]}")
                 self.shutdown_request(request)
                 return
-            conn = _Conn(request, time.monotonic() + self.read_timeout_s)
+            conn = _Conn(request, time.monotonic() + self.read_timeout_seconds)
             self._conns[id(conn)] = conn
             self._starting[id(request)] = conn  # handed to the connection's thread
         super().process_request(request, client_address)
@@ -381,7 +381,7 @@ class ExporterServer(ThreadingHTTPServer):
         """The current connection enters a phase (``head`` or ``write``) with a fresh deadline."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
-            conn.phase, conn.deadline = name, time.monotonic() + self.read_timeout_s
+            conn.phase, conn.deadline = name, time.monotonic() + self.read_timeout_seconds
             if name == "head":
                 conn.opened = time.monotonic()
 
@@ -397,7 +397,7 @@ class ExporterServer(ThreadingHTTPServer):
         with self._lock:
             conn = self._local.conn = self._starting.pop(id(request), None)
         try:
-            request.settimeout(self.read_timeout_s)
+            request.settimeout(self.read_timeout_seconds)
             if self.web.ssl_context is not None:
                 try:
                     request = self.web.ssl_context.wrap_socket(request, server_side=True,

@@ -50,8 +50,8 @@ class AttributionSnapshot:
 
 class Attribution:
     def __init__(self, mappers: list[Mapper], *, idle_watts: dict[str, float] | None = None,
-                 linger_s: float = 300.0, embodied_g_per_s: float = 0.0) -> None:
-        self.mappers, self.idle_watts, self.linger_s = mappers, idle_watts or {}, linger_s
+                 linger_seconds: float = 300.0, embodied_g_per_s: float = 0.0) -> None:
+        self.mappers, self.idle_watts, self.linger_seconds = mappers, idle_watts or {}, linger_seconds
         self.embodied_g_per_s = embodied_g_per_s
         self.jobs: dict[str, JobCounters] = {}
         self.gpus: dict[str, GpuBuckets] = {}
@@ -156,7 +156,7 @@ class Attribution:
 
     def expire(self, now: float) -> None:
         """Drop jobs not seen for longer than the linger time (Prometheus has seen their final value)."""
-        gone = {k for k, j in self.jobs.items() if now - j.last_seen > self.linger_s}
+        gone = {k for k, j in self.jobs.items() if now - j.last_seen > self.linger_seconds}
         for key in gone:
             del self.jobs[key]
         if gone:

@@ -262,8 +262,8 @@ class KubernetesPodResourcesMapper(Mapper):
     name = "kubernetes"
 
     def __init__(self, socket: str = "/var/lib/kubelet/pod-resources/kubelet.sock", *, refresh_s: float = 10.0,
-                 timeout_s: float = 5.0, teams: Teams | None = None, clock=time.monotonic) -> None:
-        self.socket, self.refresh_s, self.timeout_s, self.clock = socket, refresh_s, timeout_s, clock
+                 timeout_seconds: float = 5.0, teams: Teams | None = None, clock=time.monotonic) -> None:
+        self.socket, self.refresh_s, self.timeout_seconds, self.clock = socket, refresh_s, timeout_seconds, clock
         self.teams = teams or Teams({}, {}, {})
         self._by_device: dict[str, list[Job]] = {}
         self._thread: threading.Thread | None = None
@@ -296,7 +296,7 @@ class KubernetesPodResourcesMapper(Mapper):
 
         self.calls += 1
         try:
-            pods = list_pod_resources(self.socket, self.timeout_s)
+            pods = list_pod_resources(self.socket, self.timeout_seconds)
         except Exception as err:  # noqa: BLE001 - any kubelet failure degrades this mapper only
             if self.healthy:
                 log.error("kubelet PodResources at %s: %s", self.socket, err)

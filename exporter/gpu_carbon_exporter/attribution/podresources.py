@@ -95,7 +95,7 @@ def decode_list_response(buf: bytes) -> list[PodResources]:
     return pods
 
 
-def list_pod_resources(socket_path: str, timeout_s: float = 5.0) -> list[PodResources]:
+def list_pod_resources(socket_path: str, timeout_seconds: float = 5.0) -> list[PodResources]:
     """Call ``List`` on the kubelet's unix socket."""
     import grpc
 
@@ -103,4 +103,4 @@ def list_pod_resources(socket_path: str, timeout_s: float = 5.0) -> list[PodReso
     with grpc.insecure_channel(target) as channel:
         call = channel.unary_unary(METHOD, request_serializer=lambda _: b"",
                                    response_deserializer=decode_list_response)
-        return call(None, timeout=timeout_s)
+        return call(None, timeout=timeout_seconds)

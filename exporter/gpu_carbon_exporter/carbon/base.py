@@ -40,8 +40,8 @@ class IntensityProvider(ABC):
     def start(self) -> None:
         """Start any background polling (live providers)."""
 
-    def wait_ready(self, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` for a live provider's first answer; True when it has one."""
+    def wait_ready(self, timeout_seconds: float) -> bool:
+        """Wait up to ``timeout_seconds`` for a live provider's first answer; True when it has one."""
         return True
 
     def prime(self) -> None:

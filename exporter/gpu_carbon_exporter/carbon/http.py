@@ -49,12 +49,12 @@ def retry_after(value: str | None) -> float | None:
 class JsonHttp:
     """GET JSON with a timeout; follows redirects only within the same host."""
 
-    def __init__(self, timeout_s: float, max_redirects: int = 3) -> None:
+    def __init__(self, timeout_seconds: float, max_redirects: int = 3) -> None:
         import requests  # noqa: PLC0415 - only with a live provider configured (it is heavy)
 
         self._requests = requests
         self.session = requests.Session()
-        self.timeout_s, self.max_redirects = timeout_s, max_redirects
+        self.timeout_seconds, self.max_redirects = timeout_seconds, max_redirects
 
     def get(self, url: str, *, params: dict | None = None, headers: dict | None = None,
             auth: tuple[str, str] | None = None) -> Any:
@@ -63,9 +63,9 @@ class JsonHttp:
             try:
                 # verify passed per request: requests lets REQUESTS_CA_BUNDLE override a session's CA file
                 r = self.session.get(url, params=params, headers=headers, auth=auth, verify=self.session.verify,
-                                     timeout=self.timeout_s, allow_redirects=False)
+                                     timeout=self.timeout_seconds, allow_redirects=False)
             except self._requests.Timeout as err:
-                raise ProviderError("timeout", f"no answer within {self.timeout_s:g}s") from err
+                raise ProviderError("timeout", f"no answer within {self.timeout_seconds:g}s") from err
             except self._requests.RequestException as err:
                 raise ProviderError("connection", f"request failed: {type(err).__name__}: {err}"[:300]) from err
             if r.is_redirect or r.status_code in (301, 302, 303, 307, 308):

@@ -46,16 +46,16 @@ class Forecast:
 
 class PollingIntensity(IntensityProvider):
     def __init__(self, zone: str, source: LiveSource, fallback: IntensityProvider, *,
-                 poll_interval_s: float = 900.0, timeout_s: float = 10.0, retries: int = 3,
-                 backoff_s: float = 2.0, max_age_s: float = 3600.0, stale_after_s: float = 7200.0,
-                 forecast_horizon_s: float = 8 * 3600.0, forecast_window_s: float = 3600.0,
+                 poll_interval_seconds: float = 900.0, timeout_seconds: float = 10.0, retries: int = 3,
+                 backoff_s: float = 2.0, max_age_seconds: float = 3600.0, stale_after_seconds: float = 7200.0,
+                 horizon_hours: float = 8.0, window_hours: float = 1.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.zone, self.source, self.fallback, self.clock = zone, source, fallback, clock
         self.name = source.name
-        self.poll_interval_s, self.retries, self.backoff_s = poll_interval_s, retries, backoff_s
-        self.max_age_s, self.stale_after_s = max_age_s, stale_after_s
-        self.forecast_horizon_s, self.forecast_window_s = forecast_horizon_s, forecast_window_s
-        self.http = JsonHttp(timeout_s)
+        self.poll_interval_seconds, self.retries, self.backoff_s = poll_interval_seconds, retries, backoff_s
+        self.max_age_seconds, self.stale_after_seconds = max_age_seconds, stale_after_seconds
+        self.forecast_horizon_s, self.forecast_window_s = horizon_hours * 3600.0, window_hours * 3600.0
+        self.http = JsonHttp(timeout_seconds)
         self._timeline: Timeline | None = None
         self._fetched_at: float | None = None
         self._last_ok = False
@@ -77,14 +77,14 @@ class PollingIntensity(IntensityProvider):
     def prime(self) -> None:
         self.poll()
 
-    def wait_ready(self, timeout_s: float) -> bool:
-        return self._first_poll.wait(timeout_s) and self._last_ok
+    def wait_ready(self, timeout_seconds: float) -> bool:
+        return self._first_poll.wait(timeout_seconds) and self._last_ok
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self.poll()
             self._first_poll.set()
-            self._stop.wait(self.poll_interval_s)
+            self._stop.wait(self.poll_interval_seconds)
 
     def poll(self) -> bool:
         """One poll with retries; True when a good timeline was stored."""
@@ -127,13 +127,13 @@ class PollingIntensity(IntensityProvider):
 
     def _check_fresh(self, timeline: Timeline) -> None:
         now = self.clock()
-        if now - timeline.points[0][0] > self.stale_after_s:
+        if now - timeline.points[0][0] > self.stale_after_seconds:
             raise ProviderError("stale", f"data is {now - timeline.points[0][0]:.0f}s old "
-                                f"(more than {self.stale_after_s:.0f}s)")
+                                f"(more than {self.stale_after_seconds:.0f}s)")
 
     # -- serving ---------------------------------------------------------------
     def _usable(self, now: float) -> bool:
-        return self._fetched_at is not None and now - self._fetched_at <= self.max_age_s
+        return self._fetched_at is not None and now - self._fetched_at <= self.max_age_seconds
 
     def current(self, now: float) -> Intensity:
         timeline = self._timeline

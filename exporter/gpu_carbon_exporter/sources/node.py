@@ -29,8 +29,8 @@ class RedfishSource(DeviceSource):
     name = "redfish"
 
     def __init__(self, url: str, username: str | None = None, password: str | None = None, *,
-                 verify: bool | str = True, timeout_s: float = 5.0, chassis: str | None = None) -> None:
-        self.base, self.chassis, self.timeout_s = url.rstrip("/"), chassis, timeout_s
+                 verify: bool | str = True, timeout_seconds: float = 5.0, chassis: str | None = None) -> None:
+        self.base, self.chassis, self.timeout_seconds = url.rstrip("/"), chassis, timeout_seconds
         import requests  # noqa: PLC0415 - only with Redfish configured (it is heavy)
 
         self._requests = requests
@@ -45,7 +45,7 @@ class RedfishSource(DeviceSource):
         url = path if path.startswith("http") else f"{self.base}{path}"
         try:
             # verify per request: requests lets REQUESTS_CA_BUNDLE override the session's ca_file
-            r = self.session.get(url, timeout=self.timeout_s, verify=self.session.verify)
+            r = self.session.get(url, timeout=self.timeout_seconds, verify=self.session.verify)
         except self._requests.RequestException as err:
             raise DeviceLost(f"Redfish {url}: {type(err).__name__}: {err}") from err
         if r.status_code != 200:
@@ -112,17 +112,17 @@ def parse_dcmi(text: str) -> float:
 class IpmiSource(DeviceSource):
     name = "ipmi"
 
-    def __init__(self, command: list[str] | None = None, timeout_s: float = 5.0) -> None:
+    def __init__(self, command: list[str] | None = None, timeout_seconds: float = 5.0) -> None:
         self.command = (command or ["ipmitool"]) + ["dcmi", "power", "reading"]
-        self.timeout_s = timeout_s
+        self.timeout_seconds = timeout_seconds
 
     def _run(self) -> float:
         try:
-            out = subprocess.run(self.command, capture_output=True, text=True, timeout=self.timeout_s)
+            out = subprocess.run(self.command, capture_output=True, text=True, timeout=self.timeout_seconds)
         except FileNotFoundError as err:
             raise SourceUnavailable(f"{self.command[0]} not found: install ipmitool") from err
         except subprocess.TimeoutExpired as err:
-            raise DeviceLost(f"ipmitool timed out after {self.timeout_s:g}s") from err
+            raise DeviceLost(f"ipmitool timed out after {self.timeout_seconds:g}s") from err
         if out.returncode != 0:
             first = (out.stderr or out.stdout).strip().splitlines()[:1]
             raise DeviceLost(f"ipmitool exited {out.returncode}: {first[0] if first else ''}")
@@ -155,7 +155,7 @@ def _redfish(section: dict, ctx: SourceContext) -> list[DeviceSource]:
         if section["password_env"] or section["password_file"] else None
     verify: bool | str = False if section["insecure_skip_verify"] else (section["ca_file"] or True)
     return [polled(RedfishSource(section["url"], section["username"], password, verify=verify,
-                                 timeout_s=section["timeout_seconds"], chassis=section["chassis"]), section)]
+                                 timeout_seconds=section["timeout_seconds"], chassis=section["chassis"]), section)]
 
 
 def _ipmi(section: dict, ctx: SourceContext) -> list[DeviceSource]:

@@ -1,8 +1,8 @@
 """Network-backed sources (Redfish, IPMI) read on their own thread, never on the sampler's.
 
 A BMC can take seconds to answer. ``PolledSource`` reads the wrapped source every
-``interval_s`` in a thread of its own; the meter's reads return the latest reading at
-once, so a slow BMC delays nothing else. A reading older than ``max_age_s`` is not served:
+``poll_interval_seconds`` in a thread of its own; the meter's reads return the latest reading at
+once, so a slow BMC delays nothing else. A reading older than ``max_age_seconds`` is not served:
 the device shows as down (its collector fails) until a fresh one arrives, and is asked
 again at every sample; the energy across the gap is bridged by the trapezoid.
 """
@@ -20,9 +20,9 @@ log = logging.getLogger(__name__)
 
 
 class PolledSource(DeviceSource):
-    def __init__(self, inner: DeviceSource, interval_s: float, max_age_s: float,
+    def __init__(self, inner: DeviceSource, poll_interval_seconds: float, max_age_seconds: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.inner, self.interval_s, self.max_age_s, self.clock = inner, interval_s, max_age_s, clock
+        self.inner, self.poll_interval_seconds, self.max_age_seconds, self.clock = inner, poll_interval_seconds, max_age_seconds, clock
         self.name, self.optional = inner.name, inner.optional
         self._devices: list[DeviceIdentity] = []
         self._latest: dict[str, tuple[DeviceReading, float]] = {}
@@ -39,7 +39,7 @@ class PolledSource(DeviceSource):
         return self._devices
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while not self._stop.wait(self.poll_interval_seconds):
             self._poll_once()
 
     def _poll_once(self) -> None:
@@ -61,7 +61,7 @@ class PolledSource(DeviceSource):
         with self._lock:
             latest, error = self._latest.get(device.uuid), self._errors.get(device.uuid)
         age = None if latest is None else self.clock() - latest[1]
-        if latest is None or age > self.max_age_s:
+        if latest is None or age > self.max_age_seconds:
             since = "yet" if latest is None else f"for {age:.0f}s"
             raise DeviceStale(f"{self.name} {device.uuid}: no fresh reading {since}"
                              + (f" (last error: {error})" if error else ""))
