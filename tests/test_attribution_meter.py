@@ -42,7 +42,7 @@ def make(clock, data=SCENARIO, state=None):
     sc = nv.scenario
     acfg = parse_config({"attribution": {"mappers": "slurm", "slurm_environ": True,
                                          "idle_watts": {H100: 70.0}}})["attribution"]
-    acfg["teams"]["accounts"] = {"nlp": "nlp", "cv": "cv", "rl": "rl"}
+    acfg = {**acfg, "teams": {**acfg["teams"], "accounts": {"nlp": "nlp", "cv": "cv", "rl": "rl"}}}
     att = build_attribution(acfg, proc_root=write_procfs(sc))
     meter = Meter([NvmlSource(nv, read_processes=True)], StaticIntensity("Z", 200.0), pue=1.2, clock=clock,
                   attribution=att, state=state)

@@ -1,5 +1,6 @@
 """Live intensity providers against real HTTP servers on 127.0.0.1 serving the documented shapes."""
 import base64
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -246,10 +247,11 @@ def test_config_builds_live_provider_with_secret_from_env_or_file(api, tmp_path,
     assert p.current(time.time()).source == "country_table"  # before the first poll: the fallback
     secret = tmp_path / "token"
     secret.write_text(TOKEN + "\n")
-    cfg["carbon"]["zones"]["de"].update(token_env=None, token_file=str(secret))
+    zones = cfg["carbon"]["zones"]
+    zones["de"] = dataclasses.replace(zones["de"], token_env=None, token_file=str(secret))
     assert build_provider(cfg["carbon"]).source.token == TOKEN
     monkeypatch.delenv("EM_TOKEN")
-    cfg["carbon"]["zones"]["de"].update(token_env="EM_TOKEN", token_file=None)
+    zones["de"] = dataclasses.replace(zones["de"], token_env="EM_TOKEN", token_file=None)
     with pytest.raises(ConfigError, match="EM_TOKEN is not set"):
         build_provider(cfg["carbon"])
 

@@ -86,3 +86,21 @@ def test_shipped_example_configs_are_valid():
     import re
 
     assert not re.search(r"\$2[aby]\$", (root / "web-config.yml").read_text())
+
+
+def test_the_configuration_is_typed_with_the_documented_key_names():
+    import dataclasses
+
+    cfg = parse_config({"sampling": {"interval_seconds": 2}, "carbon": {"zone": "x", "zones": {
+        "x": {"provider": "static", "g_per_kwh": 100}}}})
+    assert cfg.sampling.interval_seconds == 2.0 and cfg["sampling"]["interval_seconds"] == 2.0
+    assert cfg.carbon.zones["x"].g_per_kwh == 100.0 and cfg.sources.rapl.sysfs_root == "/"
+    assert dataclasses.is_dataclass(cfg) and dataclasses.is_dataclass(cfg.attribution.teams)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.sampling.interval_seconds = 5  # validated once, never changed behind the validator's back
+    # the sampling section is exactly the meter's keyword arguments: no renaming on the way
+    import inspect
+
+    from gpu_carbon_exporter.meter import Meter
+
+    assert set(cfg.sampling.keys()) <= set(inspect.signature(Meter).parameters)

@@ -76,7 +76,7 @@ def test_demo_tells_the_same_story_three_cycles_later():
     clock = ManualClock()
     nv = SimulatedNvml(sc, lambda: base + 100 + clock.sim)
     acfg = parse_config({"attribution": {"mappers": "slurm", "slurm_environ": True}})["attribution"]
-    acfg["idle_watts"] = {d.model.name: d.model.idle_w for d in sc.devices}
+    acfg = {**acfg, "idle_watts": {d.model.name: d.model.idle_w for d in sc.devices}}
     meter = Meter([NvmlSource(nv, read_processes=True)], TimelineIntensity("DEU", sc.intensity["DEU"],
                                                                            lambda: clock.start - base - 100),
                   clock=clock, attribution=build_attribution(acfg, proc_root=write_procfs(sc)))

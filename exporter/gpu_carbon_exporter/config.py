@@ -5,6 +5,7 @@ Errors name the file, the dotted key and the reason (``ConfigError``).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -285,8 +286,56 @@ def _validate_attribution(a: dict[str, Any], source: str) -> None:
                                   f"got {show(team)}")
 
 
-def parse_config(data: Any, source: str = "<config>") -> dict[str, Any]:
-    """Validate ``data`` and fill defaults; raises ConfigError listing every problem found."""
+class Section:
+    """A validated configuration section: a frozen dataclass whose fields are the documented
+    keys (``cfg.sampling.interval_seconds``). It also reads as a mapping (``section["key"]``,
+    ``.get``, ``**section``), which plug-in factories use to read their own keys by name."""
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+    def keys(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self)]
+
+
+_SECTION_CLASSES: dict[tuple[str, tuple[str, ...]], type] = {}
+
+
+def _section_class(name: str, schema: dict[str, Any]) -> type:
+    key = (name, tuple(schema))
+    if key not in _SECTION_CLASSES:
+        _SECTION_CLASSES[key] = dataclasses.make_dataclass(
+            name, [(k, Any) for k in schema], bases=(Section,), frozen=True)
+    return _SECTION_CLASSES[key]
+
+
+def _typed(data: dict[str, Any], schema: dict[str, Any], name: str) -> Section:
+    values = {k: _typed(data[k], spec, f"{name}{k.title().replace('_', '')}") if isinstance(spec, dict) else data[k]
+              for k, spec in schema.items()}
+    return _section_class(name, schema)(**values)
+
+
+def _zone(spec: dict[str, Any] | None) -> Section | None:
+    if spec is None:
+        return None
+    return _typed({**spec, "fallback": _zone(spec["fallback"])}, ZONE_SCHEMA, "ZoneConfig")
+
+
+def _typed_config(cfg: dict[str, Any]) -> Section:
+    carbon = {**cfg["carbon"], "zones": {zone: _zone(spec) for zone, spec in cfg["carbon"]["zones"].items()}}
+    return _typed({**cfg, "carbon": carbon}, SCHEMA, "Config")
+
+
+def parse_config(data: Any, source: str = "<config>") -> Section:
+    """Validate ``data``, fill defaults, and return the typed configuration (``Config``: one frozen
+    section per schema section, fields named as the documented keys). Raises ConfigError listing
+    every problem found."""
     cfg = _validate(data, SCHEMA, source, "")
     errors = _Errors(source)
     for check in (lambda: _validate_attribution(cfg["attribution"], source), lambda: _validate_zones(cfg, source),
@@ -296,7 +345,7 @@ def parse_config(data: Any, source: str = "<config>") -> dict[str, Any]:
         except ConfigError as err:
             errors.messages.append(str(err))
     errors.raise_if_any()
-    return cfg
+    return _typed_config(cfg)
 
 
 def _listen_address(value: str) -> str | None:
@@ -309,7 +358,7 @@ def _listen_address(value: str) -> str | None:
     return None
 
 
-def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]] | None = None) -> Section:
     """Load and validate a config file (``None``: the defaults); ``overrides`` (command-line flags,
     ``{section: {key: value}}``) are merged in first and validated exactly like the file's keys."""
     data: Any = {}

@@ -18,6 +18,7 @@ from .carbon.base import IntensityProvider
 from .carbon.select import build_provider
 from .carbon.static import TimelineIntensity
 from .collector import SnapshotCollector
+from .config import Section
 from .meter import Embodied, Meter
 from .sources.base import DeviceSource
 from .state import StateStore
@@ -25,28 +26,26 @@ from .state import StateStore
 log = logging.getLogger("gpu_carbon_exporter")
 
 
-def build_meter(cfg: dict[str, Any], simulate: str | None) -> tuple[Meter, list[DeviceSource]]:
-    """Sources, intensity and the meter, from config (and a scenario when simulating)."""
-    carbon = cfg["carbon"]
-    emb = carbon["embodied"]
-    embodied = Embodied(emb["kg_co2e_per_device"], emb["lifetime_years"]) if emb["kg_co2e_per_device"] else None
+def build_meter(cfg: Section, simulate: str | None) -> tuple[Meter, list[DeviceSource]]:
+    """Sources, intensity and the meter, from the typed config (and a scenario when simulating).
+    Settings reach the constructors under their documented names."""
+    carbon = cfg.carbon
+    emb = carbon.embodied
+    embodied = Embodied(emb.kg_co2e_per_device, emb.lifetime_years) if emb.kg_co2e_per_device else None
     emb_rate = embodied.grams_per_second if embodied else 0.0
-    pue = carbon["pue"]
+    pue = carbon.pue
     if simulate is not None:
         sources, intensity, scenario_pue, attribution = _simulated(cfg, simulate, emb_rate)
         pue = pue if pue is not None else scenario_pue
     else:
         intensity = build_provider(carbon)
-        attribution = build_attribution(cfg["attribution"], embodied_g_per_s=emb_rate)
-        sources = build_sources(cfg["sources"], read_processes=attribution is not None)
-    s = cfg["sampling"]
+        attribution = build_attribution(cfg.attribution, embodied_g_per_s=emb_rate)
+        sources = build_sources(cfg.sources, read_processes=attribution is not None)
+    sampling, state = cfg.sampling, cfg.state
     meter = Meter(
         sources, intensity, pue=pue if pue is not None else 1.0, embodied=embodied,
-        wue_liters_per_kwh=carbon["wue_liters_per_kwh"],
-        state=StateStore(cfg["state"]["path"]) if cfg["state"]["path"] else None,
-        interval_seconds=s["interval_seconds"], integration_hz=s["integration_hz"],
-        slow_refresh_seconds=s["slow_refresh_seconds"], lost_device_retry_seconds=s["lost_device_retry_seconds"],
-        persist_interval_seconds=cfg["state"]["persist_interval_seconds"], attribution=attribution)
+        wue_liters_per_kwh=carbon.wue_liters_per_kwh, state=StateStore(state.path) if state.path else None,
+        persist_interval_seconds=state.persist_interval_seconds, attribution=attribution, **sampling)
     return meter, sources
 
 
@@ -66,9 +65,9 @@ def _simulated(cfg: dict[str, Any], simulate: str, emb_rate: float) -> tuple:
     if scenario.jobs and cfg["attribution"]["enabled"]:
         from .sim.procfs import write_procfs
 
-        acfg = {**cfg["attribution"], "slurm_environ": True, "mappers": "slurm"}
+        acfg = {**cfg.attribution, "slurm_environ": True, "mappers": "slurm"}
         acfg["idle_watts"] = {d.model.name: d.model.idle_w for d in scenario.devices} | acfg["idle_watts"]
-        acfg["teams"] = {**acfg["teams"], "accounts": {j.team: j.team for j in scenario.jobs if j.team}}
+        acfg["teams"] = {**cfg.attribution.teams, "accounts": {j.team: j.team for j in scenario.jobs if j.team}}
         attribution = build_attribution(acfg, proc_root=_temporary(write_procfs(scenario)),
                                         embodied_g_per_s=emb_rate)
     sources: list[DeviceSource] = []
