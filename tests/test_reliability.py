@@ -171,16 +171,20 @@ def test_counters_never_go_backwards_across_crashes_at_random_moments(tmp_path):
     assert len(exposed) > 20
 
 
+def started(clock, tmp_path, run_s=0.0):
+    """A job meter on the state in ``tmp_path``, opened and sampled (for ``run_s`` seconds)."""
+    meter, nv = job_meter(clock, state=StateStore(tmp_path / "state.json"))
+    meter.open()
+    meter.sample()
+    run(meter, clock, run_s)
+    return meter, nv
+
+
 def test_first_run_killed_before_its_first_persist_keeps_its_counters(tmp_path):
     clock = ManualClock()
-    meter, _ = job_meter(clock, state=StateStore(tmp_path / "state.json"))
-    meter.open()
-    meter.sample()
-    run(meter, clock, 3)
+    meter, _ = started(clock, tmp_path, 3)
     seen = all_counters(meter.snapshot)
-    meter, _ = job_meter(clock, state=StateStore(tmp_path / "state.json"))  # no stop(): killed
-    meter.open()
-    meter.sample()
+    meter, _ = started(clock, tmp_path)  # the first one never stopped: killed
     now = all_counters(meter.snapshot)
     assert all(now[k] >= v for k, v in seen.items())
     assert now[f"{meter.snapshot.devices[0].identity.uuid}/energy_j"] > 0
@@ -188,14 +192,9 @@ def test_first_run_killed_before_its_first_persist_keeps_its_counters(tmp_path):
 
 def test_downtime_energy_goes_to_the_jobs_that_held_the_gpu(tmp_path):
     clock = ManualClock()
-    meter, _ = job_meter(clock, state=StateStore(tmp_path / "state.json"))
-    meter.open()
-    meter.sample()
-    run(meter, clock, 5)
+    started(clock, tmp_path, 5)
     clock.advance(20)  # killed, down 20 s while job 7 kept running on GPU 0
-    meter, nv = job_meter(clock, state=StateStore(tmp_path / "state.json"))
-    meter.open()
-    meter.sample()
+    meter, nv = started(clock, tmp_path)
     job = next(j for j in meter.snapshot.attribution.jobs if j.job.id == "7")
     assert job.energy_allocated_j == pytest.approx(GroundTruth(nv.scenario).device_energy_j(0, 0, 25), abs=0.05)
 
