@@ -132,7 +132,10 @@ def _serve(meter: Meter, cfg: dict[str, Any]) -> int:
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     def reload(_signum: int, _frame: Any) -> None:
-        threading.Thread(target=_reload_web, args=(server, cfg), name="reload", daemon=True).start()
+        from .web import reload as reload_web
+
+        threading.Thread(target=reload_web, args=(server, cfg["web"]["config_file"], "received SIGHUP"),
+                         name="reload", daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -165,20 +168,6 @@ def _once(meter: Meter, cfg: dict[str, Any], duration_s: float) -> int:
     sys.stdout.write(generate_latest(make_registry(meter, cfg)).decode())
     meter.stop()
     return 0
-
-
-def _reload_web(server: Any, cfg: dict[str, Any]) -> None:
-    """SIGHUP, as Prometheus does: re-read the web config (TLS certificates, users, headers).
-    A broken file is logged and the running config kept; counters and state are untouched."""
-    from .web import load_web_config
-
-    path = cfg["web"]["config_file"]
-    try:
-        server.reload_web(load_web_config(path))
-    except Exception as err:  # noqa: BLE001 - a bad reload must never stop a running exporter
-        log.error("web config reload failed, keeping the running config: %s", err)
-        return
-    log.info("received SIGHUP: reloaded the web config%s", f" from {path}" if path else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

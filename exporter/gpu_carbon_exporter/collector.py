@@ -55,6 +55,7 @@ class SnapshotCollector(Collector):
         self.get_snapshot, self.embodied, self.water, self.clock = get_snapshot, embodied, water, clock
         self.wue = wue_liters_per_kwh
         self._errors: dict[str, int] = {}
+        self._section_names: set[str] = {"health"}  # of the last bulk render: the labels of scrape_errors
         self._lock = threading.Lock()
 
     def collect(self) -> Iterator[Metric]:
@@ -67,7 +68,9 @@ class SnapshotCollector(Collector):
         build = _gauge("build_info", "Exporter build; the value is always 1.", ["version"])
         build.add_metric([__version__], 1)
         yield build
-        for name, build_section in self._sections(snap):
+        sections = self._sections(snap)
+        self._section_names = {name for name, _ in sections} | {"health"}
+        for name, build_section in sections:
             yield from self._isolated(name, build_section)
 
     def collect_live(self, snap: Snapshot) -> Iterator[Metric]:
@@ -77,7 +80,7 @@ class SnapshotCollector(Collector):
                           "scrape, by section (the rest of the scrape is served).", ["section"])
         with self._lock:
             counts = dict(self._errors)
-        for name in sorted({n for n, _ in self._sections(snap)} | {"health"} | set(counts)):
+        for name in sorted(self._section_names | set(counts)):
             errors.add_metric([name], counts.get(name, 0))
         yield errors
 

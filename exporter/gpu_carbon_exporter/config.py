@@ -365,7 +365,7 @@ def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]] | 
     source = "<defaults>"
     if path is not None:
         source = str(path)
-        data = _read_yaml(Path(path))
+        data = read_yaml(Path(path))
     if overrides:
         if data is None:
             data = {}
@@ -381,10 +381,6 @@ def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]] | 
 def read_yaml(path: Path) -> Any:
     """A YAML file's data; every malformed input (unreadable, huge, not UTF-8, bad YAML, too deep)
     is one ConfigError naming the file."""
-    return _read_yaml(path)
-
-
-def _read_yaml(path: Path) -> Any:
     try:
         raw = path.read_bytes()
     except OSError as err:

@@ -25,7 +25,6 @@ from prometheus_client.utils import floatToGoString
 _SUFFIX_TYPES = {"counter": ("_total", "counter"), "info": ("_info", "gauge"), "stateset": ("", "gauge"),
                  "gaugehistogram": ("", "histogram"), "unknown": ("", "untyped")}
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 OPENMETRICS_EOF = "# EOF\n"
 
 
@@ -62,10 +61,6 @@ def render_text(registry: Collector) -> bytes:
     return render_families(registry.collect()).encode("utf-8")
 
 
-def render_openmetrics(registry: Collector) -> bytes:
-    return (render_families(registry.collect(), openmetrics=True) + OPENMETRICS_EOF).encode("utf-8")
-
-
 class Exposition:
     """Bodies for /metrics from a ``SnapshotCollector``: bulk cached per snapshot, health per scrape."""
 
@@ -78,14 +73,17 @@ class Exposition:
 
     def body(self, openmetrics: bool, compress: bool) -> bytes:
         snap = self.collector.get_snapshot()
+        with self._lock:  # the bulk first: the live tail names the sections it rendered
+            self._refresh(snap)
+            if compress:
+                packed, state = self._gzip_bulk(snap, openmetrics)
+                finish = state.copy()
+            else:
+                plain = self._bulk(snap, openmetrics)
         tail = render_families(self.collector.collect_live(snap), openmetrics)
         tail_bytes = (tail + (OPENMETRICS_EOF if openmetrics else "")).encode("utf-8")
-        with self._lock:
-            self._refresh(snap)
-            if not compress:
-                return self._bulk(snap, openmetrics) + tail_bytes
-            packed, state = self._gzip_bulk(snap, openmetrics)
-            finish = state.copy()
+        if not compress:
+            return plain + tail_bytes
         return packed + finish.compress(tail_bytes) + finish.flush()
 
     def _refresh(self, snap: object) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .schema import show
+
 # 1e15 J is 278 GWh, far beyond any device's lifetime; anything above is damage.
 MAX_COUNTER = 1e15
 MAX_RAW_MJ = 2.0**64
@@ -29,28 +31,23 @@ def number(entry: dict[str, Any], key: str, *, default: float | None = None, hi:
         raise BadEntry(f"{key}: missing")
     value = entry[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadEntry(f"{key}: not a number ({_short(value)})")
+        raise BadEntry(f"{key}: not a number ({show(value)})")
     if isinstance(value, int) and abs(value) > hi:
-        raise BadEntry(f"{key}: out of range ({_short(value)})")
+        raise BadEntry(f"{key}: out of range ({show(value)})")
     value = float(value)
     if not math.isfinite(value) or not 0.0 <= value <= hi:
-        raise BadEntry(f"{key}: out of range ({_short(value)})")
+        raise BadEntry(f"{key}: out of range ({show(value)})")
     return value
 
 
 def text(entry: dict[str, Any], key: str, default: str = "") -> str:
     value = mapping(entry, key).get(key, default)
     if not isinstance(value, str):
-        raise BadEntry(f"{key}: not a string ({_short(value)})")
+        raise BadEntry(f"{key}: not a string ({show(value)})")
     return value
 
 
 def mapping(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise BadEntry(f"{what}: not a mapping ({_short(value)})")
+        raise BadEntry(f"{what}: not a mapping ({show(value)})")
     return value
-
-
-def _short(value: Any) -> str:
-    shown = repr(value)
-    return shown if len(shown) <= 40 else shown[:37] + "..."

@@ -497,24 +497,28 @@ def _signature(files: list[Path]) -> tuple:
     return tuple(out)
 
 
+def reload(server: ExporterServer, path: str | Path | None, why: str) -> bool:
+    """Re-read the web config (TLS certificates, users, headers) into a running server. A broken
+    file is logged and the running config kept; counters and state are never touched."""
+    try:
+        server.reload_web(load_web_config(path))
+    except Exception as err:  # noqa: BLE001 - a bad reload must never stop a running exporter
+        log.error("%s: web config reload failed, keeping the running config: %s", why, err)
+        return False
+    log.info("%s: reloaded the web config%s", why, f" from {path}" if path else "")
+    return True
+
+
 def watch_web_config(server: ExporterServer, path: str | Path, stop: threading.Event,
                      interval_s: float = 5.0) -> None:
     """Reload the web config when it or a certificate it names changes (cert-manager rotates
-    them in place). A broken new file is logged and the running config kept."""
+    them in place)."""
     seen = _signature(server.web.files)
     while not stop.wait(interval_s):
         now = _signature(server.web.files)
-        if now == seen:
-            continue
-        try:
-            web = load_web_config(path)
-        except Exception as err:  # noqa: BLE001 - a bad file must never stop the watcher
-            log.error("web config or certificate changed but cannot be loaded, keeping the running one: %s", err)
-            seen = now
-            continue
-        server.reload_web(web)
-        seen = _signature(web.files)
-        log.info("web config or certificate changed: reloaded %s", path)
+        if now != seen:
+            reload(server, path, "web config or certificate changed")
+            seen = _signature(server.web.files)
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:

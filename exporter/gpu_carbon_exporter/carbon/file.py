@@ -81,8 +81,7 @@ class FileIntensity(IntensityProvider):
     def segments(self, t0: float, t1: float) -> list[tuple[float, float, Intensity]]:
         with self._lock:
             timeline = self._timeline
-        edges = [t0, *timeline.changes(t0, t1), t1]
-        return [(a, b, Intensity(timeline.value_at(a), self.zone, "file")) for a, b in zip(edges, edges[1:])]
+        return [(a, b, Intensity(v, self.zone, "file")) for a, b, v in timeline.segments(t0, t1)]
 
     def healthy(self) -> bool:
         return self._ok

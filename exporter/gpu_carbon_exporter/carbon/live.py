@@ -146,8 +146,7 @@ class PollingIntensity(IntensityProvider):
         timeline = self._timeline
         if timeline is None or not self._usable(t0):
             return [(t0, t1, self.current(t0))]
-        edges = [t0, *timeline.changes(t0, t1), t1]
-        return [(a, b, self.current(a)) for a, b in zip(edges, edges[1:])]
+        return [(a, b, self.current(a)) for a, b, _ in timeline.segments(t0, t1)]
 
     def healthy(self) -> bool:
         return self._last_ok

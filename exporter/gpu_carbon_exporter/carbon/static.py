@@ -54,8 +54,8 @@ class TimelineIntensity(IntensityProvider):
 
     def segments(self, t0: float, t1: float) -> list[tuple[float, float, Intensity]]:
         e = self.epoch()
-        edges = [t0 - e, *self.timeline.changes(t0 - e, t1 - e), t1 - e]
-        return [(a + e, b + e, self._at(a)) for a, b in zip(edges, edges[1:])]
+        pieces = self.timeline.segments(t0 - e, t1 - e)
+        return [(a + e, b + e, Intensity(v, self.zone, self.source)) for a, b, v in pieces]
 
 
 def _static(zone: str, spec: dict, where: str) -> IntensityProvider:

@@ -84,6 +84,11 @@ class Timeline:  # noqa: PLW1641 - cached_property needs a __dict__, frozen data
             k += 1
         return out
 
+    def segments(self, t0: float, t1: float) -> list[tuple[float, float, float]]:
+        """[t0, t1] cut where the value changes: (start, end, gCO2e/kWh) for each piece."""
+        edges = [t0, *self.changes(t0, t1), t1]
+        return [(a, b, self.value_at(a)) for a, b in zip(edges, edges[1:])]
+
     @property
     def end(self) -> float:
         """End of the data: the last point lasts as long as the one before it."""

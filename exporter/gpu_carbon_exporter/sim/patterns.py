@@ -176,18 +176,6 @@ class Periodic(Pattern):
         n, rem = divmod(t, self.period)
         return n * self._per_period + self.inner.energy(rem)
 
-    def breakpoints(self, t0: float, t1: float) -> list[float]:
-        out: list[float] = []
-        k = math.floor(max(t0, 0.0) / self.period)
-        while k * self.period < t1:
-            base = k * self.period
-            if t0 < base < t1:
-                out.append(base)
-            lo, hi = max(t0 - base, 0.0), min(t1 - base, self.period)
-            out += [base + b for b in self.inner.breakpoints(lo, hi)]
-            k += 1
-        return out
-
     def spec(self) -> list[str]:
         return ["PER", repr(float(self.period)), *self.inner.spec()]
 

@@ -376,10 +376,9 @@ class GroundTruth:
         timeline = self.sc.intensity.get(zone or self.sc.zone)
         if timeline is None:
             raise ValueError("scenario has no intensity timeline for that zone")
-        edges = [t0, *timeline.changes(t0, t1), t1]
         grams = 0.0
-        for a, b in zip(edges, edges[1:]):
-            grams += self.device_energy_j(index, a, b) * timeline.value_at(a) / JOULES_PER_KWH
+        for a, b, g_per_kwh in timeline.segments(t0, t1):
+            grams += self.device_energy_j(index, a, b) * g_per_kwh / JOULES_PER_KWH
         return grams * self.sc.pue
 
     def job_energy_j(self, job: SimJob, t0: float, t1: float) -> float:
