@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable
 
 from .carbon.base import Intensity, IntensityProvider
-from .sources.base import (JOULES_PER_KWH, MILLI, DeviceIdentity, DeviceKind, DeviceLost, DeviceReading, DeviceSource,
-                           DeviceStale, SourceUnavailable)
+from .sources.base import (JOULES_PER_KWH, MILLI, DeviceIdentity, DeviceLost, DeviceReading, DeviceSource,
+                           DeviceStale, SourceUnavailable, kind_label)
 from .state import StateStore
 from .statecheck import MAX_RAW_MJ, BadEntry, mapping, number
 
@@ -179,10 +179,10 @@ class Meter:
                 continue
             self._open_sources.append(src)
             for ident in identities:
-                counters = saved.pop(ident.uuid, None)
+                counters, last_seen = saved.pop(ident.uuid, (None, None))
                 dev = _Device(src, ident, counters or Counters())
                 if counters is not None:  # downtime from when this device was last seen (it may have been absent)
-                    dev.resumed_at = min(self._absent[ident.uuid]["last_seen"], saved_at or float("inf"))
+                    dev.resumed_at = min(last_seen, saved_at or float("inf"))
                     dev.boot_changed = boot_changed
                 self._devices.append(dev)
         self._carry_absent(saved)
@@ -210,9 +210,8 @@ class Meter:
         for uuid, entry in raw_devices.items():
             try:
                 entry = mapping(entry, uuid)
-                counters = out["devices"][uuid] = Counters.from_saved(entry)
                 seen = number(entry, "last_seen", optional=True, hi=4e9) or out["saved_at"] or self.wall()
-                self._absent[uuid] = {**vars(counters), "last_seen": min(seen, self.wall())}
+                out["devices"][uuid] = (Counters.from_saved(entry), min(seen, self.wall()))
             except BadEntry as err:
                 problems.append(f"device {uuid}: {err}")
         if self.attribution is not None:
@@ -224,17 +223,16 @@ class Meter:
                 log.error("saved state: %s; entry set aside (a copy of the whole state is in %s)", p, aside)
         return out
 
-    def _carry_absent(self, unopened: dict[str, Counters]) -> None:
+    def _carry_absent(self, unopened: dict[str, tuple[Counters, float]]) -> None:
         """Keep saved devices that did not open now (driver not loaded yet) until they come back."""
         now = self.wall()
-        self._absent = {u: e for u, e in self._absent.items() if u in unopened}
-        for uuid, entry in list(self._absent.items()):
-            if now - entry["last_seen"] > ABSENT_DEVICE_EXPIRY_S:
+        for uuid, (counters, last_seen) in unopened.items():
+            if now - last_seen > ABSENT_DEVICE_EXPIRY_S:
                 log.info("forgetting saved counters of %s, not seen for over %d days", uuid,
                          ABSENT_DEVICE_EXPIRY_S // 86400)
-                del self._absent[uuid]
             else:
                 log.info("%s did not open; its saved counters are kept until it is back", uuid)
+                self._absent[uuid] = {**vars(counters), "last_seen": last_seen}
 
     def _mark_node_devices(self) -> None:
         """Only one whole-node meter accounts emissions: two BMC readings are the same watts."""
@@ -487,7 +485,7 @@ class Meter:
     # -- persistence -----------------------------------------------------------
     def _state_data(self) -> dict:
         wall_now = self.wall()
-        devices = {u: e for u, e in self._absent.items()}
+        devices = dict(self._absent)
         for d in self._devices:
             devices[d.identity.uuid] = {**{k: getattr(d.counters, k) for k in Counters.__dataclass_fields__},
                                         "last_seen": wall_now}
@@ -532,14 +530,7 @@ def _integrated_power(dev: _Device, reading: DeviceReading) -> float | None:
 
 
 def _describe(dev: _Device) -> str:
-    if dev.source.name == "rapl":
-        kind = "RAPL zone"
-    else:
-        try:
-            kind = DeviceKind(dev.identity.kind).label
-        except ValueError:
-            kind = str(dev.identity.kind)
-    return f"{kind} {dev.identity.uuid}"
+    return f"{dev.source.noun or kind_label(dev.identity.kind)} {dev.identity.uuid}"
 
 
 

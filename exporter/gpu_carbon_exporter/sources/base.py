@@ -66,10 +66,12 @@ _KIND_LABELS = {DeviceKind.GPU: "GPU", DeviceKind.BOARD: "board", DeviceKind.RAI
 
 def kind_doc(kind: str) -> str:
     """The documentation of a kind; an unknown kind is its own name (never an error in a scrape)."""
-    try:
-        return DeviceKind(kind).doc
-    except ValueError:
-        return str(kind)
+    return DeviceKind(kind).doc if kind in DeviceKind.__members__.values() else str(kind)
+
+
+def kind_label(kind: str) -> str:
+    """How logs name a device of a kind; an unknown kind is its own name."""
+    return DeviceKind(kind).label if kind in DeviceKind.__members__.values() else str(kind)
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,8 @@ class DeviceSource(ABC):
     """A source of devices. ``name`` is the value of the ``collector`` label."""
 
     name: str = "source"
+    # How logs name this source's devices ("RAPL zone"); None: by their kind ("GPU", "CPU zone").
+    noun: str | None = None
     # Auto-detected sources (Jetson, RAPL) are skipped quietly where the hardware is absent.
     optional: bool = False
 

@@ -45,6 +45,7 @@ class _Zone:
 
 class RaplSource(DeviceSource):
     name = "rapl"
+    noun = "RAPL zone"
 
     def __init__(self, root: str | Path = "/", clock=time.monotonic) -> None:
         self.root, self.clock = Path(root), clock
