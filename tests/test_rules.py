@@ -2,13 +2,36 @@
 import subprocess
 from pathlib import Path
 
+import pytest
+import yaml
+
 from gpu_carbon_exporter.cli import main
 from gpu_carbon_exporter.mixin import render, rule_files
 
 from conftest import require_binary
+from rule_oracle import cases, facts, input_series
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "prometheus" / "rules"
+PROMTOOL_TESTS = ROOT / "prometheus" / "tests"
+
+
+def records(files: dict | None = None) -> list[str]:
+    files = files or rule_files()
+    return [r["record"] for c in files.values() for g in c["groups"] for r in g["rules"] if "record" in r]
+
+
+def alerts(files: dict | None = None) -> set[str]:
+    files = files or rule_files()
+    return {r["alert"] for c in files.values() for g in c["groups"] for r in g["rules"] if "alert" in r}
+
+
+def promtool_test(tmp_path: Path, name: str, body: dict) -> None:
+    promtool = require_binary("promtool")
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(body, sort_keys=False, width=200))
+    run = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0 and "SUCCESS" in run.stdout, (run.stdout + run.stderr)[-6000:]
 
 
 def test_committed_rule_files_are_what_the_generator_writes(tmp_path):
@@ -19,19 +42,82 @@ def test_committed_rule_files_are_what_the_generator_writes(tmp_path):
 
 
 def test_rule_names_follow_level_metric_operations():
+    for record in records():
+        level, metric, ops = record.split(":")
+        assert level and metric.startswith("gpu_carbon_") and ops and not metric.endswith("_total")
+
+
+def test_every_alert_has_severity_summary_description_and_a_runbook_anchor():
+    runbooks = (ROOT / "docs" / "runbooks.md").read_text().lower()
     for content in rule_files().values():
         for group in content["groups"]:
-            for rule in group["rules"]:
-                level, metric, ops = rule["record"].split(":")
-                assert level and metric.startswith("gpu_carbon_") and ops and "_total" not in metric
+            for rule in (r for r in group["rules"] if "alert" in r):
+                assert rule["labels"]["severity"] in ("critical", "warning", "info")
+                ann = rule["annotations"]
+                assert ann["summary"] and "{{" not in ann["summary"] and "{{" in ann["description"]
+                anchor = ann["runbook_url"].split("#")[1]
+                assert f"## {rule['alert'].lower()}" in runbooks and anchor == rule["alert"].lower()
 
 
-def test_promtool_checks_and_unit_tests_the_rules():
+def test_promtool_checks_the_committed_rules():
     promtool = require_binary("promtool")
     check = subprocess.run([promtool, "check", "rules", *sorted(map(str, RULES.glob("*.yml")))],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    tests = sorted(map(str, (ROOT / "prometheus" / "tests").glob("*_test.yml")))
+
+
+def test_promtool_unit_tests_the_committed_files():
+    promtool = require_binary("promtool")
+    tests = sorted(map(str, PROMTOOL_TESTS.glob("*_test.yml")))
     assert tests
     run = subprocess.run([promtool, "test", "rules", *tests], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0 and "SUCCESS" in run.stdout, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("span", ["short", "long"])
+def test_every_recording_rule_matches_the_oracle(tmp_path, span):
+    """Rates and 1h windows on 1-minute samples; 1d, 7d and 30d windows on 31 days of hourly samples.
+    A job starts mid-window in both, so windows that begin before a series are covered."""
+    if span == "short":
+        step, steps, job8 = 60, 90, 45 * 60.0
+        names = [r for r in records() if not any(r.endswith(w) for w in ("1d", "7d", "30d"))]
+    else:
+        step, steps, job8 = 3600, 31 * 24, 10 * 86400.0
+        names = [r for r in records() if any(r.endswith(w) for w in ("1d", "7d", "30d"))]
+    fs = facts(job8)
+    built = cases(names, fs, float(step * steps), f"{step}s", steps)
+    assert set(built["modelled"]) == set(names), f"not modelled: {set(names) - set(built['modelled'])}"
+    for name, content in rule_files().items():
+        (tmp_path / name).write_text(render(content))
+    body = {"rule_files": ["gpu-carbon-recording.yml"], "evaluation_interval": f"{step}s",
+            "group_eval_order": [g["name"] for g in rule_files()["gpu-carbon-recording.yml"]["groups"]],
+            "tests": [{"interval": f"{step}s", "input_series": input_series(fs, step, steps),
+                       "promql_expr_test": built["tests"]}]}
+    promtool_test(tmp_path, f"{span}_test.yml", body)
+
+
+def test_every_alert_has_a_promtool_case_that_fires_and_one_that_must_not():
+    text = "\n".join(p.read_text() for p in PROMTOOL_TESTS.glob("*_test.yml"))
+    for name in alerts() | {"GpuCarbonBudgetExceeded", "GpuCarbonBudgetWarning", "GpuCarbonBudgetBurnRate",
+                            "GpuCarbonBudgetExhaustionForecast"}:
+        assert text.count(f"alertname: {name}") >= 2, f"{name}: needs a firing and a silent case"
+
+
+def test_committed_budget_rules_and_promtool_cases_are_generated(tmp_path):
+    import alert_cases
+    import budget_cases
+
+    assert main(["rules", "--out", str(tmp_path), "--budgets", str(PROMTOOL_TESTS / "budgets.yml")]) == 0
+    assert (PROMTOOL_TESTS / "rules" / "gpu-carbon-budgets.yml").read_text() == \
+        (tmp_path / "gpu-carbon-budgets.yml").read_text(), "regenerate: see prometheus/tests/budgets.yml"
+    assert (PROMTOOL_TESTS / "budgets_test.yml").read_text() == budget_cases.render()
+    assert (PROMTOOL_TESTS / "budgets_long_test.yml").read_text() == budget_cases.render_long()
+    assert (PROMTOOL_TESTS / "alerts_test.yml").read_text() == alert_cases.render()
+
+
+def test_the_example_budgets_generate_valid_rules(tmp_path):
+    promtool = require_binary("promtool")
+    assert main(["rules", "--out", str(tmp_path), "--budgets", str(ROOT / "prometheus" / "budgets.example.yml")]) == 0
+    check = subprocess.run([promtool, "check", "rules", str(tmp_path / "gpu-carbon-budgets.yml")],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr

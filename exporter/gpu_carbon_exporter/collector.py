@@ -200,6 +200,8 @@ class SnapshotCollector(Collector):
                           keys + ["view"])
         emissions = _counter("job_emissions_grams", "Operational emissions attributed to the job (gCO2e), "
                              "same views as the energy.", keys + ["view"])
+        held = _counter("job_gpu_seconds", "GPU time the job held (s): a shared GPU split equally among its "
+                        "holders, a MIG instance counted by its share of the GPU.", keys)
         for jc in sorted(att.jobs, key=lambda j: j.job.key):
             j = jc.job
             info.add_metric([j.id, j.scheduler, j.user, j.team, j.account, j.namespace, j.pod], 1)
@@ -209,7 +211,8 @@ class SnapshotCollector(Collector):
                                ("active", jc.energy_active_j, jc.emissions_active_g)):
                 energy.add_metric([j.id, j.scheduler, view], e)
                 emissions.add_metric([j.id, j.scheduler, view], g)
-        yield from (info, gpus, energy, emissions)
+            held.add_metric([j.id, j.scheduler], jc.gpu_seconds)
+        yield from (info, gpus, energy, emissions, held)
         if self.embodied:
             emb = _counter("job_embodied_emissions_grams", "Embodied carbon of the GPU time the job held "
                            "(gCO2e), shared equally among the holders.", keys)

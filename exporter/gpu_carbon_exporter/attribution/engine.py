@@ -28,6 +28,7 @@ class JobCounters:
     gpus: set[str] = field(default_factory=set)  # GPU indices (and MIG "gpu.gi")
     first_seen: float = 0.0
     last_seen: float = 0.0
+    gpu_seconds: float = 0.0  # GPU time held (s); shared GPUs split equally, MIG by SM share
 
 
 @dataclass
@@ -131,10 +132,12 @@ class Attribution:
         energy_parts = [joules * w for w, _, _ in slots[:-1]]
         energy_parts.append(max(joules - sum(energy_parts), 0.0))
         for (w, _, holders), e in zip(slots, energy_parts):
-            embodied = self.embodied_g_per_s * max(t1 - t0 if held_s is None else held_s, 0.0) * w
+            held = max(t1 - t0 if held_s is None else held_s, 0.0) * w
+            embodied = self.embodied_g_per_s * held
             if holders:
                 for h in holders:  # GPU time held: shared equally, like idle
                     self.jobs[h.job.key].embodied_g += embodied / len(holders)
+                    self.jobs[h.job.key].gpu_seconds += held / len(holders)
             else:
                 b.unallocated_embodied_g += embodied
             s = split(e, idle_total * w, holders)
@@ -176,6 +179,7 @@ class Attribution:
             "jobs": {k: {"job": vars(j.job), "energy_allocated_j": j.energy_allocated_j,
                          "energy_active_j": j.energy_active_j, "emissions_allocated_g": j.emissions_allocated_g,
                          "emissions_active_g": j.emissions_active_g, "embodied_g": j.embodied_g,
+                         "gpu_seconds": j.gpu_seconds,
                          "gpus": sorted(j.gpus), "first_seen": j.first_seen + to_wall,
                          "last_seen": j.last_seen + to_wall} for k, j in self.jobs.items()},
             "gpus": {u: vars(b) for u, b in self.gpus.items()},
@@ -248,7 +252,8 @@ def _job_from_state(j: dict, to_mono: float, mono_now: float) -> JobCounters:
     return JobCounters(Job(**job), number(j, "energy_allocated_j"), number(j, "energy_active_j"),
                        number(j, "emissions_allocated_g"), number(j, "emissions_active_g"),
                        number(j, "embodied_g", default=0.0), set(gpus),
-                       min(number(j, "first_seen", hi=4e9) + to_mono, mono_now), mono_now)
+                       min(number(j, "first_seen", hi=4e9) + to_mono, mono_now), mono_now,
+                       number(j, "gpu_seconds", default=0.0))
 
 
 def _buckets_from_state(b: dict) -> GpuBuckets:

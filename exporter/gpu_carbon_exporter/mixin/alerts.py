@@ -1,0 +1,114 @@
+"""Health alerts (prefix ``GpuCarbon``): each carries severity, summary, a templated
+description that names the node and the value, and a runbook_url into docs/runbooks.md."""
+from __future__ import annotations
+
+from .promql import by, on
+from .settings import NODE, Settings, seconds
+
+WHERE = "{{ $labels.node }}{{ with $labels.site }} (site {{ . }}){{ end }}"
+
+
+def alert(s: Settings, name: str, expr: str, severity: str, summary: str, description: str,
+          for_: str | None = None) -> dict:
+    rule: dict = {"alert": name, "expr": expr}
+    if for_:
+        rule["for"] = for_
+    rule["labels"] = {"severity": severity}
+    rule["annotations"] = {"summary": summary, "description": description, "runbook_url": s.runbook(name)}
+    return rule
+
+
+def _exporter(s: Settings) -> list[dict]:
+    sel = s.selector
+    return [
+        alert(s, "GpuCarbonExporterDown", f"up{{{sel}}} == 0", "critical",
+              "A gpu-carbon-exporter target is down.",
+              f"Prometheus cannot scrape {{{{ $labels.instance }}}} on {WHERE}: no energy or carbon "
+              "is recorded for it (the exporter recovers the energy from hardware counters on restart).", "5m"),
+        alert(s, "GpuCarbonExporterAbsent", f"absent(up{{{sel}}})", "critical",
+              "No gpu-carbon-exporter target is being scraped.",
+              "Prometheus has no target in scrape job {{ $labels.job }}: check the scrape configuration or "
+              "service discovery.",
+              "15m"),
+        alert(s, "GpuCarbonScrapeSlow",
+              f"scrape_duration_seconds{{{sel}}} > {0.8 * seconds(s.scrape_interval):g}", "warning",
+              "Scraping gpu-carbon-exporter takes most of the scrape interval.",
+              f"Scraping {{{{ $labels.instance }}}} on {WHERE} took {{{{ $value | humanizeDuration }}}}, "
+              f"over 80 % of the {s.scrape_interval} interval.", "15m"),
+    ]
+
+
+def _collectors(s: Settings) -> list[dict]:
+    return [
+        alert(s, "GpuCarbonCollectorFailing", "gpu_carbon_collector_success == 0", "warning",
+              "A gpu-carbon-exporter collector is failing.",
+              f"Collector {{{{ $labels.collector }}}} on {WHERE} reached none of its devices in its last run.", "10m"),
+        alert(s, "GpuCarbonSamplerStale",
+              f"gpu_carbon_collector_last_run_age_seconds > {s.sampler_stale_seconds:g}", "critical",
+              "The gpu-carbon-exporter sampler is stuck.",
+              f"Collector {{{{ $labels.collector }}}} on {WHERE} last ran {{{{ $value | humanizeDuration }}}} ago.",
+              "5m"),
+        alert(s, "GpuCarbonScrapeSectionFailing", "increase(gpu_carbon_scrape_errors_total[10m]) > 0", "warning",
+              "A section of the gpu-carbon-exporter exposition fails to build.",
+              f"Section {{{{ $labels.section }}}} on {WHERE} failed {{{{ $value | humanize }}}} times "
+              "in 10 minutes and was left out of /metrics.", "10m"),
+        alert(s, "GpuCarbonDeviceDown", '{__name__=~"gpu_carbon_(gpu|board|rail|cpu|node)_up"} == 0', "warning",
+              "A GPU or power sensor stopped answering.",
+              "{{ $labels.__name__ }}{{ with $labels.uuid }} ({{ . }}){{ end }}{{ with $labels.rail }} ({{ . }})"
+              f"{{{{ end }}}}{{{{ with $labels.zone }}}} ({{{{ . }}}}){{{{ end }}}} on {WHERE} "
+              "is down: its energy is not counted until it answers again.", "5m"),
+        alert(s, "GpuCarbonStateDiscarded", "gpu_carbon_state_discarded_entries > 0", "info",
+              "Damaged entries of the saved counters were set aside at start-up.",
+              f"{{{{ $value }}}} entries of the state file on {WHERE} were damaged; a copy is kept beside it.", None),
+        alert(s, "GpuCarbonCounterReset",
+              f'{by(NODE)} (resets({{__name__=~"gpu_carbon_.+_(joules|grams)_total"}}[1h])) > 0', "warning",
+              "gpu-carbon-exporter energy or emission counters went backwards.",
+              f"{{{{ $value }}}} counters of {WHERE} reset in the last hour: the exporter lost its state "
+              "(no state.path, or a damaged or foreign state file).", None),
+    ]
+
+
+def _intensity(s: Settings) -> list[dict]:
+    return [
+        alert(s, "GpuCarbonIntensityFallback", "gpu_carbon_grid_intensity_fallback == 1", "warning",
+              "Grid intensity is on its fallback value.",
+              f"The intensity provider for zone {{{{ $labels.zone }}}} on {WHERE} is failing; emissions use "
+              "the last good or the configured fallback value.", "30m"),
+        alert(s, "GpuCarbonIntensityStale",
+              f"gpu_carbon_grid_intensity_age_seconds > {s.intensity_stale_seconds:g}", "warning",
+              "Grid intensity has not been refreshed.",
+              f"The intensity for zone {{{{ $labels.zone }}}} on {WHERE} is {{{{ $value | humanizeDuration }}}} old.",
+              "15m"),
+    ]
+
+
+def _readings(s: Settings) -> list[dict]:
+    gpu = (*NODE, "uuid")
+    rate = f"gpu:gpu_carbon_power_watts:rate{s.rate_window}"
+    limit = f"max by ({', '.join(gpu)}) (gpu_carbon_gpu_power_limit_watts)"
+    unattributed = f"node:gpu_carbon_gpu_unattributed_energy_ratio:rate{s.waste_window}"
+    return [
+        alert(s, "GpuCarbonPowerAtLimit",
+              f"max by ({', '.join((*gpu, 'gpu'))}) ({rate}) >= {on(gpu)} group_left () "
+              f"({s.power_limit_share:g} * {limit})", "info",
+              "A GPU runs at its power limit.",
+              f"GPU {{{{ $labels.gpu }}}} on {WHERE} drew {{{{ $value | humanize }}}}W, at its power limit, "
+              "for 30 minutes: its work is power-capped.", "30m"),
+        alert(s, "GpuCarbonImplausiblePower",
+              f"max by ({', '.join((*gpu, 'gpu'))}) ({rate}) > {on(gpu)} group_left () "
+              f"({s.implausible_share:g} * {limit})", "warning",
+              "A GPU's energy counter implies power far above its limit.",
+              f"GPU {{{{ $labels.gpu }}}} on {WHERE} counts {{{{ $value | humanize }}}}W, over "
+              f"{s.implausible_share:g} times its power limit: a counter or driver fault.", "10m"),
+        alert(s, "GpuCarbonUnattributedHigh",
+              f"{unattributed} > {s.unattributed_share:g} and {on(NODE)} "
+              f"count by ({', '.join(NODE)}) (last_over_time(gpu_carbon_job_info[1d]))", "warning",
+              "Much GPU energy is not attributed to any job on a node that runs jobs.",
+              f"{{{{ $value | humanizePercentage }}}} of the GPU energy on {WHERE} ran with no job over the last "
+              f"{s.waste_window}: a job mapper may be failing.", "1h"),
+    ]
+
+
+def health_group(s: Settings) -> dict:
+    return {"name": "gpu_carbon_health",
+            "rules": _exporter(s) + _collectors(s) + _intensity(s) + _readings(s)}

@@ -1,0 +1,140 @@
+"""Rules and alerts for a list of budgets (see budgets.py for the file format)."""
+from __future__ import annotations
+
+from .alerts import alert
+from .budgets import Budget
+from .promql import ALL_GRAMS, JOB_ENERGY, JOB_GRAMS, JOULES_PER_KWH, accounted_energy, by, on
+from .recording import JOB_INFO, _rollups
+from .settings import JOB, NODE, Settings, seconds
+
+INFO_SCOPES = ("team", "account", "namespace", "user")
+METRIC = {("job", "emissions"): "gpu_carbon_job_emissions_grams", ("job", "energy"): "gpu_carbon_job_energy_kwh",
+          ("node", "emissions"): "gpu_carbon_emissions_grams", ("node", "energy"): "gpu_carbon_energy_kwh"}
+DESCRIBE = ('budget {{ $labels.budget }} ({{ $labels.scope }} "{{ $labels.scope_value }}", '
+            '{{ $labels.quantity }} over {{ $labels.window }})')
+
+
+def _family(scope: str) -> str:
+    return "node" if scope in ("node", "site", "fleet") else "job"
+
+
+def usage_metric(b: Budget, window: str) -> str:
+    """The recorded rule holding ``b``'s scope usage over ``window``."""
+    level = "job" if b.scope == "job" else b.scope
+    return f"{level}:{METRIC[(_family(b.scope), b.quantity)]}:increase{window}"
+
+
+def lookbacks(b: Budget, s: Settings) -> list[str]:
+    """Windows a budget reads: its own, and both windows of every burn-rate tier that fits in it."""
+    out = [b.window]
+    for long, short, _ in tiers(b, s):
+        out += [long, short]
+    return sorted(set(out), key=seconds)
+
+
+def tiers(b: Budget, s: Settings) -> list[tuple[str, str, float]]:
+    return [t for t in s.burn_rate_tiers if seconds(t[0]) <= seconds(b.window)]
+
+
+def _usage_rules(family: str, scope: str, quantity: str, L: str) -> list[dict]:
+    metric = METRIC[(family, quantity)]
+    if family == "job" and scope == "job":
+        src = JOB_GRAMS if quantity == "emissions" else JOB_ENERGY
+        expr = f"{by(JOB)} (increase({src}[{L}]))"
+        return [{"record": f"job:{metric}:increase{L}",
+                 "expr": expr if quantity == "emissions" else f"{expr} / {JOULES_PER_KWH:g}"}]
+    if family == "job":
+        return [{"record": f"{scope}:{metric}:increase{L}",
+                 "expr": f"sum by (cluster, {scope}) (job:{metric}:increase{L} * {on(JOB)} group_left ({scope}) "
+                         f"last_over_time({JOB_INFO}[{L}]))"}]
+    if quantity == "emissions":
+        rules = [{"record": f"node:{metric}:increase{L}", "expr": f"{by(NODE)} (increase({ALL_GRAMS}[{L}]))"}]
+    else:
+        rules = [{"record": f"node:{metric}:increase{L}",
+                  "expr": f"{by(NODE)} ({accounted_energy('increase', L)}) / {JOULES_PER_KWH:g}"}]
+    return rules + _rollups(metric, f"increase{L}")
+
+
+def usage_groups(budgets: list[Budget], s: Settings) -> list[dict]:
+    """Usage windows the budgets need and the base rule file does not record already."""
+    wanted: set[tuple[str, str, str]] = set()  # (family, quantity, window)
+    scopes: set[tuple[str, str, str]] = set()  # (scope, quantity, window) for job-family info scopes
+    for b in budgets:
+        for L in lookbacks(b, s):
+            if L in s.windows and b.scope in ("job", "team", "node", "site", "fleet"):
+                continue
+            fam = _family(b.scope)
+            wanted.add((fam, b.quantity, L))
+            if b.scope in INFO_SCOPES:
+                scopes.add((b.scope, b.quantity, L))
+    fast, long = [], []
+    for fam, quantity, L in sorted(wanted, key=lambda k: (seconds(k[2]), k)):
+        if L in s.windows:
+            continue  # the job or node level is in the base file; only the info scope is missing
+        target = long if seconds(L) >= 86400 else fast
+        target += _usage_rules(fam, "job" if fam == "job" else "node", quantity, L)
+    for scope, quantity, L in sorted(scopes, key=lambda k: (seconds(k[2]), k)):
+        (long if seconds(L) >= 86400 else fast).extend(_usage_rules("job", scope, quantity, L))
+    return [{"name": "gpu_carbon_budget_usage", "rules": fast},
+            {"name": "gpu_carbon_budget_usage_long", "interval": s.long_interval, "rules": long}]
+
+
+def _per_budget(b: Budget, s: Settings) -> list[dict]:
+    labels = b.labels()
+    sel = f'{{{b.label}="{b.match}"}}'
+    usage = f"sum({usage_metric(b, b.window)}{sel})"
+    W = seconds(b.window)
+    rules = [
+        {"record": "budget:gpu_carbon_budget_limit:value", "expr": f"vector({b.limit:g})", "labels": labels},
+        {"record": "budget:gpu_carbon_budget_warning:ratio", "expr": f"vector({b.warning_share:g})", "labels": labels},
+        {"record": "budget:gpu_carbon_budget_usage:increase", "expr": f"{usage} or vector(0)", "labels": labels},
+    ]
+    for L in sorted({x for t in tiers(b, s) for x in t[:2]}, key=seconds):
+        rules.append({"record": f"budget:gpu_carbon_budget_burn_rate:ratio_increase{L}",
+                      "expr": f"sum({usage_metric(b, L)}{sel}) / {seconds(L)} / ({b.limit:g} / {W})",
+                      "labels": labels})
+    horizon = min(W // 4, 86400)
+    rules.append({"record": "budget:gpu_carbon_budget_usage:predict_linear",
+                  "expr": f'predict_linear(budget:gpu_carbon_budget_usage:increase{{budget="{b.name}"}}'
+                          f"[{s.forecast_trend}], {horizon})",
+                  "labels": {**labels, "horizon": f"{horizon // 3600}h"}})
+    return rules
+
+
+def _alerts(budgets: list[Budget], s: Settings) -> list[dict]:
+    ratio = "budget:gpu_carbon_budget_usage:ratio"
+    rules = [
+        alert(s, "GpuCarbonBudgetExceeded", f"{ratio} >= 1", "critical", "A carbon or energy budget is used up.",
+              f"{DESCRIBE} has used {{{{ $value | humanizePercentage }}}} of its limit.", s.budget_for),
+        alert(s, "GpuCarbonBudgetWarning", f"({ratio} >= budget:gpu_carbon_budget_warning:ratio) < 1", "warning",
+              "A carbon or energy budget is nearly used up.",
+              f"{DESCRIBE} has used {{{{ $value | humanizePercentage }}}} of its limit.", s.budget_for),
+    ]
+    for long, short, factor in s.burn_rate_tiers:
+        if not any(seconds(long) <= seconds(b.window) for b in budgets):
+            continue
+        rule = alert(
+            s, "GpuCarbonBudgetBurnRate",
+            f"budget:gpu_carbon_budget_burn_rate:ratio_increase{long} > {factor:g} and "
+            f"budget:gpu_carbon_budget_burn_rate:ratio_increase{short} > {factor:g}",
+            s.burn_rate_severity, "A budget is being spent much faster than it lasts.",
+            f"{DESCRIBE} burns {{{{ $value | humanize }}}} times its sustainable rate over the last {long} "
+            f"(and {short}): at this pace it lasts {{{{ $labels.window }}}} / {factor:g}.", None)
+        rule["labels"]["tier"] = f"{long}/{short}"
+        rules.append(rule)
+    rules.append(alert(
+        s, "GpuCarbonBudgetExhaustionForecast",
+        f"budget:gpu_carbon_budget_usage:predict_linear >= ignoring (horizon) group_left budget:gpu_carbon_budget_limit:value "
+        f"unless ignoring (horizon) {ratio} >= 1",
+        "warning", "A budget is forecast to run out.",
+        f"{DESCRIBE} will reach its limit within {{{{ $labels.horizon }}}} at the trend of the last "
+        f"{s.forecast_trend} (forecast {{{{ $value | humanize }}}}).", "30m"))
+    return rules
+
+
+def budget_groups(budgets: list[Budget], s: Settings) -> list[dict]:
+    rules = [r for b in budgets for r in _per_budget(b, s)]
+    rules.append({"record": "budget:gpu_carbon_budget_usage:ratio",
+                  "expr": "budget:gpu_carbon_budget_usage:increase / budget:gpu_carbon_budget_limit:value"})
+    return usage_groups(budgets, s) + [{"name": "gpu_carbon_budgets", "rules": rules},
+                                       {"name": "gpu_carbon_budget_alerts", "rules": _alerts(budgets, s)}]

@@ -1,0 +1,58 @@
+"""Small PromQL builders shared by the recording rules, alerts and budgets."""
+from __future__ import annotations
+
+from typing import Iterable
+
+from .settings import NODE
+
+JOULES_PER_KWH = 3.6e6
+
+GPU_ENERGY = "gpu_carbon_gpu_energy_joules_total"
+GPU_GRAMS = "gpu_carbon_gpu_emissions_grams_total"
+GPU_EMBODIED = "gpu_carbon_gpu_embodied_emissions_grams_total"
+GPU_WATER = "gpu_carbon_gpu_water_liters_total"
+JOB_ENERGY = 'gpu_carbon_job_energy_joules_total{view="allocated"}'
+JOB_GRAMS = 'gpu_carbon_job_emissions_grams_total{view="allocated"}'
+JOB_EMBODIED = "gpu_carbon_job_embodied_emissions_grams_total"
+JOB_WATER = "gpu_carbon_job_water_liters_total"
+BOARD_ENERGY = "gpu_carbon_board_energy_joules_total"
+BOARD_GRAMS = "gpu_carbon_board_emissions_grams_total"
+RAIL_ENERGY = "gpu_carbon_rail_energy_joules_total"
+CPU_ENERGY = "gpu_carbon_cpu_energy_joules_total"
+CPU_GRAMS = "gpu_carbon_cpu_emissions_grams_total"
+NODE_REST_ENERGY = "gpu_carbon_node_rest_energy_joules_total"
+# Every accounted device has an emissions counter, and each joule is in exactly one of them.
+ALL_GRAMS = '{__name__=~"gpu_carbon_(gpu|board|cpu|node)_emissions_grams_total"}'
+
+
+def by(labels: Iterable[str]) -> str:
+    return f"sum by ({', '.join(labels)})"
+
+
+def on(labels: Iterable[str]) -> str:
+    return f"on ({', '.join(labels)})"
+
+
+def cpu_accounted(fn: str, window: str) -> str:
+    """CPU zones that are accounted (those with an emissions counter), never core inside package."""
+    return f"({fn}({CPU_ENERGY}[{window}]) and ignoring (method) {CPU_GRAMS})"
+
+
+def accounted_energy(fn: str, window: str) -> str:
+    """``fn`` (rate or increase) of every accounted device's energy: GPUs, boards, CPUs, node rest."""
+    return (f'{fn}({{__name__=~"gpu_carbon_(gpu|board)_energy_joules_total"}}[{window}])'
+            f" or {cpu_accounted(fn, window)} or {fn}({NODE_REST_ENERGY}[{window}])")
+
+
+def zero_if_absent(expr: str, like: str) -> str:
+    """``expr``, or 0 with the label set of ``like`` where ``expr`` has no series."""
+    return f"({expr} or {like} * 0)"
+
+
+def node_zone() -> str:
+    """One zone per node, as a 1-valued join table (a node reports one grid zone)."""
+    return "(node:gpu_carbon_grid_intensity_grams_per_kwh:topk1 * 0 + 1)"
+
+
+def node_labels() -> tuple[str, ...]:
+    return NODE

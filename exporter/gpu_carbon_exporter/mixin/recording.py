@@ -1,0 +1,179 @@
+"""Recording rules: power and emission rates, kWh and g CO₂e windows, waste, efficiency, impact.
+
+Rates come from the energy and emission counters, never from power gauges, so they are
+exact over any window the counters cover; ``increase()`` bridges counter resets and scrape
+gaps. Energy windows are in kWh, emissions in grams, water in litres (docs/rules.md).
+"""
+from __future__ import annotations
+
+from .promql import (
+    ALL_GRAMS, BOARD_ENERGY, BOARD_GRAMS, CPU_GRAMS, GPU_EMBODIED, GPU_ENERGY, GPU_GRAMS, GPU_WATER,
+    JOB_EMBODIED, JOB_ENERGY, JOB_GRAMS, JOB_WATER, JOULES_PER_KWH, RAIL_ENERGY, accounted_energy, by,
+    cpu_accounted, node_zone, on, zero_if_absent,
+)
+from .settings import FLEET, JOB, JOB_INFO_LABELS, NODE, SITE, Settings, seconds
+
+Rule = dict[str, object]
+JOB_INFO = "job:gpu_carbon_job_info:dedup"
+
+
+def _r(record: str, expr: str) -> Rule:
+    return {"record": record, "expr": expr}
+
+
+def _rollups(metric: str, ops: str) -> list[Rule]:
+    """Site and fleet sums of a node-level rule (sums of rates and of increases add up)."""
+    node = f"node:{metric}:{ops}"
+    return [_r(f"site:{metric}:{ops}", f"{by(SITE)} ({node})"),
+            _r(f"fleet:{metric}:{ops}", f"{by(FLEET)} ({node})")]
+
+
+def _node_rates(w: str) -> list[Rule]:
+    sums = {
+        "gpu_carbon_gpu_power_watts": f"rate({GPU_ENERGY}[{w}])",
+        "gpu_carbon_gpu_emission_rate_grams_per_second": f"rate({GPU_GRAMS}[{w}])",
+        "gpu_carbon_power_watts": accounted_energy("rate", w),
+        "gpu_carbon_emission_rate_grams_per_second": f"rate({ALL_GRAMS}[{w}])",
+        "gpu_carbon_board_power_watts": f"rate({BOARD_ENERGY}[{w}])",
+        "gpu_carbon_board_emission_rate_grams_per_second": f"rate({BOARD_GRAMS}[{w}])",
+        "gpu_carbon_cpu_power_watts": cpu_accounted("rate", w),
+        "gpu_carbon_cpu_emission_rate_grams_per_second": f"rate({CPU_GRAMS}[{w}])",
+    }
+    rules: list[Rule] = []
+    for metric, expr in sums.items():
+        rules.append(_r(f"node:{metric}:sum_rate{w}", f"{by(NODE)} ({expr})"))
+        rules += _rollups(metric, f"sum_rate{w}")
+    rules.append(_r(f"node:gpu_carbon_rail_power_watts:sum_rate{w}",
+                    f"{by((*NODE, 'sensor', 'rail'))} (rate({RAIL_ENERGY}[{w}]))"))
+    return rules
+
+
+def _zone_rates(w: str) -> list[Rule]:
+    rules = [_r("node:gpu_carbon_grid_intensity_grams_per_kwh:topk1",
+                f"max by ({', '.join((*NODE, 'zone'))}) "
+                f"(topk by ({', '.join(NODE)}) (1, gpu_carbon_grid_intensity_grams_per_kwh))")]
+    for metric in ("gpu_carbon_power_watts", "gpu_carbon_emission_rate_grams_per_second"):
+        rules.append(_r(f"zone:{metric}:sum_rate{w}",
+                        f"sum by (zone) (node:{metric}:sum_rate{w} * {on(NODE)} group_left (zone) {node_zone()})"))
+    return rules
+
+
+def _job_rates(w: str) -> list[Rule]:
+    info_labels = ", ".join((*JOB, *JOB_INFO_LABELS))
+    rules = [
+        # A multi-node job is the sum of every node's share.
+        _r(f"job:gpu_carbon_job_power_watts:sum_rate{w}", f"{by(JOB)} (rate({JOB_ENERGY}[{w}]))"),
+        _r(f"job:gpu_carbon_job_emission_rate_grams_per_second:sum_rate{w}", f"{by(JOB)} (rate({JOB_GRAMS}[{w}]))"),
+        # One label set per job even if two nodes disagree, so joins never fail on duplicates.
+        _r(JOB_INFO, f"max by ({info_labels}) (topk by ({', '.join(JOB)}) (1, gpu_carbon_job_info))"),
+    ]
+    for metric in ("gpu_carbon_job_power_watts", "gpu_carbon_job_emission_rate_grams_per_second"):
+        rules.append(_r(f"team:{metric}:sum_rate{w}",
+                        f"sum by (cluster, team) (job:{metric}:sum_rate{w} * {on(JOB)} group_left (team) {JOB_INFO})"))
+    return rules
+
+
+def _waste(w: str) -> list[Rule]:
+    """Unallocated (allocated view), idle and unattributed (active view) shares of GPU energy."""
+    rules: list[Rule] = []
+    for part in ("unallocated", "idle", "unattributed"):
+        for level, labels in (("node", NODE), ("fleet", FLEET)):
+            expr = (f"{by(labels)} (rate(gpu_carbon_gpu_{part}_energy_joules_total[{w}])) / "
+                    f"{by(labels)} (rate({GPU_ENERGY}[{w}]))")
+            rules.append(_r(f"{level}:gpu_carbon_gpu_{part}_energy_ratio:rate{w}", expr))
+    return rules
+
+
+def power_group(s: Settings) -> dict:
+    w = s.rate_window
+    rules = [_r(f"gpu:gpu_carbon_power_watts:rate{w}", f"rate({GPU_ENERGY}[{w}])"),
+             _r(f"gpu:gpu_carbon_emission_rate_grams_per_second:rate{w}", f"rate({GPU_GRAMS}[{w}])")]
+    rules += _node_rates(w) + _zone_rates(w) + _job_rates(w) + _waste(s.waste_window)
+    return {"name": "gpu_carbon_power", "rules": rules}
+
+
+def _kwh(expr: str) -> str:
+    return f"{expr} / {JOULES_PER_KWH:g}"
+
+
+def _job_windows(W: str, s: Settings) -> list[Rule]:
+    job = {
+        "gpu_carbon_job_energy_kwh": _kwh(f"{by(JOB)} (increase({JOB_ENERGY}[{W}]))"),
+        "gpu_carbon_job_emissions_grams": f"{by(JOB)} (increase({JOB_GRAMS}[{W}]))",
+        "gpu_carbon_job_embodied_emissions_grams": f"{by(JOB)} (increase({JOB_EMBODIED}[{W}]))",
+        "gpu_carbon_job_water_liters": f"{by(JOB)} (increase({JOB_WATER}[{W}]))",
+    }
+    rules = [_r(f"job:{m}:increase{W}", e) for m, e in job.items()]
+    op, emb = f"job:gpu_carbon_job_emissions_grams:increase{W}", f"job:gpu_carbon_job_embodied_emissions_grams:increase{W}"
+    rules.append(_r(f"job:gpu_carbon_job_total_emissions_grams:increase{W}", f"{op} + {zero_if_absent(emb, op)}"))
+    rules.append(_r(f"job:gpu_carbon_job_gpu_hours:increase{W}",
+                    f"{by(JOB)} (increase(gpu_carbon_job_gpu_seconds_total[{W}])) / 3600"))
+    return rules
+
+
+def _team_windows(W: str) -> list[Rule]:
+    """Per team: job windows joined to the job's team as last seen in the window."""
+    info = f"last_over_time({JOB_INFO}[{W}])"
+    rules = []
+    for metric, ops in (("gpu_carbon_job_energy_kwh", f"increase{W}"), ("gpu_carbon_job_emissions_grams", f"increase{W}"),
+                        ("gpu_carbon_job_embodied_emissions_grams", f"increase{W}"),
+                        ("gpu_carbon_job_water_liters", f"increase{W}"),
+                        ("gpu_carbon_job_total_emissions_grams", f"increase{W}"),
+                        ("gpu_carbon_job_gpu_hours", f"increase{W}")):
+        rules.append(_r(f"team:{metric}:{ops}",
+                        f"sum by (cluster, team) (job:{metric}:{ops} * {on(JOB)} group_left (team) {info})"))
+    energy, grams = f"team:gpu_carbon_job_energy_kwh:increase{W}", f"team:gpu_carbon_job_emissions_grams:increase{W}"
+    rules.append(_r(f"team:gpu_carbon_job_energy_per_gpu_hour_kwh:ratio{W}",
+                    f"{energy} / team:gpu_carbon_job_gpu_hours:increase{W}"))
+    # Intensity actually paid: emissions ÷ energy, PUE included (g CO₂e per IT kWh).
+    rules.append(_r(f"team:gpu_carbon_intensity_paid_grams_per_kwh:ratio{W}", f"{grams} / {energy}"))
+    return rules
+
+
+def _node_windows(W: str) -> list[Rule]:
+    node = {
+        "gpu_carbon_energy_kwh": _kwh(f"{by(NODE)} ({accounted_energy('increase', W)})"),
+        "gpu_carbon_emissions_grams": f"{by(NODE)} (increase({ALL_GRAMS}[{W}]))",
+        "gpu_carbon_embodied_emissions_grams": f"{by(NODE)} (increase({GPU_EMBODIED}[{W}]))",
+        "gpu_carbon_water_liters": f"{by(NODE)} (increase({GPU_WATER}[{W}]))",
+        "gpu_carbon_gpu_energy_kwh": _kwh(f"{by(NODE)} (increase({GPU_ENERGY}[{W}]))"),
+        "gpu_carbon_board_energy_kwh": _kwh(f"{by(NODE)} (increase({BOARD_ENERGY}[{W}]))"),
+        "gpu_carbon_board_emissions_grams": f"{by(NODE)} (increase({BOARD_GRAMS}[{W}]))",
+        "gpu_carbon_cpu_energy_kwh": _kwh(f"{by(NODE)} ({cpu_accounted('increase', W)})"),
+        "gpu_carbon_cpu_emissions_grams": f"{by(NODE)} (increase({CPU_GRAMS}[{W}]))",
+    }
+    op, emb = f"node:gpu_carbon_emissions_grams:increase{W}", f"node:gpu_carbon_embodied_emissions_grams:increase{W}"
+    node["gpu_carbon_total_emissions_grams"] = f"{op} + {zero_if_absent(emb, op)}"
+    rules: list[Rule] = []
+    for metric, expr in node.items():
+        rules.append(_r(f"node:{metric}:increase{W}", expr))
+        rules += _rollups(metric, f"increase{W}")
+    return rules
+
+
+def _impact(W: str, s: Settings) -> list[Rule]:
+    """Composite impact score Σ wᵢ·eᵢ over kWh, kg operational, kg embodied and litres of water."""
+    wt = s.impact_weights
+    rules = []
+    for level, prefix in (("job", "gpu_carbon_job_"), ("team", "gpu_carbon_job_"), ("node", "gpu_carbon_"),
+                          ("site", "gpu_carbon_"), ("fleet", "gpu_carbon_")):
+        name = lambda m: f"{level}:{prefix}{m}:increase{W}"  # noqa: E731
+        energy = name("energy_kwh")
+        expr = (f"{wt.energy_kwh:g} * {energy}"
+                f" + {wt.operational_kg:g} * {name('emissions_grams')} / 1000"
+                f" + {wt.embodied_kg:g} * {zero_if_absent(name('embodied_emissions_grams'), energy)} / 1000"
+                f" + {wt.water_liters:g} * {zero_if_absent(name('water_liters'), energy)}")
+        rules.append(_r(f"{level}:gpu_carbon_impact_score:weighted_increase{W}", expr))
+    return rules
+
+
+def window_rules(W: str, s: Settings) -> list[Rule]:
+    return _job_windows(W, s) + _team_windows(W) + _node_windows(W) + _impact(W, s)
+
+
+def window_groups(s: Settings) -> list[dict]:
+    """Short windows at the global interval; 1d and longer in their own, slower group."""
+    short = [r for W in s.short_windows() for r in window_rules(W, s)]
+    long = [r for W in s.long_windows() for r in window_rules(W, s)]
+    return [{"name": "gpu_carbon_windows", "rules": short},
+            {"name": "gpu_carbon_windows_long", "interval": s.long_interval, "rules": long}]

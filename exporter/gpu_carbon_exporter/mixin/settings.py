@@ -1,0 +1,82 @@
+"""The generator's configuration: windows, intervals, thresholds and impact weights.
+
+Defaults suit a production fleet scraped every 15 s; the ``settings`` block of a budgets
+file (docs/rules.md) overrides any of them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+NODE = ("cluster", "site", "fleet", "node")  # the target labels (docs/rules.md)
+SITE = ("cluster", "site", "fleet")
+FLEET = ("fleet",)
+JOB = ("cluster", "scheduler", "job_id")
+JOB_INFO_LABELS = ("user", "team", "account", "namespace")
+
+DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def seconds(duration: str) -> int:
+    """Seconds in a Prometheus duration such as ``5m`` or ``30d`` (one unit only)."""
+    return int(duration[:-1]) * DURATION_SECONDS[duration[-1]]
+
+
+@dataclass(frozen=True)
+class ImpactWeights:
+    """Weights of the composite impact score Σ wᵢ·eᵢ: a convention, not a standard (docs/rules.md)."""
+
+    energy_kwh: float = 1.0
+    operational_kg: float = 1.0
+    embodied_kg: float = 1.0
+    water_liters: float = 0.01
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the rules are built with; every field can be set in a budgets file's ``settings``."""
+
+    selector: str = 'job="gpu-carbon-exporter"'  # picks the exporter's scrape job for `up` alerts
+    rate_window: str = "5m"
+    waste_window: str = "1h"
+    windows: tuple[str, ...] = ("1h", "1d", "7d", "30d")
+    long_interval: str = "2m"  # the 1d/7d/30d group; under Prometheus's 5-m lookback so readers see it
+    impact_weights: ImpactWeights = field(default_factory=ImpactWeights)
+    warning_share: float = 0.8
+    budget_for: str = "5m"
+    burn_rate_severity: str = "warning"
+    burn_rate_tiers: tuple[tuple[str, str, float], ...] = (
+        ("1h", "5m", 14.4), ("6h", "30m", 6.0), ("1d", "2h", 3.0), ("3d", "6h", 1.0))
+    forecast_trend: str = "1h"
+    scrape_interval: str = "15s"
+    sampler_stale_seconds: float = 60.0
+    intensity_stale_seconds: float = 3 * 3600.0
+    power_limit_share: float = 0.98  # "at the limit" (info)
+    implausible_share: float = 1.2  # a reading this far above the limit is implausible
+    unattributed_share: float = 0.2
+    runbook_base: str = "https://github.com/gpu-carbon-exporter/gpu-carbon-exporter/blob/main/docs/runbooks.md"
+
+    def long_windows(self) -> tuple[str, ...]:
+        return tuple(w for w in self.windows if seconds(w) >= 86400)
+
+    def short_windows(self) -> tuple[str, ...]:
+        return tuple(w for w in self.windows if seconds(w) < 86400)
+
+    def runbook(self, alert: str) -> str:
+        return f"{self.runbook_base}#{alert.lower()}"
+
+
+def settings_keys() -> dict[str, Any]:
+    """Key -> default, for the budgets file's ``settings`` block and its docs."""
+    return {f.name: getattr(Settings(), f.name) for f in fields(Settings)}
+
+
+def with_overrides(base: Settings, values: dict[str, Any]) -> Settings:
+    """A copy of ``base`` with the given (already validated) fields replaced."""
+    if "impact_weights" in values:
+        values = {**values, "impact_weights": ImpactWeights(**values["impact_weights"])}
+    if "burn_rate_tiers" in values:
+        values = {**values, "burn_rate_tiers": tuple(tuple(t) for t in values["burn_rate_tiers"])}
+    if "windows" in values:
+        values = {**values, "windows": tuple(values["windows"])}
+    return replace(base, **values)

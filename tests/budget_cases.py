@@ -1,0 +1,179 @@
+"""The promtool cases of prometheus/tests/budgets_test.yml, each figure worked out beside it.
+
+Regenerate with ``python tests/budget_cases.py``; tests/test_rules.py checks the committed
+file equals this output. Rates are chosen so every figure is exact: 1e-4 g/J on node a.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+OUT = Path(__file__).resolve().parent.parent / "prometheus" / "tests" / "budgets_test.yml"
+RB = "https://github.com/gpu-carbon-exporter/gpu-carbon-exporter/blob/main/docs/runbooks.md#"
+ALLOC = ',view="allocated"'
+E, W = "GpuCarbonBudgetExceeded", "GpuCarbonBudgetWarning"
+B, F = "GpuCarbonBudgetBurnRate", "GpuCarbonBudgetExhaustionForecast"
+ORDER = ["gpu_carbon_power", "gpu_carbon_windows", "gpu_carbon_windows_long", "gpu_carbon_budget_usage",
+         "gpu_carbon_budget_usage_long", "gpu_carbon_budgets", "gpu_carbon_budget_alerts"]
+
+
+def describe(b, scope, val, q, w):
+    return f'budget {b} ({scope} "{val}", {q} over {w})'
+
+
+def lab(b, scope, label, val, w, q):
+    return {"budget": b, "scope": scope, "scope_value": val, label: val, "window": w, "quantity": q}
+
+
+def burn(b, scope, val, q, w, long, short, factor, value):
+    return {"exp_labels": {**lab(b, scope, scope, val, w, q), "severity": "warning", "tier": f"{long}/{short}"},
+            "exp_annotations": {
+                "summary": "A budget is being spent much faster than it lasts.",
+                "description": f"{describe(b, scope, val, q, w)} burns {value} times its sustainable rate over the "
+                               f"last {long} (and {short}): at this pace it lasts {w} / {factor}.",
+                "runbook_url": RB + "gpucarbonbudgetburnrate"}}
+
+
+def used(alert, sev, summary, b, scope, val, q, w, pct):
+    return {"exp_labels": {**lab(b, scope, scope, val, w, q), "severity": sev},
+            "exp_annotations": {"summary": summary,
+                                "description": f"{describe(b, scope, val, q, w)} has used {pct} of its limit.",
+                                "runbook_url": RB + alert.lower()}}
+
+
+def close(expr, labels, value, t):
+    sel = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+    return {"expr": f"abs({expr}{sel} - {value}) <= bool {abs(value) * 1e-9 + 1e-12}", "eval_time": t,
+            "exp_samples": [{"labels": sel, "value": 1}]}
+
+
+def job(jid, node, extra=""):
+    return f'cluster="c1",node="{node}",site="s1",fleet="datacenter",job_id="{jid}",scheduler="slurm"{extra}'
+
+
+def job_series(jid, node, team, acct, ns, user, e_per_step, g_per_step, steps, then=0):
+    def tail(per):
+        return f"0+{per}x{steps}" + (f" {per * steps}x{then}" if then else "")
+    return [
+        {"series": f"gpu_carbon_job_energy_joules_total{{{job(jid, node, ALLOC)}}}", "values": tail(e_per_step)},
+        {"series": f"gpu_carbon_job_emissions_grams_total{{{job(jid, node, ALLOC)}}}", "values": tail(g_per_step)},
+        {"series": f'gpu_carbon_job_info{{{job(jid, node)},team="{team}",account="{acct}",namespace="{ns}",'
+                   f'user="{user}"}}', "values": f"1x{steps + then}"}]
+
+
+def fast_burn() -> dict:
+    """Team nlp's job 7 burns 0.2 g/s (2 kW) for 60 min against 1 kg/day: 17.28x the sustainable
+    1000 g / 86400 s over both 1h and 5m, so the fast tier fires; the 6h burn is 2.88 < 6 and 720 g
+    is under 80 %, so nothing else does but the forecast (720 g + 0.2 g/s x 6 h = 5040 g >= 1 kg).
+    Five minutes after the job stops the 5m window is 0 and the tier stops."""
+    nlp = lab("nlp-day", "team", "team", "nlp", "1d", "emissions")
+    forecast = {"exp_labels": {**nlp, "horizon": "6h", "severity": "warning"},
+                "exp_annotations": {"summary": "A budget is forecast to run out.",
+                                    "description": f'{describe("nlp-day", "team", "nlp", "emissions", "1d")} will '
+                                                   "reach its limit within 6h at the trend of the last 1h (forecast 5.04k).",
+                                    "runbook_url": RB + "gpucarbonbudgetexhaustionforecast"}}
+    return {"name": "fast burn", "interval": "1m",
+            "input_series": job_series("7", "a", "nlp", "acc1", "ml", "ann", 120000, 12, 60, 10),
+            "promql_expr_test": [close("budget:gpu_carbon_budget_usage:ratio", nlp, 0.72, "60m"),
+                                 close("budget:gpu_carbon_budget_burn_rate:ratio_increase1h", nlp, 17.28, "60m"),
+                                 close("budget:gpu_carbon_budget_limit:value", nlp, 1000, "60m")],
+            "alert_rule_test": [
+                {"eval_time": "60m", "alertname": B,
+                 "exp_alerts": [burn("nlp-day", "team", "nlp", "emissions", "1d", "1h", "5m", 14.4, "17.28")]},
+                {"eval_time": "66m", "alertname": B, "exp_alerts": []},
+                {"eval_time": "60m", "alertname": E, "exp_alerts": []},
+                {"eval_time": "60m", "alertname": W, "exp_alerts": []},
+                {"eval_time": "60m", "alertname": F, "exp_alerts": [forecast]}]}
+
+
+def warning_and_exceeded() -> dict:
+    """Team cv's job 8 draws 100 W against 0.05 kWh/day with a 50 % warning: 50 % at 15 min (the
+    warning fires at 20 min, 'for: 5m'), 100 % at 30 min (exceeded fires at 35 min, the warning
+    resolves). At 60 min the 1h and 5m burn is 48x and the 6h burn 8x (0.1 kWh): two tiers fire;
+    the 1d burn is 2 < 3."""
+    return {"name": "warning, exceeded and two burn tiers", "interval": "1m",
+            "input_series": job_series("8", "a", "cv", "acc2", "ml", "bob", 6000, 0.6, 70),
+            "alert_rule_test": [
+                {"eval_time": "25m", "alertname": W, "exp_alerts": [used(
+                    W, "warning", "A carbon or energy budget is nearly used up.", "cv-day", "team", "cv", "energy",
+                    "1d", "83.33%")]},
+                {"eval_time": "25m", "alertname": E, "exp_alerts": []},
+                {"eval_time": "40m", "alertname": W, "exp_alerts": []},
+                {"eval_time": "40m", "alertname": E, "exp_alerts": [used(
+                    E, "critical", "A carbon or energy budget is used up.", "cv-day", "team", "cv", "energy", "1d",
+                    "133.3%")]},
+                {"eval_time": "60m", "alertname": B, "exp_alerts": [
+                    burn("cv-day", "team", "cv", "energy", "1d", "1h", "5m", 14.4, "48"),
+                    burn("cv-day", "team", "cv", "energy", "1d", "6h", "30m", 6, "8")]}]}
+
+
+def every_scope() -> dict:
+    """Job 9 (team rl, account acc9, namespace ml9, user ivy) and GPU 0 of node a at 10 W and
+    0.001 g/s for an hour: each scope reads its own rules (3.6 g, 0.01 kWh); a budget with no
+    usage reads 0; nothing fires."""
+    node = 'cluster="c1",node="a",site="s1",fleet="datacenter",gpu="0",uuid="GPU-a0"'
+    series = job_series("9", "a", "rl", "acc9", "ml9", "ivy", 600, 0.06, 60) + [
+        {"series": f'gpu_carbon_gpu_energy_joules_total{{{node},method="counter"}}', "values": "0+600x60"},
+        {"series": f"gpu_carbon_gpu_emissions_grams_total{{{node}}}", "values": "0+0.06x60"}]
+    checks = [("acc9-week", "account", "account", "acc9", "7d", "emissions", 3.6),
+              ("ml9-week", "namespace", "namespace", "ml9", "7d", "energy", 0.01),
+              ("ivy-day", "user", "user", "ivy", "1d", "emissions", 3.6),
+              ("job-9", "job", "job_id", "9", "1d", "emissions", 3.6),
+              ("node-a", "node", "node", "a", "1d", "energy", 0.01),
+              ("site-s1", "site", "site", "s1", "30d", "emissions", 3.6),
+              ("datacenter", "fleet", "fleet", "datacenter", "30d", "emissions", 3.6),
+              ("rl-month", "team", "team", "rl", "30d", "energy", 0.01)]
+    nlp = lab("nlp-day", "team", "team", "nlp", "1d", "emissions")
+    zero = {"expr": 'budget:gpu_carbon_budget_usage:increase{budget="nlp-day"}', "eval_time": "60m",
+            "exp_samples": [{"labels": "budget:gpu_carbon_budget_usage:increase{"
+                             + ",".join(f'{k}="{v}"' for k, v in nlp.items()) + "}", "value": 0}]}
+    return {"name": "every scope", "interval": "1m", "input_series": series,
+            "promql_expr_test": [close("budget:gpu_carbon_budget_usage:increase", lab(b, s, lb, v, w, q), x, "60m")
+                                 for b, s, lb, v, w, q, x in checks] + [zero],
+            "alert_rule_test": [{"eval_time": "60m", "alertname": a, "exp_alerts": []} for a in (E, W, B, F)]}
+
+
+def slow_tier() -> dict:
+    """Job 8 (team cv) at 10 W for 26 h against 0.05 kWh/day: 0.24 kWh/day is 4.8x over 1d and 2h
+    (> 3) but under 6x (6h) and 14.4x (1h): only the 1d/2h tier fires."""
+    return {"name": "slow tier", "interval": "2m",
+            "input_series": job_series("8", "a", "cv", "acc2", "ml", "bob", 1200, 0.12, 780),
+            "alert_rule_test": [{"eval_time": "26h", "alertname": B, "exp_alerts": [
+                burn("cv-day", "team", "cv", "energy", "1d", "1d", "2h", 3, "4.8")]}]}
+
+
+def three_day_tier() -> dict:
+    """Job 9 (team rl) at 60 W for 73 h against 30 kWh/30 days (1 kWh/day): 1.44x over 3d and 6h
+    (> 1), under 3x (1d/2h): only the 3d/6h tier fires. Samples every 10 min, so the 5m windows
+    are empty and cannot fire."""
+    return {"name": "three-day tier", "interval": "10m",
+            "input_series": job_series("9", "a", "rl", "acc9", "ml9", "ivy", 36000, 3.6, 438),
+            "alert_rule_test": [{"eval_time": "73h", "alertname": B, "exp_alerts": [
+                burn("rl-month", "team", "rl", "energy", "30d", "3d", "6h", 1, "1.44")]}]}
+
+
+def render_long() -> str:
+    body = {"rule_files": ["../rules/gpu-carbon-recording.yml", "rules/gpu-carbon-budgets.yml"],
+            "evaluation_interval": "10m", "group_eval_order": ORDER, "tests": [three_day_tier()]}
+    return "# Generated by tests/budget_cases.py; a separate file for its 10-minute evaluation interval\n" + \
+        yaml.safe_dump(body, sort_keys=False, width=200)
+
+
+def render() -> str:
+    body = {"rule_files": ["../rules/gpu-carbon-recording.yml", "rules/gpu-carbon-budgets.yml"],
+            "evaluation_interval": "1m",
+            # Prometheus runs groups independently (a reader can lag its source group by one interval);
+            # here they run in dependency order so every figure is exact.
+            "group_eval_order": ORDER,
+            "tests": [fast_burn(), warning_and_exceeded(), every_scope(), slow_tier()]}
+    head = ("# Generated by tests/budget_cases.py (each figure worked out there); "
+            "run by tests/test_rules.py: promtool test rules budgets_test.yml\n")
+    return head + yaml.safe_dump(body, sort_keys=False, width=200)
+
+
+if __name__ == "__main__":
+    OUT.write_text(render())
+    OUT.with_name("budgets_long_test.yml").write_text(render_long())
+    sys.exit(0)
