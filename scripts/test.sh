@@ -4,10 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages: Prometheus and promtool for the end-to-end and lint tests, gcc to build
+# System packages: Prometheus, promtool and Alertmanager for the end-to-end and rule tests, gcc to build
 # the simulated libnvidia-ml.so.1, setpriv (util-linux) for the RAPL permission test.
 missing=()
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)

@@ -1,0 +1,236 @@
+"""WORK IN PROGRESS (not collected: run it with `python -m pytest tests/wip_e2e_rules.py -s`): a job that
+starts before a 60-s Prometheus outage and ends during it reads ~0 kWh from the rules afterwards, which
+docs/rules.md does not yet explain; see the rules issue.
+
+End to end through the rules: two simulated exporters (jobs-mix's devices and jobs on node a,
+a multi-node job on both) scraped by a real Prometheus that evaluates the generated recording
+rules, alerts and a small budget, and a real Alertmanager that routes the budget alert, with the
+example configuration's routes, to a webhook this test runs. Mid-run, exporter a is killed with
+SIGKILL and restarted, and Prometheus is stopped for 60 s; per-job and per-team kWh and g CO2e
+read from the recording rules must still match the simulator's ground truth within 1 %."""
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gpu_carbon_exporter.sim.scenario import GroundTruth, parse_scenario
+
+from conftest import free_port, require_binary
+from procs import query, wait_http
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parent.parent
+H100 = "NVIDIA H100 80GB HBM3"
+O = 8.0  # scenario seconds before the first job: every process is up by then
+# Prometheus goes down after every job has started (a series first seen mid-life is counted only from
+# then: docs/rules.md) and before most end; it comes back after they all have.
+KILL_AT, PROM_STOP_AT, PROM_GAP = O + 22, O + 46, 60.0
+END = O + 100
+
+
+def node_a(start: float) -> dict:
+    """jobs-mix's devices and jobs (churn, a 60/40 shared GPU, MIG, sub-second jobs), stretched to
+    100 s and not cyclic, plus a GPU for the multi-node job 9100."""
+    return {
+        "name": "e2e-a", "start_time": start, "zone": "DEU", "pue": 1.2,
+        "intensity": {"DEU": [[0, 380], [O + 50, 250]]},
+        "devices": [
+            {"model": H100, "power": {"pattern": "steps", "steps": [[0, 75], [O, 610], [O + 34, 90], [O + 42, 480],
+                                                                     [O + 74, 72]]}},
+            {"model": H100, "power": {"pattern": "square", "period_s": 0.01, "duty": 0.5, "high_w": 650, "low_w": 300}},
+            {"model": H100, "mig_instances": 2, "power": {"pattern": "constant", "watts": 430}},
+            {"model": H100, "power": {"pattern": "square", "period_s": 0.1, "duty": 0.5, "high_w": 500, "low_w": 200}},
+            {"model": H100, "power": {"pattern": "constant", "watts": 500}},
+        ],
+        "jobs": [
+            {"id": "9001", "user": "ann", "team": "nlp", "start_s": O, "end_s": O + 34, "devices": [0]},
+            {"id": "9002", "user": "bob", "team": "nlp", "start_s": O + 42, "end_s": O + 74, "devices": [0]},
+            {"id": "9003", "user": "cat", "team": "vision", "start_s": O, "end_s": END, "devices": [1], "share": 0.6},
+            {"id": "9004", "user": "dan", "team": "vision", "start_s": O, "end_s": END, "devices": [1], "share": 0.4},
+            {"id": "9005", "user": "eve", "team": "rl", "start_s": O, "end_s": END, "devices": [2], "mig_instance": 0,
+             "share": 0.5},
+            {"id": "9006", "user": "fay", "team": "rl", "start_s": O + 10, "end_s": O + 70, "devices": [2],
+             "mig_instance": 1, "share": 0.5},
+            {"id": "9007", "user": "gus", "team": "search", "start_s": O + 6.2, "end_s": O + 6.7, "devices": [3]},
+            {"id": "9008", "user": "hal", "team": "search", "start_s": O + 8.1, "end_s": O + 8.4, "devices": [3]},
+            {"id": "9100", "user": "ivy", "team": "llm", "start_s": O + 2, "end_s": END - 4, "devices": [4]},
+        ],
+    }
+
+
+def node_b(start: float) -> dict:
+    return {
+        "name": "e2e-b", "start_time": start, "zone": "FRA", "pue": 1.1, "intensity": {"FRA": [[0, 60]]},
+        "devices": [
+            {"model": H100, "power": {"pattern": "steps", "steps": [[0, 80], [O + 2, 550], [END - 4, 80]]}},
+            {"model": "NVIDIA L40S", "power": {"pattern": "constant", "watts": 300}},
+        ],
+        "jobs": [{"id": "9100", "user": "ivy", "team": "llm", "start_s": O + 2, "end_s": END - 4, "devices": [0, 1]}],
+    }
+
+
+class Proc:
+    """A restartable process with a fixed port and a log file."""
+
+    def __init__(self, tmp: Path, name: str, argv: list[str], ready: str) -> None:
+        self.tmp, self.name, self.argv, self.ready, self.proc = tmp, name, argv, ready, None
+        self.runs = 0
+
+    def start(self) -> "Proc":
+        self.runs += 1
+        log = open(self.tmp / f"{self.name}.{self.runs}.log", "w")
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
+        wait_http(self.ready, proc=self.proc, timeout=60)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    received: list[tuple[str, dict]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Hook.received.append((self.path, body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def alertmanager_config(hook_port: int) -> dict:
+    """The example configuration's routes, with its receivers pointed at this test's webhook."""
+    cfg = yaml.safe_load((ROOT / "prometheus" / "alertmanager.yml").read_text())
+    cfg["route"].update(group_wait="1s", group_interval="1s")
+    for r in cfg["receivers"]:
+        for w in r.get("webhook_configs", []):
+            w["url"] = f"http://127.0.0.1:{hook_port}/{r['name']}"
+    return cfg
+
+
+def allocated_g(truth: GroundTruth, job, zone: str) -> float:
+    """Ground truth of the job's allocated-view emissions: allocated energy x intensity x PUE."""
+    segs = truth.sc.intensity[zone].segments(0, END + 10)
+    return sum(truth.job_allocated_j(job, a, b) * g / 3.6e6 for a, b, g in segs) * truth.sc.pue
+
+
+def by_label(rows: list[dict], label: str) -> dict[str, float]:
+    return {r["metric"].get(label, ""): float(r["value"][1]) for r in rows}
+
+
+def test_rules_budget_alert_and_kwh_through_prometheus_and_alertmanager(tmp_path):
+    prom_bin, am_bin = require_binary("prometheus"), require_binary("prometheus-alertmanager")
+    start = time.time()
+    scen = {"a": node_a(start), "b": node_b(start)}
+    ports = {n: free_port() for n in ("a", "b", "prom", "am", "hook")}
+    # The rules, generated with a tiny budget and fast evaluation of the long windows.
+    budgets = {"settings": {"long_interval": "1s", "budget_for": "0s"},
+               "budgets": [{"name": "nlp-tiny", "scope": "team", "match": "nlp", "limit": "1 g", "window": "1d"}]}
+    (tmp_path / "budgets.yml").write_text(yaml.safe_dump(budgets))
+    rules = tmp_path / "rules"
+    gen = subprocess.run([sys.executable, "-m", "gpu_carbon_exporter", "rules", "--budgets",
+                          str(tmp_path / "budgets.yml"), "--out", str(rules)], capture_output=True, text=True)
+    assert gen.returncode == 0, gen.stderr
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", ports["hook"]), Hook)
+    Hook.received = []
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    (tmp_path / "am.yml").write_text(yaml.safe_dump(alertmanager_config(ports["hook"])))
+    targets = [f"      - targets: ['127.0.0.1:{ports[n]}']\n        labels: {{node: {n}, site: s1, fleet: datacenter, "
+               f"cluster: c1}}\n" for n in ("a", "b")]
+    (tmp_path / "prometheus.yml").write_text(
+        "global:\n  scrape_interval: 500ms\n  evaluation_interval: 500ms\n"
+        f"rule_files: [{', '.join(str(p) for p in sorted(rules.glob('*.yml')))}]\n"
+        f"alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{ports['am']}']\n"
+        "scrape_configs:\n  - job_name: gpu-carbon-exporter\n    static_configs:\n" + "".join(targets))
+    procs = {}
+    for n in ("a", "b"):
+        (tmp_path / f"{n}.yaml").write_text(yaml.safe_dump(scen[n]))
+        procs[n] = Proc(tmp_path, f"exporter-{n}", [
+            sys.executable, "-m", "gpu_carbon_exporter", "--simulate", str(tmp_path / f"{n}.yaml"),
+            "--sampling.interval", "0.1", "--state.path", str(tmp_path / f"state-{n}.json"),
+            "--web.listen-address", f"127.0.0.1:{ports[n]}"], f"http://127.0.0.1:{ports[n]}/healthz")
+    procs["am"] = Proc(tmp_path, "alertmanager", [
+        am_bin, f"--config.file={tmp_path / 'am.yml'}", f"--storage.path={tmp_path / 'am'}",
+        f"--web.listen-address=127.0.0.1:{ports['am']}", "--cluster.listen-address="],
+        f"http://127.0.0.1:{ports['am']}/-/ready")
+    base = f"http://127.0.0.1:{ports['prom']}"
+    procs["prom"] = Proc(tmp_path, "prometheus", [
+        prom_bin, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{ports['prom']}"], f"{base}/-/ready")
+    try:
+        for n in ("a", "b", "am", "prom"):
+            procs[n].start()
+        assert time.time() - start < O, "processes took too long to start"
+
+        def sleep_until(t: float) -> None:
+            time.sleep(max(0.0, start + t - time.time()))
+
+        sleep_until(KILL_AT)
+        procs["a"].stop(signal.SIGKILL)  # a crash mid-job; the restart recovers the downtime
+        procs["a"].start()
+        sleep_until(PROM_STOP_AT)
+        alert_seen = [p for p, body in Hook.received for a in body["alerts"]
+                      if a["labels"]["alertname"] == "GpuCarbonBudgetExceeded"]
+        procs["prom"].stop()
+        sleep_until(PROM_STOP_AT + PROM_GAP)
+        procs["prom"].start()
+        sleep_until(PROM_STOP_AT + PROM_GAP + 4)
+        at = time.time()
+        got = {q: by_label(query(base, f"{q}", at), label) for q, label in (
+            ("job:gpu_carbon_job_energy_kwh:increase1h", "job_id"),
+            ("job:gpu_carbon_job_emissions_grams:increase1h", "job_id"),
+            ("team:gpu_carbon_job_energy_kwh:increase1h", "team"),
+            ("team:gpu_carbon_job_emissions_grams:increase1h", "team"))}
+    finally:
+        for p in procs.values():
+            p.stop()
+        hook.shutdown()
+    # The budget alert reached the webhook, routed by severity (on-call) and by team, with its labels.
+    exceeded = [(p, a) for p, body in Hook.received for a in body["alerts"]
+                if a["labels"]["alertname"] == "GpuCarbonBudgetExceeded"]
+    assert alert_seen, "the budget alert did not reach the webhook before Prometheus was stopped"
+    assert {p for p, _ in exceeded} >= {"/oncall", "/team-nlp"}
+    labels = exceeded[0][1]["labels"]
+    assert (labels["budget"], labels["team"], labels["severity"], labels["scope"]) == \
+        ("nlp-tiny", "nlp", "critical", "team")
+    assert "nlp" in exceeded[0][1]["annotations"]["description"]
+    # kWh and g CO2e per job and team against the ground truth (both nodes for job 9100).
+    truths = {n: GroundTruth(parse_scenario(scen[n])) for n in scen}
+    want = {"job_kwh": {}, "job_g": {}, "team_kwh": {}, "team_g": {}}
+    for n, truth in truths.items():
+        for job in truth.sc.jobs:
+            kwh = truth.job_allocated_j(job, 0, END + 10) / 3.6e6
+            g = allocated_g(truth, job, truth.sc.zone)
+            for key, val, k in (("job_kwh", kwh, job.id), ("job_g", g, job.id), ("team_kwh", kwh, job.team),
+                                ("team_g", g, job.team)):
+                want[key][k] = want[key].get(k, 0.0) + val
+    rows = {"job_kwh": got["job:gpu_carbon_job_energy_kwh:increase1h"],
+            "job_g": got["job:gpu_carbon_job_emissions_grams:increase1h"],
+            "team_kwh": got["team:gpu_carbon_job_energy_kwh:increase1h"],
+            "team_g": got["team:gpu_carbon_job_emissions_grams:increase1h"]}
+    sub_second = {"9007", "9008", "search"}  # jobs shorter than a scrape interval: see below
+    worst = 0.0
+    for key, expected in want.items():
+        for k, w in sorted(expected.items()):
+            err = rows[key][k] / w - 1
+            print(f"{key} {k}: rules {rows[key][k]:.6g}, truth {w:.6g}, error {100 * err:+.3f} %")
+            if k in sub_second:
+                assert abs(err) < 0.25, (key, k, err)  # 0.3-0.5 s jobs: bounded by one 0.1-s sample each end
+            else:
+                worst = max(worst, abs(err))
+                assert abs(err) < 0.01, (key, k, err)
+    print(f"worst error (jobs and teams of 10 s or more): {100 * worst:.3f} %")
