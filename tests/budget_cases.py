@@ -10,8 +10,10 @@ from pathlib import Path
 
 import yaml
 
+from gpu_carbon_exporter.mixin import Settings
+
 OUT = Path(__file__).resolve().parent.parent / "prometheus" / "tests" / "budgets_test.yml"
-RB = "https://github.com/gpu-carbon-exporter/gpu-carbon-exporter/blob/main/docs/runbooks.md#"
+S = Settings()
 ALLOC = ',view="allocated"'
 E, W = "GpuCarbonBudgetExceeded", "GpuCarbonBudgetWarning"
 B, F = "GpuCarbonBudgetBurnRate", "GpuCarbonBudgetExhaustionForecast"
@@ -33,14 +35,14 @@ def burn(b, scope, val, q, w, long, short, factor, value):
                 "summary": "A budget is being spent much faster than it lasts.",
                 "description": f"{describe(b, scope, val, q, w)} burns {value} times its sustainable rate over the "
                                f"last {long} (and {short}): at this pace it lasts {w} / {factor}.",
-                "runbook_url": RB + "gpucarbonbudgetburnrate"}}
+                "runbook_url": S.runbook(B)}}
 
 
 def used(alert, sev, summary, b, scope, val, q, w, pct):
     return {"exp_labels": {**lab(b, scope, scope, val, w, q), "severity": sev},
             "exp_annotations": {"summary": summary,
                                 "description": f"{describe(b, scope, val, q, w)} has used {pct} of its limit.",
-                                "runbook_url": RB + alert.lower()}}
+                                "runbook_url": S.runbook(alert)}}
 
 
 def close(expr, labels, value, t):
@@ -73,7 +75,7 @@ def fast_burn() -> dict:
                 "exp_annotations": {"summary": "A budget is forecast to run out.",
                                     "description": f'{describe("nlp-day", "team", "nlp", "emissions", "1d")} will '
                                                    "reach its limit within 6h at the trend of the last 1h (forecast 5.04k).",
-                                    "runbook_url": RB + "gpucarbonbudgetexhaustionforecast"}}
+                                    "runbook_url": S.runbook(F)}}
     return {"name": "fast burn", "interval": "1m",
             "input_series": job_series("7", "a", "nlp", "acc1", "ml", "ann", 120000, 12, 60, 10),
             "promql_expr_test": [close("budget:gpu_carbon_budget_usage:ratio", nlp, 0.72, "60m"),

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from .alerts import alert
 from .budgets import Budget
-from .promql import ALL_GRAMS, JOB_ENERGY, JOB_GRAMS, JOULES_PER_KWH, accounted_energy, by, on
-from .recording import JOB_INFO, _rollups
-from .settings import JOB, NODE, Settings, seconds
+from .recording import job_window, node_window, power_group, scope_window, window_groups
+from .settings import Settings, seconds
 
 INFO_SCOPES = ("team", "account", "namespace", "user")
 METRIC = {("job", "emissions"): "gpu_carbon_job_emissions_grams", ("job", "energy"): "gpu_carbon_job_energy_kwh",
@@ -20,8 +19,7 @@ def _family(scope: str) -> str:
 
 def usage_metric(b: Budget, window: str) -> str:
     """The recorded rule holding ``b``'s scope usage over ``window``."""
-    level = "job" if b.scope == "job" else b.scope
-    return f"{level}:{METRIC[(_family(b.scope), b.quantity)]}:increase{window}"
+    return f"{b.scope}:{METRIC[(_family(b.scope), b.quantity)]}:increase{window}"
 
 
 def lookbacks(b: Budget, s: Settings) -> list[str]:
@@ -36,45 +34,27 @@ def tiers(b: Budget, s: Settings) -> list[tuple[str, str, float]]:
     return [t for t in s.burn_rate_tiers if seconds(t[0]) <= seconds(b.window)]
 
 
-def _usage_rules(family: str, scope: str, quantity: str, L: str) -> list[dict]:
-    metric = METRIC[(family, quantity)]
-    if family == "job" and scope == "job":
-        src = JOB_GRAMS if quantity == "emissions" else JOB_ENERGY
-        expr = f"{by(JOB)} (increase({src}[{L}]))"
-        return [{"record": f"job:{metric}:increase{L}",
-                 "expr": expr if quantity == "emissions" else f"{expr} / {JOULES_PER_KWH:g}"}]
-    if family == "job":
-        return [{"record": f"{scope}:{metric}:increase{L}",
-                 "expr": f"sum by (cluster, {scope}) (job:{metric}:increase{L} * {on(JOB)} group_left ({scope}) "
-                         f"last_over_time({JOB_INFO}[{L}]))"}]
-    if quantity == "emissions":
-        rules = [{"record": f"node:{metric}:increase{L}", "expr": f"{by(NODE)} (increase({ALL_GRAMS}[{L}]))"}]
-    else:
-        rules = [{"record": f"node:{metric}:increase{L}",
-                  "expr": f"{by(NODE)} ({accounted_energy('increase', L)}) / {JOULES_PER_KWH:g}"}]
-    return rules + _rollups(metric, f"increase{L}")
+def _usage_rules(scope: str, quantity: str, L: str) -> list[dict]:
+    """The rules behind ``scope``'s usage over ``L``, prerequisites first (job or node level)."""
+    metric = METRIC[(_family(scope), quantity)]
+    if _family(scope) == "node":
+        return node_window(metric, L)
+    rules = [job_window(metric, L)]
+    if scope in INFO_SCOPES:
+        rules.append(scope_window(scope, metric, f"increase{L}"))
+    return rules
 
 
 def usage_groups(budgets: list[Budget], s: Settings) -> list[dict]:
     """Usage windows the budgets need and the base rule file does not record already."""
-    wanted: set[tuple[str, str, str]] = set()  # (family, quantity, window)
-    scopes: set[tuple[str, str, str]] = set()  # (scope, quantity, window) for job-family info scopes
-    for b in budgets:
-        for L in lookbacks(b, s):
-            if L in s.windows and b.scope in ("job", "team", "node", "site", "fleet"):
-                continue
-            fam = _family(b.scope)
-            wanted.add((fam, b.quantity, L))
-            if b.scope in INFO_SCOPES:
-                scopes.add((b.scope, b.quantity, L))
+    seen = {r["record"] for g in (power_group(s), *window_groups(s)) for r in g["rules"]}
+    needed = {(b.scope, b.quantity, L) for b in budgets for L in lookbacks(b, s)}
     fast, long = [], []
-    for fam, quantity, L in sorted(wanted, key=lambda k: (seconds(k[2]), k)):
-        if L in s.windows:
-            continue  # the job or node level is in the base file; only the info scope is missing
-        target = long if seconds(L) >= 86400 else fast
-        target += _usage_rules(fam, "job" if fam == "job" else "node", quantity, L)
-    for scope, quantity, L in sorted(scopes, key=lambda k: (seconds(k[2]), k)):
-        (long if seconds(L) >= 86400 else fast).extend(_usage_rules("job", scope, quantity, L))
+    for scope, quantity, L in sorted(needed, key=lambda k: (seconds(k[2]), k)):
+        for rule in _usage_rules(scope, quantity, L):
+            if rule["record"] not in seen:
+                seen.add(rule["record"])
+                (long if seconds(L) >= 86400 else fast).append(rule)
     return [{"name": "gpu_carbon_budget_usage", "rules": fast},
             {"name": "gpu_carbon_budget_usage_long", "interval": s.long_interval, "rules": long}]
 

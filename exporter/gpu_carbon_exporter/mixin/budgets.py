@@ -135,8 +135,7 @@ def _setting_problem(key: str, value: Any, default: Any) -> str | None:
     if key == "windows":
         ok = isinstance(value, list) and value and all(isinstance(d, str) and DURATION.match(d) for d in value)
         return None if ok else "expected a list of durations such as 1h, 1d"
-    if isinstance(default, str) and key.endswith(("_for", "_interval", "_trend", "_window", "_step")) \
-            or key in ("rate_window", "waste_window", "scrape_interval", "long_interval"):
+    if isinstance(default, str) and DURATION.match(default):
         ok = isinstance(value, str) and (DURATION.match(value) or (key.endswith("_for") and value == "0s"))
         return None if ok else f"expected a duration such as 5m, got {value!r}"
     if key == "burn_rate_severity":

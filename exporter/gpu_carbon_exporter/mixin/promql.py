@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .settings import NODE
-
 JOULES_PER_KWH = 3.6e6
 
 GPU_ENERGY = "gpu_carbon_gpu_energy_joules_total"
@@ -53,6 +51,3 @@ def node_zone() -> str:
     """One zone per node, as a 1-valued join table (a node reports one grid zone)."""
     return "(node:gpu_carbon_grid_intensity_grams_per_kwh:topk1 * 0 + 1)"
 
-
-def node_labels() -> tuple[str, ...]:
-    return NODE

@@ -11,7 +11,7 @@ from .promql import (
     JOB_EMBODIED, JOB_ENERGY, JOB_GRAMS, JOB_WATER, JOULES_PER_KWH, RAIL_ENERGY, accounted_energy, by,
     cpu_accounted, node_zone, on, zero_if_absent,
 )
-from .settings import FLEET, JOB, JOB_INFO_LABELS, NODE, SITE, Settings, seconds
+from .settings import FLEET, JOB, JOB_INFO_LABELS, NODE, SITE, Settings
 
 Rule = dict[str, object]
 JOB_INFO = "job:gpu_carbon_job_info:dedup"
@@ -96,42 +96,19 @@ def _kwh(expr: str) -> str:
     return f"{expr} / {JOULES_PER_KWH:g}"
 
 
-def _job_windows(W: str, s: Settings) -> list[Rule]:
-    job = {
+def _job_window_exprs(W: str) -> dict[str, str]:
+    """Per job (a multi-node job summed over its nodes): metric -> increase over ``W``."""
+    return {
         "gpu_carbon_job_energy_kwh": _kwh(f"{by(JOB)} (increase({JOB_ENERGY}[{W}]))"),
         "gpu_carbon_job_emissions_grams": f"{by(JOB)} (increase({JOB_GRAMS}[{W}]))",
         "gpu_carbon_job_embodied_emissions_grams": f"{by(JOB)} (increase({JOB_EMBODIED}[{W}]))",
         "gpu_carbon_job_water_liters": f"{by(JOB)} (increase({JOB_WATER}[{W}]))",
     }
-    rules = [_r(f"job:{m}:increase{W}", e) for m, e in job.items()]
-    op, emb = f"job:gpu_carbon_job_emissions_grams:increase{W}", f"job:gpu_carbon_job_embodied_emissions_grams:increase{W}"
-    rules.append(_r(f"job:gpu_carbon_job_total_emissions_grams:increase{W}", f"{op} + {zero_if_absent(emb, op)}"))
-    rules.append(_r(f"job:gpu_carbon_job_gpu_hours:increase{W}",
-                    f"{by(JOB)} (increase(gpu_carbon_job_gpu_seconds_total[{W}])) / 3600"))
-    return rules
 
 
-def _team_windows(W: str) -> list[Rule]:
-    """Per team: job windows joined to the job's team as last seen in the window."""
-    info = f"last_over_time({JOB_INFO}[{W}])"
-    rules = []
-    for metric, ops in (("gpu_carbon_job_energy_kwh", f"increase{W}"), ("gpu_carbon_job_emissions_grams", f"increase{W}"),
-                        ("gpu_carbon_job_embodied_emissions_grams", f"increase{W}"),
-                        ("gpu_carbon_job_water_liters", f"increase{W}"),
-                        ("gpu_carbon_job_total_emissions_grams", f"increase{W}"),
-                        ("gpu_carbon_job_gpu_hours", f"increase{W}")):
-        rules.append(_r(f"team:{metric}:{ops}",
-                        f"sum by (cluster, team) (job:{metric}:{ops} * {on(JOB)} group_left (team) {info})"))
-    energy, grams = f"team:gpu_carbon_job_energy_kwh:increase{W}", f"team:gpu_carbon_job_emissions_grams:increase{W}"
-    rules.append(_r(f"team:gpu_carbon_job_energy_per_gpu_hour_kwh:ratio{W}",
-                    f"{energy} / team:gpu_carbon_job_gpu_hours:increase{W}"))
-    # Intensity actually paid: emissions ÷ energy, PUE included (g CO₂e per IT kWh).
-    rules.append(_r(f"team:gpu_carbon_intensity_paid_grams_per_kwh:ratio{W}", f"{grams} / {energy}"))
-    return rules
-
-
-def _node_windows(W: str) -> list[Rule]:
-    node = {
+def _node_window_exprs(W: str) -> dict[str, str]:
+    """Per node: metric -> increase over ``W`` (every accounted device unless the name says which)."""
+    return {
         "gpu_carbon_energy_kwh": _kwh(f"{by(NODE)} ({accounted_energy('increase', W)})"),
         "gpu_carbon_emissions_grams": f"{by(NODE)} (increase({ALL_GRAMS}[{W}]))",
         "gpu_carbon_embodied_emissions_grams": f"{by(NODE)} (increase({GPU_EMBODIED}[{W}]))",
@@ -142,13 +119,56 @@ def _node_windows(W: str) -> list[Rule]:
         "gpu_carbon_cpu_energy_kwh": _kwh(f"{by(NODE)} ({cpu_accounted('increase', W)})"),
         "gpu_carbon_cpu_emissions_grams": f"{by(NODE)} (increase({CPU_GRAMS}[{W}]))",
     }
-    op, emb = f"node:gpu_carbon_emissions_grams:increase{W}", f"node:gpu_carbon_embodied_emissions_grams:increase{W}"
-    node["gpu_carbon_total_emissions_grams"] = f"{op} + {zero_if_absent(emb, op)}"
-    rules: list[Rule] = []
-    for metric, expr in node.items():
-        rules.append(_r(f"node:{metric}:increase{W}", expr))
-        rules += _rollups(metric, f"increase{W}")
+
+
+def job_window(metric: str, W: str) -> Rule:
+    """``job:<metric>:increase<W>`` for a metric of ``_job_window_exprs``."""
+    return _r(f"job:{metric}:increase{W}", _job_window_exprs(W)[metric])
+
+
+def scope_window(scope: str, metric: str, ops: str) -> Rule:
+    """A job window summed per ``scope`` (team, account, namespace, user): each job joined to its
+    label as last seen in the window, so jobs that finished long ago still count."""
+    info = f"last_over_time({JOB_INFO}[{ops.removeprefix('increase')}])"
+    return _r(f"{scope}:{metric}:{ops}",
+              f"sum by (cluster, {scope}) (job:{metric}:{ops} * {on(JOB)} group_left ({scope}) {info})")
+
+
+def node_window(metric: str, W: str) -> list[Rule]:
+    """``node:<metric>:increase<W>`` for a metric of ``_node_window_exprs``, with its site and fleet sums."""
+    return [_r(f"node:{metric}:increase{W}", _node_window_exprs(W)[metric]), *_rollups(metric, f"increase{W}")]
+
+
+def _total(level: str, prefix: str, W: str) -> Rule:
+    """Operational plus embodied emissions (embodied 0 where not configured)."""
+    op, emb = f"{level}:{prefix}emissions_grams:increase{W}", f"{level}:{prefix}embodied_emissions_grams:increase{W}"
+    return _r(f"{level}:{prefix}total_emissions_grams:increase{W}", f"{op} + {zero_if_absent(emb, op)}")
+
+
+def _job_windows(W: str) -> list[Rule]:
+    rules = [job_window(m, W) for m in _job_window_exprs(W)]
+    rules.append(_total("job", "gpu_carbon_job_", W))
+    rules.append(_r(f"job:gpu_carbon_job_gpu_hours:increase{W}",
+                    f"{by(JOB)} (increase(gpu_carbon_job_gpu_seconds_total[{W}])) / 3600"))
     return rules
+
+
+def _team_windows(W: str) -> list[Rule]:
+    rules = [scope_window("team", f"gpu_carbon_job_{m}", f"increase{W}")
+             for m in ("energy_kwh", "emissions_grams", "embodied_emissions_grams", "water_liters",
+                       "total_emissions_grams", "gpu_hours")]
+    energy, grams = f"team:gpu_carbon_job_energy_kwh:increase{W}", f"team:gpu_carbon_job_emissions_grams:increase{W}"
+    rules.append(_r(f"team:gpu_carbon_job_energy_per_gpu_hour_kwh:ratio{W}",
+                    f"{energy} / team:gpu_carbon_job_gpu_hours:increase{W}"))
+    # Intensity actually paid: emissions ÷ energy, PUE included (g CO₂e per IT kWh).
+    rules.append(_r(f"team:gpu_carbon_intensity_paid_grams_per_kwh:ratio{W}", f"{grams} / {energy}"))
+    return rules
+
+
+def _node_windows(W: str) -> list[Rule]:
+    rules = [r for m in _node_window_exprs(W) for r in node_window(m, W)]
+    total = _total("node", "gpu_carbon_", W)
+    return rules + [total, *_rollups("gpu_carbon_total_emissions_grams", f"increase{W}")]
 
 
 def _impact(W: str, s: Settings) -> list[Rule]:
@@ -168,7 +188,7 @@ def _impact(W: str, s: Settings) -> list[Rule]:
 
 
 def window_rules(W: str, s: Settings) -> list[Rule]:
-    return _job_windows(W, s) + _team_windows(W) + _node_windows(W) + _impact(W, s)
+    return _job_windows(W) + _team_windows(W) + _node_windows(W) + _impact(W, s)
 
 
 def window_groups(s: Settings) -> list[dict]:
