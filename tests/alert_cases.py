@@ -87,10 +87,13 @@ def cases() -> list[dict]:
               f"3 entries of the state file on {WHERE} were damaged; a copy is kept beside it.",
               [s(f"gpu_carbon_state_discarded_entries{{{T}}}", "0x5")])
     reset = f'gpu_carbon_gpu_energy_joules_total{{gpu="0",uuid="GPU-a0",method="counter",{T}}}'
-    c += case("counter reset", [s(reset, "0+100x10 0+100x10")], "GpuCarbonCounterReset", "15m",
-              sev("warning", node="a", site="s1"), "gpu-carbon-exporter energy or emission counters went backwards.",
+    # A GPU's other counters share their label set once a function drops the names: the rule must not trip on it.
+    same = [s(f'gpu_carbon_gpu_{m}_total{{gpu="0",uuid="GPU-a0",{T}}}', "0+1x20")
+            for m in ("emissions_grams", "embodied_emissions_grams", "water_liters")]
+    c += case("counter reset", [s(reset, "0+100x10 0+100x10"), *same], "GpuCarbonCounterReset", "15m",
+              sev("warning", node="a", site="s1"), "gpu-carbon-exporter energy counters went backwards.",
               f"1 counters of {WHERE} reset in the last hour: the exporter lost its state (no state.path, or a "
-              "damaged or foreign state file).", [s(reset, "0+100x20")])
+              "damaged or foreign state file).", [s(reset, "0+100x20"), *same])
     c += case("intensity fallback", [s(f'gpu_carbon_grid_intensity_fallback{{zone="DE",{T}}}', "1x40")],
               "GpuCarbonIntensityFallback", "35m", sev("warning", zone="DE", node="a", site="s1"),
               "Grid intensity is on its fallback value.",

@@ -61,8 +61,10 @@ def _collectors(s: Settings) -> list[dict]:
               "Damaged entries of the saved counters were set aside at start-up.",
               f"{{{{ $value }}}} entries of the state file on {WHERE} were damaged; a copy is kept beside it.", None),
         alert(s, "GpuCarbonCounterReset",
-              f'{by(NODE)} (resets({{__name__=~"gpu_carbon_.+_(joules|grams)_total"}}[1h])) > 0', "warning",
-              "gpu-carbon-exporter energy or emission counters went backwards.",
+              # The device energy counters: distinct label sets once resets() drops the names (a GPU's
+              # emission, embodied and water counters share theirs), and a lost state resets them all.
+              f'{by(NODE)} (resets({{__name__=~"gpu_carbon_(gpu|board|rail|cpu|node)_energy_joules_total"}}[1h])) > 0',
+              "warning", "gpu-carbon-exporter energy counters went backwards.",
               f"{{{{ $value }}}} counters of {WHERE} reset in the last hour: the exporter lost its state "
               "(no state.path, or a damaged or foreign state file).", None),
     ]

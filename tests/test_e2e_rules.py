@@ -1,8 +1,4 @@
-"""WORK IN PROGRESS (not collected: run it with `python -m pytest tests/wip_e2e_rules.py -s`): a job that
-starts before a 60-s Prometheus outage and ends during it reads ~0 kWh from the rules afterwards, which
-docs/rules.md does not yet explain; see the rules issue.
-
-End to end through the rules: two simulated exporters (jobs-mix's devices and jobs on node a,
+"""End to end through the rules: two simulated exporters (jobs-mix's devices and jobs on node a,
 a multi-node job on both) scraped by a real Prometheus that evaluates the generated recording
 rules, alerts and a small budget, and a real Alertmanager that routes the budget alert, with the
 example configuration's routes, to a webhook this test runs. Mid-run, exporter a is killed with
@@ -26,7 +22,7 @@ import yaml
 from gpu_carbon_exporter.sim.scenario import GroundTruth, parse_scenario
 
 from conftest import free_port, require_binary
-from procs import query, wait_http
+from procs import query, wait_for_series, wait_http
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,8 +183,12 @@ def test_rules_budget_alert_and_kwh_through_prometheus_and_alertmanager(tmp_path
                       if a["labels"]["alertname"] == "GpuCarbonBudgetExceeded"]
         procs["prom"].stop()
         sleep_until(PROM_STOP_AT + PROM_GAP)
+        restarted = time.time()
         procs["prom"].start()
-        sleep_until(PROM_STOP_AT + PROM_GAP + 4)
+        # Prometheus hands targets to its scrapers up to 5 s after start, and an instant query still
+        # returns the samples from before the outage: wait for fresh scrapes of both targets.
+        wait_for_series(base, f'count(timestamp(up{{job="gpu-carbon-exporter"}}) > {restarted:.3f}) == 2', timeout=30)
+        time.sleep(3)
         at = time.time()
         got = {q: by_label(query(base, f"{q}", at), label) for q, label in (
             ("job:gpu_carbon_job_energy_kwh:increase1h", "job_id"),
@@ -222,14 +222,16 @@ def test_rules_budget_alert_and_kwh_through_prometheus_and_alertmanager(tmp_path
             "job_g": got["job:gpu_carbon_job_emissions_grams:increase1h"],
             "team_kwh": got["team:gpu_carbon_job_energy_kwh:increase1h"],
             "team_g": got["team:gpu_carbon_job_emissions_grams:increase1h"]}
-    sub_second = {"9007", "9008", "search"}  # jobs shorter than a scrape interval: see below
+    sub_second = {"9007", "9008", "search"}  # 0.5-s and 0.3-s jobs, shorter than a scrape interval
     worst = 0.0
     for key, expected in want.items():
         for k, w in sorted(expected.items()):
             err = rows[key][k] / w - 1
             print(f"{key} {k}: rules {rows[key][k]:.6g}, truth {w:.6g}, error {100 * err:+.3f} %")
             if k in sub_second:
-                assert abs(err) < 0.25, (key, k, err)  # 0.3-0.5 s jobs: bounded by one 0.1-s sample each end
+                # A job shorter than a scrape may be first scraped after it ended: increase() then misses
+                # what it used before its first scrape (docs/rules.md). It never counts more.
+                assert -1.0 <= err < 0.01, (key, k, err)
             else:
                 worst = max(worst, abs(err))
                 assert abs(err) < 0.01, (key, k, err)
