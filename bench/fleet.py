@@ -4,9 +4,12 @@ One emulator process serves many 8-GPU node targets on one port, each at its
 own path (Prometheus's ``__metrics_path__``), with the exact metric families
 and label sets of our exporter (rendered once from the real collector over a
 simulated 8-GPU node, then re-valued per scrape). A real Prometheus scrapes
-them every 15 s; we read its head series, RSS and ingestion rate.
+them every 15 s; we read its head series, RSS and ingestion rate. With ``--rules`` it also
+evaluates the generated recording rules, alerts and the example budgets (every target carries
+the target labels the rules need: node, site, fleet, cluster) and we read each rule group's
+evaluation time and the series the rules add.
 
-Usage: python bench/fleet.py [--gpus 1000 10000] [--seconds 120]
+Usage: python bench/fleet.py [--gpus 1000 10000] [--seconds 120] [--rules]
 """
 from __future__ import annotations
 
@@ -72,6 +75,7 @@ class Handler(BaseHTTPRequestHandler):
         t = time.time()
         lines = []
         for prefix, value in self.server.template:
+            prefix = prefix.replace('job_id="', f'job_id="n{node}-')  # each node runs its own jobs
             if value != value:  # comment line
                 lines.append(prefix)
             elif "_total" in prefix:
@@ -86,15 +90,25 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def run(gpus: int, seconds: float, template) -> dict:
+def rule_files(tmp: Path) -> list[Path]:
+    """The generated rules, alerts and the example budgets' rules, written under ``tmp``."""
+    from gpu_carbon_exporter.mixin import write
+
+    return write(tmp / "rules", Path(__file__).resolve().parent.parent / "prometheus" / "budgets.example.yml")
+
+
+def run(gpus: int, seconds: float, template, rules: bool = False) -> dict:
     nodes = gpus // GPUS_PER_NODE
     port = free_port()
     server = Fleet(port, template)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     tmp = Path(tempfile.mkdtemp(prefix="fleet-"))
     targets = "".join(f"      - targets: ['127.0.0.1:{port}']\n        labels: {{__metrics_path__: /node/{n}, "
-                      f"instance: node-{n}}}\n" for n in range(nodes))
-    cfg = ("global:\n  scrape_interval: 15s\n  evaluation_interval: 15s\nscrape_configs:\n"
+                      f"instance: node-{n}, node: node-{n}, site: site-{n % 4}, fleet: datacenter, cluster: c1}}\n"
+                      for n in range(nodes))
+    files = "".join(f"  - {p}\n" for p in rule_files(tmp)) if rules else ""
+    cfg = ("global:\n  scrape_interval: 15s\n  evaluation_interval: 15s\n"
+           + (f"rule_files:\n{files}" if files else "") + "scrape_configs:\n"
            "  - job_name: gpu-carbon\n    static_configs:\n" + targets
            + "  - job_name: self\n    static_configs:\n      - targets: ['{self}']\n")
     return _measure(tmp, cfg, seconds, nodes, server)
@@ -114,7 +128,11 @@ def _measure(tmp: Path, cfg: str, seconds: float, nodes: int, server: Fleet) -> 
             result = query(base, promql)
             return float(result[0]["value"][1]) if result else float("nan")
 
+        groups = {r["metric"]["rule_group"].split(";")[-1]: float(r["value"][1])
+                   for r in query(base, "prometheus_rule_group_last_duration_seconds")}
         return {
+            "groups": groups,
+            "rule_series": val('count({__name__=~"[a-z]+:gpu_carbon_.+:.+"})'),
             "nodes": nodes,
             "targets_up": val('sum(up{job="gpu-carbon"})'),
             "head_series": val("prometheus_tsdb_head_series"),
@@ -134,16 +152,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--gpus", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--seconds", type=float, default=120)
+    ap.add_argument("--rules", action="store_true", help="also evaluate the generated rules and report their cost")
     args = ap.parse_args()
     template = node_template()
     print("| GPUs | targets (8 GPUs each) | targets up | series per node | head series | "
           "Prometheus RSS | samples/s ingested | Prometheus CPU |")
     print("|---|---|---|---|---|---|---|---|")
+    runs = []
     for gpus in args.gpus:
-        r = run(gpus, args.seconds, template)
+        r = run(gpus, args.seconds, template, args.rules)
+        runs.append((gpus, r))
         print(f"| {gpus} | {r['nodes']} | {r['targets_up']:.0f} | {r['series_per_node']:.0f} | "
               f"{r['head_series']:.0f} | {r['rss_mb']:.0f} MB | {r['samples_per_s']:.0f} | "
               f"{r['cpu_pct']:.1f} % of a core |", flush=True)
+    if args.rules:
+        names = sorted({g for _, r in runs for g in r["groups"]})
+        print("\n| GPUs | series the rules add | " + " | ".join(f"`{g}` (s)" for g in names) + " |")
+        print("|---|---|" + "---|" * len(names))
+        for gpus, r in runs:
+            cells = " | ".join(f"{r['groups'].get(g, float('nan')):.3f}" for g in names)
+            print(f"| {gpus} | {r['rule_series']:.0f} | {cells} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -118,12 +118,6 @@ def alertmanager_config(hook_port: int) -> dict:
     return cfg
 
 
-def allocated_g(truth: GroundTruth, job, zone: str) -> float:
-    """Ground truth of the job's allocated-view emissions: allocated energy x intensity x PUE."""
-    segs = truth.sc.intensity[zone].segments(0, END + 10)
-    return sum(truth.job_allocated_j(job, a, b) * g / 3.6e6 for a, b, g in segs) * truth.sc.pue
-
-
 def by_label(rows: list[dict], label: str) -> dict[str, float]:
     return {r["metric"].get(label, ""): float(r["value"][1]) for r in rows}
 
@@ -214,7 +208,7 @@ def test_rules_budget_alert_and_kwh_through_prometheus_and_alertmanager(tmp_path
     for n, truth in truths.items():
         for job in truth.sc.jobs:
             kwh = truth.job_allocated_j(job, 0, END + 10) / 3.6e6
-            g = allocated_g(truth, job, truth.sc.zone)
+            g = truth.job_allocated_g(job, 0, END + 10)
             for key, val, k in (("job_kwh", kwh, job.id), ("job_g", g, job.id), ("team_kwh", kwh, job.team),
                                 ("team_g", g, job.team)):
                 want[key][k] = want[key].get(k, 0.0) + val

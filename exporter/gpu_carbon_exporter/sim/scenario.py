@@ -404,5 +404,13 @@ class GroundTruth:
                     total += (energy - idle) * job.share / sum(j.share for j in holders) + idle / len(holders)
         return total
 
+    def job_allocated_g(self, job: SimJob, t0: float, t1: float) -> float:
+        """The job's emissions in the allocated view: its allocated energy over each stretch of
+        constant intensity x that intensity, x PUE."""
+        grams = 0.0
+        for a, b, g_per_kwh in self.sc.intensity[self.sc.zone].segments(t0, t1):
+            grams += self.job_allocated_j(job, a, b) * g_per_kwh / JOULES_PER_KWH
+        return grams * self.sc.pue
+
     def job_emissions_g(self, job: SimJob, t0: float, t1: float) -> float:
         return sum(self.device_emissions_g(d, a, b) for a, b in job.intervals(t0, t1) for d in job.devices) * job.share

@@ -1,0 +1,117 @@
+"""Long horizons without waiting: 31 days of simulated history backfilled into a real
+Prometheus (`promtool tsdb create-blocks-from openmetrics`, then `create-blocks-from rules`
+for the job-to-team join), then a 30-day team budget evaluated on it by the generated rules."""
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gpu_carbon_exporter.mixin import load_budgets, render, rule_files
+from gpu_carbon_exporter.sim.history import render_history
+from gpu_carbon_exporter.sim.scenario import GroundTruth, parse_scenario
+
+from conftest import free_port, require_binary
+from procs import query, wait_for_series, wait_http
+
+pytestmark = pytest.mark.e2e
+DAY = 86400
+STEP = 300
+TARGET = {"job": "gpu-carbon-exporter", "instance": "a:9835", "node": "a", "site": "s1", "fleet": "datacenter"}
+# Three nlp jobs: one that ended 29 days ago (only the backfilled join can still name its team),
+# one mid-month and one recent; a vision job for contrast.
+SCENARIO = {
+    "zone": "DEU", "pue": 1.2, "intensity": {"DEU": [[0, 380], [15 * DAY, 250]]},
+    "devices": [{"model": "NVIDIA H100 80GB HBM3", "count": 2, "power": {"pattern": "constant", "watts": 600}}],
+    "jobs": [
+        {"id": "101", "user": "ann", "team": "nlp", "start_s": 1 * DAY, "end_s": 2 * DAY, "devices": [0]},
+        {"id": "102", "user": "bob", "team": "nlp", "start_s": 14 * DAY, "end_s": 16 * DAY, "devices": [0]},
+        {"id": "103", "user": "cat", "team": "nlp", "start_s": 29 * DAY, "end_s": 30 * DAY, "devices": [0]},
+        {"id": "201", "user": "dan", "team": "vision", "start_s": 5 * DAY, "end_s": 25 * DAY, "devices": [1]},
+    ],
+}
+
+
+def prometheus(tmp: Path, data: Path, rules: list[Path]) -> subprocess.Popen:
+    port = free_port()
+    cfg = tmp / f"prometheus-{port}.yml"
+    cfg.write_text(yaml.safe_dump({"global": {"evaluation_interval": "1s"},
+                                   "rule_files": [str(p) for p in rules]}))
+    proc = subprocess.Popen([require_binary("prometheus"), f"--config.file={cfg}", f"--storage.tsdb.path={data}",
+                             "--storage.tsdb.retention.time=90d", f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=open(tmp / f"prometheus-{port}.log", "w"), stderr=subprocess.STDOUT)
+    proc.base = f"http://127.0.0.1:{port}"
+    wait_http(f"{proc.base}/-/ready", proc=proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def promtool(*args: str) -> None:
+    run = subprocess.run([require_binary("promtool"), *args], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_a_30_day_budget_on_backfilled_history(tmp_path):
+    end_s = 31 * DAY
+    now = time.time() // STEP * STEP
+    epoch = now - end_s
+    sc = parse_scenario(SCENARIO)
+    (tmp_path / "history.om").write_text(render_history(sc, epoch, end_s, STEP, TARGET))
+    data = tmp_path / "data"
+    promtool("tsdb", "create-blocks-from", "openmetrics", str(tmp_path / "history.om"), str(data))
+    # The team join's history: backfill the rule it reads (job:gpu_carbon_job_info:dedup) from the raw history.
+    budgets = tmp_path / "budgets.yml"
+    budgets.write_text(yaml.safe_dump({"settings": {"long_interval": "1s", "budget_for": "0s"}, "budgets": [
+        {"name": "nlp-month", "scope": "team", "match": "nlp", "limit": "20 kg", "window": "30d"}]}))
+    settings, items = load_budgets(budgets)
+    files = rule_files(settings, items)
+    power = tmp_path / "power.yml"
+    dedup = [r for g in files["gpu-carbon-recording.yml"]["groups"] for r in g["rules"]
+             if r.get("record") == "job:gpu_carbon_job_info:dedup"]
+    power.write_text(render({"groups": [{"name": "backfill", "rules": dedup}]}))
+    raw = prometheus(tmp_path, data, [])
+    try:
+        promtool("tsdb", "create-blocks-from", "rules", f"--url={raw.base}", f"--start={int(epoch)}",
+                 f"--end={int(now)}", "--eval-interval=5m", f"--output-dir={tmp_path / 'backfill'}", str(power))
+    finally:
+        stop(raw)
+    for block in (tmp_path / "backfill").iterdir():
+        block.rename(data / block.name)
+    paths = []
+    for name, content in files.items():
+        paths.append(tmp_path / name)
+        paths[-1].write_text(render(content))
+    live = prometheus(tmp_path, data, paths)
+    try:
+        wait_for_series(live.base, 'budget:gpu_carbon_budget_usage:ratio{budget="nlp-month"} > 0', timeout=60)
+        time.sleep(3)  # a few evaluations of every group
+        at = time.time()
+        usage = float(query(live.base, 'budget:gpu_carbon_budget_usage:increase{budget="nlp-month"}', at)[0]["value"][1])
+        vision = float(query(live.base, 'team:gpu_carbon_job_emissions_grams:increase30d{team="vision"}', at)[0]["value"][1])
+        alerts = [a for a in query_alerts(live.base) if a["labels"]["alertname"] == "GpuCarbonBudgetExceeded"]
+    finally:
+        stop(live)
+    truth = GroundTruth(sc)
+    since = at - 30 * DAY - epoch  # the window's start in scenario seconds
+    want = {team: sum(truth.job_allocated_g(j, max(since, 0), end_s) for j in sc.jobs if j.team == team)
+            for team in ("nlp", "vision")}
+    print(f"nlp 30d: rules {usage:.1f} g, truth {want['nlp']:.1f} g; vision {vision:.1f} g, truth {want['vision']:.1f} g")
+    assert usage == pytest.approx(want["nlp"], rel=0.01)
+    assert vision == pytest.approx(want["vision"], rel=0.01)
+    assert usage > 20_000  # over the budget only with the job that ended 29 days ago (~6 kg)
+    assert alerts and alerts[0]["state"] == "firing" and alerts[0]["labels"]["team"] == "nlp"
+
+
+def query_alerts(base: str) -> list[dict]:
+    import requests
+
+    r = requests.get(f"{base}/api/v1/alerts", timeout=10)
+    r.raise_for_status()
+    return r.json()["data"]["alerts"]
