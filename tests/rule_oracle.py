@@ -219,6 +219,13 @@ def expected(record: str, fs: list[Fact], t: float) -> dict[tuple, float] | None
     if record == "job:gpu_carbon_job_info:dedup":
         return {tuple(sorted({"cluster": "c1", "scheduler": "slurm", "job_id": j, **i}.items())): 1.0
                 for j, i in INFO.items() if any(f.kind == "job" and f.labels["job_id"] == j and f.start <= t for f in fs)}
+    if record == "node:gpu_carbon_job_info:count":  # job_info series per node
+        out: dict[tuple, float] = {}
+        for f in fs:
+            if f.kind == "job" and f.start <= t:
+                key = tuple((k, f.lab()[k]) for k in LEVELS["node"])
+                out[key] = out.get(key, 0.0) + 1
+        return out
     if record == "node:gpu_carbon_grid_intensity_grams_per_kwh:topk1":
         return {tuple((k, n[k] if k != "node" else name) for k in (*LEVELS["node"], "zone")): n["g_per_j"] * 3.6e6
                 for name, n in NODES.items()}

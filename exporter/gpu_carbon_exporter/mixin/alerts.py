@@ -104,7 +104,7 @@ def _readings(s: Settings) -> list[dict]:
               f"{s.implausible_share:g} times its power limit: a counter or driver fault.", "10m"),
         alert(s, "GpuCarbonUnattributedHigh",
               f"{unattributed} > {s.unattributed_share:g} and {on(NODE)} "
-              f"count by ({', '.join(NODE)}) (last_over_time(gpu_carbon_job_info[1d]))", "warning",
+              "max_over_time(node:gpu_carbon_job_info:count[1d])", "warning",
               "Much GPU energy is not attributed to any job on a node that runs jobs.",
               f"{{{{ $value | humanizePercentage }}}} of the GPU energy on {WHERE} ran with no job over the last "
               f"{s.waste_window}: a job mapper may be failing.", "1h"),

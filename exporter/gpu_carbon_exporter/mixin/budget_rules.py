@@ -34,15 +34,14 @@ def tiers(b: Budget, s: Settings) -> list[tuple[str, str, float]]:
     return [t for t in s.burn_rate_tiers if seconds(t[0]) <= seconds(b.window)]
 
 
-def _usage_rules(scope: str, quantity: str, L: str) -> list[dict]:
-    """The rules behind ``scope``'s usage over ``L``, prerequisites first (job or node level)."""
+def _usage_rules(scope: str, quantity: str, L: str, s: Settings) -> list[dict]:
+    """The rules behind ``scope``'s usage over ``L`` (node rules with their site and fleet sums)."""
     metric = METRIC[(_family(scope), quantity)]
     if _family(scope) == "node":
         return node_window(metric, L)
-    rules = [job_window(metric, L)]
     if scope in INFO_SCOPES:
-        rules.append(scope_window(scope, metric, f"increase{L}"))
-    return rules
+        return [scope_window(scope, metric, f"increase{L}", recorded=s.records_jobs(L))]
+    return [job_window(metric, L)]
 
 
 def usage_groups(budgets: list[Budget], s: Settings) -> list[dict]:
@@ -51,7 +50,7 @@ def usage_groups(budgets: list[Budget], s: Settings) -> list[dict]:
     needed = {(b.scope, b.quantity, L) for b in budgets for L in lookbacks(b, s)}
     fast, long = [], []
     for scope, quantity, L in sorted(needed, key=lambda k: (seconds(k[2]), k)):
-        for rule in _usage_rules(scope, quantity, L):
+        for rule in _usage_rules(scope, quantity, L, s):
             if rule["record"] not in seen:
                 seen.add(rule["record"])
                 (long if seconds(L) >= 86400 else fast).append(rule)

@@ -24,7 +24,7 @@ UNITS = {"g": ("emissions", 1.0), "kg": ("emissions", 1e3), "t": ("emissions", 1
          "kwh": ("energy", 1.0), "mwh": ("energy", 1e3)}
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DURATION = re.compile(r"^[1-9][0-9]*[smhd]$")
-LIMIT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]+?)(?:\s*co2e?)?\s*$", re.IGNORECASE)
+LIMIT = re.compile(r"^\s*([+-]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]+?)(?:\s*co2e?)?\s*$", re.IGNORECASE)
 SEVERITIES = ("critical", "warning", "info")
 
 
@@ -132,7 +132,7 @@ def _setting_problem(key: str, value: Any, default: Any) -> str | None:
             isinstance(t, list) and len(t) == 3 and all(isinstance(d, str) and DURATION.match(d) for d in t[:2])
             and isinstance(t[2], (int, float)) and t[2] > 0 and seconds(t[1]) < seconds(t[0]) for t in value)
         return None if ok else "expected [[long, short, factor], ...] with short < long and factor > 0"
-    if key == "windows":
+    if key in ("windows", "job_windows"):
         ok = isinstance(value, list) and value and all(isinstance(d, str) and DURATION.match(d) for d in value)
         return None if ok else "expected a list of durations such as 1h, 1d"
     if isinstance(default, str) and DURATION.match(default):

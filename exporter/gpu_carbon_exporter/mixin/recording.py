@@ -64,6 +64,8 @@ def _job_rates(w: str) -> list[Rule]:
         # A multi-node job is the sum of every node's share.
         _r(f"job:gpu_carbon_job_power_watts:sum_rate{w}", f"{by(JOB)} (rate({JOB_ENERGY}[{w}]))"),
         _r(f"job:gpu_carbon_job_emission_rate_grams_per_second:sum_rate{w}", f"{by(JOB)} (rate({JOB_GRAMS}[{w}]))"),
+        # Jobs a node exposes: the unattributed alert looks a day back on this small series, not on job_info.
+        _r("node:gpu_carbon_job_info:count", f"count by ({', '.join(NODE)}) (gpu_carbon_job_info)"),
         # One label set per job even if two nodes disagree, so joins never fail on duplicates.
         _r(JOB_INFO, f"max by ({info_labels}) (topk by ({', '.join(JOB)}) (1, gpu_carbon_job_info))"),
     ]
@@ -103,6 +105,7 @@ def _job_window_exprs(W: str) -> dict[str, str]:
         "gpu_carbon_job_emissions_grams": f"{by(JOB)} (increase({JOB_GRAMS}[{W}]))",
         "gpu_carbon_job_embodied_emissions_grams": f"{by(JOB)} (increase({JOB_EMBODIED}[{W}]))",
         "gpu_carbon_job_water_liters": f"{by(JOB)} (increase({JOB_WATER}[{W}]))",
+        "gpu_carbon_job_gpu_hours": f"{by(JOB)} (increase(gpu_carbon_job_gpu_seconds_total[{W}])) / 3600",
     }
 
 
@@ -126,12 +129,15 @@ def job_window(metric: str, W: str) -> Rule:
     return _r(f"job:{metric}:increase{W}", _job_window_exprs(W)[metric])
 
 
-def scope_window(scope: str, metric: str, ops: str) -> Rule:
+def scope_window(scope: str, metric: str, ops: str, recorded: bool = True) -> Rule:
     """A job window summed per ``scope`` (team, account, namespace, user): each job joined to its
-    label as last seen in the window, so jobs that finished long ago still count."""
-    info = f"last_over_time({JOB_INFO}[{ops.removeprefix('increase')}])"
+    label as last seen in the window, so jobs that finished long ago still count. ``recorded``:
+    read the job-level rule; else compute the jobs' windows inline, recording none per job."""
+    W = ops.removeprefix("increase")
+    jobs = f"job:{metric}:{ops}" if recorded else f"({_job_window_exprs(W)[metric]})"
+    info = f"last_over_time({JOB_INFO}[{W}])"
     return _r(f"{scope}:{metric}:{ops}",
-              f"sum by (cluster, {scope}) (job:{metric}:{ops} * {on(JOB)} group_left ({scope}) {info})")
+              f"sum by (cluster, {scope}) ({jobs} * {on(JOB)} group_left ({scope}) {info})")
 
 
 def node_window(metric: str, W: str) -> list[Rule]:
@@ -146,17 +152,13 @@ def _total(level: str, prefix: str, W: str) -> Rule:
 
 
 def _job_windows(W: str) -> list[Rule]:
-    rules = [job_window(m, W) for m in _job_window_exprs(W)]
-    rules.append(_total("job", "gpu_carbon_job_", W))
-    rules.append(_r(f"job:gpu_carbon_job_gpu_hours:increase{W}",
-                    f"{by(JOB)} (increase(gpu_carbon_job_gpu_seconds_total[{W}])) / 3600"))
-    return rules
+    return [job_window(m, W) for m in _job_window_exprs(W)] + [_total("job", "gpu_carbon_job_", W)]
 
 
-def _team_windows(W: str) -> list[Rule]:
-    rules = [scope_window("team", f"gpu_carbon_job_{m}", f"increase{W}")
-             for m in ("energy_kwh", "emissions_grams", "embodied_emissions_grams", "water_liters",
-                       "total_emissions_grams", "gpu_hours")]
+def _team_windows(W: str, recorded: bool) -> list[Rule]:
+    rules = [scope_window("team", f"gpu_carbon_job_{m}", f"increase{W}", recorded)
+             for m in ("energy_kwh", "emissions_grams", "embodied_emissions_grams", "water_liters", "gpu_hours")]
+    rules.append(_total("team", "gpu_carbon_job_", W))
     energy, grams = f"team:gpu_carbon_job_energy_kwh:increase{W}", f"team:gpu_carbon_job_emissions_grams:increase{W}"
     rules.append(_r(f"team:gpu_carbon_job_energy_per_gpu_hour_kwh:ratio{W}",
                     f"{energy} / team:gpu_carbon_job_gpu_hours:increase{W}"))
@@ -175,7 +177,8 @@ def _impact(W: str, s: Settings) -> list[Rule]:
     """Composite impact score Σ wᵢ·eᵢ over kWh, kg operational, kg embodied and litres of water."""
     wt = s.impact_weights
     rules = []
-    for level, prefix in (("job", "gpu_carbon_job_"), ("team", "gpu_carbon_job_"), ("node", "gpu_carbon_"),
+    levels = (("job", "gpu_carbon_job_"),) if s.records_jobs(W) else ()
+    for level, prefix in (*levels, ("team", "gpu_carbon_job_"), ("node", "gpu_carbon_"),
                           ("site", "gpu_carbon_"), ("fleet", "gpu_carbon_")):
         name = lambda m: f"{level}:{prefix}{m}:increase{W}"  # noqa: E731
         energy = name("energy_kwh")
@@ -188,7 +191,8 @@ def _impact(W: str, s: Settings) -> list[Rule]:
 
 
 def window_rules(W: str, s: Settings) -> list[Rule]:
-    return _job_windows(W) + _team_windows(W) + _node_windows(W) + _impact(W, s)
+    jobs = _job_windows(W) if s.records_jobs(W) else []
+    return jobs + _team_windows(W, s.records_jobs(W)) + _node_windows(W) + _impact(W, s)
 
 
 def window_groups(s: Settings) -> list[dict]:

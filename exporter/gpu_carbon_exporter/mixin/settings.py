@@ -40,6 +40,9 @@ class Settings:
     rate_window: str = "5m"
     waste_window: str = "1h"
     windows: tuple[str, ...] = ("1h", "1d", "7d", "30d")
+    # Windows also recorded per job; longer ones only per team (a per-job 30d window keeps a
+    # series for every job of the last 30 days: docs/scale.md).
+    job_windows: tuple[str, ...] = ("1h", "1d")
     long_interval: str = "2m"  # the 1d/7d/30d group; under Prometheus's 5-m lookback so readers see it
     impact_weights: ImpactWeights = field(default_factory=ImpactWeights)
     warning_share: float = 0.8
@@ -62,6 +65,10 @@ class Settings:
     def short_windows(self) -> tuple[str, ...]:
         return tuple(w for w in self.windows if seconds(w) < 86400)
 
+    def records_jobs(self, window: str) -> bool:
+        """Whether ``job:…:increase<window>`` rules are in the base rule file."""
+        return window in self.windows and window in self.job_windows
+
     def runbook(self, alert: str) -> str:
         return f"{self.runbook_base}#{alert.lower()}"
 
@@ -77,6 +84,7 @@ def with_overrides(base: Settings, values: dict[str, Any]) -> Settings:
         values = {**values, "impact_weights": ImpactWeights(**values["impact_weights"])}
     if "burn_rate_tiers" in values:
         values = {**values, "burn_rate_tiers": tuple(tuple(t) for t in values["burn_rate_tiers"])}
-    if "windows" in values:
-        values = {**values, "windows": tuple(values["windows"])}
+    for key in ("windows", "job_windows"):
+        if key in values:
+            values = {**values, key: tuple(values[key])}
     return replace(base, **values)
