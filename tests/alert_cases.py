@@ -57,20 +57,25 @@ def cases() -> list[dict]:
               "Prometheus has no target in scrape job gpu-carbon-exporter: check the scrape configuration or "
               "service discovery.",
               [s(f"up{{{SCRAPE}}}", "0x20")])
-    c += case("scrape slow", [s(f"scrape_duration_seconds{{{SCRAPE}}}", "13x30")], "GpuCarbonScrapeSlow", "20m",
+    c += case("scrape slow", [s(f"scrape_duration_seconds{{{SCRAPE}}}", "9x30")], "GpuCarbonScrapeSlow", "20m",
               sev("warning", job="gpu-carbon-exporter", instance="a:9835", node="a", site="s1"),
-              "Scraping gpu-carbon-exporter takes most of the scrape interval.",
-              f"Scraping a:9835 on {WHERE} took 13s, over 80 % of the 15s interval.",
+              "Scraping gpu-carbon-exporter takes most of the scrape timeout.",
+              f"Scraping a:9835 on {WHERE} took 9s, over 80 % of the 10s scrape timeout.",
               [s(f"scrape_duration_seconds{{{SCRAPE}}}", "5x30")])
     c += case("collector failing", [s(f'gpu_carbon_collector_success{{collector="nvml",{T}}}', "0x20")],
               "GpuCarbonCollectorFailing", "15m", sev("warning", collector="nvml", node="a", site="s1"),
               "A gpu-carbon-exporter collector is failing.",
               f"Collector nvml on {WHERE} reached none of its devices in its last run.",
               [s(f'gpu_carbon_collector_success{{collector="nvml",{T}}}', "1x20")])
-    c += case("sampler stale", [s(f'gpu_carbon_collector_last_run_age_seconds{{collector="nvml",{T}}}', "120x10")],
+    ran = s(f'gpu_carbon_collector_success{{collector="nvml",{T}}}', "1x10")
+    never = s(f'gpu_carbon_collector_success{{collector="rapl",{T}}}', "0x10")  # never opened: age grows, no alert
+    c += case("sampler stale", [s(f'gpu_carbon_collector_last_run_age_seconds{{collector="nvml",{T}}}', "120x10"), ran,
+                                s(f'gpu_carbon_collector_last_run_age_seconds{{collector="rapl",{T}}}', "0+60x10"),
+                                never],
               "GpuCarbonSamplerStale", "7m", sev("critical", collector="nvml", node="a", site="s1"),
               "The gpu-carbon-exporter sampler is stuck.", f"Collector nvml on {WHERE} last ran 2m 0s ago.",
-              [s(f'gpu_carbon_collector_last_run_age_seconds{{collector="nvml",{T}}}', "1x10")])
+              [s(f'gpu_carbon_collector_last_run_age_seconds{{collector="nvml",{T}}}', "1x10"), ran,
+               s(f'gpu_carbon_collector_last_run_age_seconds{{collector="rapl",{T}}}', "0+60x10"), never])
     c += case("section failing", [s(f'gpu_carbon_scrape_errors_total{{section="jobs",{T}}}', "0+1x30")],
               "GpuCarbonScrapeSectionFailing", "25m", sev("warning", section="jobs", node="a", site="s1"),
               "A section of the gpu-carbon-exporter exposition fails to build.",
@@ -92,7 +97,7 @@ def cases() -> list[dict]:
             for m in ("emissions_grams", "embodied_emissions_grams", "water_liters")]
     c += case("counter reset", [s(reset, "0+100x10 0+100x10"), *same], "GpuCarbonCounterReset", "15m",
               sev("warning", node="a", site="s1"), "gpu-carbon-exporter energy counters went backwards.",
-              f"1 counters of {WHERE} reset in the last hour: the exporter lost its state (no state.path, or a "
+              f"1 counter resets on {WHERE} in the last hour: the exporter lost its state (no state.path, or a "
               "damaged or foreign state file).", [s(reset, "0+100x20"), *same])
     c += case("intensity fallback", [s(f'gpu_carbon_grid_intensity_fallback{{zone="DE",{T}}}', "1x40")],
               "GpuCarbonIntensityFallback", "35m", sev("warning", zone="DE", node="a", site="s1"),

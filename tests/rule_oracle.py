@@ -153,12 +153,14 @@ NODE_METRICS = {
 }
 
 
-def _window_s(ops: str) -> float | None:
-    """Seconds a windowed rule integrates over; None for a rate."""
-    for prefix in ("weighted_increase", "increase", "ratio"):
+def _window_s(ops: str, tile_s: float) -> float | None:
+    """Seconds a windowed rule integrates over; None for a rate. A window longer than a day sums
+    the tiles that ended within it, so it reaches back one tile further."""
+    for prefix in ("weighted_increase", "increase", "ratio", "tile"):
         if ops.startswith(prefix):
             w = ops[len(prefix):]
-            return float(w[:-1]) * {"h": 3600, "d": 86400}[w[-1]]
+            seconds = float(w[:-1]) * {"m": 60, "h": 3600, "d": 86400}[w[-1]]
+            return seconds + tile_s if prefix != "tile" and seconds > 86400 else seconds
     return None
 
 
@@ -180,10 +182,10 @@ def _grouped(fs: list[Fact], kinds, q, div, level_labels, t, window, extra=()) -
     return out
 
 
-def expected(record: str, fs: list[Fact], t: float) -> dict[tuple, float] | None:
+def expected(record: str, fs: list[Fact], t: float, tile_s: float = 300.0) -> dict[tuple, float] | None:
     """The oracle's value of a recording rule at ``t`` seconds, per label set; None: not modelled."""
     level, metric, ops = record.split(":")
-    window = _window_s(ops)
+    window = _window_s(ops, tile_s)
     labels = LEVELS.get(level)
     if metric in NODE_METRICS and level in ("node", "site", "fleet", "job", "team", "zone"):
         kinds, q, div = NODE_METRICS[metric]
@@ -196,7 +198,7 @@ def expected(record: str, fs: list[Fact], t: float) -> dict[tuple, float] | None
                 for f in fs if f.kind == "gpu"}
     if metric.endswith("_total_emissions_grams"):
         base = metric.replace("_total_emissions", "_emissions")
-        op, emb = expected(f"{level}:{base}:{ops}", fs, t), expected(f"{level}:{base.replace('_emissions', '_embodied_emissions')}:{ops}", fs, t)
+        op, emb = expected(f"{level}:{base}:{ops}", fs, t, tile_s), expected(f"{level}:{base.replace('_emissions', '_embodied_emissions')}:{ops}", fs, t, tile_s)
         return {k: v + emb.get(k, 0.0) for k, v in op.items()}
     if metric.endswith("_energy_ratio"):  # waste: a part's share of GPU energy
         part = metric.split("_")[3]
@@ -205,16 +207,16 @@ def expected(record: str, fs: list[Fact], t: float) -> dict[tuple, float] | None
         return {k: num.get(k, 0.0) / v for k, v in den.items()}
     if metric == "gpu_carbon_impact_score":
         pre = "gpu_carbon_job_" if level in ("job", "team") else "gpu_carbon_"
-        get = lambda m: expected(f"{level}:{pre}{m}:{ops.replace('weighted_', '')}", fs, t)  # noqa: E731
+        get = lambda m: expected(f"{level}:{pre}{m}:{ops.replace('weighted_', '')}", fs, t, tile_s)  # noqa: E731
         e, g, b, w = get("energy_kwh"), get("emissions_grams"), get("embodied_emissions_grams"), get("water_liters")
         return {k: 1.0 * v + g[k] / 1000 + b.get(k, 0.0) / 1000 + 0.01 * w.get(k, 0.0) for k, v in e.items()}
     if metric == "gpu_carbon_job_energy_per_gpu_hour_kwh":
-        e = expected(f"team:gpu_carbon_job_energy_kwh:increase{ops[5:]}", fs, t)
-        h = expected(f"team:gpu_carbon_job_gpu_hours:increase{ops[5:]}", fs, t)
+        e = expected(f"team:gpu_carbon_job_energy_kwh:increase{ops[5:]}", fs, t, tile_s)
+        h = expected(f"team:gpu_carbon_job_gpu_hours:increase{ops[5:]}", fs, t, tile_s)
         return {k: v / h[k] for k, v in e.items() if h.get(k)}
     if metric == "gpu_carbon_intensity_paid_grams_per_kwh":
-        e = expected(f"team:gpu_carbon_job_energy_kwh:increase{ops[5:]}", fs, t)
-        g = expected(f"team:gpu_carbon_job_emissions_grams:increase{ops[5:]}", fs, t)
+        e = expected(f"team:gpu_carbon_job_energy_kwh:increase{ops[5:]}", fs, t, tile_s)
+        g = expected(f"team:gpu_carbon_job_emissions_grams:increase{ops[5:]}", fs, t, tile_s)
         return {k: g[k] / v for k, v in e.items() if v}
     if record == "job:gpu_carbon_job_info:dedup":
         return {tuple(sorted({"cluster": "c1", "scheduler": "slurm", "job_id": j, **i}.items())): 1.0
@@ -232,11 +234,11 @@ def expected(record: str, fs: list[Fact], t: float) -> dict[tuple, float] | None
     return None
 
 
-def cases(records: list[str], fs: list[Fact], t: float, step: str, steps: int, tol: float = 1e-9) -> dict:
+def cases(records: list[str], fs: list[Fact], t: float, tile_s: float, tol: float = 1e-9) -> dict:
     """A promtool test: each rule's every label set within ``tol`` (relative) of the oracle."""
     tests, modelled = [], []
     for record in records:
-        exp = expected(record, fs, t)
+        exp = expected(record, fs, t, tile_s)
         if exp is None:
             continue
         modelled.append(record)

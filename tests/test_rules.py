@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from gpu_carbon_exporter.cli import main
-from gpu_carbon_exporter.mixin import render, rule_files
+from gpu_carbon_exporter.mixin import Settings, render, rule_files
+from gpu_carbon_exporter.mixin.settings import seconds
 
 from conftest import require_binary
 from rule_oracle import cases, facts, input_series
@@ -48,8 +49,12 @@ def test_rule_names_follow_level_metric_operations():
 
 
 def test_every_alert_has_severity_summary_description_and_a_runbook_anchor():
+    from gpu_carbon_exporter.mixin import load_budgets
+
     runbooks = (ROOT / "docs" / "runbooks.md").read_text().lower()
-    for content in rule_files().values():
+    with_budgets = rule_files(*load_budgets(ROOT / "prometheus" / "budgets.example.yml"))
+    assert "gpu-carbon-budgets.yml" in with_budgets
+    for content in with_budgets.values():
         for group in content["groups"]:
             for rule in (r for r in group["rules"] if "alert" in r):
                 assert rule["labels"]["severity"] in ("critical", "warning", "info")
@@ -76,21 +81,24 @@ def test_promtool_unit_tests_the_committed_files():
 
 @pytest.mark.parametrize("span", ["short", "long"])
 def test_every_recording_rule_matches_the_oracle(tmp_path, span):
-    """Rates and 1h windows on 1-minute samples; 1d, 7d and 30d windows on 31 days of hourly samples.
-    A job starts mid-window in both, so windows that begin before a series are covered."""
+    """Rates and 1h windows on 1-minute samples; tiles, 1d, 7d and 30d windows on 31 days of hourly
+    samples (and hourly tiles: promtool evaluates every group at the file's one interval). A job
+    starts mid-window in both, so windows that begin before a series are covered."""
+    long = ("1d", "7d", "30d")
     if span == "short":
-        step, steps, job8 = 60, 90, 45 * 60.0
-        names = [r for r in records() if not any(r.endswith(w) for w in ("1d", "7d", "30d"))]
+        settings, step, steps, job8 = Settings(), 60, 90, 45 * 60.0
+        names = [r for r in records(rule_files(settings)) if not r.endswith(long) and ":tile" not in r]
     else:
-        step, steps, job8 = 3600, 31 * 24, 10 * 86400.0
-        names = [r for r in records() if any(r.endswith(w) for w in ("1d", "7d", "30d"))]
+        settings, step, steps, job8 = Settings(tile="1h"), 3600, 31 * 24, 10 * 86400.0
+        names = [r for r in records(rule_files(settings)) if r.endswith(long) or ":tile" in r]
     fs = facts(job8)
-    built = cases(names, fs, float(step * steps), f"{step}s", steps)
+    built = cases(names, fs, float(step * steps), seconds(settings.tile))
     assert set(built["modelled"]) == set(names), f"not modelled: {set(names) - set(built['modelled'])}"
-    for name, content in rule_files().items():
+    files = rule_files(settings)
+    for name, content in files.items():
         (tmp_path / name).write_text(render(content))
     body = {"rule_files": ["gpu-carbon-recording.yml"], "evaluation_interval": f"{step}s",
-            "group_eval_order": [g["name"] for g in rule_files()["gpu-carbon-recording.yml"]["groups"]],
+            "group_eval_order": [g["name"] for g in files["gpu-carbon-recording.yml"]["groups"]],
             "tests": [{"interval": f"{step}s", "input_series": input_series(fs, step, steps),
                        "promql_expr_test": built["tests"]}]}
     promtool_test(tmp_path, f"{span}_test.yml", body)
@@ -108,10 +116,12 @@ def test_committed_budget_rules_and_promtool_cases_are_generated(tmp_path):
     import budget_cases
 
     assert main(["rules", "--out", str(tmp_path), "--budgets", str(PROMTOOL_TESTS / "budgets.yml")]) == 0
-    assert (PROMTOOL_TESTS / "rules" / "gpu-carbon-budgets.yml").read_text() == \
-        (tmp_path / "gpu-carbon-budgets.yml").read_text(), "regenerate: see prometheus/tests/budgets.yml"
+    committed = sorted(p.name for p in (PROMTOOL_TESTS / "rules").iterdir())
+    assert committed == sorted(p.name for p in tmp_path.iterdir())
+    for name in committed:
+        assert (PROMTOOL_TESTS / "rules" / name).read_text() == (tmp_path / name).read_text(), \
+            "regenerate: see prometheus/tests/budgets.yml"
     assert (PROMTOOL_TESTS / "budgets_test.yml").read_text() == budget_cases.render()
-    assert (PROMTOOL_TESTS / "budgets_long_test.yml").read_text() == budget_cases.render_long()
     assert (PROMTOOL_TESTS / "alerts_test.yml").read_text() == alert_cases.render()
 
 
@@ -121,3 +131,11 @@ def test_the_example_budgets_generate_valid_rules(tmp_path):
     check = subprocess.run([promtool, "check", "rules", str(tmp_path / "gpu-carbon-budgets.yml")],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_the_example_prometheus_and_alertmanager_configurations_are_valid():
+    promtool, amtool = require_binary("promtool"), require_binary("amtool")
+    for argv in ([promtool, "check", "config", str(ROOT / "prometheus" / "prometheus.yml")],
+                 [amtool, "check-config", str(ROOT / "prometheus" / "alertmanager.yml")]):
+        run = subprocess.run(argv, capture_output=True, text=True)
+        assert run.returncode == 0 and "SUCCESS" in run.stdout, run.stdout + run.stderr

@@ -31,10 +31,10 @@ def _exporter(s: Settings) -> list[dict]:
               "service discovery.",
               "15m"),
         alert(s, "GpuCarbonScrapeSlow",
-              f"scrape_duration_seconds{{{sel}}} > {0.8 * seconds(s.scrape_interval):g}", "warning",
-              "Scraping gpu-carbon-exporter takes most of the scrape interval.",
+              f"scrape_duration_seconds{{{sel}}} > {0.8 * seconds(s.scrape_timeout):g}", "warning",
+              "Scraping gpu-carbon-exporter takes most of the scrape timeout.",
               f"Scraping {{{{ $labels.instance }}}} on {WHERE} took {{{{ $value | humanizeDuration }}}}, "
-              f"over 80 % of the {s.scrape_interval} interval.", "15m"),
+              f"over 80 % of the {s.scrape_timeout} scrape timeout.", "15m"),
     ]
 
 
@@ -44,7 +44,9 @@ def _collectors(s: Settings) -> list[dict]:
               "A gpu-carbon-exporter collector is failing.",
               f"Collector {{{{ $labels.collector }}}} on {WHERE} reached none of its devices in its last run.", "10m"),
         alert(s, "GpuCarbonSamplerStale",
-              f"gpu_carbon_collector_last_run_age_seconds > {s.sampler_stale_seconds:g}", "critical",
+              # Only collectors that ran: a source that never opened reports an ever-growing age.
+              f"gpu_carbon_collector_last_run_age_seconds > {s.sampler_stale_seconds:g} "
+              "and gpu_carbon_collector_success == 1", "critical",
               "The gpu-carbon-exporter sampler is stuck.",
               f"Collector {{{{ $labels.collector }}}} on {WHERE} last ran {{{{ $value | humanizeDuration }}}} ago.",
               "5m"),
@@ -65,7 +67,7 @@ def _collectors(s: Settings) -> list[dict]:
               # emission, embodied and water counters share theirs), and a lost state resets them all.
               f'{by(NODE)} (resets({{__name__=~"gpu_carbon_(gpu|board|rail|cpu|node)_energy_joules_total"}}[1h])) > 0',
               "warning", "gpu-carbon-exporter energy counters went backwards.",
-              f"{{{{ $value }}}} counters of {WHERE} reset in the last hour: the exporter lost its state "
+              f"{{{{ $value }}}} counter resets on {WHERE} in the last hour: the exporter lost its state "
               "(no state.path, or a damaged or foreign state file).", None),
     ]
 

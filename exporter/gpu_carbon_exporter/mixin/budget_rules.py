@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from .alerts import alert
 from .budgets import Budget
-from .recording import job_window, node_window, power_group, scope_window, window_groups
+from .recording import (
+    job_tile, job_window, node_tile, node_window, power_group, scope_tile, scope_window, tiled_window, window_groups,
+)
 from .settings import Settings, seconds
 
 INFO_SCOPES = ("team", "account", "namespace", "user")
@@ -31,31 +33,40 @@ def lookbacks(b: Budget, s: Settings) -> list[str]:
 
 
 def tiers(b: Budget, s: Settings) -> list[tuple[str, str, float]]:
-    return [t for t in s.burn_rate_tiers if seconds(t[0]) <= seconds(b.window)]
+    """The tiers that can warn before the budget is used up: burning ``factor`` times the sustainable
+    rate over the long window spends less than the whole budget (a 1-day budget keeps only 1h/5m)."""
+    return [t for t in s.burn_rate_tiers if seconds(t[0]) * t[2] < seconds(b.window)]
 
 
-def _usage_rules(scope: str, quantity: str, L: str, s: Settings) -> list[dict]:
-    """The rules behind ``scope``'s usage over ``L`` (node rules with their site and fleet sums)."""
+def _usage_rules(scope: str, quantity: str, L: str, s: Settings) -> list[tuple[str, dict]]:
+    """(group, rule) pairs behind ``scope``'s usage over ``L``; group is "tile", "fast" or "long"."""
     metric = METRIC[(_family(scope), quantity)]
+    group = "long" if seconds(L) >= 86400 else "fast"
+    tile = s.tile if s.tiled(L) else None
     if _family(scope) == "node":
-        return node_window(metric, L)
+        tiles = [("tile", node_tile(metric, s.tile))] if tile else []
+        return tiles + [(group, r) for r in node_window(metric, L, tile)]
+    if tile:
+        first = scope_tile(scope, metric, s.tile) if scope in INFO_SCOPES else job_tile(metric, s.tile)
+        return [("tile", first), (group, tiled_window(scope, metric, L, s.tile))]
     if scope in INFO_SCOPES:
-        return [scope_window(scope, metric, f"increase{L}", recorded=s.records_jobs(L))]
-    return [job_window(metric, L)]
+        return [(group, scope_window(scope, metric, f"increase{L}", recorded=s.records_jobs(L)))]
+    return [(group, job_window(metric, L))]
 
 
 def usage_groups(budgets: list[Budget], s: Settings) -> list[dict]:
     """Usage windows the budgets need and the base rule file does not record already."""
     seen = {r["record"] for g in (power_group(s), *window_groups(s)) for r in g["rules"]}
     needed = {(b.scope, b.quantity, L) for b in budgets for L in lookbacks(b, s)}
-    fast, long = [], []
+    groups: dict[str, list[dict]] = {"fast": [], "tile": [], "long": []}
     for scope, quantity, L in sorted(needed, key=lambda k: (seconds(k[2]), k)):
-        for rule in _usage_rules(scope, quantity, L, s):
+        for group, rule in _usage_rules(scope, quantity, L, s):
             if rule["record"] not in seen:
                 seen.add(rule["record"])
-                (long if seconds(L) >= 86400 else fast).append(rule)
-    return [{"name": "gpu_carbon_budget_usage", "rules": fast},
-            {"name": "gpu_carbon_budget_usage_long", "interval": s.long_interval, "rules": long}]
+                groups[group].append(rule)
+    return [{"name": "gpu_carbon_budget_usage", "rules": groups["fast"]},
+            {"name": "gpu_carbon_budget_tiles", "interval": s.tile, "rules": groups["tile"]},
+            {"name": "gpu_carbon_budget_usage_long", "interval": s.long_interval, "rules": groups["long"]}]
 
 
 def _per_budget(b: Budget, s: Settings) -> list[dict]:
@@ -90,7 +101,7 @@ def _alerts(budgets: list[Budget], s: Settings) -> list[dict]:
               f"{DESCRIBE} has used {{{{ $value | humanizePercentage }}}} of its limit.", s.budget_for),
     ]
     for long, short, factor in s.burn_rate_tiers:
-        if not any(seconds(long) <= seconds(b.window) for b in budgets):
+        if not any((long, short, factor) in tiers(b, s) for b in budgets):
             continue
         rule = alert(
             s, "GpuCarbonBudgetBurnRate",

@@ -58,6 +58,13 @@ def _zone_rates(w: str) -> list[Rule]:
     return rules
 
 
+def job_labels(scope: str, source: str, window: str | None = None) -> str:
+    """A join table: one ``scope`` label per job, even where the job's labels changed within the
+    window or two nodes disagree (a many-to-many join would fail every team's rule at once)."""
+    series = f"last_over_time({source}[{window}])" if window else source
+    return f"topk by ({', '.join(JOB)}) (1, max by ({', '.join((*JOB, scope))}) ({series}))"
+
+
 def _job_rates(w: str) -> list[Rule]:
     info_labels = ", ".join((*JOB, *JOB_INFO_LABELS))
     rules = [
@@ -70,8 +77,8 @@ def _job_rates(w: str) -> list[Rule]:
         _r(JOB_INFO, f"max by ({info_labels}) (topk by ({', '.join(JOB)}) (1, gpu_carbon_job_info))"),
     ]
     for metric in ("gpu_carbon_job_power_watts", "gpu_carbon_job_emission_rate_grams_per_second"):
-        rules.append(_r(f"team:{metric}:sum_rate{w}",
-                        f"sum by (cluster, team) (job:{metric}:sum_rate{w} * {on(JOB)} group_left (team) {JOB_INFO})"))
+        rules.append(_r(f"team:{metric}:sum_rate{w}", f"sum by (cluster, team) (job:{metric}:sum_rate{w} * "
+                                                      f"{on(JOB)} group_left (team) {job_labels('team', JOB_INFO)})"))
     return rules
 
 
@@ -135,14 +142,37 @@ def scope_window(scope: str, metric: str, ops: str, recorded: bool = True) -> Ru
     read the job-level rule; else compute the jobs' windows inline, recording none per job."""
     W = ops.removeprefix("increase")
     jobs = f"job:{metric}:{ops}" if recorded else f"({_job_window_exprs(W)[metric]})"
-    info = f"last_over_time({JOB_INFO}[{W}])"
-    return _r(f"{scope}:{metric}:{ops}",
-              f"sum by (cluster, {scope}) ({jobs} * {on(JOB)} group_left ({scope}) {info})")
+    return _r(f"{scope}:{metric}:{ops}", f"sum by (cluster, {scope}) ({jobs} * {on(JOB)} group_left ({scope}) "
+                                         f"{job_labels(scope, JOB_INFO, W)})")
 
 
-def node_window(metric: str, W: str) -> list[Rule]:
-    """``node:<metric>:increase<W>`` for a metric of ``_node_window_exprs``, with its site and fleet sums."""
-    return [_r(f"node:{metric}:increase{W}", _node_window_exprs(W)[metric]), *_rollups(metric, f"increase{W}")]
+def scope_tile(scope: str, metric: str, tile: str) -> Rule:
+    """``scope``'s increase over the last tile, its jobs joined to the exposed job_info of that tile
+    (raw series only: promtool can backfill tiles in one pass)."""
+    return _r(f"{scope}:{metric}:tile{tile}",
+              f"sum by (cluster, {scope}) (({_job_window_exprs(tile)[metric]}) * {on(JOB)} group_left ({scope}) "
+              f"{job_labels(scope, 'gpu_carbon_job_info', tile)})")
+
+
+def job_tile(metric: str, tile: str) -> Rule:
+    return _r(f"job:{metric}:tile{tile}", _job_window_exprs(tile)[metric])
+
+
+def node_tile(metric: str, tile: str) -> Rule:
+    return _r(f"node:{metric}:tile{tile}", _node_window_exprs(tile)[metric])
+
+
+def tiled_window(level: str, metric: str, W: str, tile: str) -> Rule:
+    """The sum of the tiles that ended within the last ``W`` (so up to one tile more than ``W``)."""
+    return _r(f"{level}:{metric}:increase{W}", f"sum_over_time({level}:{metric}:tile{tile}[{W}])")
+
+
+def node_window(metric: str, W: str, tile: str | None = None) -> list[Rule]:
+    """``node:<metric>:increase<W>`` for a metric of ``_node_window_exprs`` (from tiles if ``tile``),
+    with its site and fleet sums."""
+    node = tiled_window("node", metric, W, tile) if tile else _r(f"node:{metric}:increase{W}",
+                                                                   _node_window_exprs(W)[metric])
+    return [node, *_rollups(metric, f"increase{W}")]
 
 
 def _total(level: str, prefix: str, W: str) -> Rule:
@@ -155,9 +185,15 @@ def _job_windows(W: str) -> list[Rule]:
     return [job_window(m, W) for m in _job_window_exprs(W)] + [_total("job", "gpu_carbon_job_", W)]
 
 
-def _team_windows(W: str, recorded: bool) -> list[Rule]:
-    rules = [scope_window("team", f"gpu_carbon_job_{m}", f"increase{W}", recorded)
-             for m in ("energy_kwh", "emissions_grams", "embodied_emissions_grams", "water_liters", "gpu_hours")]
+TEAM_METRICS = tuple(f"gpu_carbon_job_{m}" for m in ("energy_kwh", "emissions_grams", "embodied_emissions_grams",
+                                                      "water_liters", "gpu_hours"))
+
+
+def _team_windows(W: str, s: Settings) -> list[Rule]:
+    if s.tiled(W):
+        rules = [tiled_window("team", m, W, s.tile) for m in TEAM_METRICS]
+    else:
+        rules = [scope_window("team", m, f"increase{W}", s.records_jobs(W)) for m in TEAM_METRICS]
     rules.append(_total("team", "gpu_carbon_job_", W))
     energy, grams = f"team:gpu_carbon_job_energy_kwh:increase{W}", f"team:gpu_carbon_job_emissions_grams:increase{W}"
     rules.append(_r(f"team:gpu_carbon_job_energy_per_gpu_hour_kwh:ratio{W}",
@@ -167,8 +203,9 @@ def _team_windows(W: str, recorded: bool) -> list[Rule]:
     return rules
 
 
-def _node_windows(W: str) -> list[Rule]:
-    rules = [r for m in _node_window_exprs(W) for r in node_window(m, W)]
+def _node_windows(W: str, s: Settings) -> list[Rule]:
+    tile = s.tile if s.tiled(W) else None
+    rules = [r for m in _node_window_exprs(W) for r in node_window(m, W, tile)]
     total = _total("node", "gpu_carbon_", W)
     return rules + [total, *_rollups("gpu_carbon_total_emissions_grams", f"increase{W}")]
 
@@ -192,12 +229,20 @@ def _impact(W: str, s: Settings) -> list[Rule]:
 
 def window_rules(W: str, s: Settings) -> list[Rule]:
     jobs = _job_windows(W) if s.records_jobs(W) else []
-    return jobs + _team_windows(W, s.records_jobs(W)) + _node_windows(W) + _impact(W, s)
+    return jobs + _team_windows(W, s) + _node_windows(W, s) + _impact(W, s)
+
+
+def tile_group(s: Settings) -> dict:
+    """Increases over one tile, every tile: what the windows longer than a day sum up."""
+    rules = [node_tile(m, s.tile) for m in _node_window_exprs(s.tile)]
+    rules += [scope_tile("team", m, s.tile) for m in TEAM_METRICS]
+    return {"name": "gpu_carbon_tiles", "interval": s.tile, "rules": rules}
 
 
 def window_groups(s: Settings) -> list[dict]:
     """Short windows at the global interval; 1d and longer in their own, slower group."""
     short = [r for W in s.short_windows() for r in window_rules(W, s)]
     long = [r for W in s.long_windows() for r in window_rules(W, s)]
-    return [{"name": "gpu_carbon_windows", "rules": short},
+    tiles = [tile_group(s)] if any(s.tiled(W) for W in s.windows) else []
+    return [{"name": "gpu_carbon_windows", "rules": short}, *tiles,
             {"name": "gpu_carbon_windows_long", "interval": s.long_interval, "rules": long}]

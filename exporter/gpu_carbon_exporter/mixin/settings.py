@@ -44,6 +44,9 @@ class Settings:
     # series for every job of the last 30 days: docs/scale.md).
     job_windows: tuple[str, ...] = ("1h", "1d")
     long_interval: str = "2m"  # the 1d/7d/30d group; under Prometheus's 5-m lookback so readers see it
+    # Windows longer than a day are sums of tiles: increases over `tile`, recorded every `tile`
+    # (docs/rules.md). A raw 30-day increase() would read every sample of every GPU each time.
+    tile: str = "5m"
     impact_weights: ImpactWeights = field(default_factory=ImpactWeights)
     warning_share: float = 0.8
     budget_for: str = "5m"
@@ -51,7 +54,7 @@ class Settings:
     burn_rate_tiers: tuple[tuple[str, str, float], ...] = (
         ("1h", "5m", 14.4), ("6h", "30m", 6.0), ("1d", "2h", 3.0), ("3d", "6h", 1.0))
     forecast_trend: str = "1h"
-    scrape_interval: str = "15s"
+    scrape_timeout: str = "10s"  # Prometheus's default: a scrape cannot last longer
     sampler_stale_seconds: float = 60.0
     intensity_stale_seconds: float = 3 * 3600.0
     power_limit_share: float = 0.98  # "at the limit" (info)
@@ -64,6 +67,10 @@ class Settings:
 
     def short_windows(self) -> tuple[str, ...]:
         return tuple(w for w in self.windows if seconds(w) < 86400)
+
+    def tiled(self, window: str) -> bool:
+        """Whether a window is a sum of tiles (longer than a day) rather than an increase() of raw counters."""
+        return seconds(window) > 86400
 
     def records_jobs(self, window: str) -> bool:
         """Whether ``job:…:increase<window>`` rules are in the base rule file."""
