@@ -96,3 +96,28 @@ def test_job_counters_survive_a_restart(clock, tmp_path):
     after = {j.job.id: j.energy_allocated_j for j in meter2.snapshot.attribution.jobs}
     assert set(before) <= set(after) and all(after[k] >= before[k] for k in before)
     assert after["102"] == pytest.approx(before["102"], rel=1e-9)
+
+
+def test_gpu_seconds_split_shared_gpus_equally_and_mig_by_share_and_survive_a_restart(clock, tmp_path):
+    from gpu_carbon_exporter.collector import SnapshotCollector
+
+    store = StateStore(tmp_path / "state.json")
+    meter, _ = make(clock, state=store)
+    meter.open()
+    meter.sample()
+    run(meter, clock, 30)
+    meter.stop()
+    meter, _ = make(clock, state=store)
+    meter.open()
+    meter.sample()
+    run(meter, clock, 30)
+    held = {j.job.id: j.gpu_seconds for j in meter.snapshot.attribution.jobs}
+    # 101 alone on GPU 0 for 35 s; 102 and 103 share GPU 1 for 60 s; 104 and 105 each on one of
+    # GPU 2's two MIG instances (half its SMs) for 60 s and 20 s; 106 alone 10 s; 107 alone 30 s.
+    # The restart at 30 s (the clock does not move while it restarts) loses none of it.
+    want = {"101": 35.0, "102": 30.0, "103": 30.0, "104": 30.0, "105": 10.0, "106": 10.0, "107": 30.0}
+    assert held == pytest.approx(want, abs=1e-6)
+    text = "".join(f"{s.name}{s.labels} {s.value}\n" for m in SnapshotCollector(lambda: meter.snapshot, clock=clock).collect()
+                   for s in m.samples
+                   if s.name == "gpu_carbon_job_gpu_seconds_total")
+    assert "'job_id': '101'" in text and text.count("\n") == len(want)
