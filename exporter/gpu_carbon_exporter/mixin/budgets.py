@@ -137,7 +137,11 @@ def _setting_problem(key: str, value: Any, default: Any) -> str | None:
         return None if ok else "expected a list of durations such as 1h, 1d"
     if isinstance(default, str) and DURATION.match(default):
         ok = isinstance(value, str) and (DURATION.match(value) or (key.endswith("_for") and value == "0s"))
-        return None if ok else f"expected a duration such as 5m, got {value!r}"
+        if not ok:
+            return f"expected a duration such as 5m, got {value!r}"
+        if key == "long_interval" and seconds(value) >= 300:
+            return f"must be under Prometheus's 5-minute lookback, or readers of the long windows see gaps; got {value}"
+        return None
     if key == "burn_rate_severity":
         return None if value in SEVERITIES else f"expected one of {', '.join(SEVERITIES)}, got {value!r}"
     if isinstance(default, float):
