@@ -41,7 +41,8 @@ def tiers(b: Budget, s: Settings) -> list[tuple[str, str, float]]:
 def _usage_rules(scope: str, quantity: str, L: str, s: Settings) -> list[tuple[str, dict]]:
     """(group, rule) pairs behind ``scope``'s usage over ``L``; group is "tile", "fast" or "long"."""
     metric = METRIC[(_family(scope), quantity)]
-    group = "long" if seconds(L) >= 86400 else "fast"
+    # Burn-rate windows of an hour and more need no 15-s freshness: the slower group keeps them cheap.
+    group = "long" if seconds(L) >= 3600 else "fast"
     tile = s.tile if s.tiled(L) else None
     if _family(scope) == "node":
         tiles = [("tile", node_tile(metric, s.tile))] if tile else []
