@@ -139,7 +139,8 @@ def _measure(tmp: Path, cfg: str, seconds: float, nodes: int, server: Fleet) -> 
             "rss_mb": val('process_resident_memory_bytes{job="self"}') / 1e6,
             "samples_per_s": val("rate(prometheus_tsdb_head_samples_appended_total[1m])"),
             "cpu_pct": 100 * val('rate(process_cpu_seconds_total{job="self"}[1m])'),
-            "series_per_node": val('count({job="gpu-carbon"}) / count(up{job="gpu-carbon"})'),
+            # the targets' own series (recording rules keeping the job label, and ALERTS, are not theirs)
+            "series_per_node": val('count({job="gpu-carbon", __name__!~".*:.*|ALERTS.*"}) / count(up{job="gpu-carbon"})'),
         }
     finally:
         proc.terminate()
