@@ -110,7 +110,6 @@ def test_a_30_day_budget_on_backfilled_history(tmp_path):
     assert usage == pytest.approx(want["nlp"], rel=0.01)
     assert vision == pytest.approx(want["vision"], rel=0.01)
     assert usage > 20_000  # over the budget only with the job that ended 29 days ago (~6 kg)
-    # One tile more than the window at most (docs/rules.md): 5 min of a 600-W GPU at 380 g/kWh x 1.2.
     assert alerts and alerts[0]["state"] == "firing" and alerts[0]["labels"]["team"] == "nlp"
 
 

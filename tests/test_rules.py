@@ -109,6 +109,8 @@ def test_every_alert_has_a_promtool_case_that_fires_and_one_that_must_not():
     for name in alerts() | {"GpuCarbonBudgetExceeded", "GpuCarbonBudgetWarning", "GpuCarbonBudgetBurnRate",
                             "GpuCarbonBudgetExhaustionForecast"}:
         assert text.count(f"alertname: {name}") >= 2, f"{name}: needs a firing and a silent case"
+    for long, short, _ in Settings().burn_rate_tiers:  # every tier fires somewhere (silent ones: exp_alerts [])
+        assert f"tier: {long}/{short}" in text, f"burn-rate tier {long}/{short} never fires in a promtool case"
 
 
 def test_committed_budget_rules_and_promtool_cases_are_generated(tmp_path):

@@ -1,6 +1,8 @@
 """Rules and alerts for a list of budgets (see budgets.py for the file format)."""
 from __future__ import annotations
 
+import re
+
 from .alerts import alert
 from .budgets import Budget
 from .recording import (
@@ -38,8 +40,9 @@ def tiers(b: Budget, s: Settings) -> list[tuple[str, str, float]]:
     return [t for t in s.burn_rate_tiers if seconds(t[0]) * t[2] < seconds(b.window)]
 
 
-def _usage_rules(scope: str, quantity: str, L: str, s: Settings) -> list[tuple[str, dict]]:
-    """(group, rule) pairs behind ``scope``'s usage over ``L``; group is "tile", "fast" or "long"."""
+def _usage_rules(scope: str, quantity: str, L: str, match: str, s: Settings) -> list[tuple[str, dict]]:
+    """(group, rule) pairs behind ``scope``'s usage over ``L``; group is "tile", "fast" or "long".
+    ``match``: a regex of the job ids of job-scope budgets (tiles are recorded for those jobs only)."""
     metric = METRIC[(_family(scope), quantity)]
     # Burn-rate windows of an hour and more need no 15-s freshness: the slower group keeps them cheap.
     group = "long" if seconds(L) >= 3600 else "fast"
@@ -48,7 +51,7 @@ def _usage_rules(scope: str, quantity: str, L: str, s: Settings) -> list[tuple[s
         tiles = [("tile", node_tile(metric, s.tile))] if tile else []
         return tiles + [(group, r) for r in node_window(metric, L, tile)]
     if tile:
-        first = scope_tile(scope, metric, s.tile) if scope in INFO_SCOPES else job_tile(metric, s.tile)
+        first = scope_tile(scope, metric, s.tile) if scope in INFO_SCOPES else job_tile(metric, s.tile, match)
         return [("tile", first), (group, tiled_window(scope, metric, L, s.tile))]
     if scope in INFO_SCOPES:
         return [(group, scope_window(scope, metric, f"increase{L}", recorded=s.records_jobs(L)))]
@@ -57,13 +60,15 @@ def _usage_rules(scope: str, quantity: str, L: str, s: Settings) -> list[tuple[s
 
 def usage_groups(budgets: list[Budget], s: Settings) -> list[dict]:
     """Usage windows the budgets need and the base rule file does not record already."""
-    seen = {r["record"] for g in (power_group(s), *window_groups(s)) for r in g["rules"]}
+    seen = {(r["record"], r["expr"]) for g in (power_group(s), *window_groups(s)) for r in g["rules"]}
     needed = {(b.scope, b.quantity, L) for b in budgets for L in lookbacks(b, s)}
+    # A regex inside a PromQL string: re.escape's backslashes are doubled for the string literal.
+    jobs = "|".join(sorted(re.escape(b.match).replace("\\", "\\\\") for b in budgets if b.scope == "job"))
     groups: dict[str, list[dict]] = {"fast": [], "tile": [], "long": []}
     for scope, quantity, L in sorted(needed, key=lambda k: (seconds(k[2]), k)):
-        for group, rule in _usage_rules(scope, quantity, L, s):
-            if rule["record"] not in seen:
-                seen.add(rule["record"])
+        for group, rule in _usage_rules(scope, quantity, L, jobs, s):
+            if (rule["record"], rule["expr"]) not in seen:
+                seen.add((rule["record"], rule["expr"]))
                 groups[group].append(rule)
     return [{"name": "gpu_carbon_budget_usage", "rules": groups["fast"]},
             {"name": "gpu_carbon_budget_tiles", "interval": s.tile, "rules": groups["tile"]},

@@ -154,8 +154,11 @@ def scope_tile(scope: str, metric: str, tile: str) -> Rule:
               f"{job_labels(scope, 'gpu_carbon_job_info', tile)})")
 
 
-def job_tile(metric: str, tile: str) -> Rule:
-    return _r(f"job:{metric}:tile{tile}", _job_window_exprs(tile)[metric])
+def job_tile(metric: str, tile: str, job_ids: str) -> Rule:
+    """The tiles of the jobs ``job_ids`` (a regex) only: budgets on single jobs read them, and tiles
+    of every job would keep a month of per-job series."""
+    expr = _job_window_exprs(tile)[metric].replace("_total{", f'_total{{job_id=~"{job_ids}",')
+    return _r(f"job:{metric}:tile{tile}", expr)
 
 
 def node_tile(metric: str, tile: str) -> Rule:
