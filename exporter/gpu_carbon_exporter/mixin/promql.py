@@ -31,15 +31,21 @@ def on(labels: Iterable[str]) -> str:
     return f"on ({', '.join(labels)})"
 
 
-def cpu_accounted(fn: str, window: str) -> str:
+def _sel(metric: str, matchers: str) -> str:
+    return f"{metric}{{{matchers}}}" if matchers else metric
+
+
+def cpu_accounted(fn: str, window: str, matchers: str = "") -> str:
     """CPU zones that are accounted (those with an emissions counter), never core inside package."""
-    return f"({fn}({CPU_ENERGY}[{window}]) and ignoring (method) {CPU_GRAMS})"
+    return f"({fn}({_sel(CPU_ENERGY, matchers)}[{window}]) and ignoring (method) {_sel(CPU_GRAMS, matchers)})"
 
 
-def accounted_energy(fn: str, window: str) -> str:
-    """``fn`` (rate or increase) of every accounted device's energy: GPUs, boards, CPUs, node rest."""
-    return (f'{fn}({{__name__=~"gpu_carbon_(gpu|board)_energy_joules_total"}}[{window}])'
-            f" or {cpu_accounted(fn, window)} or {fn}({NODE_REST_ENERGY}[{window}])")
+def accounted_energy(fn: str, window: str, matchers: str = "") -> str:
+    """``fn`` (rate or increase) of every accounted device's energy: GPUs, boards, CPUs, node rest.
+    ``matchers``: label matchers added to every selector (dashboards filter by target labels)."""
+    extra = f", {matchers}" if matchers else ""
+    return (f'{fn}({{__name__=~"gpu_carbon_(gpu|board)_energy_joules_total"{extra}}}[{window}])'
+            f" or {cpu_accounted(fn, window, matchers)} or {fn}({_sel(NODE_REST_ENERGY, matchers)}[{window}])")
 
 
 def zero_if_absent(expr: str, like: str) -> str:

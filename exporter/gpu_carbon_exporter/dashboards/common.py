@@ -1,0 +1,57 @@
+"""Shared pieces of the dashboards: the datasource and target-label variables, and panels that
+always carry a datasource, a unit and a description (grafana-foundation-sdk builders)."""
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard, prometheus, stat, table, timeseries
+from grafana_foundation_sdk.models.dashboard import DataSourceRef, GridPos, VariableRefresh
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
+DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
+TARGETS = 'cluster=~"$cluster", site=~"$site"'  # every fleet query filters by these
+NODES = TARGETS + ', node=~"$node"'
+
+
+def variables(board: dashboard.Dashboard, node: bool = True) -> dashboard.Dashboard:
+    """The ``datasource`` variable (no ``__inputs``: files provision and import as they are) and the
+    target labels, multi-valued with All (``.*``, so a label a target does not carry matches)."""
+    board = board.with_variable(dashboard.DatasourceVariable("datasource").label("Prometheus").type("prometheus"))
+    specs = [("cluster", "label_values(gpu_carbon_build_info, cluster)"),
+             ("site", 'label_values(gpu_carbon_build_info{cluster=~"$cluster"}, site)')]
+    if node:
+        specs.append(("node", 'label_values(gpu_carbon_build_info{cluster=~"$cluster", site=~"$site"}, node)'))
+    for name, query in specs:
+        board = board.with_variable(
+            dashboard.QueryVariable(name).label(name.capitalize()).datasource(DS).query(query)
+            .multi(True).include_all(True).all_value(".*").refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
+    return board
+
+
+def query(expr: str, legend: str = "", instant: bool = False, ref: str = "A") -> prometheus.Dataquery:
+    q = prometheus.Dataquery().expr(expr).ref_id(ref).legend_format(legend)
+    return q.instant() if instant else q.range()
+
+
+def _place(panel, x: int, y: int, w: int, h: int):
+    return panel.grid_pos(GridPos(h=h, w=w, x=x, y=y))
+
+
+def stat_panel(title: str, description: str, expr: str, unit: str, pos: tuple[int, int, int, int],
+               decimals: int | None = None) -> stat.Panel:
+    p = stat.Panel().title(title).description(description).datasource(DS).unit(unit)
+    p = p.with_target(query(expr, instant=True))
+    if decimals is not None:
+        p = p.decimals(decimals)
+    return _place(p, *pos)
+
+
+def series_panel(title: str, description: str, exprs: list[tuple[str, str]], unit: str,
+                 pos: tuple[int, int, int, int]) -> timeseries.Panel:
+    p = timeseries.Panel().title(title).description(description).datasource(DS).unit(unit)
+    for i, (expr, legend) in enumerate(exprs):
+        p = p.with_target(query(expr, legend, ref=chr(ord("A") + i)))
+    return _place(p, *pos)
+
+
+def table_panel(title: str, description: str, expr: str, unit: str, pos: tuple[int, int, int, int]) -> table.Panel:
+    p = table.Panel().title(title).description(description).datasource(DS).unit(unit)
+    return _place(p.with_target(query(expr, instant=True).format(PromQueryFormat.TABLE)), *pos)

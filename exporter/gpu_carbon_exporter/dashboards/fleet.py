@@ -1,0 +1,91 @@
+"""Datacenter fleet: what the fleet draws and emits now, where, at what intensity; who spent the
+carbon; how much was idle waste; which budgets burn."""
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard
+
+from ..mixin.promql import ALL_GRAMS, accounted_energy
+from .common import NODES, TARGETS, series_panel, stat_panel, table_panel, variables
+
+UID = "gpu-carbon-fleet"
+TITLE = "GPU carbon / Datacenter fleet"
+
+
+def _range_kwh() -> str:
+    # Totals over the dashboard range: increase() of the counters as an instant query over [$__range].
+    return f'sum({accounted_energy("increase", "$__range", TARGETS)}) / 3.6e6'
+
+
+def panels() -> list:
+    now = [
+        stat_panel("Power now", "Every accounted device (GPUs, boards, accounted CPU zones, the rest of each node), "
+                   "from the energy counters' 5-minute rate (node:gpu_carbon_power_watts:sum_rate5m).",
+                   f"sum(node:gpu_carbon_power_watts:sum_rate5m{{{TARGETS}}})", "watt", (0, 0, 4, 4)),
+        stat_panel("Emission rate", "Operational CO₂e per hour at the grid intensity in force, PUE included "
+                   "(node:gpu_carbon_emission_rate_grams_per_second:sum_rate5m × 3600).",
+                   f"sum(node:gpu_carbon_emission_rate_grams_per_second:sum_rate5m{{{TARGETS}}}) * 3600",
+                   "suffix: g CO₂e/h", (4, 0, 4, 4)),
+        stat_panel("Energy, dashboard range", "increase() of every accounted energy counter over the dashboard's "
+                   "time range, in kWh.", _range_kwh(), "kwatth", (8, 0, 4, 4), 2),
+        stat_panel("Emissions, dashboard range", "increase() of every emissions counter over the dashboard's "
+                   "time range (operational, PUE included), in kg CO₂e.",
+                   f'sum(increase({ALL_GRAMS[:-1]}, {TARGETS}}}[$__range])) / 1000', "suffix: kg CO₂e",
+                   (12, 0, 4, 4), 3),
+        stat_panel("GPUs up", "GPUs answering NVML (gpu_carbon_gpu_up) out of all known.",
+                   f"sum(gpu_carbon_gpu_up{{{TARGETS}}}) / count(gpu_carbon_gpu_up{{{TARGETS}}})", "percentunit",
+                   (16, 0, 4, 4)),
+        stat_panel("GPU utilisation", "Mean fraction of time a kernel ran, over the GPUs shown "
+                   "(gpu_carbon_gpu_utilization_ratio).",
+                   f"avg(gpu_carbon_gpu_utilization_ratio{{{TARGETS}}})", "percentunit", (20, 0, 4, 4)),
+    ]
+    windows = [
+        stat_panel(f"Energy, last {w}", f"fleet:gpu_carbon_energy_kwh:increase{w} summed over the fleets shown.",
+                   f'sum(site:gpu_carbon_energy_kwh:increase{w}{{{TARGETS}}})', "kwatth", (i * 4, 4, 4, 4), 1)
+        for i, w in enumerate(("1d", "7d", "30d"))
+    ] + [
+        stat_panel(f"CO₂e, last {w}", f"site:gpu_carbon_emissions_grams:increase{w} (operational) in kg.",
+                   f'sum(site:gpu_carbon_emissions_grams:increase{w}{{{TARGETS}}}) / 1000', "suffix: kg CO₂e",
+                   (12 + i * 4, 4, 4, 4), 1)
+        for i, w in enumerate(("1d", "7d", "30d"))
+    ]
+    over_time = [
+        series_panel("Power by node", "Accounted power per node (node:gpu_carbon_power_watts:sum_rate5m).",
+                     [(f"node:gpu_carbon_power_watts:sum_rate5m{{{NODES}}}", "{{node}}")], "watt", (0, 8, 12, 8)),
+        series_panel("Grid intensity by zone", "The intensity in force per zone and node "
+                     "(gpu_carbon_grid_intensity_grams_per_kwh); its source in the table beside.",
+                     [(f"gpu_carbon_grid_intensity_grams_per_kwh{{{NODES}}}", "{{zone}} ({{node}})")],
+                     "suffix: g/kWh", (12, 8, 12, 8)),
+    ]
+    who = [
+        table_panel("Teams by CO₂e, last 7 days", "team:gpu_carbon_job_emissions_grams:increase7d: the jobs' "
+                    "allocated operational emissions, by team.",
+                    "sort_desc(topk(10, team:gpu_carbon_job_emissions_grams:increase7d{cluster=~\"$cluster\"}))",
+                    "suffix: g CO₂e", (0, 16, 8, 8)),
+        table_panel("Jobs by CO₂e, last day", "job:gpu_carbon_job_emissions_grams:increase1d, the ten largest.",
+                    "sort_desc(topk(10, job:gpu_carbon_job_emissions_grams:increase1d{cluster=~\"$cluster\"}))",
+                    "suffix: g CO₂e", (8, 16, 8, 8)),
+        series_panel("Waste", "Share of GPU energy while no job held the GPU (allocated view) and idle energy "
+                     "(active view), last hour, per fleet.",
+                     [("fleet:gpu_carbon_gpu_unallocated_energy_ratio:rate1h", "unallocated {{fleet}}"),
+                      ("fleet:gpu_carbon_gpu_idle_energy_ratio:rate1h", "idle {{fleet}}")],
+                     "percentunit", (16, 16, 8, 8)),
+        table_panel("Budgets", "Each carbon or energy budget's usage over its window as a share of its limit "
+                    "(budget:gpu_carbon_budget_usage:ratio; empty without a budgets file).",
+                    "budget:gpu_carbon_budget_usage:ratio", "percentunit", (0, 24, 12, 8)),
+        stat_panel("Greenest window starts in", "Time until the lowest-intensity window of the forecast "
+                   "(gpu_carbon_grid_intensity_lowest_window_start_seconds; live providers with a forecast only).",
+                   f"min(gpu_carbon_grid_intensity_lowest_window_start_seconds{{{TARGETS}}})", "s",
+                   (12, 24, 6, 8)),
+        stat_panel("PUE", "The PUE applied to operational emissions (gpu_carbon_pue_ratio).",
+                   f"avg(gpu_carbon_pue_ratio{{{TARGETS}}})", "none", (18, 24, 6, 8), 2),
+    ]
+    return now + windows + over_time + who
+
+
+def build() -> dashboard.Dashboard:
+    board = (dashboard.Dashboard(TITLE).uid(UID).tags(["gpu-carbon"]).refresh("1m").time("now-24h", "now")
+             .description("Datacenter fleet: power, emissions, intensity, who spent the carbon, waste, budgets."))
+    board = variables(board)
+    for p in panels():
+        board = board.with_panel(p)
+    return board
