@@ -64,9 +64,9 @@ def test_every_documented_command_runs(doc, command, tmp_path):
         return
     if argv[0] == "gpu-carbon-exporter":
         args = [PLACEHOLDERS.get(a, a) for a in argv[1:]]
-        if args[:2] == ["rules", "--out"]:  # write where the test can look, not into the checkout
+        if args[0] in ("rules", "dashboards") and args[1] == "--out":  # write into tmp, not the checkout
             args[2] = str(tmp_path)
-        if args[0] not in ("check-config", "rules") and "--version" not in args and "--help" not in args:
+        if args[0] not in ("check-config", "rules", "dashboards") and "--version" not in args and "--help" not in args:
             assert "--simulate" in args, f"{doc}: {command}: needs a GPU; document a simulated form too"
             args += [] if "--once" in args else ["--once", "--once.duration", "0"]
         out = subprocess.run([sys.executable, "-m", "gpu_carbon_exporter", *args], cwd=ROOT, capture_output=True,
