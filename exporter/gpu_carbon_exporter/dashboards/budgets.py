@@ -1,0 +1,49 @@
+"""Carbon budgets: per budget, usage against the limit, burn rate per window, projected use and
+the budget alerts firing (the rules of `gpu-carbon-exporter rules --budgets FILE`)."""
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard
+
+from .common import DS, series_panel, table_panel, variables
+
+UID = "gpu-carbon-budgets"
+TITLE = "GPU carbon / Carbon budgets"
+SEL = 'budget=~"$budget"'
+
+
+def panels() -> list:
+    burn = [(f"budget:gpu_carbon_budget_burn_rate:ratio_increase{w}{{{SEL}}}", f"{{{{budget}}}} over {w}")
+            for w in ("1h", "6h", "1d", "3d")]
+    return [
+        table_panel("Budgets", "Each budget's usage over its rolling window as a share of its limit "
+                    "(budget:gpu_carbon_budget_usage:ratio).", f"budget:gpu_carbon_budget_usage:ratio{{{SEL}}}",
+                    "percentunit", (0, 0, 12, 8)),
+        table_panel("Firing budget alerts", "Budget alerts now firing (ALERTS): exceeded, warning, burn rate by "
+                    "tier, forecast. Empty while every budget is within bounds.",
+                    'ALERTS{alertname=~"GpuCarbonBudget.*", alertstate="firing"}', "none", (12, 0, 12, 8)),
+        series_panel("Usage and limit", "Usage over the budget's window (budget:gpu_carbon_budget_usage:increase) "
+                     "and its limit, in grams CO₂e or kWh as the budget counts (label quantity).",
+                     [(f"budget:gpu_carbon_budget_usage:increase{{{SEL}}}", "{{budget}} used ({{quantity}})"),
+                      (f"budget:gpu_carbon_budget_limit:value{{{SEL}}}", "{{budget}} limit")], "short",
+                     (0, 8, 12, 8)),
+        series_panel("Burn rate", "Usage over each look-back window relative to the sustainable rate (limit ÷ "
+                     "window): 1 spends the budget exactly in its window (budget:gpu_carbon_budget_burn_rate:…).",
+                     burn, "short", (12, 8, 12, 8)),
+        series_panel("Projected use", "predict_linear of the usage a quarter of the window ahead (at most a day; "
+                     "label horizon), against the limit.",
+                     [(f"budget:gpu_carbon_budget_usage:predict_linear{{{SEL}}}", "{{budget}} in {{horizon}}"),
+                      (f"budget:gpu_carbon_budget_limit:value{{{SEL}}}", "{{budget}} limit")], "short",
+                     (0, 16, 24, 8)),
+    ]
+
+
+def build() -> dashboard.Dashboard:
+    board = (dashboard.Dashboard(TITLE).uid(UID).tags(["gpu-carbon"]).refresh("1m").time("now-7d", "now")
+             .description("Carbon and energy budgets: usage, burn rate, projection, alerts."))
+    board = variables(board, node=False)
+    board = board.with_variable(dashboard.QueryVariable("budget").label("Budget").datasource(DS)
+                                .query("label_values(budget:gpu_carbon_budget_limit:value, budget)")
+                                .multi(True).include_all(True).all_value(".*"))
+    for p in panels():
+        board = board.with_panel(p)
+    return board

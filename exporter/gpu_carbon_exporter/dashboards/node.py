@@ -1,0 +1,55 @@
+"""Node / GPU: per-GPU power against its limit, temperature, utilisation, memory and clocks;
+the exporter's own health: collectors, sample age, counter resets, intensity provider errors."""
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard
+
+from .common import DS, NODES, series_panel, table_panel, variables
+
+UID = "gpu-carbon-node"
+TITLE = "GPU carbon / Node and GPU"
+GPU = NODES + ', gpu=~"$gpu"'
+LEGEND = "{{node}} GPU {{gpu}}"
+
+
+def panels() -> list:
+    return [
+        series_panel("GPU power and limit", "Power the driver reports (gpu_carbon_gpu_power_watts) and the enforced "
+                     "limit (gpu_carbon_gpu_power_limit_watts).",
+                     [(f"gpu_carbon_gpu_power_watts{{{GPU}}}", LEGEND),
+                      (f"gpu_carbon_gpu_power_limit_watts{{{GPU}}}", LEGEND + " limit")], "watt", (0, 0, 12, 8)),
+        series_panel("Utilisation", "Fraction of time a kernel ran (gpu_carbon_gpu_utilization_ratio).",
+                     [(f"gpu_carbon_gpu_utilization_ratio{{{GPU}}}", LEGEND)], "percentunit", (12, 0, 12, 8)),
+        series_panel("Temperature", "GPU temperature (gpu_carbon_gpu_temperature_celsius).",
+                     [(f"gpu_carbon_gpu_temperature_celsius{{{GPU}}}", LEGEND)], "celsius", (0, 8, 8, 8)),
+        series_panel("Memory used", "Device memory in use (gpu_carbon_gpu_memory_used_bytes).",
+                     [(f"gpu_carbon_gpu_memory_used_bytes{{{GPU}}}", LEGEND)], "bytes", (8, 8, 8, 8)),
+        series_panel("SM clock", "Streaming multiprocessor clock (gpu_carbon_gpu_sm_clock_hertz).",
+                     [(f"gpu_carbon_gpu_sm_clock_hertz{{{GPU}}}", LEGEND)], "hertz", (16, 8, 8, 8)),
+        table_panel("Collectors", "Whether each device source reached its devices in its last sample "
+                    "(gpu_carbon_collector_success, 1 = yes).", f"gpu_carbon_collector_success{{{NODES}}}",
+                    "none", (0, 16, 8, 8)),
+        series_panel("Sample age", "Seconds since each collector last ran (gpu_carbon_collector_last_run_age_seconds); "
+                     "it should stay near the sampling interval.",
+                     [(f"gpu_carbon_collector_last_run_age_seconds{{{NODES}}}", "{{node}} {{collector}}")], "s",
+                     (8, 16, 8, 8)),
+        table_panel("Counter resets", "Resets of the GPU energy counters over the dashboard range: 0 unless the "
+                    "exporter lost its state (resets(gpu_carbon_gpu_energy_joules_total[$__range])).",
+                    f"resets(gpu_carbon_gpu_energy_joules_total{{{GPU}}}[$__range])", "none", (16, 16, 8, 8)),
+        series_panel("Intensity provider errors", "Failed requests to a live intensity API per second, by reason "
+                     "(gpu_carbon_intensity_provider_errors_total); empty with a static intensity.",
+                     [(f"rate(gpu_carbon_intensity_provider_errors_total{{{NODES}}}[$__rate_interval])",
+                       "{{node}} {{provider}} {{reason}}")], "reqps", (0, 24, 24, 8)),
+    ]
+
+
+def build() -> dashboard.Dashboard:
+    board = (dashboard.Dashboard(TITLE).uid(UID).tags(["gpu-carbon"]).refresh("30s").time("now-6h", "now")
+             .description("One node's GPUs and the exporter's health."))
+    board = variables(board)
+    board = board.with_variable(dashboard.QueryVariable("gpu").label("GPU").datasource(DS)
+                                .query('label_values(gpu_carbon_gpu_info{cluster=~"$cluster", site=~"$site", '
+                                       'node=~"$node"}, gpu)').multi(True).include_all(True).all_value(".*"))
+    for p in panels():
+        board = board.with_panel(p)
+    return board
