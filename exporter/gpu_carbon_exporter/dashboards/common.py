@@ -3,7 +3,7 @@ always carry a datasource, a unit and a description (grafana-foundation-sdk buil
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard, prometheus, stat, table, timeseries
-from grafana_foundation_sdk.models.dashboard import DataSourceRef, GridPos, VariableRefresh
+from grafana_foundation_sdk.models.dashboard import DashboardLinkType, DataSourceRef, GridPos, VariableRefresh
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -55,3 +55,16 @@ def series_panel(title: str, description: str, exprs: list[tuple[str, str]], uni
 def table_panel(title: str, description: str, expr: str, unit: str, pos: tuple[int, int, int, int]) -> table.Panel:
     p = table.Panel().title(title).description(description).datasource(DS).unit(unit)
     return _place(p.with_target(query(expr, instant=True).format(PromQueryFormat.TABLE)), *pos)
+
+
+def link(title: str, uid: str) -> dashboard.DashboardLink:
+    """A link to another of these dashboards, carrying the time range and the variables."""
+    return (dashboard.DashboardLink(title).type(DashboardLinkType.LINK).url(f"/d/{uid}")
+            .include_vars(True).keep_time(True))
+
+
+def job_variable(name: str, label: str) -> dashboard.QueryVariable:
+    """A job picker (searchable in Grafana's dropdown), from the exposed job ids."""
+    return (dashboard.QueryVariable(name).label(label).datasource(DS)
+            .query('label_values(gpu_carbon_job_info{cluster=~"$cluster"}, job_id)')
+            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard
 
 from ..mixin.promql import ALL_GRAMS, accounted_energy
-from .common import NODES, TARGETS, series_panel, stat_panel, table_panel, variables
+from .common import NODES, TARGETS, link, series_panel, stat_panel, table_panel, variables
 
 UID = "gpu-carbon-fleet"
 TITLE = "GPU carbon / Datacenter fleet"
@@ -84,7 +84,9 @@ def panels() -> list:
 
 def build() -> dashboard.Dashboard:
     board = (dashboard.Dashboard(TITLE).uid(UID).tags(["gpu-carbon"]).refresh("1m").time("now-24h", "now")
-             .description("Datacenter fleet: power, emissions, intensity, who spent the carbon, waste, budgets."))
+             .description("Datacenter fleet: power, emissions, intensity, who spent the carbon, waste, budgets.")
+             .link(link("Node and GPU", "gpu-carbon-node")).link(link("Job", "gpu-carbon-job"))
+             .link(link("Budgets", "gpu-carbon-budgets")))
     board = variables(board)
     for p in panels():
         board = board.with_panel(p)

@@ -1,0 +1,59 @@
+"""Job: what job X cost — energy, operational and embodied carbon, water, GPU-hours, the intensity
+it paid, its power over its life, allocated against active energy, and where it ran."""
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard
+
+from .common import link, job_variable, series_panel, stat_panel, table_panel, variables
+
+UID = "gpu-carbon-job"
+TITLE = "GPU carbon / Job"
+JOB = 'job_id=~"$job"'
+
+
+def _range(metric: str, extra: str = "") -> str:
+    return f"sum(increase({metric}{{{JOB}{extra}}}[$__range]))"
+
+
+def panels() -> list:
+    energy = _range("gpu_carbon_job_energy_joules_total", ', view="allocated"')
+    grams = _range("gpu_carbon_job_emissions_grams_total", ', view="allocated"')
+    return [
+        stat_panel("Energy", "The job's GPU energy over the dashboard range, allocated view: its share of active "
+                   "energy plus an equal share of idle (gpu_carbon_job_energy_joules_total).",
+                   f"{energy} / 3.6e6", "kwatth", (0, 0, 4, 4), 3),
+        stat_panel("Operational CO₂e", "Emissions of that energy at the grid intensity in force, PUE included "
+                   "(gpu_carbon_job_emissions_grams_total).", grams, "suffix: g CO₂e", (4, 0, 4, 4), 1),
+        stat_panel("Embodied CO₂e", "Embodied carbon of the GPU time held (gpu_carbon_job_embodied_emissions_grams_"
+                   "total; only with carbon.embodied configured).",
+                   _range("gpu_carbon_job_embodied_emissions_grams_total"), "suffix: g CO₂e", (8, 0, 4, 4), 1),
+        stat_panel("Water", "Water for the job's energy at the configured WUE (gpu_carbon_job_water_liters_total; "
+                   "only with carbon.wue_liters_per_kwh).", _range("gpu_carbon_job_water_liters_total"),
+                   "litre", (12, 0, 4, 4), 2),
+        stat_panel("GPU-hours", "GPU time held (gpu_carbon_job_gpu_seconds_total): a shared GPU split equally, a MIG "
+                   "instance by its share.", f"{_range('gpu_carbon_job_gpu_seconds_total')} / 3600", "h",
+                   (16, 0, 4, 4), 2),
+        stat_panel("Intensity paid", "Operational emissions ÷ energy over the range (g CO₂e per kWh, PUE included): "
+                   "this job used the energy above at this intensity.", f"{grams} / ({energy} / 3.6e6)",
+                   "suffix: g/kWh", (20, 0, 4, 4), 0),
+        series_panel("Power", "The job's power, summed over its nodes (job:gpu_carbon_job_power_watts:sum_rate5m).",
+                     [(f"job:gpu_carbon_job_power_watts:sum_rate5m{{{JOB}}}", "{{job_id}}")], "watt", (0, 4, 12, 8)),
+        series_panel("Allocated and active energy", "Energy per second in both views: allocated (active share + "
+                     "equal idle share) and active only (gpu_carbon_job_energy_joules_total by view).",
+                     [(f"sum by (view) (rate(gpu_carbon_job_energy_joules_total{{{JOB}}}[$__rate_interval]))",
+                       "{{view}}")], "watt", (12, 4, 12, 8)),
+        table_panel("GPUs and nodes", "Every GPU (or MIG instance) the job holds or held, by node "
+                    "(gpu_carbon_job_gpu_info).", f"gpu_carbon_job_gpu_info{{{JOB}}}", "none", (0, 12, 12, 6)),
+        table_panel("Owner", "The job's user, team, account, namespace and pod (gpu_carbon_job_info).",
+                    f"gpu_carbon_job_info{{{JOB}}}", "none", (12, 12, 12, 6)),
+    ]
+
+
+def build() -> dashboard.Dashboard:
+    board = (dashboard.Dashboard(TITLE).uid(UID).tags(["gpu-carbon"]).refresh("1m").time("now-24h", "now")
+             .description("What one job cost: energy, carbon, water, GPU-hours, power over its life.")
+             .link(link("Compare jobs", "gpu-carbon-job-compare")).link(link("Fleet", "gpu-carbon-fleet")))
+    board = variables(board, node=False).with_variable(job_variable("job", "Job"))
+    for p in panels():
+        board = board.with_panel(p)
+    return board
