@@ -14,10 +14,10 @@ def dashboards() -> dict[str, dict]:
     """File name -> dashboard JSON model."""
     from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
-    from . import budgets, compare, fleet, job, node
+    from . import budgets, compare, edge, fleet, job, node
 
     out = {}
-    for module in (fleet, job, compare, budgets, node):
+    for module in (fleet, edge, job, compare, budgets, node):
         out[f"{module.UID}.json"] = json.loads(json.dumps(module.build().build(), cls=JSONEncoder))
     return out
 

@@ -1,0 +1,62 @@
+"""Edge fleet: which devices are online, stale or down; power, energy and carbon per device,
+site and fleet; the rail breakdown; CPU (RAPL) where present."""
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard
+
+from .common import link, series_panel, stat_panel, table_panel, variables
+
+UID = "gpu-carbon-edge"
+TITLE = "GPU carbon / Edge fleet"
+EDGE = 'fleet="edge", cluster=~"$cluster", site=~"$site", node=~"$node"'
+
+
+def panels() -> list:
+    return [
+        stat_panel("Devices online", "Boards answering (gpu_carbon_board_up) out of all known edge boards.",
+                   f"sum(gpu_carbon_board_up{{{EDGE}}}) / count(gpu_carbon_board_up{{{EDGE}}})", "percentunit",
+                   (0, 0, 6, 4)),
+        stat_panel("Devices with a stale sampler", "Edge exporters whose collectors last ran over 60 s ago "
+                   "(gpu_carbon_collector_last_run_age_seconds).",
+                   f"count(gpu_carbon_collector_last_run_age_seconds{{{EDGE}}} > 60) or vector(0)", "none",
+                   (6, 0, 6, 4)),
+        stat_panel("Edge power now", "Every accounted edge device (node:gpu_carbon_power_watts:sum_rate5m).",
+                   f"sum(node:gpu_carbon_power_watts:sum_rate5m{{{EDGE}}})", "watt", (12, 0, 6, 4), 1),
+        stat_panel("Edge CO₂e, last day", "site:gpu_carbon_emissions_grams:increase1d for the edge fleet.",
+                   'sum(site:gpu_carbon_emissions_grams:increase1d{fleet="edge", cluster=~"$cluster", '
+                   'site=~"$site"})', "suffix: g CO₂e", (18, 0, 6, 4), 1),
+        series_panel("Board power by device", "Total input power of each board, from its energy counter "
+                     "(node:gpu_carbon_board_power_watts:sum_rate5m).",
+                     [(f"node:gpu_carbon_board_power_watts:sum_rate5m{{{EDGE}}}", "{{node}}")], "watt",
+                     (0, 4, 12, 8)),
+        series_panel("Rails", "Each power rail (VDD_IN, CPU/GPU/SOC, …) of each board "
+                     "(node:gpu_carbon_rail_power_watts:sum_rate5m); inside the board total.",
+                     [(f"node:gpu_carbon_rail_power_watts:sum_rate5m{{{EDGE}}}", "{{node}} {{rail}}")], "watt",
+                     (12, 4, 12, 8)),
+        table_panel("Energy per device, dashboard range", "increase() of each board's energy counter over the "
+                    "range, in kWh.",
+                    f"sum by (site, node) (increase(gpu_carbon_board_energy_joules_total{{{EDGE}}}[$__range])) / 3.6e6",
+                    "kwatth", (0, 12, 8, 8)),
+        table_panel("CO₂e per device, dashboard range", "increase() of each board's emissions counter over the "
+                    "range.", f"sum by (site, node) (increase(gpu_carbon_board_emissions_grams_total{{{EDGE}}}"
+                    "[$__range]))", "suffix: g CO₂e", (8, 12, 8, 8)),
+        table_panel("Energy per site, last day", "site:gpu_carbon_board_energy_kwh:increase1d.",
+                    'site:gpu_carbon_board_energy_kwh:increase1d{fleet="edge", cluster=~"$cluster", site=~"$site"}',
+                    "kwatth", (16, 12, 8, 8)),
+        series_panel("CPU power (RAPL)", "Accounted CPU zones where the device has RAPL "
+                     "(node:gpu_carbon_cpu_power_watts:sum_rate5m).",
+                     [(f"node:gpu_carbon_cpu_power_watts:sum_rate5m{{{EDGE}}}", "{{node}}")], "watt", (0, 20, 12, 8)),
+        table_panel("Last sample age", "Seconds since each edge collector last ran "
+                    "(gpu_carbon_collector_last_run_age_seconds): old means a stuck or offline device.",
+                    f"gpu_carbon_collector_last_run_age_seconds{{{EDGE}}}", "s", (12, 20, 12, 8)),
+    ]
+
+
+def build() -> dashboard.Dashboard:
+    board = (dashboard.Dashboard(TITLE).uid(UID).tags(["gpu-carbon"]).refresh("1m").time("now-24h", "now")
+             .description("Edge fleet: devices online, power, energy and carbon per device and site, rails.")
+             .link(link("Datacenter fleet", "gpu-carbon-fleet")))
+    board = variables(board)
+    for p in panels():
+        board = board.with_panel(p)
+    return board
