@@ -58,17 +58,21 @@ def panels() -> list:
     ]
     who = [
         table_panel("Teams by CO₂e, last 7 days", "team:gpu_carbon_job_emissions_grams:increase7d: the jobs' "
-                    "allocated operational emissions, by team.",
+                    "allocated operational emissions, by team (sums of 5-minute tiles).",
                     "sort_desc(topk(10, team:gpu_carbon_job_emissions_grams:increase7d{cluster=~\"$cluster\"}))",
-                    "suffix: g CO₂e", (0, 16, 8, 8)),
+                    "suffix: g CO₂e", (0, 16, 6, 8)),
+        table_panel("Teams by CO₂e, last day", "team:gpu_carbon_job_emissions_grams:increase1d, from the jobs' "
+                    "counters.",
+                    "sort_desc(topk(10, team:gpu_carbon_job_emissions_grams:increase1d{cluster=~\"$cluster\"}))",
+                    "suffix: g CO₂e", (6, 16, 6, 8)),
         table_panel("Jobs by CO₂e, last day", "job:gpu_carbon_job_emissions_grams:increase1d, the ten largest.",
                     "sort_desc(topk(10, job:gpu_carbon_job_emissions_grams:increase1d{cluster=~\"$cluster\"}))",
-                    "suffix: g CO₂e", (8, 16, 8, 8)),
+                    "suffix: g CO₂e", (12, 16, 6, 8)),
         series_panel("Waste", "Share of GPU energy while no job held the GPU (allocated view) and idle energy "
                      "(active view), last hour, per fleet.",
                      [("fleet:gpu_carbon_gpu_unallocated_energy_ratio:rate1h", "unallocated {{fleet}}"),
                       ("fleet:gpu_carbon_gpu_idle_energy_ratio:rate1h", "idle {{fleet}}")],
-                     "percentunit", (16, 16, 8, 8)),
+                     "percentunit", (18, 16, 6, 8)),
         table_panel("Budgets", "Each carbon or energy budget's usage over its window as a share of its limit "
                     "(budget:gpu_carbon_budget_usage:ratio; empty without a budgets file).",
                     "budget:gpu_carbon_budget_usage:ratio", "percentunit", (0, 24, 12, 8)),
