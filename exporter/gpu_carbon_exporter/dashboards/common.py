@@ -2,7 +2,7 @@
 always carry a datasource, a unit and a description (grafana-foundation-sdk builders)."""
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import dashboard, prometheus, stat, table, timeseries
+from grafana_foundation_sdk.builders import dashboard, heatmap, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.models.dashboard import DashboardLinkType, DataSourceRef, GridPos, VariableRefresh
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
@@ -68,3 +68,10 @@ def job_variable(name: str, label: str) -> dashboard.QueryVariable:
     return (dashboard.QueryVariable(name).label(label).datasource(DS)
             .query('label_values(gpu_carbon_job_info{cluster=~"$cluster"}, job_id)')
             .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
+
+
+def heatmap_panel(title: str, description: str, expr: str, legend: str, unit: str,
+                  pos: tuple[int, int, int, int]) -> heatmap.Panel:
+    """One row per series (calculate off): e.g. each GPU's power over time."""
+    p = heatmap.Panel().title(title).description(description).datasource(DS).unit(unit).calculate(False)
+    return _place(p.with_target(query(expr, legend)), *pos)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard
 
 from ..mixin.promql import ALL_GRAMS, accounted_energy
-from .common import NODES, TARGETS, link, series_panel, stat_panel, table_panel, variables
+from .common import NODES, TARGETS, heatmap_panel, link, series_panel, stat_panel, table_panel, variables
 
 UID = "gpu-carbon-fleet"
 TITLE = "GPU carbon / Datacenter fleet"
@@ -81,7 +81,21 @@ def panels() -> list:
                    f"min(gpu_carbon_grid_intensity_lowest_window_start_seconds{{{TARGETS}}})", "s",
                    (12, 24, 6, 8)),
         stat_panel("PUE", "The PUE applied to operational emissions (gpu_carbon_pue_ratio).",
-                   f"avg(gpu_carbon_pue_ratio{{{TARGETS}}})", "none", (18, 24, 6, 8), 2),
+                   f"avg(gpu_carbon_pue_ratio{{{TARGETS}}})", "none", (18, 24, 6, 4), 2),
+        stat_panel("Energy per GPU-hour, last day", "The jobs' kWh over their GPU-hours, all teams "
+                   "(team:gpu_carbon_job_energy_kwh:increase1d ÷ team:gpu_carbon_job_gpu_hours:increase1d).",
+                   'sum(team:gpu_carbon_job_energy_kwh:increase1d{cluster=~"$cluster"}) / '
+                   'sum(team:gpu_carbon_job_gpu_hours:increase1d{cluster=~"$cluster"})', "suffix: kWh/GPU-h",
+                   (18, 28, 6, 4), 3),
+        table_panel("Intensity source", "Where each zone's intensity comes from (gpu_carbon_grid_intensity_source_"
+                    "info: provider and signal) — the `source` label changes while on fallback.",
+                    f"gpu_carbon_grid_intensity_source_info{{{NODES}}}", "none", (0, 32, 12, 6)),
+        table_panel("Intensity on fallback", "1 while the latest poll of a live provider failed "
+                    "(gpu_carbon_grid_intensity_fallback); 0 for static sources.",
+                    f"gpu_carbon_grid_intensity_fallback{{{NODES}}}", "none", (12, 32, 12, 6)),
+        heatmap_panel("Power per GPU", "Each GPU's power from its energy counter (gpu:gpu_carbon_power_watts:"
+                      "rate5m), one row per GPU.", f"gpu:gpu_carbon_power_watts:rate5m{{{NODES}}}",
+                      "{{node}} GPU {{gpu}}", "watt", (0, 38, 24, 10)),
     ]
     return now + windows + over_time + who
 

@@ -42,6 +42,11 @@ def panels() -> list:
                      "equal idle share) and active only (gpu_carbon_job_energy_joules_total by view).",
                      [(f"sum by (view) (rate(gpu_carbon_job_energy_joules_total{{{JOB}}}[$__rate_interval]))",
                        "{{view}}")], "watt", (12, 4, 12, 8)),
+        series_panel("GPU utilisation", "Utilisation of the GPUs the job holds (gpu_carbon_gpu_utilization_ratio "
+                     "joined to gpu_carbon_job_gpu_info; MIG instances have no utilisation of their own).",
+                     [("avg by (job_id) (gpu_carbon_gpu_utilization_ratio * on (cluster, site, fleet, node, gpu) "
+                       "group_left (job_id) max by (cluster, site, fleet, node, gpu, job_id) "
+                       f"(gpu_carbon_job_gpu_info{{{JOB}}}))", "{{job_id}}")], "percentunit", (0, 18, 24, 8)),
         table_panel("GPUs and nodes", "Every GPU (or MIG instance) the job holds or held, by node "
                     "(gpu_carbon_job_gpu_info).", f"gpu_carbon_job_gpu_info{{{JOB}}}", "none", (0, 12, 12, 6)),
         table_panel("Owner", "The job's user, team, account, namespace and pod (gpu_carbon_job_info).",
