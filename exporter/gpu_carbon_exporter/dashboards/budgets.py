@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard
 
-from .common import DS, series_panel, table_panel, variables
+from .common import DS, USED, series_panel, table_panel, variables
 
 UID = "gpu-carbon-budgets"
 TITLE = "GPU carbon / Carbon budgets"
@@ -17,7 +17,7 @@ def panels() -> list:
     return [
         table_panel("Budgets", "Each budget's usage over its rolling window as a share of its limit "
                     "(budget:gpu_carbon_budget_usage:ratio).", f"budget:gpu_carbon_budget_usage:ratio{{{SEL}}}",
-                    "percentunit", (0, 0, 12, 8)),
+                    "percentunit", (0, 0, 12, 8), thresholds=USED),
         table_panel("Firing budget alerts", "Budget alerts now firing (ALERTS): exceeded, warning, burn rate by "
                     "tier, forecast. Empty while every budget is within bounds.",
                     'ALERTS{alertname=~"GpuCarbonBudget.*", alertstate="firing"}', "none", (12, 0, 12, 8)),

@@ -3,7 +3,9 @@ always carry a datasource, a unit and a description (grafana-foundation-sdk buil
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard, heatmap, prometheus, stat, table, timeseries
-from grafana_foundation_sdk.models.dashboard import DashboardLinkType, DataSourceRef, GridPos, VariableRefresh
+from grafana_foundation_sdk.models.dashboard import (
+    DashboardLinkType, DataSourceRef, GridPos, Threshold, ThresholdsMode, VariableRefresh,
+)
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -35,9 +37,22 @@ def _place(panel, x: int, y: int, w: int, h: int):
     return panel.grid_pos(GridPos(h=h, w=w, x=x, y=y))
 
 
+def steps(*levels: tuple[float | None, str]) -> dashboard.ThresholdsConfig:
+    """Absolute thresholds: (None, base colour), then (value, colour) from that value up."""
+    return dashboard.ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps(
+        [Threshold(value=v, color=c) for v, c in levels])
+
+
+# Shares where more is worse (budgets used, waste) and where less is worse (devices up).
+USED = steps((None, "green"), (0.8, "orange"), (1.0, "red"))
+UP = steps((None, "red"), (0.9, "orange"), (1.0, "green"))
+
+
 def stat_panel(title: str, description: str, expr: str, unit: str, pos: tuple[int, int, int, int],
-               decimals: int | None = None) -> stat.Panel:
+               decimals: int | None = None, thresholds: dashboard.ThresholdsConfig | None = None) -> stat.Panel:
     p = stat.Panel().title(title).description(description).datasource(DS).unit(unit)
+    if thresholds is not None:
+        p = p.thresholds(thresholds)
     p = p.with_target(query(expr, instant=True))
     if decimals is not None:
         p = p.decimals(decimals)
@@ -52,8 +67,11 @@ def series_panel(title: str, description: str, exprs: list[tuple[str, str]], uni
     return _place(p, *pos)
 
 
-def table_panel(title: str, description: str, expr: str, unit: str, pos: tuple[int, int, int, int]) -> table.Panel:
+def table_panel(title: str, description: str, expr: str, unit: str, pos: tuple[int, int, int, int],
+                thresholds: dashboard.ThresholdsConfig | None = None) -> table.Panel:
     p = table.Panel().title(title).description(description).datasource(DS).unit(unit)
+    if thresholds is not None:
+        p = p.thresholds(thresholds)
     return _place(p.with_target(query(expr, instant=True).format(PromQueryFormat.TABLE)), *pos)
 
 

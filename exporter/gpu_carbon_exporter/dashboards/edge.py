@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard
 
-from .common import link, series_panel, stat_panel, table_panel, variables
+from .common import UP, link, series_panel, stat_panel, table_panel, variables
 
 UID = "gpu-carbon-edge"
 TITLE = "GPU carbon / Edge fleet"
@@ -15,7 +15,7 @@ def panels() -> list:
     return [
         stat_panel("Devices online", "Boards answering (gpu_carbon_board_up) out of all known edge boards.",
                    f"sum(gpu_carbon_board_up{{{EDGE}}}) / count(gpu_carbon_board_up{{{EDGE}}})", "percentunit",
-                   (0, 0, 6, 4)),
+                   (0, 0, 6, 4), thresholds=UP),
         stat_panel("Devices with a stale sampler", "Edge exporters whose collectors last ran over 60 s ago "
                    "(gpu_carbon_collector_last_run_age_seconds).",
                    f"count(gpu_carbon_collector_last_run_age_seconds{{{EDGE}}} > 60) or vector(0)", "none",

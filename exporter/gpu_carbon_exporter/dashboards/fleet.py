@@ -5,7 +5,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard
 
 from ..mixin.promql import ALL_GRAMS, accounted_energy
-from .common import NODES, TARGETS, heatmap_panel, link, series_panel, stat_panel, table_panel, variables
+from .common import NODES, TARGETS, UP, USED, heatmap_panel, link, series_panel, stat_panel, table_panel, variables
 
 UID = "gpu-carbon-fleet"
 TITLE = "GPU carbon / Datacenter fleet"
@@ -33,7 +33,7 @@ def panels() -> list:
                    (12, 0, 4, 4), 3),
         stat_panel("GPUs up", "GPUs answering NVML (gpu_carbon_gpu_up) out of all known.",
                    f"sum(gpu_carbon_gpu_up{{{TARGETS}}}) / count(gpu_carbon_gpu_up{{{TARGETS}}})", "percentunit",
-                   (16, 0, 4, 4)),
+                   (16, 0, 4, 4), thresholds=UP),
         stat_panel("GPU utilisation", "Mean fraction of time a kernel ran, over the GPUs shown "
                    "(gpu_carbon_gpu_utilization_ratio).",
                    f"avg(gpu_carbon_gpu_utilization_ratio{{{TARGETS}}})", "percentunit", (20, 0, 4, 4)),
@@ -75,7 +75,7 @@ def panels() -> list:
                      "percentunit", (18, 16, 6, 8)),
         table_panel("Budgets", "Each carbon or energy budget's usage over its window as a share of its limit "
                     "(budget:gpu_carbon_budget_usage:ratio; empty without a budgets file).",
-                    "budget:gpu_carbon_budget_usage:ratio", "percentunit", (0, 24, 12, 8)),
+                    "budget:gpu_carbon_budget_usage:ratio", "percentunit", (0, 24, 12, 8), thresholds=USED),
         stat_panel("Greenest window starts in", "Time until the lowest-intensity window of the forecast "
                    "(gpu_carbon_grid_intensity_lowest_window_start_seconds; live providers with a forecast only).",
                    f"min(gpu_carbon_grid_intensity_lowest_window_start_seconds{{{TARGETS}}})", "s",
