@@ -30,32 +30,33 @@ H100 = "NVIDIA H100 80GB HBM3"
 O = 12.0  # scenario seconds before the first job: every process is up by then (8 s were tight on a busy CI)
 # Prometheus goes down after every job has started (a series first seen mid-life is counted only from
 # then: docs/rules.md) and before most end; it comes back after they all have.
-KILL_AT, PROM_STOP_AT, PROM_GAP = O + 10, O + 18, 60.0
-END = O + 70
+KILL_AT, PROM_STOP_AT, PROM_GAP = O + 10, O + 33, 60.0
+END = O + 80
 
 
 def node_a(start: float) -> dict:
-    """jobs-mix's devices and jobs (churn, a 60/40 shared GPU, MIG, sub-second jobs) over 70 s, not
-    cyclic, plus a GPU for the multi-node job 9100."""
+    """jobs-mix's devices and jobs (churn, a 60/40 shared GPU, MIG, sub-second jobs) over 80 s, not
+    cyclic, plus a GPU for the multi-node job 9100. Jobs held to 1 % last 30 s or more: increase()
+    can miss up to about one scrape (250 ms) of a job's power at its start (docs/rules.md)."""
     return {
         "name": "e2e-a", "start_time": start, "zone": "DEU", "pue": 1.2,
         "intensity": {"DEU": [[0, 380], [O + 30, 250]]},
         "devices": [
-            {"model": H100, "power": {"pattern": "steps", "steps": [[0, 75], [O, 610], [O + 14, 90], [O + 15, 480],
-                                                                     [O + 40, 72]]}},
+            {"model": H100, "power": {"pattern": "steps", "steps": [[0, 75], [O, 610], [O + 30, 90], [O + 31, 480],
+                                                                     [O + 61, 72]]}},
             {"model": H100, "power": {"pattern": "square", "period_s": 0.01, "duty": 0.5, "high_w": 650, "low_w": 300}},
             {"model": H100, "mig_instances": 2, "power": {"pattern": "constant", "watts": 430}},
             {"model": H100, "power": {"pattern": "square", "period_s": 0.1, "duty": 0.5, "high_w": 500, "low_w": 200}},
             {"model": H100, "power": {"pattern": "constant", "watts": 500}},
         ],
         "jobs": [
-            {"id": "9001", "user": "ann", "team": "nlp", "start_s": O, "end_s": O + 14, "devices": [0]},
-            {"id": "9002", "user": "bob", "team": "nlp", "start_s": O + 15, "end_s": O + 40, "devices": [0]},
+            {"id": "9001", "user": "ann", "team": "nlp", "start_s": O, "end_s": O + 30, "devices": [0]},
+            {"id": "9002", "user": "bob", "team": "nlp", "start_s": O + 31, "end_s": O + 61, "devices": [0]},
             {"id": "9003", "user": "cat", "team": "vision", "start_s": O, "end_s": END, "devices": [1], "share": 0.6},
             {"id": "9004", "user": "dan", "team": "vision", "start_s": O, "end_s": END, "devices": [1], "share": 0.4},
             {"id": "9005", "user": "eve", "team": "rl", "start_s": O, "end_s": END, "devices": [2], "mig_instance": 0,
              "share": 0.5},
-            {"id": "9006", "user": "fay", "team": "rl", "start_s": O + 5, "end_s": O + 50, "devices": [2],
+            {"id": "9006", "user": "fay", "team": "rl", "start_s": O + 5, "end_s": O + 70, "devices": [2],
              "mig_instance": 1, "share": 0.5},
             {"id": "9007", "user": "gus", "team": "search", "start_s": O + 6.2, "end_s": O + 6.7, "devices": [3]},
             {"id": "9008", "user": "hal", "team": "search", "start_s": O + 8.1, "end_s": O + 8.4, "devices": [3]},
@@ -142,7 +143,7 @@ def test_rules_budget_alert_and_kwh_through_prometheus_and_alertmanager(tmp_path
     targets = [f"      - targets: ['127.0.0.1:{ports[n]}']\n        labels: {{node: {n}, site: s1, fleet: datacenter, "
                f"cluster: c1}}\n" for n in ("a", "b")]
     (tmp_path / "prometheus.yml").write_text(
-        "global:\n  scrape_interval: 500ms\n  evaluation_interval: 500ms\n"
+        "global:\n  scrape_interval: 250ms\n  evaluation_interval: 500ms\n"
         f"rule_files: [{', '.join(str(p) for p in sorted(rules.glob('*.yml')))}]\n"
         f"alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{ports['am']}']\n"
         "scrape_configs:\n  - job_name: gpu-carbon-exporter\n    static_configs:\n" + "".join(targets))
@@ -229,4 +230,4 @@ def test_rules_budget_alert_and_kwh_through_prometheus_and_alertmanager(tmp_path
             else:
                 worst = max(worst, abs(err))
                 assert abs(err) < 0.01, (key, k, err)
-    print(f"worst error (jobs and teams of 10 s or more): {100 * worst:.3f} %")
+    print(f"worst error (jobs and teams of 30 s or more): {100 * worst:.3f} %")

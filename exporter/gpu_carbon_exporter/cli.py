@@ -198,6 +198,7 @@ def _dashboards(argv: list[str]) -> int:
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write the dashboard JSON files into")
     args = p.parse_args(argv)
     try:
+        import grafana_foundation_sdk  # noqa: F401 - the build extra; the package imports it lazily
         from .dashboards import write
     except ImportError as err:
         print(f"error: {err}: install the build extra (pip install 'gpu-carbon-exporter[build]')", file=sys.stderr)

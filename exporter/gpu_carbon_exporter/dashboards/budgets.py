@@ -3,6 +3,7 @@ the budget alerts firing (the rules of `gpu-carbon-exporter rules --budgets FILE
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard
+from grafana_foundation_sdk.models.dashboard import VariableRefresh
 
 from .common import DS, USED, series_panel, table_panel, variables
 
@@ -43,7 +44,8 @@ def build() -> dashboard.Dashboard:
     board = variables(board, node=False)
     board = board.with_variable(dashboard.QueryVariable("budget").label("Budget").datasource(DS)
                                 .query("label_values(budget:gpu_carbon_budget_limit:value, budget)")
-                                .multi(True).include_all(True).all_value(".*"))
+                                .multi(True).include_all(True).all_value(".*")
+                                .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
     for p in panels():
         board = board.with_panel(p)
     return board

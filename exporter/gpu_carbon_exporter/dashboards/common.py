@@ -29,6 +29,7 @@ def variables(board: dashboard.Dashboard, node: bool = True) -> dashboard.Dashbo
 
 
 def query(expr: str, legend: str = "", instant: bool = False, ref: str = "A") -> prometheus.Dataquery:
+    """A Prometheus query with its legend (instant for stats and tables, range for time series)."""
     q = prometheus.Dataquery().expr(expr).ref_id(ref).legend_format(legend)
     return q.instant() if instant else q.range()
 
@@ -49,11 +50,12 @@ UP = steps((None, "red"), (0.9, "orange"), (1.0, "green"))
 
 
 def stat_panel(title: str, description: str, expr: str, unit: str, pos: tuple[int, int, int, int],
-               decimals: int | None = None, thresholds: dashboard.ThresholdsConfig | None = None) -> stat.Panel:
+               decimals: int | None = None, thresholds: dashboard.ThresholdsConfig | None = None,
+               legend: str = "") -> stat.Panel:
     p = stat.Panel().title(title).description(description).datasource(DS).unit(unit)
     if thresholds is not None:
         p = p.thresholds(thresholds)
-    p = p.with_target(query(expr, instant=True))
+    p = p.with_target(query(expr, legend, instant=True))
     if decimals is not None:
         p = p.decimals(decimals)
     return _place(p, *pos)

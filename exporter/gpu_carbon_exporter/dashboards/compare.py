@@ -10,12 +10,13 @@ UID = "gpu-carbon-job-compare"
 TITLE = "GPU carbon / Job comparison"
 
 
-def _for(job: str) -> dict[str, str]:
-    sel = f'job_id=~"${job}"'
+def _for(job: str) -> dict[str, tuple[str, str]]:
+    sel = f'cluster=~"$cluster", job_id="${job}"'
     energy = f'sum(increase(gpu_carbon_job_energy_joules_total{{{sel}, view="allocated"}}[$__range]))'
-    # Seconds the job drew power (its 5-minute rate above 0), counted on the panel's interval grid.
-    duration = (f"count_over_time((job:gpu_carbon_job_power_watts:sum_rate5m{{{sel}}} > 0)[$__range:$__interval])"
-                " * $__interval_ms / 1000")
+    # Seconds the job drew power, on a fixed 15-s grid (a stat panel's $__interval is range ÷ width:
+    # far too coarse) from a 1-minute rate, so it ends within a minute of the job.
+    duration = (f'count_over_time((sum(rate(gpu_carbon_job_energy_joules_total{{{sel}, view="allocated"}}[1m])) '
+                "> 0)[$__range:15s]) * 15")
     return {
         "Energy": (f"{energy} / 3.6e6", "kwatth"),
         "Operational CO₂e": (f'sum(increase(gpu_carbon_job_emissions_grams_total{{{sel}, view="allocated"}}'
@@ -23,7 +24,7 @@ def _for(job: str) -> dict[str, str]:
         "Duration": (f"sum({duration})", "s"),
         "Mean power": (f"{energy} / sum({duration})", "watt"),
         "Energy per GPU-hour": (f"({energy} / 3.6e6) / (sum(increase(gpu_carbon_job_gpu_seconds_total{{{sel}}}"
-                                f"[$__range])) / 3600)", "kwatth"),
+                                f"[$__range])) / 3600)", "suffix: kWh/GPU-h"),
     }
 
 
@@ -33,11 +34,13 @@ def panels() -> list:
     for i, title in enumerate(a):
         expr_a, unit = a[title]
         p = stat_panel(title, f"{title} of job A and job B over the dashboard range (instant queries over "
-                       "[$__range]; duration: the panel's intervals with power above 0).", expr_a, unit, (i * 5, 0, 5, 5), 2)
-        out.append(p.with_target(query(b[title][0], instant=True, ref="B")))
+                       "[$__range]; duration: 15-s steps with power above 0).", expr_a, unit, (i * 5, 0, 5, 5), 2,
+                       legend="A $job_a")
+        out.append(p.with_target(query(b[title][0], "B $job_b", instant=True, ref="B")))
     out.append(series_panel("Power", "Both jobs' power (job:gpu_carbon_job_power_watts:sum_rate5m).",
-                            [('job:gpu_carbon_job_power_watts:sum_rate5m{job_id=~"$job_a"}', "A {{job_id}}"),
-                             ('job:gpu_carbon_job_power_watts:sum_rate5m{job_id=~"$job_b"}', "B {{job_id}}")],
+                            [('job:gpu_carbon_job_power_watts:sum_rate5m{cluster=~"$cluster", job_id="$job_a"}', "A {{job_id}}"),
+                             ('job:gpu_carbon_job_power_watts:sum_rate5m{cluster=~"$cluster", job_id="$job_b"}',
+                              "B {{job_id}}")],
                             "watt", (0, 5, 24, 8)))
     return out
 

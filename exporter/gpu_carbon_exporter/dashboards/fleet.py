@@ -39,11 +39,12 @@ def panels() -> list:
                    f"avg(gpu_carbon_gpu_utilization_ratio{{{TARGETS}}})", "percentunit", (20, 0, 4, 4)),
     ]
     windows = [
-        stat_panel(f"Energy, last {w}", f"fleet:gpu_carbon_energy_kwh:increase{w} summed over the fleets shown.",
+        stat_panel(f"Energy, last {w}", f"site:gpu_carbon_energy_kwh:increase{w} summed over the sites shown.",
                    f'sum(site:gpu_carbon_energy_kwh:increase{w}{{{TARGETS}}})', "kwatth", (i * 4, 4, 4, 4), 1)
         for i, w in enumerate(("1d", "7d", "30d"))
     ] + [
-        stat_panel(f"CO₂e, last {w}", f"site:gpu_carbon_emissions_grams:increase{w} (operational) in kg.",
+        stat_panel(f"CO₂e, last {w}", f"site:gpu_carbon_emissions_grams:increase{w} (operational) summed over "
+                   "the sites shown, in kg.",
                    f'sum(site:gpu_carbon_emissions_grams:increase{w}{{{TARGETS}}}) / 1000', "suffix: kg CO₂e",
                    (12 + i * 4, 4, 4, 4), 1)
         for i, w in enumerate(("1d", "7d", "30d"))

@@ -8,7 +8,7 @@ from .common import link, job_variable, series_panel, stat_panel, table_panel, v
 
 UID = "gpu-carbon-job"
 TITLE = "GPU carbon / Job"
-JOB = 'job_id=~"$job"'
+JOB = 'cluster=~"$cluster", job_id="$job"'  # one job: an id is unique within its cluster
 
 
 def _range(metric: str, extra: str = "") -> str:
@@ -43,14 +43,18 @@ def panels() -> list:
                      [(f"sum by (view) (rate(gpu_carbon_job_energy_joules_total{{{JOB}}}[$__rate_interval]))",
                        "{{view}}")], "watt", (12, 4, 12, 8)),
         series_panel("GPU utilisation", "Utilisation of the GPUs the job holds (gpu_carbon_gpu_utilization_ratio "
-                     "joined to gpu_carbon_job_gpu_info; MIG instances have no utilisation of their own).",
+                     "joined to gpu_carbon_job_gpu_info): the whole GPU's, also on a GPU the job shares, and "
+                     "while a finished job lingers; MIG instances have no utilisation of their own.",
                      [("avg by (job_id) (gpu_carbon_gpu_utilization_ratio * on (cluster, site, fleet, node, gpu) "
                        "group_left (job_id) max by (cluster, site, fleet, node, gpu, job_id) "
                        f"(gpu_carbon_job_gpu_info{{{JOB}}}))", "{{job_id}}")], "percentunit", (0, 18, 24, 8)),
-        table_panel("GPUs and nodes", "Every GPU (or MIG instance) the job holds or held, by node "
-                    "(gpu_carbon_job_gpu_info).", f"gpu_carbon_job_gpu_info{{{JOB}}}", "none", (0, 12, 12, 6)),
-        table_panel("Owner", "The job's user, team, account, namespace and pod (gpu_carbon_job_info).",
-                    f"gpu_carbon_job_info{{{JOB}}}", "none", (12, 12, 12, 6)),
+        table_panel("GPUs and nodes", "Every GPU (or MIG instance) the job held in the range, by node "
+                    "(gpu_carbon_job_gpu_info; a finished job is exposed only for attribution.linger_seconds, so "
+                    "the range must reach back to when it ran).",
+                    f"last_over_time(gpu_carbon_job_gpu_info{{{JOB}}}[$__range])", "none", (0, 12, 12, 6)),
+        table_panel("Owner", "The job's user, team, account, namespace and pod (gpu_carbon_job_info) as last seen "
+                    "in the range.", f"last_over_time(gpu_carbon_job_info{{{JOB}}}[$__range])", "none",
+                    (12, 12, 12, 6)),
     ]
 
 

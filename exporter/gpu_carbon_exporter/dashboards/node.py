@@ -3,6 +3,7 @@ the exporter's own health: collectors, sample age, counter resets, intensity pro
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard
+from grafana_foundation_sdk.models.dashboard import VariableRefresh
 
 from .common import DS, NODES, series_panel, table_panel, variables
 
@@ -49,7 +50,8 @@ def build() -> dashboard.Dashboard:
     board = variables(board)
     board = board.with_variable(dashboard.QueryVariable("gpu").label("GPU").datasource(DS)
                                 .query('label_values(gpu_carbon_gpu_info{cluster=~"$cluster", site=~"$site", '
-                                       'node=~"$node"}, gpu)').multi(True).include_all(True).all_value(".*"))
+                                       'node=~"$node"}, gpu)').multi(True).include_all(True).all_value(".*")
+                                .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
     for p in panels():
         board = board.with_panel(p)
     return board
