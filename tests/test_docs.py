@@ -64,7 +64,7 @@ def test_every_documented_command_runs(doc, command, tmp_path):
         return
     if argv[0] == "gpu-carbon-exporter":
         args = [PLACEHOLDERS.get(a, a) for a in argv[1:]]
-        if args[0] in ("rules", "dashboards") and args[1] == "--out":  # write into tmp, not the checkout
+        if args[:1] in (["rules"], ["dashboards"]) and args[1:2] == ["--out"]:  # write into tmp, not the checkout
             args[2] = str(tmp_path)
         if args[0] not in ("check-config", "rules", "dashboards") and "--version" not in args and "--help" not in args:
             assert "--simulate" in args, f"{doc}: {command}: needs a GPU; document a simulated form too"
