@@ -9,7 +9,7 @@ from grafana_foundation_sdk.models.dashboard import (
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
-TARGETS = 'cluster=~"$cluster", site=~"$site"'  # every fleet query filters by these
+TARGETS = 'cluster=~"$cluster", fleet=~"$fleet", site=~"$site"'  # every fleet query filters by these
 NODES = TARGETS + ', node=~"$node"'
 
 
@@ -18,9 +18,10 @@ def variables(board: dashboard.Dashboard, node: bool = True) -> dashboard.Dashbo
     target labels, multi-valued with All (``.*``, so a label a target does not carry matches)."""
     board = board.with_variable(dashboard.DatasourceVariable("datasource").label("Prometheus").type("prometheus"))
     specs = [("cluster", "label_values(gpu_carbon_build_info, cluster)"),
-             ("site", 'label_values(gpu_carbon_build_info{cluster=~"$cluster"}, site)')]
+             ("fleet", 'label_values(gpu_carbon_build_info{cluster=~"$cluster"}, fleet)'),
+             ("site", 'label_values(gpu_carbon_build_info{cluster=~"$cluster", fleet=~"$fleet"}, site)')]
     if node:
-        specs.append(("node", 'label_values(gpu_carbon_build_info{cluster=~"$cluster", site=~"$site"}, node)'))
+        specs.append(("node", f"label_values(gpu_carbon_build_info{{{TARGETS}}}, node)"))
     for name, query in specs:
         board = board.with_variable(
             dashboard.QueryVariable(name).label(name.capitalize()).datasource(DS).query(query)

@@ -13,13 +13,15 @@ EDGE = 'fleet="edge", cluster=~"$cluster", site=~"$site", node=~"$node"'
 
 def panels() -> list:
     return [
-        stat_panel("Devices online", "Boards answering (gpu_carbon_board_up) out of all known edge boards.",
-                   f"sum(gpu_carbon_board_up{{{EDGE}}}) / count(gpu_carbon_board_up{{{EDGE}}})", "percentunit",
-                   (0, 0, 6, 4), thresholds=UP),
-        stat_panel("Devices with a stale sampler", "Edge exporters whose collectors last ran over 60 s ago "
-                   "(gpu_carbon_collector_last_run_age_seconds).",
-                   f"count(gpu_carbon_collector_last_run_age_seconds{{{EDGE}}} > 60) or vector(0)", "none",
-                   (6, 0, 6, 4)),
+        stat_panel("Devices online", "Edge exporters Prometheus can scrape (up) out of all configured: an "
+                   "offline device's own series go stale, so its target is what shows it.",
+                   f"sum(up{{{EDGE}}}) / count(up{{{EDGE}}})", "percentunit", (0, 0, 4, 4), thresholds=UP),
+        stat_panel("Devices down", "Edge exporters Prometheus cannot scrape now (up == 0).",
+                   f"count(up{{{EDGE}}} == 0) or vector(0)", "none", (4, 0, 4, 4)),
+        stat_panel("Devices with a stale sampler", "Edge devices with a collector that was working and has not "
+                   "run for over 60 s (gpu_carbon_collector_last_run_age_seconds, gpu_carbon_collector_success).",
+                   f"count(count by (cluster, site, node) (gpu_carbon_collector_last_run_age_seconds{{{EDGE}}} > 60 "
+                   f"and gpu_carbon_collector_success{{{EDGE}}} == 1)) or vector(0)", "none", (8, 0, 4, 4)),
         stat_panel("Edge power now", "Every accounted edge device (node:gpu_carbon_power_watts:sum_rate5m).",
                    f"sum(node:gpu_carbon_power_watts:sum_rate5m{{{EDGE}}})", "watt", (12, 0, 6, 4), 1),
         stat_panel("Edge CO₂e, last day", "site:gpu_carbon_emissions_grams:increase1d for the edge fleet.",
