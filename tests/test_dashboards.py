@@ -4,6 +4,7 @@ simulated fleet (the demo datacenter node and a Jetson Orin edge node) with the 
 loaded."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -18,20 +19,15 @@ from gpu_carbon_exporter.dashboards import dashboards, render
 from gpu_carbon_exporter.mixin import load_budgets, rule_files, write as write_rules
 
 from conftest import free_port, require_binary
+from fakeapi import FakeApi
 from procs import query, wait_for_series, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "grafana" / "dashboards"
 MACROS = {"$__range": "1h", "$__rate_interval": "1m", "$__interval_ms": "15000", "$__interval": "15s"}
-# Panels that may be legitimately empty on the simulated fleet, and why.
-MAY_BE_EMPTY = {
-    "Greenest window starts in": "no live provider with a forecast in the simulator",
-    "Firing budget alerts": "no budget alert fires within the test's minute",
-    "Intensity provider errors": "the simulator's intensity is static: no provider requests",
-    "Embodied CO₂e": "the demo configuration sets no carbon.embodied",
-    "Water": "the demo configuration sets no carbon.wue_liters_per_kwh",
-    "CPU power (RAPL)": "the simulated Jetson Orin has no RAPL zones",
-}
+# Panels that may be legitimately empty on the simulated fleet, and why: none. The fleet below has
+# embodied carbon, water, a live provider with a forecast, a failing one, RAPL and a blown budget.
+MAY_BE_EMPTY: dict[str, str] = {}
 
 
 def panels(model: dict) -> list[dict]:
@@ -75,6 +71,27 @@ def test_structure():
             assert p["type"] != "graph", p["title"]
         for link in model.get("links", []):  # every link points at one of these dashboards
             assert link["url"].removeprefix("/d/") in {m["uid"] for m in dashboards().values()}, link
+        for p in panels(model):
+            for link in p["fieldConfig"]["defaults"].get("links", []):
+                check_data_link(link["url"], p)
+
+
+def check_data_link(url: str, panel: dict) -> None:
+    """A click-through names a dashboard that exists, sets only variables that dashboard has, and
+    takes each value from a label the panel's queries return."""
+    by_uid = {m["uid"]: m for m in dashboards().values()}
+    path, _, params = url.partition("?")
+    target = by_uid.get(path.removeprefix("/d/"))
+    assert target is not None, (panel["title"], url)
+    names = {v["name"] for v in target["templating"]["list"]}
+    exprs = " ".join(t["expr"] + t.get("legendFormat", "") for t in panel["targets"])
+    for param in params.split("&"):
+        if param.startswith("var-"):
+            name, value = param[4:].split("=", 1)
+            assert name in names, (panel["title"], name)
+            label = re.fullmatch(r"\$\{__(?:data\.fields|field\.labels)\.(\w+)\}", value).group(1)
+            # the label is grouped by, joined in, or the panel shows raw series that carry it
+            assert label in exprs or "by (" not in exprs, (panel["title"], label)
 
 
 def documented_metrics() -> set[str]:
@@ -104,23 +121,63 @@ def test_every_metric_and_rule_a_dashboard_reads_exists():
 def expand(expr: str) -> str:
     for macro, value in MACROS.items():
         expr = expr.replace(macro, value)
-    expr = re.sub(r"\$(job|job_a|job_b)\b", "4712", expr)  # a single job: the demo job that always runs
-    return re.sub(r"\$(cluster|site|node|fleet|gpu|budget)\b", ".*", expr)
+    expr = re.sub(r"\$(job|job_b)\b", "4712", expr)  # a single job: the demo job that always runs
+    return re.sub(r"\$(cluster|site|node|fleet|gpu|budget|team)\b", ".*", expr)
+
+
+def em_forecast(req: dict) -> tuple:
+    """Electricity Maps' forecast shape: hourly points from now, lowest in three hours."""
+    now = time.time()
+    return 200, {}, {"zone": "DE", "updatedAt": iso(now), "forecast": [
+        {"carbonIntensity": v, "datetime": iso(now + 3600 * h)} for h, v in enumerate((420, 380, 300, 150, 260, 400))]}
+
+
+def iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(t))
+
+
+def fleet_configs(tmp_path: Path, good: FakeApi, bad: FakeApi) -> tuple[Path, Path, Path]:
+    """The demo node with embodied carbon, water and a live provider with a forecast; a Jetson Orin
+    with RAPL whose provider fails (errors counted, fallback served)."""
+    good.routes["/v3/carbon-intensity/latest"] = lambda req: (200, {}, {
+        "zone": "DE", "carbonIntensity": 380, "datetime": iso(time.time() - 600), "updatedAt": iso(time.time())})
+    good.routes["/v3/carbon-intensity/forecast"] = em_forecast
+
+    def em(api: FakeApi) -> dict:
+        return {"zone": "de", "zones": {"de": {
+            "provider": "electricitymaps", "zone_id": "DE", "forecast": True, "token_env": "EM_TOKEN",
+            "base_url": api.url, "retries": 0, "timeout_seconds": 2, "poll_interval_seconds": 10,
+            "fallback": {"provider": "static", "g_per_kwh": 400}}}}
+
+    demo, edge = tmp_path / "demo.yml", tmp_path / "edge.yml"
+    demo.write_text(yaml.safe_dump({"carbon": {**em(good), "embodied": {"kg_co2e_per_device": 150},
+                                               "wue_liters_per_kwh": 1.8}}))
+    edge.write_text(yaml.safe_dump({"carbon": em(bad)}))
+    scenario = yaml.safe_load((ROOT / "exporter/gpu_carbon_exporter/sim/edge-orin.yaml").read_text())
+    scenario["rapl"] = {"packages": 1, "power": {"pattern": "constant", "watts": 6}}
+    orin = tmp_path / "edge-orin-rapl.yml"
+    orin.write_text(yaml.safe_dump(scenario))
+    return demo, edge, orin
 
 
 def test_every_query_answers_on_a_real_prometheus(tmp_path):
     prom = require_binary("prometheus")
     budgets = tmp_path / "budgets.yml"
     budgets.write_text(yaml.safe_dump({
-        "settings": {"long_interval": "1s", "tile": "5s"},
-        # team search: the demo job that always runs (the others have idle stretches in the 30-min cycle)
-        "budgets": [{"name": "search", "scope": "team", "match": "search", "limit": "1 kg", "window": "7d"}]}))
+        "settings": {"long_interval": "1s", "tile": "5s", "budget_for": "0s"},
+        # team search: the demo job that always runs (the others have idle stretches in the 30-min cycle);
+        # a tiny budget on the datacenter fleet is exceeded at once, so its alert fires
+        "budgets": [{"name": "search", "scope": "team", "match": "search", "limit": "1 kg", "window": "7d"},
+                    {"name": "tiny", "scope": "fleet", "match": "datacenter", "limit": "0.01 g", "window": "1d"}]}))
     rules = write_rules(tmp_path / "rules", budgets)
     port, edge_port, prom_port = free_port(), free_port(), free_port()
-    exporters = [subprocess.Popen([sys.executable, "-m", "gpu_carbon_exporter", "--simulate", scenario,
-                                   "--sampling.interval", "0.5", "--web.listen-address", f"127.0.0.1:{p}"],
-                                  stdout=open(tmp_path / f"exporter-{p}.log", "w"), stderr=subprocess.STDOUT)
-                 for scenario, p in (("demo", port), ("edge-orin", edge_port))]
+    good, bad = FakeApi(), FakeApi()
+    demo, edge, orin = fleet_configs(tmp_path, good, bad)
+    env = {**os.environ, "EM_TOKEN": "dashboard-test-token"}
+    exporters = [subprocess.Popen([sys.executable, "-m", "gpu_carbon_exporter", "--simulate", scenario, "--config",
+                                   str(config), "--sampling.interval", "0.5", "--web.listen-address", f"127.0.0.1:{p}"],
+                                  stdout=open(tmp_path / f"exporter-{p}.log", "w"), stderr=subprocess.STDOUT, env=env)
+                 for scenario, config, p in (("demo", demo, port), (str(orin), edge, edge_port))]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(p) for p in rules],
@@ -142,6 +199,7 @@ def test_every_query_answers_on_a_real_prometheus(tmp_path):
         wait_for_series(base, "site:gpu_carbon_energy_kwh:increase30d > 0", timeout=60)
         wait_for_series(base, "team:gpu_carbon_job_emissions_grams:increase7d > 0", timeout=60)
         wait_for_series(base, "budget:gpu_carbon_budget_burn_rate:ratio_increase3d", timeout=60)
+        wait_for_series(base, 'ALERTS{alertname="GpuCarbonBudgetExceeded", alertstate="firing"}', timeout=60)
         # job durations count the panel's 15-s intervals with power: let a few pass
         wait_for_series(base, "count_over_time(job:gpu_carbon_job_power_watts:sum_rate5m[1h]) > 35", timeout=90)
         for model in dashboards().values():
@@ -160,6 +218,8 @@ def test_every_query_answers_on_a_real_prometheus(tmp_path):
             proc.terminate()
         for proc in (server, *exporters):
             proc.wait(timeout=30)
+        good.close()
+        bad.close()
     assert not failed, failed
     titles = {p["title"] for m in dashboards().values() for p in panels(m)}
     assert set(MAY_BE_EMPTY) <= titles  # every excuse names a real panel

@@ -5,7 +5,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard
 from grafana_foundation_sdk.models.dashboard import VariableRefresh
 
-from .common import DS, USED, series_panel, table_panel, variables
+from .common import DS, USED, link, series_panel, table_panel, variables
 
 UID = "gpu-carbon-budgets"
 TITLE = "GPU carbon / Carbon budgets"
@@ -40,7 +40,8 @@ def panels() -> list:
 
 def build() -> dashboard.Dashboard:
     board = (dashboard.Dashboard(TITLE).uid(UID).tags(["gpu-carbon"]).refresh("1m").time("now-7d", "now")
-             .description("Carbon and energy budgets: usage, burn rate, projection, alerts."))
+             .description("Carbon and energy budgets: usage, burn rate, projection, alerts.")
+             .link(link("Datacenter fleet", "gpu-carbon-fleet")))
     board = variables(board, node=False)
     board = board.with_variable(dashboard.QueryVariable("budget").label("Budget").datasource(DS)
                                 .query("label_values(budget:gpu_carbon_budget_limit:value, budget)")

@@ -45,7 +45,9 @@ def steps(*levels: tuple[float | None, str]) -> dashboard.ThresholdsConfig:
         [Threshold(value=v, color=c) for v, c in levels])
 
 
-# Shares where more is worse (budgets used, waste) and where less is worse (devices up).
+# Shares where more is worse (budgets used, waste) and where less is worse (devices up); other
+# stats are plain figures, in the text colour (Grafana's default would turn anything from 80 red).
+PLAIN = steps((None, "text"))
 USED = steps((None, "green"), (0.8, "orange"), (1.0, "red"))
 UP = steps((None, "red"), (0.9, "orange"), (1.0, "green"))
 
@@ -54,8 +56,7 @@ def stat_panel(title: str, description: str, expr: str, unit: str, pos: tuple[in
                decimals: int | None = None, thresholds: dashboard.ThresholdsConfig | None = None,
                legend: str = "") -> stat.Panel:
     p = stat.Panel().title(title).description(description).datasource(DS).unit(unit)
-    if thresholds is not None:
-        p = p.thresholds(thresholds)
+    p = p.thresholds(thresholds if thresholds is not None else PLAIN)
     p = p.with_target(query(expr, legend, instant=True))
     if decimals is not None:
         p = p.decimals(decimals)
@@ -63,19 +64,36 @@ def stat_panel(title: str, description: str, expr: str, unit: str, pos: tuple[in
 
 
 def series_panel(title: str, description: str, exprs: list[tuple[str, str]], unit: str,
-                 pos: tuple[int, int, int, int]) -> timeseries.Panel:
+                 pos: tuple[int, int, int, int], links: list | None = None) -> timeseries.Panel:
     p = timeseries.Panel().title(title).description(description).datasource(DS).unit(unit)
+    if links:
+        p = p.data_links(links)
     for i, (expr, legend) in enumerate(exprs):
         p = p.with_target(query(expr, legend, ref=chr(ord("A") + i)))
     return _place(p, *pos)
 
 
 def table_panel(title: str, description: str, expr: str, unit: str, pos: tuple[int, int, int, int],
-                thresholds: dashboard.ThresholdsConfig | None = None) -> table.Panel:
+                thresholds: dashboard.ThresholdsConfig | None = None, links: list | None = None) -> table.Panel:
     p = table.Panel().title(title).description(description).datasource(DS).unit(unit)
+    if links:
+        p = p.data_links(links)
     if thresholds is not None:
         p = p.thresholds(thresholds)
     return _place(p.with_target(query(expr, instant=True).format(PromQueryFormat.TABLE)), *pos)
+
+
+def team_variable() -> dashboard.QueryVariable:
+    """Teams, from the jobs' owners (multi, All matches jobs without a team too)."""
+    return (dashboard.QueryVariable("team").label("Team").datasource(DS)
+            .query('label_values(gpu_carbon_job_info{cluster=~"$cluster"}, team)')
+            .multi(True).include_all(True).all_value(".*").refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
+
+
+def data_link(title: str, uid: str, params: str) -> dashboard.DashboardLink:
+    """A click-through from a table cell or a series to another of these dashboards: the time range,
+    the cluster and the clicked row's or series' labels (``params``: e.g. ``var-job=${__data.fields.job_id}``)."""
+    return dashboard.DashboardLink(title).url(f"/d/{uid}?${{__url_time_range}}&${{cluster:queryparam}}&{params}")
 
 
 def link(title: str, uid: str) -> dashboard.DashboardLink:
@@ -85,14 +103,17 @@ def link(title: str, uid: str) -> dashboard.DashboardLink:
 
 
 def job_variable(name: str, label: str) -> dashboard.QueryVariable:
-    """A job picker (searchable in Grafana's dropdown), from the exposed job ids."""
+    """A job picker (searchable in Grafana's dropdown), from the job ids exposed in the dashboard's
+    range, narrowed by the team variable."""
     return (dashboard.QueryVariable(name).label(label).datasource(DS)
-            .query('label_values(gpu_carbon_job_info{cluster=~"$cluster"}, job_id)')
+            .query('label_values(gpu_carbon_job_info{cluster=~"$cluster", team=~"$team"}, job_id)')
             .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
 
 
 def heatmap_panel(title: str, description: str, expr: str, legend: str, unit: str,
-                  pos: tuple[int, int, int, int]) -> heatmap.Panel:
+                  pos: tuple[int, int, int, int], links: list | None = None) -> heatmap.Panel:
     """One row per series (calculate off): e.g. each GPU's power over time."""
     p = heatmap.Panel().title(title).description(description).datasource(DS).unit(unit).calculate(False)
+    if links:
+        p = p.data_links(links)
     return _place(p.with_target(query(expr, legend)), *pos)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard
 
-from .common import job_variable, link, query, series_panel, stat_panel, variables
+from .common import job_variable, link, query, series_panel, stat_panel, team_variable, variables
 
 UID = "gpu-carbon-job-compare"
 TITLE = "GPU carbon / Job comparison"
@@ -29,16 +29,16 @@ def _for(job: str) -> dict[str, tuple[str, str]]:
 
 
 def panels() -> list:
-    a, b = _for("job_a"), _for("job_b")
+    a, b = _for("job"), _for("job_b")
     out = []
     for i, title in enumerate(a):
         expr_a, unit = a[title]
         p = stat_panel(title, f"{title} of job A and job B over the dashboard range (instant queries over "
                        "[$__range]; duration: 15-s steps with power above 0).", expr_a, unit, (i * 5, 0, 5, 5), 2,
-                       legend="A $job_a")
+                       legend="A $job")
         out.append(p.with_target(query(b[title][0], "B $job_b", instant=True, ref="B")))
     out.append(series_panel("Power", "Both jobs' power (job:gpu_carbon_job_power_watts:sum_rate5m).",
-                            [('job:gpu_carbon_job_power_watts:sum_rate5m{cluster=~"$cluster", job_id="$job_a"}', "A {{job_id}}"),
+                            [('job:gpu_carbon_job_power_watts:sum_rate5m{cluster=~"$cluster", job_id="$job"}', "A {{job_id}}"),
                              ('job:gpu_carbon_job_power_watts:sum_rate5m{cluster=~"$cluster", job_id="$job_b"}',
                               "B {{job_id}}")],
                             "watt", (0, 5, 24, 8)))
@@ -50,7 +50,9 @@ def build() -> dashboard.Dashboard:
              .description("Two jobs side by side: did the optimised one use less energy per unit of work?")
              .link(link("Job", "gpu-carbon-job")))
     board = variables(board, node=False)
-    board = board.with_variable(job_variable("job_a", "Job A")).with_variable(job_variable("job_b", "Job B"))
+    # Job A is the variable `job`, as on the job dashboard, so that its link carries the job here.
+    board = board.with_variable(team_variable()).with_variable(job_variable("job", "Job A"))
+    board = board.with_variable(job_variable("job_b", "Job B"))
     for p in panels():
         board = board.with_panel(p)
     return board

@@ -5,10 +5,23 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard
 
 from ..mixin.promql import ALL_GRAMS, accounted_energy
-from .common import NODES, TARGETS, UP, USED, heatmap_panel, link, series_panel, stat_panel, table_panel, variables
+from ..mixin.recording import JOB_INFO
+from .common import (NODES, TARGETS, UP, USED, data_link, heatmap_panel, link, series_panel, stat_panel, table_panel,
+                     team_variable, variables)
 
 UID = "gpu-carbon-fleet"
 TITLE = "GPU carbon / Datacenter fleet"
+TEAM = 'cluster=~"$cluster", team=~"$team"'
+# Each job's team and user as last seen in the day, one label set per job (a job that finished hours
+# ago is still named; the team filter applies here).
+JOB_OWNERS = (f"topk by (cluster, scheduler, job_id) (1, max by (cluster, scheduler, job_id, team, user) "
+              f"(last_over_time({JOB_INFO}{{{TEAM}}}[1d])))")
+TO_JOB = [data_link("Job ${__data.fields.job_id}", "gpu-carbon-job", "var-job=${__data.fields.job_id}")]
+TO_TEAM = [data_link("Jobs of team ${__data.fields.team}", "gpu-carbon-job", "var-team=${__data.fields.team}")]
+TO_NODE = [data_link("Node ${__field.labels.node}", "gpu-carbon-node", "var-node=${__field.labels.node}")]
+TO_NODE_ROW = [data_link("Node ${__data.fields.node}", "gpu-carbon-node", "var-node=${__data.fields.node}")]
+TO_GPU = [data_link("GPU ${__field.labels.gpu} on ${__field.labels.node}", "gpu-carbon-node",
+                    "var-node=${__field.labels.node}&var-gpu=${__field.labels.gpu}")]
 
 
 def _range_kwh() -> str:
@@ -51,7 +64,8 @@ def panels() -> list:
     ]
     over_time = [
         series_panel("Power by node", "Accounted power per node (node:gpu_carbon_power_watts:sum_rate5m).",
-                     [(f"node:gpu_carbon_power_watts:sum_rate5m{{{NODES}}}", "{{node}}")], "watt", (0, 8, 12, 8)),
+                     [(f"node:gpu_carbon_power_watts:sum_rate5m{{{NODES}}}", "{{node}}")], "watt", (0, 8, 12, 8),
+                     links=TO_NODE),
         series_panel("Grid intensity by zone", "The intensity in force per zone and node "
                      "(gpu_carbon_grid_intensity_grams_per_kwh); its source in the table beside.",
                      [(f"gpu_carbon_grid_intensity_grams_per_kwh{{{NODES}}}", "{{zone}} ({{node}})")],
@@ -60,15 +74,16 @@ def panels() -> list:
     who = [
         table_panel("Teams by CO₂e, last 7 days", "team:gpu_carbon_job_emissions_grams:increase7d: the jobs' "
                     "allocated operational emissions, by team (sums of 5-minute tiles).",
-                    "sort_desc(topk(10, team:gpu_carbon_job_emissions_grams:increase7d{cluster=~\"$cluster\"}))",
-                    "suffix: g CO₂e", (0, 16, 6, 8)),
+                    f"sort_desc(topk(10, team:gpu_carbon_job_emissions_grams:increase7d{{{TEAM}}}))",
+                    "suffix: g CO₂e", (0, 16, 6, 8), links=TO_TEAM),
         table_panel("Teams by CO₂e, last day", "team:gpu_carbon_job_emissions_grams:increase1d, from the jobs' "
-                    "counters.",
-                    "sort_desc(topk(10, team:gpu_carbon_job_emissions_grams:increase1d{cluster=~\"$cluster\"}))",
-                    "suffix: g CO₂e", (6, 16, 6, 8)),
-        table_panel("Jobs by CO₂e, last day", "job:gpu_carbon_job_emissions_grams:increase1d, the ten largest.",
-                    "sort_desc(topk(10, job:gpu_carbon_job_emissions_grams:increase1d{cluster=~\"$cluster\"}))",
-                    "suffix: g CO₂e", (12, 16, 6, 8)),
+                    "counters.", f"sort_desc(topk(10, team:gpu_carbon_job_emissions_grams:increase1d{{{TEAM}}}))",
+                    "suffix: g CO₂e", (6, 16, 6, 8), links=TO_TEAM),
+        table_panel("Jobs by CO₂e, last day", "job:gpu_carbon_job_emissions_grams:increase1d, the ten largest, with "
+                    "their team and user (gpu_carbon_job_info as last seen in the day). Click a row for the job.",
+                    "sort_desc(topk(10, job:gpu_carbon_job_emissions_grams:increase1d{cluster=~\"$cluster\"} "
+                    f"* on (cluster, scheduler, job_id) group_left (team, user) {JOB_OWNERS}))",
+                    "suffix: g CO₂e", (12, 16, 6, 8), links=TO_JOB),
         series_panel("Waste", "Share of GPU energy while no job held the GPU (allocated view) and idle energy "
                      "(active view), last hour, per fleet.",
                      [("fleet:gpu_carbon_gpu_unallocated_energy_ratio:rate1h", "unallocated {{fleet}}"),
@@ -83,20 +98,20 @@ def panels() -> list:
                    (12, 24, 6, 8)),
         stat_panel("PUE", "The PUE applied to operational emissions (gpu_carbon_pue_ratio).",
                    f"avg(gpu_carbon_pue_ratio{{{TARGETS}}})", "none", (18, 24, 6, 4), 2),
-        stat_panel("Energy per GPU-hour, last day", "The jobs' kWh over their GPU-hours, all teams "
+        stat_panel("Energy per GPU-hour, last day", "The jobs' kWh over their GPU-hours, teams shown "
                    "(team:gpu_carbon_job_energy_kwh:increase1d ÷ team:gpu_carbon_job_gpu_hours:increase1d).",
-                   'sum(team:gpu_carbon_job_energy_kwh:increase1d{cluster=~"$cluster"}) / '
-                   'sum(team:gpu_carbon_job_gpu_hours:increase1d{cluster=~"$cluster"})', "suffix: kWh/GPU-h",
+                   f"sum(team:gpu_carbon_job_energy_kwh:increase1d{{{TEAM}}}) / "
+                   f"sum(team:gpu_carbon_job_gpu_hours:increase1d{{{TEAM}}})", "suffix: kWh/GPU-h",
                    (18, 28, 6, 4), 3),
         table_panel("Intensity source", "Where each zone's intensity comes from (gpu_carbon_grid_intensity_source_"
                     "info: provider and signal) — the `source` label changes while on fallback.",
-                    f"gpu_carbon_grid_intensity_source_info{{{NODES}}}", "none", (0, 32, 12, 6)),
+                    f"gpu_carbon_grid_intensity_source_info{{{NODES}}}", "none", (0, 32, 12, 6), links=TO_NODE_ROW),
         table_panel("Intensity on fallback", "1 while the latest poll of a live provider failed "
                     "(gpu_carbon_grid_intensity_fallback); 0 for static sources.",
-                    f"gpu_carbon_grid_intensity_fallback{{{NODES}}}", "none", (12, 32, 12, 6)),
+                    f"gpu_carbon_grid_intensity_fallback{{{NODES}}}", "none", (12, 32, 12, 6), links=TO_NODE_ROW),
         heatmap_panel("Power per GPU", "Each GPU's power from its energy counter (gpu:gpu_carbon_power_watts:"
                       "rate5m), one row per GPU.", f"gpu:gpu_carbon_power_watts:rate5m{{{NODES}}}",
-                      "{{node}} GPU {{gpu}}", "watt", (0, 38, 24, 10)),
+                      "{{node}} GPU {{gpu}}", "watt", (0, 38, 24, 10), links=TO_GPU),
     ]
     return now + windows + over_time + who
 
@@ -106,7 +121,7 @@ def build() -> dashboard.Dashboard:
              .description("Datacenter fleet: power, emissions, intensity, who spent the carbon, waste, budgets.")
              .link(link("Node and GPU", "gpu-carbon-node")).link(link("Job", "gpu-carbon-job"))
              .link(link("Budgets", "gpu-carbon-budgets")))
-    board = variables(board)
+    board = variables(board).with_variable(team_variable())
     for p in panels():
         board = board.with_panel(p)
     return board

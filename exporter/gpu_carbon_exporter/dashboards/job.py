@@ -3,8 +3,10 @@ it paid, its power over its life, allocated against active energy, and where it 
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard
+from grafana_foundation_sdk.models.common import BigValueTextMode
+from grafana_foundation_sdk.models.dashboard import DynamicConfigValue
 
-from .common import link, job_variable, series_panel, stat_panel, table_panel, variables
+from .common import data_link, link, job_variable, query, series_panel, stat_panel, table_panel, team_variable, variables
 
 UID = "gpu-carbon-job"
 TITLE = "GPU carbon / Job"
@@ -15,54 +17,72 @@ def _range(metric: str, extra: str = "") -> str:
     return f"sum(increase({metric}{{{JOB}{extra}}}[$__range]))"
 
 
+def disclosure(energy: str, grams: str):
+    """The sentence to quote: "This job used X kWh · Y kg CO₂e · at Z g CO₂e/kWh" (each figure a
+    query of its own, so each keeps its unit)."""
+    parts = [("This job used", f"{energy} / 3.6e6", "kwatth", 3), ("and emitted", f"{grams} / 1000", "suffix: kg CO₂e", 3),
+             ("at", f"{grams} / ({energy} / 3.6e6)", "suffix: g CO₂e/kWh", 0)]
+    p = stat_panel("Disclosure", "A line to quote: the job's allocated energy over the dashboard range, its operational "
+                   "emissions (PUE included) and the intensity it paid — emissions ÷ energy, which weights the grid "
+                   "intensity by the job's own energy. GPU energy only: CPU, memory and network are not in it "
+                   "(docs/accuracy.md gives the error bounds).", parts[0][1], parts[0][2], (0, 0, 24, 3),
+                   parts[0][3], legend=parts[0][0])
+    for ref, (words, expr, unit, decimals) in zip("BC", parts[1:]):
+        p = p.with_target(query(expr, words, instant=True, ref=ref)).override_by_query(
+            ref, [DynamicConfigValue("unit", unit), DynamicConfigValue("decimals", decimals)])
+    return p.text_mode(BigValueTextMode.VALUE_AND_NAME)
+
+
 def panels() -> list:
     energy = _range("gpu_carbon_job_energy_joules_total", ', view="allocated"')
     grams = _range("gpu_carbon_job_emissions_grams_total", ', view="allocated"')
-    return [
+    return [disclosure(energy, grams),
         stat_panel("Energy", "The job's GPU energy over the dashboard range, allocated view: its share of active "
                    "energy plus an equal share of idle (gpu_carbon_job_energy_joules_total).",
-                   f"{energy} / 3.6e6", "kwatth", (0, 0, 4, 4), 3),
+                   f"{energy} / 3.6e6", "kwatth", (0, 3, 4, 4), 3),
         stat_panel("Operational CO₂e", "Emissions of that energy at the grid intensity in force, PUE included "
-                   "(gpu_carbon_job_emissions_grams_total).", grams, "suffix: g CO₂e", (4, 0, 4, 4), 1),
+                   "(gpu_carbon_job_emissions_grams_total).", grams, "suffix: g CO₂e", (4, 3, 4, 4), 1),
         stat_panel("Embodied CO₂e", "Embodied carbon of the GPU time held (gpu_carbon_job_embodied_emissions_grams_"
                    "total; only with carbon.embodied configured).",
-                   _range("gpu_carbon_job_embodied_emissions_grams_total"), "suffix: g CO₂e", (8, 0, 4, 4), 1),
+                   _range("gpu_carbon_job_embodied_emissions_grams_total"), "suffix: g CO₂e", (8, 3, 4, 4), 1),
         stat_panel("Water", "Water for the job's energy at the configured WUE (gpu_carbon_job_water_liters_total; "
                    "only with carbon.wue_liters_per_kwh).", _range("gpu_carbon_job_water_liters_total"),
-                   "litre", (12, 0, 4, 4), 2),
+                   "litre", (12, 3, 4, 4), 2),
         stat_panel("GPU-hours", "GPU time held (gpu_carbon_job_gpu_seconds_total): a shared GPU split equally, a MIG "
                    "instance by its share.", f"{_range('gpu_carbon_job_gpu_seconds_total')} / 3600", "h",
-                   (16, 0, 4, 4), 2),
+                   (16, 3, 4, 4), 2),
         stat_panel("Intensity paid", "Operational emissions ÷ energy over the range (g CO₂e per kWh, PUE included): "
                    "this job used the energy above at this intensity.", f"{grams} / ({energy} / 3.6e6)",
-                   "suffix: g/kWh", (20, 0, 4, 4), 0),
+                   "suffix: g/kWh", (20, 3, 4, 4), 0),
         series_panel("Power", "The job's power, summed over its nodes (job:gpu_carbon_job_power_watts:sum_rate5m).",
-                     [(f"job:gpu_carbon_job_power_watts:sum_rate5m{{{JOB}}}", "{{job_id}}")], "watt", (0, 4, 12, 8)),
+                     [(f"job:gpu_carbon_job_power_watts:sum_rate5m{{{JOB}}}", "{{job_id}}")], "watt", (0, 7, 12, 8)),
         series_panel("Allocated and active energy", "Energy per second in both views: allocated (active share + "
                      "equal idle share) and active only (gpu_carbon_job_energy_joules_total by view).",
                      [(f"sum by (view) (rate(gpu_carbon_job_energy_joules_total{{{JOB}}}[$__rate_interval]))",
-                       "{{view}}")], "watt", (12, 4, 12, 8)),
+                       "{{view}}")], "watt", (12, 7, 12, 8)),
         series_panel("GPU utilisation", "Utilisation of the GPUs the job holds (gpu_carbon_gpu_utilization_ratio "
                      "joined to gpu_carbon_job_gpu_info): the whole GPU's, also on a GPU the job shares, and "
                      "while a finished job lingers; MIG instances have no utilisation of their own.",
                      [("avg by (job_id) (gpu_carbon_gpu_utilization_ratio * on (cluster, site, fleet, node, gpu) "
                        "group_left (job_id) max by (cluster, site, fleet, node, gpu, job_id) "
-                       f"(gpu_carbon_job_gpu_info{{{JOB}}}))", "{{job_id}}")], "percentunit", (0, 18, 24, 8)),
+                       f"(gpu_carbon_job_gpu_info{{{JOB}}}))", "{{job_id}}")], "percentunit", (0, 21, 24, 8)),
         table_panel("GPUs and nodes", "Every GPU (or MIG instance) the job held in the range, by node "
                     "(gpu_carbon_job_gpu_info; a finished job is exposed only for attribution.linger_seconds, so "
                     "the range must reach back to when it ran).",
-                    f"last_over_time(gpu_carbon_job_gpu_info{{{JOB}}}[$__range])", "none", (0, 12, 12, 6)),
+                    f"last_over_time(gpu_carbon_job_gpu_info{{{JOB}}}[$__range])", "none", (0, 15, 12, 6),
+                    links=[data_link("GPU ${__data.fields.gpu} on ${__data.fields.node}", "gpu-carbon-node",
+                                     "var-node=${__data.fields.node}&var-gpu=${__data.fields.gpu}")]),
         table_panel("Owner", "The job's user, team, account, namespace and pod (gpu_carbon_job_info) as last seen "
                     "in the range.", f"last_over_time(gpu_carbon_job_info{{{JOB}}}[$__range])", "none",
-                    (12, 12, 12, 6)),
+                    (12, 15, 12, 6)),
     ]
 
 
 def build() -> dashboard.Dashboard:
     board = (dashboard.Dashboard(TITLE).uid(UID).tags(["gpu-carbon"]).refresh("1m").time("now-24h", "now")
              .description("What one job cost: energy, carbon, water, GPU-hours, power over its life.")
-             .link(link("Compare jobs", "gpu-carbon-job-compare")).link(link("Fleet", "gpu-carbon-fleet")))
-    board = variables(board, node=False).with_variable(job_variable("job", "Job"))
+             .link(link("Compare with another job", "gpu-carbon-job-compare")).link(link("Fleet", "gpu-carbon-fleet")))
+    board = variables(board, node=False).with_variable(team_variable()).with_variable(job_variable("job", "Job"))
     for p in panels():
         board = board.with_panel(p)
     return board

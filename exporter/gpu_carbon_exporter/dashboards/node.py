@@ -5,7 +5,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard
 from grafana_foundation_sdk.models.dashboard import VariableRefresh
 
-from .common import DS, NODES, series_panel, table_panel, variables
+from .common import DS, NODES, link, series_panel, table_panel, variables
 
 UID = "gpu-carbon-node"
 TITLE = "GPU carbon / Node and GPU"
@@ -46,7 +46,8 @@ def panels() -> list:
 
 def build() -> dashboard.Dashboard:
     board = (dashboard.Dashboard(TITLE).uid(UID).tags(["gpu-carbon"]).refresh("30s").time("now-6h", "now")
-             .description("One node's GPUs and the exporter's health."))
+             .description("One node's GPUs and the exporter's health.")
+             .link(link("Datacenter fleet", "gpu-carbon-fleet")))
     board = variables(board)
     board = board.with_variable(dashboard.QueryVariable("gpu").label("GPU").datasource(DS)
                                 .query('label_values(gpu_carbon_gpu_info{cluster=~"$cluster", site=~"$site", '
