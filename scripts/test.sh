@@ -5,12 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages: Prometheus, promtool and Alertmanager for the end-to-end and rule tests, gcc to build
-# the simulated libnvidia-ml.so.1, setpriv (util-linux) for the RAPL permission test.
+# the simulated libnvidia-ml.so.1, setpriv (util-linux) for the RAPL permission test, systemd-analyze
+# and kubectl (kustomize) for the deployment tests.
 missing=()
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v kubectl >/dev/null 2>&1 || missing+=(kubectl)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing ${missing[*]} (Debian packages)" >&2

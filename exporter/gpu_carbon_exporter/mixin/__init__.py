@@ -22,8 +22,12 @@ from .recording import power_group, window_groups
 from .settings import NODE, Settings
 
 TARGET_LABELS = NODE
-__all__ = ["Budget", "BudgetError", "Settings", "TARGET_LABELS", "load_budgets", "parse_budgets", "render",
-           "rule_files", "write"]
+__all__ = ["Budget", "BudgetError", "Settings", "TARGET_LABELS", "load_budgets", "parse_budgets",
+           "prometheus_rule", "render", "rule_files", "write"]
+# kube-prometheus-stack's Prometheus selects PrometheusRules by its release label (the chart's
+# default release name here; a Kustomize patch changes it: docs/install.md).
+KUBE_PROMETHEUS_STACK_LABELS = {"release": "kube-prometheus-stack", "app.kubernetes.io/name": "gpu-carbon-exporter",
+                                "app.kubernetes.io/part-of": "gpu-carbon-exporter"}
 
 
 def rule_files(settings: Settings | None = None, budgets: list[Budget] | None = None) -> dict[str, dict]:
@@ -43,14 +47,30 @@ def render(content: dict) -> str:
     return header + yaml.safe_dump(content, sort_keys=False, width=120, allow_unicode=True)
 
 
-def write(out_dir: str | Path, budgets_path: str | Path | None = None) -> list[Path]:
-    """Write every rule file into ``out_dir``; returns their paths. Raises BudgetError."""
+def prometheus_rule(files: dict[str, dict], name: str = "gpu-carbon-exporter") -> dict:
+    """The same groups as the rule files, as one prometheus-operator PrometheusRule object."""
+    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+            "metadata": {"name": name, "labels": dict(KUBE_PROMETHEUS_STACK_LABELS)},
+            "spec": {"groups": [g for content in files.values() for g in content["groups"]]}}
+
+
+def write(out_dir: str | Path | None, budgets_path: str | Path | None = None,
+          prometheusrule: str | Path | None = None) -> list[Path]:
+    """Write every rule file into ``out_dir`` and, if given, the same rules as a PrometheusRule
+    manifest; returns the paths written. Raises BudgetError."""
     settings, budgets = load_budgets(budgets_path) if budgets_path else (Settings(), None)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    files = rule_files(settings, budgets)
     written = []
-    for name, content in rule_files(settings, budgets).items():
-        path = out / name
-        path.write_text(render(content))
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            path = out / name
+            path.write_text(render(content))
+            written.append(path)
+    if prometheusrule is not None:
+        path = Path(prometheusrule)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render(prometheus_rule(files)))
         written.append(path)
     return written
