@@ -5,7 +5,8 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard
 from grafana_foundation_sdk.models.dashboard import VariableRefresh
 
-from .common import DS, USED, link, series_panel, table_panel, variables
+from ..mixin.settings import Settings
+from .common import DS, USED, datasource_only, link, series_panel, table_panel
 
 UID = "gpu-carbon-budgets"
 TITLE = "GPU carbon / Carbon budgets"
@@ -13,15 +14,16 @@ SEL = 'budget=~"$budget"'
 
 
 def panels() -> list:
+    # the long windows of the burn-rate tiers the rules record
     burn = [(f"budget:gpu_carbon_budget_burn_rate:ratio_increase{w}{{{SEL}}}", f"{{{{budget}}}} over {w}")
-            for w in ("1h", "6h", "1d", "3d")]
+            for w, _, _ in Settings().burn_rate_tiers]
     return [
         table_panel("Budgets", "Each budget's usage over its rolling window as a share of its limit "
                     "(budget:gpu_carbon_budget_usage:ratio).", f"budget:gpu_carbon_budget_usage:ratio{{{SEL}}}",
                     "percentunit", (0, 0, 12, 8), thresholds=USED),
         table_panel("Firing budget alerts", "Budget alerts now firing (ALERTS): exceeded, warning, burn rate by "
                     "tier, forecast. Empty while every budget is within bounds.",
-                    'ALERTS{alertname=~"GpuCarbonBudget.*", alertstate="firing"}', "none", (12, 0, 12, 8)),
+                    f'ALERTS{{alertname=~"GpuCarbonBudget.*", alertstate="firing", {SEL}}}', "none", (12, 0, 12, 8)),
         series_panel("Usage and limit", "Usage over the budget's window (budget:gpu_carbon_budget_usage:increase) "
                      "and its limit, in grams CO₂e or kWh as the budget counts (label quantity).",
                      [(f"budget:gpu_carbon_budget_usage:increase{{{SEL}}}", "{{budget}} used ({{quantity}})"),
@@ -34,7 +36,13 @@ def panels() -> list:
                      "label horizon), against the limit.",
                      [(f"budget:gpu_carbon_budget_usage:predict_linear{{{SEL}}}", "{{budget}} in {{horizon}}"),
                       (f"budget:gpu_carbon_budget_limit:value{{{SEL}}}", "{{budget}} limit")], "short",
-                     (0, 16, 24, 8)),
+                     (0, 16, 16, 8)),
+        table_panel("Time to exhaustion", "When each budget runs out at the last hour's pace: (limit − usage) ÷ "
+                    "deriv(usage[1h]), 0 once used up; absent while usage is not rising. A straight line: usage "
+                    "leaving the rolling window is not foreseen.",
+                    f"clamp_min((budget:gpu_carbon_budget_limit:value{{{SEL}}} - on (budget) "
+                    f"budget:gpu_carbon_budget_usage:increase{{{SEL}}}) / on (budget) "
+                    f"(deriv(budget:gpu_carbon_budget_usage:increase{{{SEL}}}[1h]) > 0), 0)", "s", (16, 16, 8, 8)),
     ]
 
 
@@ -42,7 +50,7 @@ def build() -> dashboard.Dashboard:
     board = (dashboard.Dashboard(TITLE).uid(UID).tags(["gpu-carbon"]).refresh("1m").time("now-7d", "now")
              .description("Carbon and energy budgets: usage, burn rate, projection, alerts.")
              .link(link("Datacenter fleet", "gpu-carbon-fleet")))
-    board = variables(board, node=False)
+    board = datasource_only(board)
     board = board.with_variable(dashboard.QueryVariable("budget").label("Budget").datasource(DS)
                                 .query("label_values(budget:gpu_carbon_budget_limit:value, budget)")
                                 .multi(True).include_all(True).all_value(".*")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard, heatmap, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.models.dashboard import (
-    DashboardLinkType, DataSourceRef, GridPos, Threshold, ThresholdsMode, VariableRefresh,
+    DashboardLinkType, DataSourceRef, DynamicConfigValue, GridPos, Threshold, ThresholdsMode, VariableRefresh,
 )
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
@@ -13,20 +13,34 @@ TARGETS = 'cluster=~"$cluster", fleet=~"$fleet", site=~"$site"'  # every fleet q
 NODES = TARGETS + ', node=~"$node"'
 
 
-def variables(board: dashboard.Dashboard, node: bool = True) -> dashboard.Dashboard:
+def variables(board: dashboard.Dashboard, node: bool = True, fleet: str | None = None,
+              single_cluster: bool = False, cluster_only: bool = False) -> dashboard.Dashboard:
     """The ``datasource`` variable (no ``__inputs``: files provision and import as they are) and the
-    target labels, multi-valued with All (``.*``, so a label a target does not carry matches)."""
+    target labels, multi-valued with All (``.*``, so a label a target does not carry matches).
+    ``fleet``: a dashboard for one fleet (edge) has no fleet variable and lists only its sites and
+    nodes. ``single_cluster``: one cluster at a time (a job id is unique within its cluster only);
+    ``cluster_only``: no fleet, site or node (job dashboards select by job)."""
     board = board.with_variable(dashboard.DatasourceVariable("datasource").label("Prometheus").type("prometheus"))
-    specs = [("cluster", "label_values(gpu_carbon_build_info, cluster)"),
-             ("fleet", 'label_values(gpu_carbon_build_info{cluster=~"$cluster"}, fleet)'),
-             ("site", 'label_values(gpu_carbon_build_info{cluster=~"$cluster", fleet=~"$fleet"}, site)')]
-    if node:
-        specs.append(("node", f"label_values(gpu_carbon_build_info{{{TARGETS}}}, node)"))
+    fleet_sel = f'fleet="{fleet}"' if fleet else 'fleet=~"$fleet"'
+    specs = [("cluster", "label_values(gpu_carbon_build_info, cluster)")]
+    if fleet is None and not cluster_only:
+        specs.append(("fleet", 'label_values(gpu_carbon_build_info{cluster=~"$cluster"}, fleet)'))
+    if not cluster_only:
+        specs.append(("site", f'label_values(gpu_carbon_build_info{{cluster=~"$cluster", {fleet_sel}}}, site)'))
+    if node and not cluster_only:
+        specs.append(("node", f'label_values(gpu_carbon_build_info{{cluster=~"$cluster", {fleet_sel}, '
+                              f'site=~"$site"}}, node)'))
     for name, query in specs:
-        board = board.with_variable(
-            dashboard.QueryVariable(name).label(name.capitalize()).datasource(DS).query(query)
-            .multi(True).include_all(True).all_value(".*").refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
+        var = dashboard.QueryVariable(name).label(name.capitalize()).datasource(DS).query(query)
+        if not (single_cluster and name == "cluster"):
+            var = var.multi(True).include_all(True).all_value(".*")
+        board = board.with_variable(var.refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
     return board
+
+
+def datasource_only(board: dashboard.Dashboard) -> dashboard.Dashboard:
+    """Only the ``datasource`` variable (budgets are not per cluster, fleet or site)."""
+    return board.with_variable(dashboard.DatasourceVariable("datasource").label("Prometheus").type("prometheus"))
 
 
 def query(expr: str, legend: str = "", instant: bool = False, ref: str = "A") -> prometheus.Dataquery:
@@ -50,6 +64,8 @@ def steps(*levels: tuple[float | None, str]) -> dashboard.ThresholdsConfig:
 PLAIN = steps((None, "text"))
 USED = steps((None, "green"), (0.8, "orange"), (1.0, "red"))
 UP = steps((None, "red"), (0.9, "orange"), (1.0, "green"))
+# Counts where any is a problem (devices down, counter resets, providers on fallback).
+ANY = steps((None, "green"), (1, "red"))
 
 
 def stat_panel(title: str, description: str, expr: str, unit: str, pos: tuple[int, int, int, int],
@@ -111,9 +127,8 @@ def job_variable(name: str, label: str) -> dashboard.QueryVariable:
 
 
 def heatmap_panel(title: str, description: str, expr: str, legend: str, unit: str,
-                  pos: tuple[int, int, int, int], links: list | None = None) -> heatmap.Panel:
+                  pos: tuple[int, int, int, int]) -> heatmap.Panel:
     """One row per series (calculate off): e.g. each GPU's power over time."""
     p = heatmap.Panel().title(title).description(description).datasource(DS).unit(unit).calculate(False)
-    if links:
-        p = p.data_links(links)
+    p = p.show_tooltip()
     return _place(p.with_target(query(expr, legend)), *pos)

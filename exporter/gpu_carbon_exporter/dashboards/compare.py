@@ -13,9 +13,10 @@ TITLE = "GPU carbon / Job comparison"
 def _for(job: str) -> dict[str, tuple[str, str]]:
     sel = f'cluster=~"$cluster", job_id="${job}"'
     energy = f'sum(increase(gpu_carbon_job_energy_joules_total{{{sel}, view="allocated"}}[$__range]))'
-    # Seconds the job drew power, on a fixed 15-s grid (a stat panel's $__interval is range ÷ width:
-    # far too coarse) from a 1-minute rate, so it ends within a minute of the job.
-    duration = (f'count_over_time((sum(rate(gpu_carbon_job_energy_joules_total{{{sel}, view="allocated"}}[1m])) '
+    # Seconds the job's counter rose, on a fixed 15-s grid (a stat panel's $__interval is range ÷ width:
+    # far too coarse). idelta compares the last two scrapes, so the count stops with the job (within a
+    # scrape), not a rate window later while the finished job lingers; 2m holds two scrapes at 1/min.
+    duration = (f'count_over_time((sum(idelta(gpu_carbon_job_energy_joules_total{{{sel}, view="allocated"}}[2m])) '
                 "> 0)[$__range:15s]) * 15")
     return {
         "Energy": (f"{energy} / 3.6e6", "kwatth"),
@@ -34,13 +35,14 @@ def panels() -> list:
     for i, title in enumerate(a):
         expr_a, unit = a[title]
         p = stat_panel(title, f"{title} of job A and job B over the dashboard range (instant queries over "
-                       "[$__range]; duration: 15-s steps with power above 0).", expr_a, unit, (i * 5, 0, 5, 5), 2,
+                       "[$__range]; duration: 15-s steps in which the energy counter rose, within a scrape interval).", expr_a, unit, (i * 5, 0, 5, 5), 2,
                        legend="A $job")
         out.append(p.with_target(query(b[title][0], "B $job_b", instant=True, ref="B")))
-    out.append(series_panel("Power", "Both jobs' power (job:gpu_carbon_job_power_watts:sum_rate5m).",
-                            [('job:gpu_carbon_job_power_watts:sum_rate5m{cluster=~"$cluster", job_id="$job"}', "A {{job_id}}"),
-                             ('job:gpu_carbon_job_power_watts:sum_rate5m{cluster=~"$cluster", job_id="$job_b"}',
-                              "B {{job_id}}")],
+    power = ('sum by (job_id, node) (rate(gpu_carbon_job_energy_joules_total{{cluster=~"$cluster", job_id="${}", '
+             'view="allocated"}}[$__rate_interval]))')
+    out.append(series_panel("Power", "Both jobs' power per node, allocated view (rate of "
+                            "gpu_carbon_job_energy_joules_total).",
+                            [(power.format("job"), "A {{job_id}} {{node}}"), (power.format("job_b"), "B {{job_id}} {{node}}")],
                             "watt", (0, 5, 24, 8)))
     return out
 
@@ -49,7 +51,7 @@ def build() -> dashboard.Dashboard:
     board = (dashboard.Dashboard(TITLE).uid(UID).tags(["gpu-carbon"]).time("now-7d", "now")
              .description("Two jobs side by side: did the optimised one use less energy per unit of work?")
              .link(link("Job", "gpu-carbon-job")))
-    board = variables(board, node=False)
+    board = variables(board, single_cluster=True, cluster_only=True)
     # Job A is the variable `job`, as on the job dashboard, so that its link carries the job here.
     board = board.with_variable(team_variable()).with_variable(job_variable("job", "Job A"))
     board = board.with_variable(job_variable("job_b", "Job B"))

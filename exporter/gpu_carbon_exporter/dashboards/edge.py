@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard
 
-from .common import UP, link, series_panel, stat_panel, table_panel, variables
+from .common import ANY, UP, link, series_panel, stat_panel, table_panel, variables
 
 UID = "gpu-carbon-edge"
 TITLE = "GPU carbon / Edge fleet"
@@ -17,11 +17,12 @@ def panels() -> list:
                    "offline device's own series go stale, so its target is what shows it.",
                    f"sum(up{{{EDGE}}}) / count(up{{{EDGE}}})", "percentunit", (0, 0, 4, 4), thresholds=UP),
         stat_panel("Devices down", "Edge exporters Prometheus cannot scrape now (up == 0).",
-                   f"count(up{{{EDGE}}} == 0) or vector(0)", "none", (4, 0, 4, 4)),
+                   f"count(up{{{EDGE}}} == 0) or vector(0)", "none", (4, 0, 4, 4), thresholds=ANY),
         stat_panel("Devices with a stale sampler", "Edge devices with a collector that was working and has not "
                    "run for over 60 s (gpu_carbon_collector_last_run_age_seconds, gpu_carbon_collector_success).",
                    f"count(count by (cluster, site, node) (gpu_carbon_collector_last_run_age_seconds{{{EDGE}}} > 60 "
-                   f"and gpu_carbon_collector_success{{{EDGE}}} == 1)) or vector(0)", "none", (8, 0, 4, 4)),
+                   f"and gpu_carbon_collector_success{{{EDGE}}} == 1)) or vector(0)", "none", (8, 0, 4, 4),
+                   thresholds=ANY),
         stat_panel("Edge power now", "Every accounted edge device (node:gpu_carbon_power_watts:sum_rate5m).",
                    f"sum(node:gpu_carbon_power_watts:sum_rate5m{{{EDGE}}})", "watt", (12, 0, 6, 4), 1),
         stat_panel("Edge CO₂e, last day", "site:gpu_carbon_emissions_grams:increase1d for the edge fleet.",
@@ -58,7 +59,7 @@ def build() -> dashboard.Dashboard:
     board = (dashboard.Dashboard(TITLE).uid(UID).tags(["gpu-carbon"]).refresh("1m").time("now-24h", "now")
              .description("Edge fleet: devices online, power, energy and carbon per device and site, rails.")
              .link(link("Datacenter fleet", "gpu-carbon-fleet")))
-    board = variables(board)
+    board = variables(board, fleet="edge")
     for p in panels():
         board = board.with_panel(p)
     return board

@@ -6,8 +6,8 @@ from grafana_foundation_sdk.builders import dashboard
 
 from ..mixin.promql import ALL_GRAMS, accounted_energy
 from ..mixin.recording import JOB_INFO
-from .common import (NODES, TARGETS, UP, USED, data_link, heatmap_panel, link, series_panel, stat_panel, table_panel,
-                     team_variable, variables)
+from .common import (ANY, NODES, TARGETS, USED, data_link, heatmap_panel, link, query, series_panel, stat_panel,
+                     table_panel, team_variable, variables)
 
 UID = "gpu-carbon-fleet"
 TITLE = "GPU carbon / Datacenter fleet"
@@ -20,8 +20,8 @@ TO_JOB = [data_link("Job ${__data.fields.job_id}", "gpu-carbon-job", "var-job=${
 TO_TEAM = [data_link("Jobs of team ${__data.fields.team}", "gpu-carbon-job", "var-team=${__data.fields.team}")]
 TO_NODE = [data_link("Node ${__field.labels.node}", "gpu-carbon-node", "var-node=${__field.labels.node}")]
 TO_NODE_ROW = [data_link("Node ${__data.fields.node}", "gpu-carbon-node", "var-node=${__data.fields.node}")]
-TO_GPU = [data_link("GPU ${__field.labels.gpu} on ${__field.labels.node}", "gpu-carbon-node",
-                    "var-node=${__field.labels.node}&var-gpu=${__field.labels.gpu}")]
+TO_GPU = [data_link("GPU ${__data.fields.gpu} on ${__data.fields.node}", "gpu-carbon-node",
+                    "var-node=${__data.fields.node}&var-gpu=${__data.fields.gpu}")]
 
 
 def _range_kwh() -> str:
@@ -44,9 +44,9 @@ def panels() -> list:
                    "time range (operational, PUE included), in kg CO₂e.",
                    f'sum(increase({ALL_GRAMS[:-1]}, {TARGETS}}}[$__range])) / 1000', "suffix: kg CO₂e",
                    (12, 0, 4, 4), 3),
-        stat_panel("GPUs up", "GPUs answering NVML (gpu_carbon_gpu_up) out of all known.",
-                   f"sum(gpu_carbon_gpu_up{{{TARGETS}}}) / count(gpu_carbon_gpu_up{{{TARGETS}}})", "percentunit",
-                   (16, 0, 4, 4), thresholds=UP),
+        stat_panel("GPUs up / total", "GPUs answering NVML (gpu_carbon_gpu_up == 1) and all GPUs known.",
+                   f"sum(gpu_carbon_gpu_up{{{TARGETS}}})", "none", (16, 0, 4, 4), legend="up")
+        .with_target(query(f"count(gpu_carbon_gpu_up{{{TARGETS}}})", "total", instant=True, ref="B")),
         stat_panel("GPU utilisation", "Mean fraction of time a kernel ran, over the GPUs shown "
                    "(gpu_carbon_gpu_utilization_ratio).",
                    f"avg(gpu_carbon_gpu_utilization_ratio{{{TARGETS}}})", "percentunit", (20, 0, 4, 4)),
@@ -84,13 +84,15 @@ def panels() -> list:
                     "sort_desc(topk(10, job:gpu_carbon_job_emissions_grams:increase1d{cluster=~\"$cluster\"} "
                     f"* on (cluster, scheduler, job_id) group_left (team, user) {JOB_OWNERS}))",
                     "suffix: g CO₂e", (12, 16, 6, 8), links=TO_JOB),
-        series_panel("Waste", "Share of GPU energy while no job held the GPU (allocated view) and idle energy "
-                     "(active view), last hour, per fleet.",
-                     [("fleet:gpu_carbon_gpu_unallocated_energy_ratio:rate1h", "unallocated {{fleet}}"),
-                      ("fleet:gpu_carbon_gpu_idle_energy_ratio:rate1h", "idle {{fleet}}")],
+        series_panel("Waste", "Share of each node's GPU energy used while no job held the GPU (allocated view) "
+                     "and idle (active view), over the last hour (node:gpu_carbon_gpu_unallocated_energy_ratio:"
+                     "rate1h, node:gpu_carbon_gpu_idle_energy_ratio:rate1h).",
+                     [(f"node:gpu_carbon_gpu_unallocated_energy_ratio:rate1h{{{NODES}}}", "unallocated {{node}}"),
+                      (f"node:gpu_carbon_gpu_idle_energy_ratio:rate1h{{{NODES}}}", "idle {{node}}")],
                      "percentunit", (18, 16, 6, 8)),
         table_panel("Budgets", "Each carbon or energy budget's usage over its window as a share of its limit "
-                    "(budget:gpu_carbon_budget_usage:ratio; empty without a budgets file).",
+                    "(budget:gpu_carbon_budget_usage:ratio; empty without a budgets file). Budgets span clusters "
+                    "and fleets as their scope says, so the variables do not filter them.",
                     "budget:gpu_carbon_budget_usage:ratio", "percentunit", (0, 24, 12, 8), thresholds=USED),
         stat_panel("Greenest window starts in", "Time until the lowest-intensity window of the forecast "
                    "(gpu_carbon_grid_intensity_lowest_window_start_seconds; live providers with a forecast only).",
@@ -108,10 +110,15 @@ def panels() -> list:
                     f"gpu_carbon_grid_intensity_source_info{{{NODES}}}", "none", (0, 32, 12, 6), links=TO_NODE_ROW),
         table_panel("Intensity on fallback", "1 while the latest poll of a live provider failed "
                     "(gpu_carbon_grid_intensity_fallback); 0 for static sources.",
-                    f"gpu_carbon_grid_intensity_fallback{{{NODES}}}", "none", (12, 32, 12, 6), links=TO_NODE_ROW),
+                    f"gpu_carbon_grid_intensity_fallback{{{NODES}}}", "none", (12, 32, 12, 6), thresholds=ANY,
+                    links=TO_NODE_ROW),
         heatmap_panel("Power per GPU", "Each GPU's power from its energy counter (gpu:gpu_carbon_power_watts:"
                       "rate5m), one row per GPU.", f"gpu:gpu_carbon_power_watts:rate5m{{{NODES}}}",
-                      "{{node}} GPU {{gpu}}", "watt", (0, 38, 24, 10), links=TO_GPU),
+                      "{{node}} GPU {{gpu}}", "watt", (0, 38, 24, 10)),
+        table_panel("GPUs by power now", "Each GPU's power from its energy counter (gpu:gpu_carbon_power_watts:"
+                    "rate5m), highest first. Click a row for that GPU on the node dashboard.",
+                    f"sort_desc(gpu:gpu_carbon_power_watts:rate5m{{{NODES}}})", "watt", (0, 48, 24, 8),
+                    links=TO_GPU),
     ]
     return now + windows + over_time + who
 

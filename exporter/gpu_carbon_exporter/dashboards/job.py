@@ -22,7 +22,8 @@ def disclosure(energy: str, grams: str):
     query of its own, so each keeps its unit)."""
     parts = [("This job used", f"{energy} / 3.6e6", "kwatth", 3), ("and emitted", f"{grams} / 1000", "suffix: kg CO₂e", 3),
              ("at", f"{grams} / ({energy} / 3.6e6)", "suffix: g CO₂e/kWh", 0)]
-    p = stat_panel("Disclosure", "A line to quote: the job's allocated energy over the dashboard range, its operational "
+    p = stat_panel("Disclosure", "A line to quote: the job's allocated energy over the dashboard's time range (widen it "
+                   "to cover the whole job: a job outside the range is not counted), its operational "
                    "emissions (PUE included) and the intensity it paid — emissions ÷ energy, which weights the grid "
                    "intensity by the job's own energy. GPU energy only: CPU, memory and network are not in it "
                    "(docs/accuracy.md gives the error bounds).", parts[0][1], parts[0][2], (0, 0, 24, 3),
@@ -54,24 +55,29 @@ def panels() -> list:
         stat_panel("Intensity paid", "Operational emissions ÷ energy over the range (g CO₂e per kWh, PUE included): "
                    "this job used the energy above at this intensity.", f"{grams} / ({energy} / 3.6e6)",
                    "suffix: g/kWh", (20, 3, 4, 4), 0),
-        series_panel("Power", "The job's power, summed over its nodes (job:gpu_carbon_job_power_watts:sum_rate5m).",
-                     [(f"job:gpu_carbon_job_power_watts:sum_rate5m{{{JOB}}}", "{{job_id}}")], "watt", (0, 7, 12, 8)),
-        series_panel("Allocated and active energy", "Energy per second in both views: allocated (active share + "
-                     "equal idle share) and active only (gpu_carbon_job_energy_joules_total by view).",
-                     [(f"sum by (view) (rate(gpu_carbon_job_energy_joules_total{{{JOB}}}[$__rate_interval]))",
-                       "{{view}}")], "watt", (12, 7, 12, 8)),
+        series_panel("Power", "The job's power on each of its nodes, allocated view (rate of "
+                     "gpu_carbon_job_energy_joules_total); job:gpu_carbon_job_power_watts:sum_rate5m is their sum.",
+                     [(f"sum by (node) (rate(gpu_carbon_job_energy_joules_total{{{JOB}, view=\"allocated\"}}"
+                       "[$__rate_interval]))", "{{node}}")], "watt", (0, 7, 12, 8)),
+        series_panel("Allocated and active energy", "Energy per second in both views, per node: allocated (active "
+                     "share + equal idle share) and active only (gpu_carbon_job_energy_joules_total by view).",
+                     [(f"sum by (node, view) (rate(gpu_carbon_job_energy_joules_total{{{JOB}}}[$__rate_interval]))",
+                       "{{node}} {{view}}")], "watt", (12, 7, 12, 8)),
         series_panel("GPU utilisation", "Utilisation of the GPUs the job holds (gpu_carbon_gpu_utilization_ratio "
                      "joined to gpu_carbon_job_gpu_info): the whole GPU's, also on a GPU the job shares, and "
                      "while a finished job lingers; MIG instances have no utilisation of their own.",
-                     [("avg by (job_id) (gpu_carbon_gpu_utilization_ratio * on (cluster, site, fleet, node, gpu) "
+                     [("avg by (node, gpu) (gpu_carbon_gpu_utilization_ratio * on (cluster, site, fleet, node, gpu) "
                        "group_left (job_id) max by (cluster, site, fleet, node, gpu, job_id) "
-                       f"(gpu_carbon_job_gpu_info{{{JOB}}}))", "{{job_id}}")], "percentunit", (0, 21, 24, 8)),
+                       f"(gpu_carbon_job_gpu_info{{{JOB}}}))", "{{node}} GPU {{gpu}}")], "percentunit",
+                     (0, 21, 24, 8)),
         table_panel("GPUs and nodes", "Every GPU (or MIG instance) the job held in the range, by node "
                     "(gpu_carbon_job_gpu_info; a finished job is exposed only for attribution.linger_seconds, so "
-                    "the range must reach back to when it ran).",
-                    f"last_over_time(gpu_carbon_job_gpu_info{{{JOB}}}[$__range])", "none", (0, 15, 12, 6),
-                    links=[data_link("GPU ${__data.fields.gpu} on ${__data.fields.node}", "gpu-carbon-node",
-                                     "var-node=${__data.fields.node}&var-gpu=${__data.fields.gpu}")]),
+                    "the range must reach back to when it ran). `device` is the physical GPU of a MIG instance; "
+                    "click a row for it on the node dashboard.",
+                    'label_replace(last_over_time(gpu_carbon_job_gpu_info{' + JOB + '}[$__range]), "device", "$1", '
+                    '"gpu", "([0-9]+).*")', "none", (0, 15, 12, 6),
+                    links=[data_link("GPU ${__data.fields.device} on ${__data.fields.node}", "gpu-carbon-node",
+                                     "var-node=${__data.fields.node}&var-gpu=${__data.fields.device}")]),
         table_panel("Owner", "The job's user, team, account, namespace and pod (gpu_carbon_job_info) as last seen "
                     "in the range.", f"last_over_time(gpu_carbon_job_info{{{JOB}}}[$__range])", "none",
                     (12, 15, 12, 6)),
@@ -82,7 +88,7 @@ def build() -> dashboard.Dashboard:
     board = (dashboard.Dashboard(TITLE).uid(UID).tags(["gpu-carbon"]).refresh("1m").time("now-24h", "now")
              .description("What one job cost: energy, carbon, water, GPU-hours, power over its life.")
              .link(link("Compare with another job", "gpu-carbon-job-compare")).link(link("Fleet", "gpu-carbon-fleet")))
-    board = variables(board, node=False).with_variable(team_variable()).with_variable(job_variable("job", "Job"))
+    board = variables(board, single_cluster=True, cluster_only=True).with_variable(team_variable()).with_variable(job_variable("job", "Job"))
     for p in panels():
         board = board.with_panel(p)
     return board

@@ -5,7 +5,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard
 from grafana_foundation_sdk.models.dashboard import VariableRefresh
 
-from .common import DS, NODES, link, series_panel, table_panel, variables
+from .common import ANY, DS, NODES, link, series_panel, table_panel, variables
 
 UID = "gpu-carbon-node"
 TITLE = "GPU carbon / Node and GPU"
@@ -36,7 +36,8 @@ def panels() -> list:
                      (8, 16, 8, 8)),
         table_panel("Counter resets", "Resets of the GPU energy counters over the dashboard range: 0 unless the "
                     "exporter lost its state (resets(gpu_carbon_gpu_energy_joules_total[$__range])).",
-                    f"resets(gpu_carbon_gpu_energy_joules_total{{{GPU}}}[$__range])", "none", (16, 16, 8, 8)),
+                    f"resets(gpu_carbon_gpu_energy_joules_total{{{GPU}}}[$__range])", "none", (16, 16, 8, 8),
+                    thresholds=ANY),
         series_panel("Intensity provider errors", "Failed requests to a live intensity API per second, by reason "
                      "(gpu_carbon_intensity_provider_errors_total); empty with a static intensity.",
                      [(f"rate(gpu_carbon_intensity_provider_errors_total{{{NODES}}}[$__rate_interval])",
