@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,9 +17,10 @@ import pytest
 import yaml
 
 from gpu_carbon_exporter.sim.scenario import GroundTruth, parse_scenario
+from gpu_carbon_exporter.stack import Exporter, LocalStack
 
 from conftest import free_port, require_binary
-from procs import query, wait_for_series, wait_http
+from procs import query, wait_for_series
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,26 +74,6 @@ def node_b(start: float) -> dict:
     }
 
 
-class Proc:
-    """A restartable process with a fixed port and a log file."""
-
-    def __init__(self, tmp: Path, name: str, argv: list[str], ready: str) -> None:
-        self.tmp, self.name, self.argv, self.ready, self.proc = tmp, name, argv, ready, None
-        self.runs = 0
-
-    def start(self) -> "Proc":
-        self.runs += 1
-        log = open(self.tmp / f"{self.name}.{self.runs}.log", "w")
-        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
-        wait_http(self.ready, proc=self.proc, timeout=60)
-        return self
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=30)
-
-
 class Hook(http.server.BaseHTTPRequestHandler):
     received: list[tuple[str, dict]] = []
 
@@ -124,47 +102,31 @@ def by_label(rows: list[dict], label: str) -> dict[str, float]:
 
 
 def test_rules_budget_alert_and_kwh_through_prometheus_and_alertmanager(tmp_path):
-    prom_bin, am_bin = require_binary("prometheus"), require_binary("prometheus-alertmanager")
+    require_binary("prometheus")
+    require_binary("prometheus-alertmanager")
     start = time.time()
     scen = {"a": node_a(start), "b": node_b(start)}
-    ports = {n: free_port() for n in ("a", "b", "prom", "am", "hook")}
+    hook_port = free_port()
     # The rules, generated with a tiny budget and fast evaluation of the long windows.
     budgets = {"settings": {"long_interval": "1s", "budget_for": "0s"},
                "budgets": [{"name": "nlp-tiny", "scope": "team", "match": "nlp", "limit": "0.5 g", "window": "1d"}]}
-    (tmp_path / "budgets.yml").write_text(yaml.safe_dump(budgets))
-    rules = tmp_path / "rules"
-    gen = subprocess.run([sys.executable, "-m", "gpu_carbon_exporter", "rules", "--budgets",
-                          str(tmp_path / "budgets.yml"), "--out", str(rules)], capture_output=True, text=True)
-    assert gen.returncode == 0, gen.stderr
-    hook = http.server.ThreadingHTTPServer(("127.0.0.1", ports["hook"]), Hook)
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", hook_port), Hook)
     Hook.received = []
     threading.Thread(target=hook.serve_forever, daemon=True).start()
-    (tmp_path / "am.yml").write_text(yaml.safe_dump(alertmanager_config(ports["hook"])))
-    targets = [f"      - targets: ['127.0.0.1:{ports[n]}']\n        labels: {{node: {n}, site: s1, fleet: datacenter, "
-               f"cluster: c1}}\n" for n in ("a", "b")]
-    (tmp_path / "prometheus.yml").write_text(
-        "global:\n  scrape_interval: 250ms\n  evaluation_interval: 500ms\n"
-        f"rule_files: [{', '.join(str(p) for p in sorted(rules.glob('*.yml')))}]\n"
-        f"alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{ports['am']}']\n"
-        "scrape_configs:\n  - job_name: gpu-carbon-exporter\n    static_configs:\n" + "".join(targets))
-    procs = {}
     for n in ("a", "b"):
         (tmp_path / f"{n}.yaml").write_text(yaml.safe_dump(scen[n]))
-        procs[n] = Proc(tmp_path, f"exporter-{n}", [
-            sys.executable, "-m", "gpu_carbon_exporter", "--simulate", str(tmp_path / f"{n}.yaml"),
-            "--sampling.interval", "0.1", "--state.path", str(tmp_path / f"state-{n}.json"),
-            "--web.listen-address", f"127.0.0.1:{ports[n]}"], f"http://127.0.0.1:{ports[n]}/healthz")
-    procs["am"] = Proc(tmp_path, "alertmanager", [
-        am_bin, f"--config.file={tmp_path / 'am.yml'}", f"--storage.path={tmp_path / 'am'}",
-        f"--web.listen-address=127.0.0.1:{ports['am']}", "--cluster.listen-address="],
-        f"http://127.0.0.1:{ports['am']}/-/ready")
-    base = f"http://127.0.0.1:{ports['prom']}"
-    procs["prom"] = Proc(tmp_path, "prometheus", [
-        prom_bin, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{ports['prom']}"], f"{base}/-/ready")
+    # The local stack users start with `gpu-carbon-exporter stack`, here with this test's nodes.
+    stack = LocalStack(
+        tmp_path / "stack", budgets=budgets, scrape_interval="250ms", evaluation_interval="500ms",
+        alertmanager_config=alertmanager_config(hook_port), grafana=False, prometheus_port=0, alertmanager_port=0,
+        exporters=[Exporter(n, str(tmp_path / f"{n}.yaml"), site="s1", cluster="c1",
+                            args=("--sampling.interval", "0.1", "--state.path", str(tmp_path / f"state-{n}.json")))
+                   for n in ("a", "b")])
+    stack.prepare()
+    procs = stack.procs
+    base = f"http://127.0.0.1:{stack.prometheus_port}"
     try:
-        for n in ("a", "b", "am", "prom"):
-            procs[n].start()
+        stack.start()
         assert time.time() - start < O, "processes took too long to start"
 
         def sleep_until(t: float) -> None:
@@ -176,10 +138,10 @@ def test_rules_budget_alert_and_kwh_through_prometheus_and_alertmanager(tmp_path
         sleep_until(PROM_STOP_AT)
         alert_seen = [p for p, body in Hook.received for a in body["alerts"]
                       if a["labels"]["alertname"] == "GpuCarbonBudgetExceeded"]
-        procs["prom"].stop()
+        procs["prometheus"].stop()
         sleep_until(PROM_STOP_AT + PROM_GAP)
         restarted = time.time()
-        procs["prom"].start()
+        procs["prometheus"].start()
         # Prometheus hands targets to its scrapers up to 5 s after start, and an instant query still
         # returns the samples from before the outage: wait for fresh scrapes of both targets.
         wait_for_series(base, f'count(timestamp(up{{job="gpu-carbon-exporter"}}) > {restarted:.3f}) == 2', timeout=30)
@@ -191,8 +153,7 @@ def test_rules_budget_alert_and_kwh_through_prometheus_and_alertmanager(tmp_path
             ("team:gpu_carbon_job_energy_kwh:increase1h", "team"),
             ("team:gpu_carbon_job_emissions_grams:increase1h", "team"))}
     finally:
-        for p in procs.values():
-            p.stop()
+        stack.stop()
         hook.shutdown()
     # The budget alert reached the webhook, routed by severity (on-call) and by team, with its labels.
     exceeded = [(p, a) for p, body in Hook.received for a in body["alerts"]

@@ -30,7 +30,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="gpu-carbon-exporter",
         description="Prometheus exporter for GPU energy, power and carbon emissions.",
         epilog="Subcommands: 'serve' (default), 'check-config FILE', "
-               "'rules --out DIR [--budgets FILE] [--prometheusrule FILE]' and 'dashboards --out DIR'.")
+               "'rules --out DIR [--budgets FILE] [--prometheusrule FILE]', 'dashboards --out DIR' and "
+               "'stack' (a local Prometheus, Alertmanager and Grafana over simulated exporters).")
     p.add_argument("--version", action="version", version=f"gpu-carbon-exporter {__version__}")
     p.add_argument("-c", "--config", metavar="FILE", help="YAML configuration file")
     p.add_argument("--simulate", nargs="?", const="", metavar="SCENARIO",
@@ -212,15 +213,55 @@ def _dashboards(argv: list[str]) -> int:
     return 0
 
 
+def _stack(argv: list[str]) -> int:
+    """``stack``: simulated exporters, Prometheus with the rules, Alertmanager and Grafana, until Ctrl-C."""
+    import tempfile
+    from pathlib import Path
+
+    from .stack import Exporter, run
+
+    p = argparse.ArgumentParser(prog="gpu-carbon-exporter stack",
+                                description="Run a local stack from local binaries: simulated exporters, Prometheus "
+                                            "with the generated rules, Alertmanager, and Grafana if installed.")
+    p.add_argument("--dir", metavar="DIR", help="configs, data and logs (default: a new directory under /tmp)")
+    p.add_argument("--exporter", action="append", metavar="NODE=SCENARIO[@FLEET]",
+                   help="a simulated exporter (repeatable); default: gpu-01=demo and jetson-01=edge-orin@edge")
+    p.add_argument("--budgets", metavar="FILE", help="budgets file (default: two demo budgets)")
+    p.add_argument("--scrape-interval", default="5s", metavar="DURATION")
+    p.add_argument("--no-grafana", action="store_true", help="do not start Grafana even if it is installed")
+    p.add_argument("--exporter-port", type=int, default=9842, metavar="PORT",
+                   help="the first exporter's port, the next ones count up (default 9842); 0: any free ports")
+    for name, port in (("prometheus", 9090), ("alertmanager", 9093), ("grafana", 3000)):
+        p.add_argument(f"--{name}-port", type=int, default=port, metavar="PORT", help=f"default {port}; 0: any free port")
+    args = p.parse_args(argv)
+    exporters = []
+    for spec in args.exporter or []:
+        node, sep, rest = spec.partition("=")
+        scenario, _, fleet = rest.partition("@")
+        if not sep or not node or not scenario:
+            p.error(f"--exporter {spec!r}: expected NODE=SCENARIO[@FLEET]")
+        exporters.append(Exporter(node, scenario, fleet=fleet or "datacenter"))
+    if not exporters:
+        exporters = [Exporter("gpu-01"), Exporter("jetson-01", "edge-orin", fleet="edge", site="shop-42")]
+    for i, e in enumerate(exporters):
+        e.port = args.exporter_port + i if args.exporter_port else 0
+    workdir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="gpu-carbon-stack-"))
+    ports = {f"{n}_port": getattr(args, f"{n}_port") for n in ("prometheus", "alertmanager", "grafana")}
+    return run(workdir, exporters, Path(args.budgets) if args.budgets else None, args.scrape_interval,
+               not args.no_grafana, ports)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = "serve"
-    if argv and argv[0] in ("serve", "check-config", "rules", "dashboards"):
+    if argv and argv[0] in ("serve", "check-config", "rules", "dashboards", "stack"):
         command = argv.pop(0)
     if command == "rules":
         return _rules(argv)
     if command == "dashboards":
         return _dashboards(argv)
+    if command == "stack":
+        return _stack(argv)
     if command == "check-config":
         if len(argv) != 1:
             print("usage: gpu-carbon-exporter check-config FILE", file=sys.stderr)

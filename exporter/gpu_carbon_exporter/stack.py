@@ -1,0 +1,277 @@
+"""A local stack in one command, from local binaries: simulated exporters, Prometheus with the
+generated rules, Alertmanager, and Grafana with the provisioned dashboards when it is installed.
+
+``gpu-carbon-exporter stack`` (and ``scripts/local-stack.sh``) runs it until Ctrl-C; the
+end-to-end tests drive the same class, so the stack users start is the one that is tested.
+Prometheus and Alertmanager come from the OS packages (Debian: ``prometheus``,
+``prometheus-alertmanager``); Grafana from Grafana's own packages.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]  # a checkout: grafana/ and prometheus/ beside exporter/
+INSTALL_HINT = ("sudo apt-get install -y prometheus prometheus-alertmanager   (Debian/Ubuntu); "
+                "or use Docker: docker compose -f deploy/compose/compose.yaml up")
+GRAFANA_HINT = ("Grafana is not installed: see https://grafana.com/docs/grafana/latest/setup-grafana/installation/ "
+                "(Debian: Grafana's apt repository, package grafana), or use deploy/compose/compose.yaml")
+# Budgets of the demo (the demo scenario's teams), so the budget dashboard and alerts have data.
+DEMO_BUDGETS = {"budgets": [
+    {"name": "search-weekly", "scope": "team", "match": "search", "limit": "50 kg", "window": "7d"},
+    {"name": "datacenter-daily", "scope": "fleet", "match": "datacenter", "limit": "200 kWh", "window": "1d"}]}
+
+
+class StackError(Exception):
+    """A piece of the stack is missing or did not start; the message says which and what to do."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Exporter:
+    """One simulated exporter: ``name`` is its ``node`` label."""
+
+    name: str
+    scenario: str = "demo"  # a built-in scenario or a scenario file
+    fleet: str = "datacenter"
+    site: str = "local"
+    cluster: str = "local"
+    port: int = 0  # 0: any free port
+    args: tuple[str, ...] = ()
+
+
+class Proc:
+    """A child process with a log file, started and stopped by signal; restartable."""
+
+    def __init__(self, name: str, argv: list[str], ready: str, logs: Path, env: dict[str, str] | None = None) -> None:
+        self.name, self.argv, self.ready, self.logs, self.env = name, argv, ready, logs, env
+        self.proc: subprocess.Popen | None = None
+        self.runs = 0
+
+    def start(self, timeout: float = 60.0) -> "Proc":
+        self.runs += 1
+        log = open(self.logs / f"{self.name}.{self.runs}.log", "w")
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                     start_new_session=True)  # Ctrl-C reaches the stack, which stops each
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise StackError(f"{self.name} exited with {self.proc.returncode}: see {self.logs}/{self.name}."
+                                 f"{self.runs}.log")
+            try:
+                with urllib.request.urlopen(self.ready, timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise StackError(f"{self.name} did not answer {self.ready} within {timeout:.0f} s")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+
+def _binary(*names: str) -> str | None:
+    return next((p for p in map(shutil.which, names) if p), None)
+
+
+@dataclass
+class LocalStack:
+    """Everything under ``workdir``: configs, rules, data and one log per process run."""
+
+    workdir: Path
+    exporters: list[Exporter] = field(default_factory=lambda: [
+        Exporter("gpu-01"), Exporter("jetson-01", "edge-orin", fleet="edge", site="shop-42")])
+    budgets: Path | dict | None = None  # a budgets file, a budgets document, or None for the demo's
+    scrape_interval: str = "5s"
+    evaluation_interval: str | None = None  # default: the scrape interval
+    alertmanager_config: dict | None = None  # default: every alert to one receiver with no integration
+    grafana: bool = True
+    prometheus_port: int = 9090
+    alertmanager_port: int = 9093
+    grafana_port: int = 3000
+    procs: dict[str, Proc] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def _port(self, port: int) -> int:
+        return port or free_port()
+
+    def prepare(self) -> None:
+        """Write the rules, the Prometheus, Alertmanager and Grafana configs; find the binaries."""
+        from .mixin import write as write_rules
+
+        prom, am = _binary("prometheus"), _binary("prometheus-alertmanager", "alertmanager")
+        if prom is None or am is None:
+            missing = " and ".join(n for n, b in (("prometheus", prom), ("alertmanager", am)) if b is None)
+            raise StackError(f"{missing} not found on PATH. Install: {INSTALL_HINT}")
+        w = self.workdir
+        (w / "logs").mkdir(parents=True, exist_ok=True)
+        budgets = self.budgets if self.budgets is not None else DEMO_BUDGETS
+        if isinstance(budgets, dict):
+            (w / "budgets.yml").write_text(yaml.safe_dump(budgets))
+            budgets = w / "budgets.yml"
+        rules = write_rules(w / "rules", budgets)
+        self.prometheus_port = self._port(self.prometheus_port)
+        self.alertmanager_port = self._port(self.alertmanager_port)
+        py = [sys.executable, "-m", "gpu_carbon_exporter"]
+        for e in self.exporters:
+            e.port = self._port(e.port)
+            self.procs[e.name] = Proc(e.name, [*py, "--simulate", e.scenario, "--web.listen-address",
+                                               f"127.0.0.1:{e.port}", *e.args],
+                                      f"http://127.0.0.1:{e.port}/healthz", w / "logs")
+        am_cfg = self.alertmanager_config or {"route": {"receiver": "log"}, "receivers": [{"name": "log"}]}
+        (w / "alertmanager.yml").write_text(yaml.safe_dump(am_cfg))
+        self.procs["alertmanager"] = Proc("alertmanager", [
+            am, f"--config.file={w / 'alertmanager.yml'}", f"--storage.path={w / 'alertmanager-data'}",
+            f"--web.listen-address=127.0.0.1:{self.alertmanager_port}", "--cluster.listen-address="],
+            f"http://127.0.0.1:{self.alertmanager_port}/-/ready", w / "logs")
+        (w / "prometheus.yml").write_text(yaml.safe_dump(self._prometheus_config(rules), sort_keys=False))
+        self.procs["prometheus"] = Proc("prometheus", [
+            prom, f"--config.file={w / 'prometheus.yml'}", f"--storage.tsdb.path={w / 'prometheus-data'}",
+            f"--web.listen-address=127.0.0.1:{self.prometheus_port}"],
+            f"http://127.0.0.1:{self.prometheus_port}/-/ready", w / "logs")
+        if self.grafana:
+            self._prepare_grafana()
+
+    def _prometheus_config(self, rules: list[Path]) -> dict[str, Any]:
+        interval = self.evaluation_interval or self.scrape_interval
+        return {
+            "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": interval},
+            "rule_files": [str(p) for p in rules],
+            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{self.alertmanager_port}"]}]}]},
+            "scrape_configs": [{"job_name": "gpu-carbon-exporter", "static_configs": [
+                {"targets": [f"127.0.0.1:{e.port}"],
+                 "labels": {"node": e.name, "fleet": e.fleet, "site": e.site, "cluster": e.cluster}}
+                for e in self.exporters]}],
+        }
+
+    def _prepare_grafana(self) -> None:
+        binary = _binary("grafana", "grafana-server")
+        home = Path(os.environ.get("GRAFANA_HOME", "/usr/share/grafana"))
+        dashboards = REPO / "grafana" / "dashboards"
+        if binary is None or not home.is_dir():
+            self.notes.append(GRAFANA_HINT)
+            return
+        if not dashboards.is_dir():
+            self.notes.append("Grafana: no grafana/dashboards here (run from a checkout); starting it without them")
+        w = self.workdir
+        prov = w / "grafana" / "provisioning"
+        for sub in ("datasources", "dashboards", "plugins", "alerting"):
+            (prov / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "grafana" / "provisioning" / "datasources" / "prometheus.yaml", prov / "datasources")
+        provider = yaml.safe_load((REPO / "grafana" / "provisioning" / "dashboards" / "gpu-carbon.yaml").read_text())
+        provider["providers"][0]["options"]["path"] = str(dashboards)
+        (prov / "dashboards" / "gpu-carbon.yaml").write_text(yaml.safe_dump(provider))
+        self.grafana_port = self._port(self.grafana_port)
+        env = {**os.environ, "PROMETHEUS_URL": f"http://127.0.0.1:{self.prometheus_port}",
+               "GF_PATHS_PROVISIONING": str(prov), "GF_PATHS_DATA": str(w / "grafana" / "data"),
+               "GF_PATHS_LOGS": str(w / "logs"), "GF_PATHS_PLUGINS": str(w / "grafana" / "plugins"),
+               "GF_SERVER_HTTP_ADDR": "127.0.0.1", "GF_SERVER_HTTP_PORT": str(self.grafana_port),
+               "GF_AUTH_ANONYMOUS_ENABLED": "true", "GF_ANALYTICS_REPORTING_ENABLED": "false",
+               "GF_ANALYTICS_CHECK_FOR_UPDATES": "false"}
+        argv = [binary, "server"] if Path(binary).name == "grafana" else [binary]
+        self.procs["grafana"] = Proc("grafana", [*argv, f"--homepath={home}"],
+                                     f"http://127.0.0.1:{self.grafana_port}/api/health", w / "logs", env=env)
+
+    def start(self) -> "LocalStack":
+        """Prepare, then start the exporters, Alertmanager, Prometheus and Grafana, each once it
+        answers; on any failure, stop what was started and raise StackError."""
+        if not self.procs:
+            self.prepare()
+        try:
+            for proc in self.procs.values():
+                proc.start()
+        except BaseException:
+            self.stop()
+            raise
+        (self.workdir / "stack.json").write_text(json.dumps(
+            {"urls": self.urls(), "pids": {n: p.pid for n, p in self.procs.items()}}, indent=2))
+        return self
+
+    def urls(self) -> dict[str, str]:
+        out = {e.name: f"http://127.0.0.1:{e.port}/metrics" for e in self.exporters}
+        out["prometheus"] = f"http://127.0.0.1:{self.prometheus_port}"
+        out["alertmanager"] = f"http://127.0.0.1:{self.alertmanager_port}"
+        if "grafana" in self.procs:
+            out["grafana"] = f"http://127.0.0.1:{self.grafana_port}/dashboards"
+        return out
+
+    def stop(self) -> None:
+        """Stop everything, Prometheus first (it flushes its head), exporters last (they persist)."""
+        for name in ("grafana", "prometheus", "alertmanager"):
+            if name in self.procs:
+                self.procs[name].stop()
+        for proc in self.procs.values():
+            proc.stop()
+
+    def __enter__(self) -> "LocalStack":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def run(workdir: Path, exporters: list[Exporter] | None, budgets: Path | None, scrape_interval: str,
+        grafana: bool, ports: dict[str, int]) -> int:
+    """The CLI: start the stack, print its URLs, wait for Ctrl-C (or SIGTERM), stop it."""
+    kwargs: dict[str, Any] = {"workdir": workdir, "budgets": budgets, "scrape_interval": scrape_interval,
+                              "grafana": grafana, **ports}
+    if exporters:
+        kwargs["exporters"] = exporters
+    stack = LocalStack(**kwargs)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    try:
+        stack.start()
+    except StackError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print("gpu-carbon-exporter local stack (Ctrl-C stops it):", flush=True)
+    for name, url in stack.urls().items():
+        print(f"  {name:<14} {url}", flush=True)
+    for note in stack.notes:
+        print(f"  note: {note}", flush=True)
+    print(f"  configs, data and logs in {workdir}", flush=True)
+    try:
+        while not stopping:
+            for name, proc in stack.procs.items():
+                if proc.proc is not None and proc.proc.poll() is not None:
+                    print(f"{name} exited with {proc.proc.returncode}: see {workdir}/logs", file=sys.stderr)
+                    stopping.append(1)
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave children behind
+    print("stopping…", flush=True)
+    stack.stop()
+    return 0
