@@ -18,7 +18,7 @@ from gpu_carbon_exporter.sim.scenario import parse_scenario
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
-INLINE = re.compile(r"`((?:gpu-carbon-exporter|python3? (?:bench|scripts)/)[^`]*)`")
+INLINE = re.compile(r"`((?:gpu-carbon-exporter(?= |`)|python3? (?:bench|scripts)/)[^`]*)`")  # not a label name
 # Words standing for something the reader supplies, and what we supply for them here.
 PLACEHOLDERS = {"FILE": "deploy/config/gpu-carbon-exporter.yml"}
 
@@ -59,14 +59,25 @@ def test_every_documented_command_runs(doc, command, tmp_path):
     if argv[0] in ("pip", "python3") and "install" in argv or argv[:3] == ["python3", "-m", "venv"] \
             or argv[0] == ".":
         return  # environment set-up, done by scripts/test.sh itself
-    if argv[0] == "scripts/test.sh":
-        assert (ROOT / argv[0]).stat().st_mode & 0o111, "scripts/test.sh must be executable"
+    if argv[0] in ("scripts/test.sh", "scripts/local-stack.sh"):
+        assert (ROOT / argv[0]).stat().st_mode & 0o111, f"{argv[0]} must be executable"
+        return
+    if argv[:2] in (["kubectl", "kustomize"], ["kubectl", "apply"]):  # rendered in tests/test_deploy_kubernetes.py
+        assert (ROOT / argv[-1] / "kustomization.yaml").is_file(), f"{doc}: {command}: no kustomization there"
+        return
+    if argv[:2] == ["docker", "compose"]:  # Docker cannot run here: tests/test_deploy_image.py checks the file
+        assert (ROOT / argv[argv.index("-f") + 1]).is_file(), f"{doc}: {command}: no such compose file"
         return
     if argv[0] == "gpu-carbon-exporter":
         args = [PLACEHOLDERS.get(a, a) for a in argv[1:]]
         if args[:1] in (["rules"], ["dashboards"]) and args[1:2] == ["--out"]:  # write into tmp, not the checkout
             args[2] = str(tmp_path)
-        if args[0] not in ("check-config", "rules", "dashboards") and "--version" not in args and "--help" not in args:
+        if "--prometheusrule" in args:
+            args[args.index("--prometheusrule") + 1] = str(tmp_path / "prometheusrule.yaml")
+        if args[:1] == ["stack"]:  # runs until Ctrl-C: tests/test_stack.py runs it; here its options parse
+            args.append("--help")
+        if args[0] not in ("check-config", "rules", "dashboards", "stack") and "--version" not in args \
+                and "--help" not in args:
             assert "--simulate" in args, f"{doc}: {command}: needs a GPU; document a simulated form too"
             args += [] if "--once" in args else ["--once", "--once.duration", "0"]
         out = subprocess.run([sys.executable, "-m", "gpu_carbon_exporter", *args], cwd=ROOT, capture_output=True,
