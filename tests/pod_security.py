@@ -34,6 +34,11 @@ def baseline(spec: dict) -> list[str]:
             out.append(f"sysctls: {s['name']}")
     if pod_sc.get("seccompProfile", {}).get("type") == "Unconfined":
         out.append("seccomp: pod Unconfined")
+    if pod_sc.get("appArmorProfile", {}).get("type") == "Unconfined":
+        out.append("AppArmor: pod Unconfined")
+    if pod_sc.get("windowsOptions", {}).get("hostProcess"):
+        out.append("HostProcess: pod")
+    out += _selinux(pod_sc.get("seLinuxOptions", {}), "pod")
     for c in _containers(spec):
         sc, name = c.get("securityContext", {}), c["name"]
         if sc.get("privileged"):
@@ -51,7 +56,16 @@ def baseline(spec: dict) -> list[str]:
             out.append(f"seccomp: {name} Unconfined")
         if sc.get("appArmorProfile", {}).get("type") == "Unconfined":
             out.append(f"AppArmor: {name} Unconfined")
+        out += _selinux(sc.get("seLinuxOptions", {}), name)
     return out
+
+
+def _selinux(options: dict, where: str) -> list[str]:
+    """SELinux: type only one of the container types; user and role never set."""
+    bad = [k for k in ("user", "role") if options.get(k)]
+    if options.get("type", "") not in ("", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"):
+        bad.append("type")
+    return [f"SELinux: {where} sets {', '.join(bad)}"] if bad else []
 
 
 def restricted(spec: dict) -> list[str]:
@@ -79,6 +93,8 @@ def restricted(spec: dict) -> list[str]:
             out.append(f"capabilities: {name} does not drop ALL")
         if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
             out.append(f"capabilities: {name} adds {sorted(set(caps['add']) - {'NET_BIND_SERVICE'})}")
+    if pod_sc.get("runAsUser") == 0:  # even where every container sets its own
+        out.append("running as non-root user: pod runAsUser 0")
     return out
 
 

@@ -22,7 +22,7 @@ from gpu_carbon_exporter.mixin import prometheus_rule, render, rule_files
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
-RENDERED = ["base", "overlays/datacenter", "overlays/edge", "examples/kube-prometheus-stack"]
+RENDERED = ["namespace", "base", "overlays/datacenter", "overlays/edge", "examples/kube-prometheus-stack"]
 IMAGE = f"ghcr.io/gpu-carbon-exporter/gpu-carbon-exporter:{__version__}"
 KUBERNETES_VERSIONS = ["1.29", kubernetes_validate.latest_version()]
 
@@ -50,6 +50,7 @@ def pod(docs: list[dict]) -> dict:
 
 @pytest.mark.parametrize("path", RENDERED)
 def test_every_object_validates_against_the_kubernetes_schemas(rendered, path):
+    assert rendered[path]
     for doc in rendered[path]:
         if doc["apiVersion"].startswith("monitoring.coreos.com/"):
             continue  # CRDs: checked below (promtool for the rules, the ServiceMonitor by its fields)
@@ -76,7 +77,8 @@ EXPECTED = {
 EXPECTED_RESTRICTED = {
     "base": {"running as non-root: state-owner", "running as non-root user: state-owner runs as uid 0",
              "capabilities: state-owner adds ['CHOWN']"},
-    "overlays/datacenter": {"running as non-root: exporter", "running as non-root user: exporter runs as uid 0"},
+    "overlays/datacenter": {"running as non-root: exporter", "running as non-root user: exporter runs as uid 0",
+                            "running as non-root user: pod runAsUser 0"},
 }
 EXPECTED_RESTRICTED["overlays/edge"] = EXPECTED_RESTRICTED["base"]
 
@@ -90,6 +92,9 @@ def test_pod_security_level_is_the_documented_one(rendered, path):
     overlay = path.split("/")[-1]
     doc = (ROOT / "docs" / "security.md").read_text()
     assert re.search(rf"^\| `{overlay}` \| {pod_security.level(spec)} \|", doc, re.M), overlay
+    (ns,) = rendered["namespace"]  # the namespace admits that level, and warns of what restricted misses
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == pod_security.level(spec)
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/warn"] == "restricted"
 
 
 def test_the_pod_security_checker_finds_what_it_looks_for():
@@ -97,6 +102,8 @@ def test_the_pod_security_checker_finds_what_it_looks_for():
            "containers": [{"name": "c", "securityContext": {"privileged": True, "capabilities": {"add": ["SYS_ADMIN"]}}}]}
     assert pod_security.level(bad) == "privileged" and len(pod_security.baseline(bad)) == 4
     assert pod_security.level({"containers": [{"name": "c"}]}) == "baseline"
+    selinux = {"securityContext": {"seLinuxOptions": {"user": "root"}}, "containers": [{"name": "c"}]}
+    assert pod_security.baseline(selinux) == ["SELinux: pod sets user"]
 
 
 @pytest.mark.parametrize("path", list(EXPECTED))
@@ -168,21 +175,31 @@ def test_dashboard_configmaps_are_the_dashboards(rendered):
     assert got == files
 
 
-def test_servicemonitor_selects_the_service_and_keeps_job_labels(rendered):
+def test_servicemonitor_scrapes_each_pod_once_and_keeps_job_labels(rendered):
+    """Both overlays in one namespace (the example): the ServiceMonitor selects both Services, and
+    each Service selects its own overlay's pods only, so no pod is scraped twice."""
     docs = rendered["examples/kube-prometheus-stack"]
-    sm, svc = one(docs, "ServiceMonitor"), one(docs, "Service")
-    labels = svc["metadata"]["labels"]
-    assert sm["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert sm["metadata"]["namespace"] == svc["metadata"]["namespace"]
+    sm = one(docs, "ServiceMonitor")
+    services = [d for d in docs if d["kind"] == "Service"]
+    daemonsets = [d for d in docs if d["kind"] == "DaemonSet"]
+    assert len(services) == len(daemonsets) == 2
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     (endpoint,) = sm["spec"]["endpoints"]
-    assert endpoint["port"] in {p["name"] for p in svc["spec"]["ports"]}
     assert endpoint["honorLabels"] is True
     assert {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node", "action": "replace"} \
         in endpoint["relabelings"]
-    assert svc["spec"]["clusterIP"] == "None"
-    ds = one(docs, "DaemonSet")
-    assert svc["spec"]["selector"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
+    for svc in services:
+        labels = svc["metadata"]["labels"]
+        assert sm["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        assert labels[sm["spec"]["jobLabel"]] == "gpu-carbon-exporter"  # one job name: the alerts' selector
+        assert sm["metadata"]["namespace"] == svc["metadata"]["namespace"]
+        assert endpoint["port"] in {p["name"] for p in svc["spec"]["ports"]}
+        assert svc["spec"]["clusterIP"] == "None"
+        selected = [ds for ds in daemonsets
+                    if svc["spec"]["selector"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()]
+        assert len(selected) == 1, svc["metadata"]["name"]
+    assert yaml.safe_load((ROOT / "prometheus" / "rules" / "gpu-carbon-alerts.yml").read_text()) \
+        and 'job="gpu-carbon-exporter"' in (ROOT / "prometheus" / "rules" / "gpu-carbon-alerts.yml").read_text()
 
 
 def test_the_exporter_never_exposes_a_label_honor_labels_would_let_it_override():

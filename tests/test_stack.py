@@ -78,3 +78,21 @@ def test_stack_without_prometheus_says_what_to_install(tmp_path):
     assert out.returncode == 1
     assert "prometheus and alertmanager not found" in out.stderr
     assert "apt-get install -y prometheus prometheus-alertmanager" in out.stderr
+
+
+def test_a_taken_port_is_never_mistaken_for_our_prometheus(tmp_path):
+    """A system Prometheus on 9090 would answer the readiness check: the stack takes another port."""
+    import socket
+
+    from gpu_carbon_exporter.stack import LocalStack
+
+    require_binary("prometheus")
+    require_binary("prometheus-alertmanager")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        stack = LocalStack(tmp_path, grafana=False, prometheus_port=taken, alertmanager_port=0)
+        stack.prepare()
+        assert stack.prometheus_port != taken
+        assert any(f"port {taken} is taken" in n for n in stack.notes)

@@ -110,6 +110,11 @@ def test_basic_auth_with_bcrypt(clock, tmp_path, stop_servers):
     r = requests.get(url, auth=("prom", "s3cret"), timeout=5)
     assert r.status_code == 200 and "gpu_carbon_build_info" in r.text
     assert requests.get(url, auth=("prom", "s3cret"), timeout=5).status_code == 200  # cached path
+    # the health check answers without credentials (probes), and tells nothing but its state
+    health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    assert health.status_code in (200, 503) and "gpu_carbon" not in health.text
+    assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 401
+    assert requests.get(f"http://127.0.0.1:{port}/metrics?x=/healthz", timeout=5).status_code == 401
 
 
 def test_slow_clients_cannot_starve_scrapes(clock, tmp_path, stop_servers):

@@ -22,7 +22,12 @@ if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
   exit 1
 fi
 [ -x "$PREFIX/bin/python" ] || "$PYTHON" -m venv "$PREFIX"
-"$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$SRC"
+# Built from a copy: pip builds in the source tree, and a stale build/ there could bring back
+# modules an upgrade removed.
+build=$(mktemp -d)
+trap 'rm -rf "$build"' EXIT
+cp -R "$SRC/pyproject.toml" "$SRC/README.md" "$SRC/exporter" "$build/"
+"$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$build"
 "$PREFIX/bin/gpu-carbon-exporter" --version
 
 mkdir -p "$UNIT_DIR" "$CONFIG_DIR"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -127,7 +128,9 @@ def _serve(meter: Meter, cfg: dict[str, Any]) -> int:
         raise ConfigError(f"web.listen_address: cannot listen on {format_address(host, port)}: "
                           f"{err.strerror or err}") from err
     scheme = "https" if web.ssl_context else "http"
-    log.info("listening on %s://%s/metrics", scheme, format_address(host, server.server_address[1]))
+    node = os.environ.get("NODE_NAME")  # Kubernetes: the downward API's node name, for the logs
+    log.info("listening on %s://%s/metrics%s", scheme, format_address(host, server.server_address[1]),
+             f" on node {node}" if node else "")
 
     def stop(signum: int, _frame: Any) -> None:
         log.info("received signal %d, %sexiting", signum, "persisting counters and " if meter.state else "")

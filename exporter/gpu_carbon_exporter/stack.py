@@ -44,6 +44,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:port (a system Prometheus on 9090, an installed exporter
+    on 9842): its readiness URL would answer for the wrong process."""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
 @dataclass
 class Exporter:
     """One simulated exporter: ``name`` is its ``node`` label."""
@@ -78,7 +85,7 @@ class Proc:
                                  f"{self.runs}.log")
             try:
                 with urllib.request.urlopen(self.ready, timeout=1) as r:
-                    if r.status == 200:
+                    if r.status == 200 and self.proc.poll() is None:  # answered, and by our process
                         return self
             except OSError:
                 pass
@@ -123,8 +130,14 @@ class LocalStack:
     procs: dict[str, Proc] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-    def _port(self, port: int) -> int:
-        return port or free_port()
+    def _port(self, port: int, name: str) -> int:
+        """``port``, or any free port where it is 0 or taken (said in the notes)."""
+        if port and port_free(port):
+            return port
+        chosen = free_port()
+        if port:
+            self.notes.append(f"{name}: port {port} is taken (a system service?), using {chosen}")
+        return chosen
 
     def prepare(self) -> None:
         """Write the rules, the Prometheus, Alertmanager and Grafana configs; find the binaries."""
@@ -141,11 +154,11 @@ class LocalStack:
             (w / "budgets.yml").write_text(yaml.safe_dump(budgets))
             budgets = w / "budgets.yml"
         rules = write_rules(w / "rules", budgets)
-        self.prometheus_port = self._port(self.prometheus_port)
-        self.alertmanager_port = self._port(self.alertmanager_port)
+        self.prometheus_port = self._port(self.prometheus_port, "prometheus")
+        self.alertmanager_port = self._port(self.alertmanager_port, "alertmanager")
         py = [sys.executable, "-m", "gpu_carbon_exporter"]
         for e in self.exporters:
-            e.port = self._port(e.port)
+            e.port = self._port(e.port, e.name)
             self.procs[e.name] = Proc(e.name, [*py, "--simulate", e.scenario, "--web.listen-address",
                                                f"127.0.0.1:{e.port}", *e.args],
                                       f"http://127.0.0.1:{e.port}/healthz", w / "logs")
@@ -182,8 +195,10 @@ class LocalStack:
         if binary is None or not home.is_dir():
             self.notes.append(GRAFANA_HINT)
             return
-        if not dashboards.is_dir():
-            self.notes.append("Grafana: no grafana/dashboards here (run from a checkout); starting it without them")
+        if not (REPO / "grafana" / "provisioning").is_dir():  # an installed package, not a checkout
+            self.notes.append("Grafana: its provisioning and dashboards are in the repository's grafana/ folder; "
+                              "run the stack from a checkout (scripts/local-stack.sh) to have them")
+            return
         w = self.workdir
         prov = w / "grafana" / "provisioning"
         for sub in ("datasources", "dashboards", "plugins", "alerting"):
@@ -192,7 +207,7 @@ class LocalStack:
         provider = yaml.safe_load((REPO / "grafana" / "provisioning" / "dashboards" / "gpu-carbon.yaml").read_text())
         provider["providers"][0]["options"]["path"] = str(dashboards)
         (prov / "dashboards" / "gpu-carbon.yaml").write_text(yaml.safe_dump(provider))
-        self.grafana_port = self._port(self.grafana_port)
+        self.grafana_port = self._port(self.grafana_port, "grafana")
         env = {**os.environ, "PROMETHEUS_URL": f"http://127.0.0.1:{self.prometheus_port}",
                "GF_PATHS_PROVISIONING": str(prov), "GF_PATHS_DATA": str(w / "grafana" / "data"),
                "GF_PATHS_LOGS": str(w / "logs"), "GF_PATHS_PLUGINS": str(w / "grafana" / "plugins"),

@@ -460,11 +460,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:  # noqa: N802
-        if not self.server.auth.check(self.headers.get("Authorization")):
+        path = self.path.split("?", 1)[0]
+        # /healthz says only ok or what is wrong, never a metric: it answers without credentials, so
+        # the kubelet's and Docker's probes work with basic auth on (TLS still applies).
+        if path != "/healthz" and not self.server.auth.check(self.headers.get("Authorization")):
             self._send(401, b"Unauthorized\n", "text/plain; charset=utf-8",
                        {"WWW-Authenticate": 'Basic realm="gpu-carbon-exporter"'})
             return
-        path = self.path.split("?", 1)[0]
         if path == "/metrics":
             fmt, ctype = negotiate(self.headers.get("Accept"))
             compress = accepts_gzip(self.headers.get("Accept-Encoding"))

@@ -100,8 +100,11 @@ class JetsonSource(DeviceSource):
         total = [r for r in rails if r.name in TOTAL_RAILS]
         self._total = total[:1] or rails
         self._load = next((self.root / p for p in GPU_LOAD_PATHS if (self.root / p).exists()), None)
-        model_file = self.root / "proc/device-tree/model"
-        model = model_file.read_text().strip("\x00\n ") if model_file.exists() else "jetson"
+        # /proc/device-tree links to /sys/firmware/devicetree/base: a container that mounts only
+        # the host's /sys still finds the model there.
+        model_file = next((self.root / p for p in ("proc/device-tree/model", "sys/firmware/devicetree/base/model")
+                           if (self.root / p).exists()), None)
+        model = model_file.read_text().strip("\x00\n ") if model_file else "jetson"
         devices = [DeviceIdentity(index=0, uuid="jetson:board", name=model, kind=DeviceKind.BOARD,
                                   has_energy_counter=False, labels=(("model", model),))]
         for i, rail in enumerate(rails, start=1):
