@@ -48,6 +48,18 @@ def test_jetson_layouts(tmp_path, kind, rails, total):
     assert first == pytest.approx(12_000 * share, rel=0.01)
 
 
+def test_jetson_model_is_found_with_only_sys_mounted(tmp_path):
+    """A container mounting only the host's /sys (the Kubernetes edge overlay): /proc/device-tree
+    is not there, its target /sys/firmware/devicetree/base is."""
+    SysfsSimulator(tmp_path, EdgeBoard("orin", Constant(12.0)))
+    model = (tmp_path / "proc/device-tree/model").read_text()
+    (tmp_path / "proc/device-tree/model").unlink()
+    (tmp_path / "sys/firmware/devicetree/base").mkdir(parents=True)
+    (tmp_path / "sys/firmware/devicetree/base/model").write_text(model)
+    (b, *_) = JetsonSource(tmp_path).open()
+    assert b.name == model.strip("\x00\n ") and b.name != "jetson"
+
+
 def test_no_jetson_is_source_unavailable(tmp_path):
     with pytest.raises(SourceUnavailable, match="no Jetson power monitor"):
         JetsonSource(tmp_path).open()
