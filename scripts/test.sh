@@ -32,5 +32,4 @@ PY=.venv/bin/python
 # Two workers, a test file each at a time (pytest-xdist): the end-to-end tests mostly wait on real
 # time (scrapes, jobs, outages), so two run side by side; the full suite took 7 min 12 s alone and
 # 4 min 25 s so on this project's 2-core machine. PYTEST_WORKERS=0 runs it in one process.
-"$PY" -m pytest --version >/dev/null
 exec "$PY" -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
