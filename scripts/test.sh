@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 # System packages: Prometheus, promtool and Alertmanager for the end-to-end and rule tests, gcc to build
 # the simulated libnvidia-ml.so.1, setpriv (util-linux) for the RAPL permission test, systemd-analyze
-# and kubectl (kustomize) for the deployment tests, VictoriaMetrics and vmalert for the rules on it.
+# and kubectl (kustomize) for the deployment tests, VictoriaMetrics and vmalert for the rules on it,
+# Chromium for the HTML report (driven by Playwright from PyPI, which uses this browser, downloads none).
 missing=()
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
@@ -15,6 +16,7 @@ command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v kubectl >/dev/null 2>&1 || missing+=(kubectl)
 command -v vmalert >/dev/null 2>&1 || missing+=(victoria-metrics)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing ${missing[*]} (Debian packages)" >&2

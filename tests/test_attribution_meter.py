@@ -37,10 +37,10 @@ SCENARIO = {
 }
 
 
-def make(clock, data=SCENARIO, state=None):
+def make(clock, data=SCENARIO, state=None, work_dir=None):
     nv = sim_nvml(data, clock)
     sc = nv.scenario
-    acfg = parse_config({"attribution": {"mappers": "slurm", "slurm_environ": True,
+    acfg = parse_config({"attribution": {"mappers": "slurm", "slurm_environ": True, "work_dir": work_dir,
                                          "idle_watts": {H100: 70.0}}})["attribution"]
     acfg = {**acfg, "teams": {**acfg["teams"], "accounts": {"nlp": "nlp", "cv": "cv", "rl": "rl"}}}
     att = build_attribution(acfg, proc_root=write_procfs(sc))
@@ -121,3 +121,43 @@ def test_gpu_seconds_split_shared_gpus_equally_and_mig_by_share_and_survive_a_re
                    for s in m.samples
                    if s.name == "gpu_carbon_job_gpu_seconds_total")
     assert "'job_id': '101'" in text and text.count("\n") == len(want)
+
+
+def test_units_of_work_declared_by_jobs_are_counted_never_backwards_and_survive_a_restart(clock, tmp_path, caplog):
+    """attribution.work_dir: a job writes 'COUNT UNIT' into a file named by its id; the exporter
+    exposes the count as gpu_carbon_job_work_units_total, keeps the largest, and ignores (logging
+    once) what is not such a file."""
+    import os
+    from gpu_carbon_exporter.collector import SnapshotCollector
+
+    work = tmp_path / "work"
+    work.mkdir()
+    store = StateStore(tmp_path / "state.json")
+    meter, _ = make(clock, state=store, work_dir=str(work))
+    meter.open()
+    meter.sample()
+    run(meter, clock, 12)  # 101 starts at 5 s
+    (work / "101").write_text("1200 tokens\n")
+    (work / "102").write_text("many tokens\n")  # not a count
+    (work / "103").write_text("5 TOKENS\n")  # not a unit
+    os.symlink(tmp_path / "state.json", work / "104")  # a link is never followed
+    os.mkfifo(work / "107")  # would block a reader that opened it plainly
+    run(meter, clock, 6)
+    (work / "101").write_text("800 tokens\n")  # a count that went down: the larger one stays
+    run(meter, clock, 6)
+
+    def exposed() -> dict[str, float]:
+        return {s.labels["job_id"] + "/" + s.labels["unit"]: s.value
+                for m in SnapshotCollector(lambda: meter.snapshot, clock=clock).collect() for s in m.samples
+                if s.name == "gpu_carbon_job_work_units_total"}
+
+    assert exposed() == {"101/tokens": 1200.0}
+    for job in ("102", "103", "104", "107"):
+        assert sum(f"/{job}" in r.message for r in caplog.records) == 1, job  # once each, not every read
+    (work / "101").write_text("5000 tokens\n")
+    run(meter, clock, 6)
+    meter.stop()
+    meter, _ = make(clock, state=store, work_dir=str(work))
+    meter.open()
+    meter.sample()
+    assert exposed() == {"101/tokens": 5000.0}  # from the state, before any read

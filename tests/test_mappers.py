@@ -117,10 +117,15 @@ def test_slurm_prolog_and_epilog_write_and_remove_mapping_files(tmp_path):
     import os
     import subprocess
     root = Path(__file__).resolve().parent.parent / "deploy" / "slurm"
+    work = tmp_path.parent / f"{tmp_path.name}-work"
     env = {**os.environ, "SLURM_JOB_ID": "777", "SLURM_JOB_UID": "1500", "SLURM_JOB_GPUS": "0,2",
-           "GPU_CARBON_MAPPING_DIR": str(tmp_path)}
+           "GPU_CARBON_MAPPING_DIR": str(tmp_path), "GPU_CARBON_WORK_DIR": str(work)}
     subprocess.run(["bash", str(root / "prolog.sh")], env=env, check=True)
     assert (tmp_path / "0").read_text() == "777 1500\n" and (tmp_path / "2").read_text() == "777 1500\n"
+    # the job's own units-of-work file: empty, owned by its user, in a directory only root writes
+    st = (work / "777").stat()
+    assert (st.st_uid, st.st_size, oct(st.st_mode & 0o777), oct(work.stat().st_mode & 0o777)) == \
+        (1500, 0, "0o644", "0o755")
     m = MappingDirMapper(tmp_path)
     assert m.holders(DeviceIdentity(2, "GPU-q", "H100"), None, [])[0].job.id == "777"
     subprocess.run(["bash", str(root / "epilog.sh")], env=env, check=True)

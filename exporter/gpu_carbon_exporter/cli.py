@@ -32,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Prometheus exporter for GPU energy, power and carbon emissions.",
         epilog="Subcommands: 'serve' (default), 'check-config FILE', "
                "'rules --out DIR [--budgets FILE] [--prometheusrule FILE]', 'dashboards --out DIR' and "
-               "'stack' (a local Prometheus, Alertmanager and Grafana over simulated exporters).")
+               "'stack' (a local Prometheus, Alertmanager and Grafana over simulated exporters) and "
+               "'report JOB_ID' (what a job cost).")
     p.add_argument("--version", action="version", version=f"gpu-carbon-exporter {__version__}")
     p.add_argument("-c", "--config", metavar="FILE", help="YAML configuration file")
     p.add_argument("--simulate", nargs="?", const="", metavar="SCENARIO",
@@ -257,7 +258,7 @@ def _stack(argv: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = "serve"
-    if argv and argv[0] in ("serve", "check-config", "rules", "dashboards", "stack"):
+    if argv and argv[0] in ("serve", "check-config", "rules", "dashboards", "stack", "report"):
         command = argv.pop(0)
     if command == "rules":
         return _rules(argv)
@@ -265,6 +266,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dashboards(argv)
     if command == "stack":
         return _stack(argv)
+    if command == "report":
+        from .report.cli import main as report_main
+
+        return report_main(argv)
     if command == "check-config":
         if len(argv) != 1:
             print("usage: gpu-carbon-exporter check-config FILE", file=sys.stderr)

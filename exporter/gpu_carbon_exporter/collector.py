@@ -202,6 +202,8 @@ class SnapshotCollector(Collector):
                              "same views as the energy.", keys + ["view"])
         held = _counter("job_gpu_seconds", "GPU time the job held (s): a shared GPU split equally among its "
                         "holders, a MIG instance counted by its share of the GPU.", keys)
+        work = _counter("job_work_units", "Units of work the job declared on this node (attribution.work_dir), "
+                        "by unit: tokens, images, samples, steps.", keys + ["unit"])
         for jc in sorted(att.jobs, key=lambda j: j.job.key):
             j = jc.job
             info.add_metric([j.id, j.scheduler, j.user, j.team, j.account, j.namespace, j.pod], 1)
@@ -212,7 +214,9 @@ class SnapshotCollector(Collector):
                 energy.add_metric([j.id, j.scheduler, view], e)
                 emissions.add_metric([j.id, j.scheduler, view], g)
             held.add_metric([j.id, j.scheduler], jc.gpu_seconds)
-        yield from (info, gpus, energy, emissions, held)
+            for unit, count in sorted(jc.work.items()):
+                work.add_metric([j.id, j.scheduler, unit], count)
+        yield from (info, gpus, energy, emissions, held, work)
         if self.embodied:
             emb = _counter("job_embodied_emissions_grams", "Embodied carbon of the GPU time the job held "
                            "(gCO2e), shared equally among the holders.", keys)

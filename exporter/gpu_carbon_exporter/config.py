@@ -85,6 +85,7 @@ SCHEMA: dict[str, Any] = {
         "expose_user": (bool, False, None),
         "idle_watts": (dict, {}, None),
         "linger_seconds": (float, 300.0, _between(30.0, 30 * DAY)),
+        "work_dir": (str, None, None),
         "teams": {
             "namespaces": (dict, {}, None),
             "accounts": (dict, {}, None),

@@ -418,6 +418,7 @@ class Meter:
         for name, oks in per_source.items():
             self._collectors[name] = CollectorStatus(any(oks), took[name], end)
         if self.attribution is not None:
+            self.attribution.read_work(end)
             self.attribution.expire(end)
         if self.state and not (end - self._last_persist >= self.persist_interval_seconds and self.persist()):
             self._checkpoint()

@@ -162,7 +162,8 @@ def build_attribution(acfg: dict[str, Any], proc_root: str | None = None, embodi
                                                              dict(t["users"])))
     log.info("attribution mappers: %s", ", ".join(names))
     return Attribution([mappers[n].factory(acfg, ctx) for n in names], idle_watts=dict(acfg["idle_watts"]),
-                       linger_seconds=acfg["linger_seconds"], embodied_g_per_s=embodied_g_per_s)
+                       linger_seconds=acfg["linger_seconds"], embodied_g_per_s=embodied_g_per_s,
+                       work_dir=acfg["work_dir"])
 
 
 def build_sources(scfg: dict[str, Any], read_processes: bool = False) -> list[DeviceSource]:

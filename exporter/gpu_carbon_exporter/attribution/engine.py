@@ -13,6 +13,7 @@ from ..statecheck import BadEntry, mapping, number, text
 from .mappers import Mapper
 from .model import Holder, Job
 from .split import split
+from .work import WorkReader
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class JobCounters:
     first_seen: float = 0.0
     last_seen: float = 0.0
     gpu_seconds: float = 0.0  # GPU time held (s); shared GPUs split equally, MIG by SM share
+    work: dict[str, float] = field(default_factory=dict)  # units of work the job declared: unit -> count
 
 
 @dataclass
@@ -51,8 +53,12 @@ class AttributionSnapshot:
 
 class Attribution:
     def __init__(self, mappers: list[Mapper], *, idle_watts: dict[str, float] | None = None,
-                 linger_seconds: float = 300.0, embodied_g_per_s: float = 0.0) -> None:
+                 linger_seconds: float = 300.0, embodied_g_per_s: float = 0.0, work_dir: str | None = None,
+                 work_poll_seconds: float = 5.0) -> None:
         self.mappers, self.idle_watts, self.linger_seconds = mappers, idle_watts or {}, linger_seconds
+        self.work = WorkReader(work_dir) if work_dir else None
+        self.work_poll_seconds = work_poll_seconds
+        self._work_read_at = float("-inf")
         self.embodied_g_per_s = embodied_g_per_s
         self.jobs: dict[str, JobCounters] = {}
         self.gpus: dict[str, GpuBuckets] = {}
@@ -157,6 +163,18 @@ class Attribution:
                 jc.energy_active_j += part
                 jc.emissions_active_g += part * g_per_j
 
+    def read_work(self, now: float) -> None:
+        """Units of work the jobs declared (attribution.work_dir), every ``work_poll_seconds``; a count
+        only ever rises."""
+        if self.work is None or now - self._work_read_at < self.work_poll_seconds:
+            return
+        self._work_read_at = now
+        for jc in self.jobs.values():
+            found = self.work.read(jc.job.id)
+            if found is not None:
+                count, unit = found
+                jc.work[unit] = max(jc.work.get(unit, 0.0), count)
+
     def expire(self, now: float) -> None:
         """Drop jobs not seen for longer than the linger time (Prometheus has seen their final value)."""
         gone = {k for k, j in self.jobs.items() if now - j.last_seen > self.linger_seconds}
@@ -168,7 +186,7 @@ class Attribution:
 
     def snapshot(self) -> AttributionSnapshot:
         return AttributionSnapshot(
-            tuple(replace(j, gpus=set(j.gpus)) for j in self.jobs.values()),
+            tuple(replace(j, gpus=set(j.gpus), work=dict(j.work)) for j in self.jobs.values()),
             {u: replace(b) for u, b in self.gpus.items()})
 
     # -- persistence ----------------------------------------------------------------
@@ -179,7 +197,7 @@ class Attribution:
             "jobs": {k: {"job": vars(j.job), "energy_allocated_j": j.energy_allocated_j,
                          "energy_active_j": j.energy_active_j, "emissions_allocated_g": j.emissions_allocated_g,
                          "emissions_active_g": j.emissions_active_g, "embodied_g": j.embodied_g,
-                         "gpu_seconds": j.gpu_seconds,
+                         "gpu_seconds": j.gpu_seconds, "work": dict(j.work),
                          "gpus": sorted(j.gpus), "first_seen": j.first_seen + to_wall,
                          "last_seen": j.last_seen + to_wall} for k, j in self.jobs.items()},
             "gpus": {u: vars(b) for u, b in self.gpus.items()},
@@ -249,11 +267,15 @@ def _job_from_state(j: dict, to_mono: float, mono_now: float) -> JobCounters:
     if not isinstance(gpus, list) or not all(isinstance(g, str) for g in gpus):
         raise BadEntry("gpus: not a list of strings")
     # Linger restarts at the restart: the mappers get their time to see the job again before it expires.
+    work = j.get("work", {})
+    if not isinstance(work, dict):
+        raise BadEntry("work: not a mapping")
     return JobCounters(Job(**job), number(j, "energy_allocated_j"), number(j, "energy_active_j"),
                        number(j, "emissions_allocated_g"), number(j, "emissions_active_g"),
                        number(j, "embodied_g", default=0.0), set(gpus),
                        min(number(j, "first_seen", hi=4e9) + to_mono, mono_now), mono_now,
-                       number(j, "gpu_seconds", default=0.0))
+                       number(j, "gpu_seconds", default=0.0),
+                       {str(u): number(work, u) for u in work})
 
 
 def _buckets_from_state(b: dict) -> GpuBuckets:

@@ -1,0 +1,259 @@
+"""`gpu-carbon-exporter report`: per-job reports read from a real Prometheus scraping two
+simulated exporters, against the simulator's ground truth — a multi-node job, an exporter killed
+and restarted mid-job, a before/after pair (the same work at fp16- and int8-like power) with
+declared units of work; the HTML report in a real headless Chromium; and each kind of bad input."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import free_port, require_binary
+from fakeapi import FakeApi, slow
+from gpu_carbon_exporter.sim.scenario import GroundTruth, parse_scenario
+from gpu_carbon_exporter.stack import Exporter, LocalStack
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parent.parent
+H100 = "NVIDIA H100 80GB HBM3"
+O = 8.0  # every process is up by then
+END = O + 24
+KILL_AT = O + 9
+TOKENS = 6000
+
+
+def node_a(start: float) -> dict:
+    """GPU 0: node a's part of the two-node job 701; GPU 1: job 702, the fp16-like run (420 W for
+    24 s); GPU 2: job 703, the int8-like run of the same work (300 W for 16 s)."""
+    return {"name": "report-a", "start_time": start, "zone": "DEU", "pue": 1.2,
+            "intensity": {"DEU": [[0, 380], [O + 12, 250]]},
+            "devices": [{"model": H100, "power": {"pattern": "steps", "steps": [[0, 0], [O, 500], [END, 0]]}},
+                        {"model": H100, "power": {"pattern": "steps", "steps": [[0, 0], [O, 420], [END, 0]]}},
+                        {"model": H100, "power": {"pattern": "steps", "steps": [[0, 0], [O + 2, 300], [O + 18, 0]]}}],
+            "jobs": [{"id": "701", "user": "ivy", "team": "llm", "start_s": O, "end_s": END, "devices": [0]},
+                     {"id": "702", "user": "ann", "team": "nlp", "start_s": O, "end_s": END, "devices": [1]},
+                     {"id": "703", "user": "ann", "team": "nlp", "start_s": O + 2, "end_s": O + 18, "devices": [2]}]}
+
+
+def node_b(start: float) -> dict:
+    return {"name": "report-b", "start_time": start, "zone": "FRA", "pue": 1.1, "intensity": {"FRA": [[0, 60]]},
+            "devices": [{"model": H100, "power": {"pattern": "steps", "steps": [[0, 0], [O, 550], [END, 0]]}}],
+            "jobs": [{"id": "701", "user": "ivy", "team": "llm", "start_s": O, "end_s": END, "devices": [0]}]}
+
+
+def report(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gpu_carbon_exporter", "report", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """The stack, run through the jobs: yields (Prometheus URL, ground truths, partial report, dir)."""
+    require_binary("prometheus")
+    require_binary("prometheus-alertmanager")
+    tmp = tmp_path_factory.mktemp("report")
+    start = time.time()
+    scen = {"a": node_a(start), "b": node_b(start)}
+    work = tmp / "work"
+    work.mkdir()
+    (work / "702").write_text(f"{TOKENS} tokens\n")  # what the jobs would write (deploy/slurm/prolog.sh)
+    (work / "703").write_text(f"{TOKENS} tokens\n")
+    exporters = []
+    for n in ("a", "b"):
+        (tmp / f"{n}.yaml").write_text(yaml.safe_dump(scen[n]))
+        (tmp / f"{n}.config.yml").write_text(yaml.safe_dump({"attribution": {"work_dir": str(work)}}))
+        exporters.append(Exporter(n, str(tmp / f"{n}.yaml"), site="s1", cluster="c1", args=(
+            "--config", str(tmp / f"{n}.config.yml"), "--sampling.interval", "0.1",
+            "--state.path", str(tmp / f"state-{n}.json"))))
+    stack = LocalStack(tmp / "stack", exporters=exporters, scrape_interval="250ms", grafana=False, prometheus_port=0,
+                       alertmanager_port=0)
+    base = None
+    try:
+        stack.start()
+        base = f"http://127.0.0.1:{stack.prometheus_port}"
+        assert time.time() - start < O, "processes took too long to start"
+        time.sleep(max(0.0, start + KILL_AT - time.time()))
+        stack.procs["a"].stop(signal.SIGKILL)  # a crash mid-job, restarted 2 s later (systemd: RestartSec)
+        time.sleep(2)
+        stack.procs["a"].start()
+        time.sleep(max(0.0, start + O + 14 - time.time()))
+        partial = report("701", "--prometheus", base, "--format", "json")
+        time.sleep(max(0.0, start + END + 5 - time.time()))
+        truths = {n: GroundTruth(parse_scenario(scen[n])) for n in scen}
+        yield base, truths, partial, tmp
+    finally:
+        stack.stop()
+
+
+def truth_of(truths: dict, job_id: str) -> tuple[float, float]:
+    """(J, g) allocated to a job over all nodes, from the simulator's closed forms."""
+    joules = grams = 0.0
+    for truth in truths.values():
+        for job in truth.sc.jobs:
+            if job.id == job_id:
+                joules += truth.job_allocated_j(job, 0, END + 5)
+                grams += truth.job_allocated_g(job, 0, END + 5)
+    return joules, grams
+
+
+def test_report_totals_agree_with_ground_truth(fleet):
+    base, truths, _, _ = fleet
+    worst = 0.0
+    for job_id in ("701", "702", "703"):
+        out = report(job_id, "--prometheus", base, "--format", "json")
+        assert out.returncode == 0, out.stderr
+        totals = json.loads(out.stdout)["report"]["totals"]
+        joules, grams = truth_of(truths, job_id)
+        for what, got, want in (("kWh", totals["energy_kwh"], joules / 3.6e6), ("g", totals["operational_g"], grams)):
+            err = got / want - 1
+            worst = max(worst, abs(err))
+            print(f"job {job_id} {what}: report {got:.6g}, truth {want:.6g}, error {100 * err:+.3f} %")
+            assert got == pytest.approx(want, rel=0.01), (job_id, what)
+    print(f"worst error: {100 * worst:.3f} %")
+
+
+def test_multi_node_job_is_broken_down_by_node_and_gpu_and_shows_the_restart_gap(fleet):
+    base, truths, _, _ = fleet
+    data = json.loads(report("701", "--prometheus", base, "--format", "json").stdout)["report"]
+    assert [n["node"] for n in data["nodes"]] == ["a", "b"]
+    assert {(g["node"], g["gpu"]) for g in data["gpus"]} == {("a", "0"), ("b", "0")}
+    for node, truth in (("a", truths["a"]), ("b", truths["b"])):
+        (job,) = [j for j in truth.sc.jobs if j.id == "701"]
+        got = next(n["energy_j"] for n in data["nodes"] if n["node"] == node)
+        assert got == pytest.approx(truth.job_allocated_j(job, 0, END + 5), rel=0.01), node
+    assert data["owner"]["team"] == "llm" and "user" not in data["owner"]  # users only with attribution.expose_user
+    assert {s["zone"] for s in data["intensity_sources"]} == {"DEU", "FRA"}
+    assert [g["node"] for g in data["gaps"]] == ["a"]  # the crash, reported, never filled in
+    assert not data["partial"]
+    assert data["totals"]["duration_s"] == pytest.approx(END - O, abs=2.0)
+    # power, summed over the nodes, is never made up across the gap: its peak is the nodes' sum
+    assert data["peak_power_w"] == pytest.approx(500 + 550, rel=0.05)
+
+
+def test_a_running_job_is_reported_as_partial(fleet):
+    _, _, partial, _ = fleet
+    assert partial.returncode == 0, partial.stderr
+    data = json.loads(partial.stdout)["report"]
+    assert data["partial"] and "running" in data["partial_reason"]
+    assert "partial" in json.loads(partial.stdout)["disclosure"]
+
+
+def test_text_report_fits_80_columns_and_says_what_is_inside(fleet):
+    base, _, _, _ = fleet
+    out = report("702", "--prometheus", base)
+    assert out.returncode == 0, out.stderr
+    print(out.stdout)
+    assert max(len(line) for line in out.stdout.splitlines()) <= 80
+    for needle in ("Energy (allocated)", "Operational CO₂e", "Intensity paid", "Per unit (tokens)", "Disclosure",
+                   "Not included"):
+        assert needle in out.stdout, needle
+
+
+def test_before_and_after_comparison_shows_the_known_ratio(fleet):
+    base, truths, _, tmp = fleet
+    out = report("702", "--compare", "703", "--prometheus", base, "--format", "json", "--out", str(tmp / "cmp"))
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["unit"] == "tokens"
+    fp16, int8 = (v["per_unit"] for v in data["variants"])
+    (j702, g702), (j703, g703) = truth_of(truths, "702"), truth_of(truths, "703")
+    want = (j703 / TOKENS) / (j702 / TOKENS)
+    got = int8["kwh"] / fp16["kwh"]
+    print(f"int8 / fp16 energy per token: report {got:.4f}, truth {want:.4f}, error {100 * (got / want - 1):+.3f} %")
+    assert got == pytest.approx(want, rel=0.01)
+    assert int8["g"] / fp16["g"] == pytest.approx((g703 / TOKENS) / (g702 / TOKENS), rel=0.01)
+    assert any("703 / 702, energy per unit of work (tokens)" in n and "±" in n for n in data["notes"])
+    text = report("702", "--compare", "703", "--prometheus", base)
+    print(text.stdout)
+    assert (tmp / "cmp" / "comparison.png").stat().st_size > 1000 and (tmp / "cmp" / "comparison.svg").exists()
+
+
+def test_html_report_renders_in_headless_chromium(fleet):
+    base, _, _, tmp = fleet
+    out = report("701", "--prometheus", base, "--out", str(tmp / "html"))
+    assert out.returncode == 0, out.stderr
+    for name in ("report.txt", "report.md", "report.html", "report.json", "job-701-power.png", "job-701-power.svg",
+                 "job-701-cumulative.png", "job-701-intensity.png"):
+        assert (tmp / "html" / name).stat().st_size > 0, name
+    from playwright.sync_api import sync_playwright
+
+    chromium = require_binary("chromium")
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto((tmp / "html" / "report.html").as_uri())
+            images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])")
+            heading = page.inner_text("h1")
+            page.screenshot(path=str(tmp / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert not errors, errors
+    assert heading == "GPU carbon report — job 701"
+    assert len(images) == 3 and all(ok for _, ok in images), images
+    if os.environ.get("UPDATE_SCREENSHOTS"):
+        shutil.copy(tmp / "report.png", ROOT / "docs" / "img" / "report.png")
+
+
+def test_the_local_exporter_gives_totals_while_the_job_lingers(fleet):
+    base, truths, _, tmp = fleet
+    state = json.loads((tmp / "stack" / "stack.json").read_text())
+    out = report("703", "--exporter", state["urls"]["a"], "--format", "json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)["report"]
+    joules, _ = truth_of(truths, "703")
+    assert data["totals"]["energy_kwh"] == pytest.approx(joules / 3.6e6, rel=0.01)
+    assert data["work"] == {"tokens": TOKENS} and "totals only" in data["source"]
+
+
+# -- bad input ---------------------------------------------------------------------
+@pytest.fixture
+def api():
+    server = FakeApi()
+    yield server
+    server.close()
+
+
+EMPTY = (200, {}, {"status": "success", "data": {"resultType": "vector", "result": []}})
+
+
+def test_an_unknown_job_is_a_clear_error(api):
+    api.routes["/api/v1/query"] = EMPTY
+    out = report("nope", "--prometheus", api.url)
+    assert out.returncode == 1 and "no job 'nope'" in out.stderr and not out.stdout
+
+
+def test_a_prometheus_that_is_down_slow_or_answers_garbage(api):
+    out = report("1", "--prometheus", f"http://127.0.0.1:{free_port()}")
+    assert out.returncode == 3 and "is not reachable" in out.stderr
+    api.routes["/api/v1/query"] = slow(3.0, EMPTY)
+    started = time.monotonic()
+    out = report("1", "--prometheus", api.url, "--timeout", "0.5")
+    assert out.returncode == 3 and "did not answer within 0.5 s" in out.stderr
+    assert time.monotonic() - started < 10
+    api.routes["/api/v1/query"] = (200, {}, "<html>a login page</html>")
+    out = report("1", "--prometheus", api.url)
+    assert out.returncode == 3 and "not the Prometheus HTTP API" in out.stderr
+    api.routes["/api/v1/query"] = (400, {}, {"status": "error", "errorType": "bad_data", "error": "parse error"})
+    out = report("1", "--prometheus", api.url)
+    assert out.returncode == 3 and "parse error" in out.stderr
+
+
+def test_bad_arguments_exit_2(api):
+    assert report("1", "--work", "10").returncode == 2  # --work without --work-unit
+    assert report("1", "--work", "-5", "--work-unit", "tokens").returncode == 2
+    out = report("1", "--prometheus", api.url, "--bearer-token-file", "/nonexistent/token")
+    assert out.returncode == 2 and "/nonexistent/token" in out.stderr
