@@ -78,12 +78,14 @@ def test_lost_gpu_keeps_counters_but_drops_gauges(clock):
     assert 'method="integrated"' in text and 'method="counter"' in text
 
 
-def test_promtool_accepts_job_and_edge_families(clock):
-    """The demo node with jobs and RAPL, after some samples, passes promtool's lint too."""
+def test_promtool_accepts_job_and_edge_families(clock, tmp_path):
+    """The demo node with jobs (one declaring its units of work) and RAPL, after some samples,
+    passes promtool's lint too."""
     from gpu_carbon_exporter.startup import build_meter, make_registry
     from gpu_carbon_exporter.config import parse_config
 
-    cfg = parse_config({})
+    (tmp_path / "4712").write_text("1500 images\n")
+    cfg = parse_config({"attribution": {"work_dir": str(tmp_path)}})
     meter, _ = build_meter(cfg, "")
     meter.open()
     for _ in range(3):
@@ -91,6 +93,7 @@ def test_promtool_accepts_job_and_edge_families(clock):
     text = generate_latest(make_registry(meter, cfg))
     meter.stop()
     assert b"gpu_carbon_job_energy_joules_total" in text and b"gpu_carbon_cpu_energy_joules_total" in text
+    assert b'gpu_carbon_job_work_units_total{job_id="4712",scheduler="slurm",unit="images"} 1500.0' in text
     out = subprocess.run([require_binary("promtool"), "check", "metrics"], input=text, capture_output=True)
     assert out.returncode == 0 and not out.stdout.strip(), out.stdout + out.stderr
 

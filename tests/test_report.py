@@ -257,3 +257,57 @@ def test_bad_arguments_exit_2(api):
     assert report("1", "--work", "-5", "--work-unit", "tokens").returncode == 2
     out = report("1", "--prometheus", api.url, "--bearer-token-file", "/nonexistent/token")
     assert out.returncode == 2 and "/nonexistent/token" in out.stderr
+
+
+# -- the Slurm epilog ----------------------------------------------------------------
+def epilog(tmp: Path, job_id: str, prometheus: str, **env: str) -> tuple[subprocess.CompletedProcess, float]:
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    exe = bin_dir / "gpu-carbon-exporter"
+    exe.write_text(f"#!/bin/sh\nexec {sys.executable} -m gpu_carbon_exporter \"$@\"\n")
+    exe.chmod(0o755)
+    env = {**os.environ, "SLURM_JOB_ID": job_id, "SLURM_JOB_UID": str(os.getuid()), "SLURM_JOB_GID": str(os.getgid()),
+           "GPU_CARBON_PROMETHEUS": prometheus, "GPU_CARBON_EXPORTER": str(exe), "GPU_CARBON_REPORT_DELAY": "0",
+           "PATH": f"{bin_dir}:{os.environ['PATH']}", **env}
+    started = time.monotonic()
+    out = subprocess.run(["bash", str(ROOT / "deploy" / "slurm" / "epilog-report.sh")], env=env, capture_output=True,
+                         text=True, timeout=30)
+    return out, time.monotonic() - started
+
+
+def wait_for(path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert path.exists(), path
+
+
+def test_slurm_epilog_writes_the_report_beside_the_jobs_output(fleet):
+    base, _, _, tmp = fleet
+    job_dir = tmp / "job-output"
+    job_dir.mkdir()
+    (tmp / "bin").mkdir(exist_ok=True)
+    scontrol = tmp / "bin" / "scontrol"  # what slurmctld says of the job
+    scontrol.write_text(f"#!/bin/sh\necho 'JobId=702 JobName=train UserId=ann(1500) WorkDir=/nonexistent "
+                        f"StdOut={job_dir}/slurm-702.out StdErr={job_dir}/slurm-702.out'\n")
+    scontrol.chmod(0o755)
+    out, took = epilog(tmp, "702", base)
+    assert out.returncode == 0 and took < 5, (out.stderr, took)  # returns at once; the report runs detached
+    wait_for(job_dir / "gpu-carbon-report-702.md")  # moved into place last
+    assert "GPU carbon report — job 702" in (job_dir / "gpu-carbon-report-702.md").read_text()
+    assert (job_dir / "gpu-carbon-report-702.html").read_text().startswith("<!DOCTYPE html>")
+    assert not (job_dir / "gpu-carbon-report-702.err").exists()
+
+
+def test_slurm_epilog_never_waits_for_a_prometheus_that_is_down_or_slow(tmp_path, api):
+    api.routes["/api/v1/query"] = slow(20.0, EMPTY)
+    for name, url in (("down", f"http://127.0.0.1:{free_port()}"), ("slow", api.url)):
+        out_dir = tmp_path / name
+        out_dir.mkdir()
+        out, took = epilog(tmp_path, "9", url, GPU_CARBON_REPORT_DIR=str(out_dir), GPU_CARBON_REPORT_TIMEOUT="3")
+        assert out.returncode == 0 and took < 5, (name, took)
+        wait_for(out_dir / "gpu-carbon-report-9.err", timeout=30)
+        time.sleep(0.5)
+        assert not (out_dir / "gpu-carbon-report-9.md").exists(), name
+    assert "not reachable" in (tmp_path / "down" / "gpu-carbon-report-9.err").read_text()
+    assert "no report within 3 s" in (tmp_path / "slow" / "gpu-carbon-report-9.err").read_text()
