@@ -164,8 +164,11 @@ def fleet_configs(tmp_path: Path, good: FakeApi, bad: FakeApi) -> tuple[Path, Pa
             "fallback": {"provider": "static", "g_per_kwh": 400}}}}
 
     demo, edge = tmp_path / "demo.yml", tmp_path / "edge.yml"
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "4712").write_text("250000 tokens\n")  # the demo job declares its work
     demo.write_text(yaml.safe_dump({"carbon": {**em(good), "embodied": {"kg_co2e_per_device": 150},
-                                               "wue_liters_per_kwh": 1.8}}))
+                                               "wue_liters_per_kwh": 1.8},
+                                    "attribution": {"work_dir": str(tmp_path / "work")}}))
     edge.write_text(yaml.safe_dump({"carbon": em(bad)}))
     scenario = yaml.safe_load((ROOT / "exporter/gpu_carbon_exporter/sim/edge-orin.yaml").read_text())
     scenario["rapl"] = {"packages": 1, "power": {"pattern": "constant", "watts": 6}}
@@ -273,6 +276,9 @@ def test_key_stats_agree_with_ground_truth(tmp_path):
                 "jobs": [{"id": "501", "user": "ann", "team": "nlp", "start_s": 8, "end_s": 28, "devices": [0]},
                          {"id": "502", "user": "bob", "team": "cv", "start_s": 8, "end_s": 28, "devices": [1]}]}
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(scenario))
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "501").write_text("4000 images\n")
+    (tmp_path / "config.yml").write_text(yaml.safe_dump({"attribution": {"work_dir": str(tmp_path / "work")}}))
     budgets = tmp_path / "budgets.yml"
     # (the 7-day team panel sums tiles, whose evaluations a loaded test machine may skip: docs/rules.md)
     budgets.write_text(yaml.safe_dump({"settings": {"long_interval": "1s", "tile": "5s"}, "budgets": [
@@ -280,6 +286,7 @@ def test_key_stats_agree_with_ground_truth(tmp_path):
     rules = write_rules(tmp_path / "rules", budgets)
     port, prom_port = free_port(), free_port()
     exporter = subprocess.Popen([sys.executable, "-m", "gpu_carbon_exporter", "--simulate", str(tmp_path / "s.yaml"),
+                                 "--config", str(tmp_path / "config.yml"),
                                  "--sampling.interval", "0.1", "--web.listen-address", f"127.0.0.1:{port}"],
                                 stdout=open(tmp_path / "exporter.log", "w"), stderr=subprocess.STDOUT)
     # 200-ms scrapes: increase() extrapolates at most one scrape of the series' mean rate (docs/rules.md)
@@ -304,6 +311,8 @@ def test_key_stats_agree_with_ground_truth(tmp_path):
             rows = query(base, expand(panel_expr(uid, title).replace('"$job"', '"501"')), at)
             return float(rows[0]["value"][1])
 
+        per_image = read("gpu-carbon-job-compare", "Energy per unit of work")
+
         fleet_kwh = read("gpu-carbon-fleet", "Energy, dashboard range")
         job_kwh = read("gpu-carbon-job", "Energy")
         job_g = read("gpu-carbon-job", "Operational CO₂e")
@@ -319,8 +328,10 @@ def test_key_stats_agree_with_ground_truth(tmp_path):
     want = {"fleet kWh": (truth.device_energy_j(0, 0, 40) + truth.device_energy_j(1, 0, 40)) / 3.6e6,
             "job 501 kWh": truth.job_allocated_j(jobs["501"], 0, 40) / 3.6e6,
             "job 501 g": truth.job_allocated_g(jobs["501"], 0, 40),
-            "team nlp g": truth.job_allocated_g(jobs["501"], 0, 40)}
-    got = {"fleet kWh": fleet_kwh, "job 501 kWh": job_kwh, "job 501 g": job_g, "team nlp g": teams["nlp"]}
+            "team nlp g": truth.job_allocated_g(jobs["501"], 0, 40),
+            "job 501 Wh per image": truth.job_allocated_j(jobs["501"], 0, 40) / 3600 / 4000}
+    got = {"fleet kWh": fleet_kwh, "job 501 kWh": job_kwh, "job 501 g": job_g, "team nlp g": teams["nlp"],
+           "job 501 Wh per image": per_image}
     for key in want:
         print(f"{key}: dashboard {got[key]:.6g}, truth {want[key]:.6g}, error {100 * (got[key] / want[key] - 1):+.3f} %")
     for key in want:

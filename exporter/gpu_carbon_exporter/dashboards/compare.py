@@ -26,6 +26,15 @@ def _for(job: str) -> dict[str, tuple[str, str]]:
         "Mean power": (f"{energy} / sum({duration})", "watt"),
         "Energy per GPU-hour": (f"({energy} / 3.6e6) / (sum(increase(gpu_carbon_job_gpu_seconds_total{{{sel}}}"
                                 f"[$__range])) / 3600)", "suffix: kWh/GPU-h"),
+        # Units of work the job declared (attribution.work_dir): the count it reached, summed over its
+        # nodes, per unit. max_over_time, not increase(): the count is cumulative from the job's start.
+        "Energy per unit of work": (f"({energy} / 3600) / on () group_right sum by (unit) "
+                                    f"(max_over_time(gpu_carbon_job_work_units_total{{{sel}}}[$__range]))",
+                                    "suffix: Wh/unit"),
+        "CO₂e per unit of work": (f'sum(increase(gpu_carbon_job_emissions_grams_total{{{sel}, view="allocated"}}'
+                                  f"[$__range])) / on () group_right sum by (unit) "
+                                  f"(max_over_time(gpu_carbon_job_work_units_total{{{sel}}}[$__range]))",
+                                  "suffix: g CO₂e/unit"),
     }
 
 
@@ -34,16 +43,22 @@ def panels() -> list:
     out = []
     for i, title in enumerate(a):
         expr_a, unit = a[title]
+        pos = (i * 6, 0, 6, 5) if i < 4 else ((i - 4) * 8, 5, 8, 5)
+        per_unit = "unit of work" in title
         p = stat_panel(title, f"{title} of job A and job B over the dashboard range (instant queries over "
-                       "[$__range]; duration: 15-s steps in which the energy counter rose, within a scrape interval).", expr_a, unit, (i * 5, 0, 5, 5), 2,
-                       legend="A $job")
-        out.append(p.with_target(query(b[title][0], "B $job_b", instant=True, ref="B")))
+                       "[$__range]; duration: 15-s steps in which the energy counter rose, within a scrape "
+                       "interval)." + (" Units of work are what each job declared (gpu_carbon_job_work_units_total, "
+                                       "docs/report.md), by unit: compare jobs that count the same unit." if per_unit
+                                       else ""), expr_a, unit, pos, 4 if per_unit else 2,
+                       legend="A $job {{unit}}" if per_unit else "A $job")
+        out.append(p.with_target(query(b[title][0], "B $job_b {{unit}}" if per_unit else "B $job_b", instant=True,
+                                       ref="B")))
     power = ('sum by (job_id, node) (rate(gpu_carbon_job_energy_joules_total{{cluster=~"$cluster", job_id="${}", '
              'view="allocated"}}[$__rate_interval]))')
     out.append(series_panel("Power", "Both jobs' power per node, allocated view (rate of "
                             "gpu_carbon_job_energy_joules_total).",
                             [(power.format("job"), "A {{job_id}} {{node}}"), (power.format("job_b"), "B {{job_id}} {{node}}")],
-                            "watt", (0, 5, 24, 8)))
+                            "watt", (0, 10, 24, 8)))
     return out
 
 
