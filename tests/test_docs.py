@@ -74,9 +74,9 @@ def test_every_documented_command_runs(doc, command, tmp_path):
             args[2] = str(tmp_path)
         if "--prometheusrule" in args:
             args[args.index("--prometheusrule") + 1] = str(tmp_path / "prometheusrule.yaml")
-        if args[:1] == ["stack"]:  # runs until Ctrl-C: tests/test_stack.py runs it; here its options parse
+        if args[:1] in (["stack"], ["report"]):  # need a running stack: tests/test_stack.py, test_report.py
             args.append("--help")
-        if args[0] not in ("check-config", "rules", "dashboards", "stack") and "--version" not in args \
+        if args[0] not in ("check-config", "rules", "dashboards", "stack", "report") and "--version" not in args \
                 and "--help" not in args:
             assert "--simulate" in args, f"{doc}: {command}: needs a GPU; document a simulated form too"
             args += [] if "--once" in args else ["--once", "--once.duration", "0"]

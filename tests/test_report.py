@@ -135,7 +135,8 @@ def test_multi_node_job_is_broken_down_by_node_and_gpu_and_shows_the_restart_gap
     assert not data["partial"]
     assert data["totals"]["duration_s"] == pytest.approx(END - O, abs=2.0)
     # power, summed over the nodes, is never made up across the gap: its peak is the nodes' sum
-    assert data["peak_power_w"] == pytest.approx(500 + 550, rel=0.05)
+    # (each point a mean over four 250-ms scrapes of counters sampled every 100 ms)
+    assert data["peak_power_w"] == pytest.approx(500 + 550, rel=0.1)
 
 
 def test_a_running_job_is_reported_as_partial(fleet):
@@ -173,6 +174,7 @@ def test_before_and_after_comparison_shows_the_known_ratio(fleet):
     assert any("703 / 702, energy per unit of work (tokens)" in n and "±" in n for n in data["notes"])
     text = report("702", "--compare", "703", "--prometheus", base)
     print(text.stdout)
+    assert max(len(line) for line in text.stdout.splitlines()) <= 80
     assert (tmp / "cmp" / "comparison.png").stat().st_size > 1000 and (tmp / "cmp" / "comparison.svg").exists()
 
 

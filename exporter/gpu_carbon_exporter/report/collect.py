@@ -146,9 +146,11 @@ def _at(samples: list[tuple[float, float]], t: float) -> float:
 def _power_and_cumulative(energy: list[Series], grams: list[Series], start: float, end: float,
                           step: float) -> tuple[list[tuple[float, float]], list[tuple[float, float, float]]]:
     """The job's power (summed over its nodes) and its cumulative energy and emissions, on a grid
-    of the scrape interval (at most 2 000 points). Power is left out where a node has a gap: the
-    energy it used then is in the totals, spread over no made-up curve."""
-    dt = max(step, (end - start) / 2000) if end > start else step
+    of four scrape intervals (at most 1 000 points): a counter's value is up to one sampling
+    interval older than its scrape, which over a single scrape interval would be noise. Power is
+    left out where a node has a gap: the energy it used then is in the totals, spread over no
+    made-up curve."""
+    dt = max(4 * step, (end - start) / 1000) if end > start else step
     grid = [start + i * dt for i in range(int((end - start) / dt) + 2)]
     cum = [(t, sum(_at(s.samples, t) for s in energy), sum(_at(s.samples, t) for s in grams)) for t in grid]
     gaps = _gaps(energy, step, end)
@@ -186,9 +188,8 @@ def _context(prom: Prometheus, report: JobReport, sel: str, cluster: str, step: 
         report.gpus.append(row)
     utils = [r.mean_utilization for r in report.gpus if r.mean_utilization is not None]
     report.mean_utilization = sum(utils) / len(utils) if utils else None
-    intensity = prom.range(f"gpu_carbon_grid_intensity_grams_per_kwh{{{where}}}", report.start, report.end, rstep)
-    if intensity:
-        report.intensity = intensity[0].samples
+    for s in prom.range(f"gpu_carbon_grid_intensity_grams_per_kwh{{{where}}}", report.start, report.end, rstep):
+        report.intensity[f"{s.labels.get('node', '')} ({s.labels.get('zone', '')})"] = s.samples
     sources: dict[tuple[str, str, str], int] = defaultdict(int)
     points = 0
     for s in prom.range(f"gpu_carbon_grid_intensity_source_info{{{where}}}", report.start, report.end, rstep):

@@ -77,7 +77,7 @@ class JobReport:
     work_source: str  # "exporter", "command line" or ""
     power: list[tuple[float, float]] = field(default_factory=list)  # the job's power over time (W)
     cumulative: list[tuple[float, float, float]] = field(default_factory=list)  # (t, J, g) since start
-    intensity: list[tuple[float, float]] = field(default_factory=list)  # (t, g/kWh) on its first node
+    intensity: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # node -> (t, g/kWh)
     gpu_power: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # "node/gpu" -> (t, W)
     version: str = ""
 

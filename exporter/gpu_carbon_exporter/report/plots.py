@@ -30,6 +30,13 @@ def _minutes(points: list[tuple[float, float]], t0: float) -> tuple[list[float],
     return [(t - t0) / 60 for t, _ in points], [v for _, v in points]
 
 
+def _shade_gaps(ax, r: JobReport) -> None:
+    """Where a node sent no samples: Prometheus's range queries carry its last value across."""
+    for i, g in enumerate(r.gaps):
+        ax.axvspan((g.start - r.start) / 60, (g.end - r.start) / 60, color="grey", alpha=0.25,
+                   label="no samples" if i == 0 else None)
+
+
 def _save(fig, out: Path, name: str) -> Path:
     fig.tight_layout()
     png = out / f"{name}.png"
@@ -48,6 +55,7 @@ def job_plots(r: JobReport, out: Path) -> dict[str, Path]:
         fig, ax = plt.subplots(figsize=(8, 3.2))
         for name, points in sorted(r.gpu_power.items()):
             ax.plot(*_minutes(points, r.start), label=name, linewidth=1)
+        _shade_gaps(ax, r)
         ax.set(xlabel="minutes since the job started", ylabel="W", title="Power per GPU (whole GPU)")
         ax.legend(fontsize="small", ncol=2)
         plots["Power per GPU"] = _save(fig, out, f"job-{_safe(r.job_id)}-power")
@@ -63,11 +71,13 @@ def job_plots(r: JobReport, out: Path) -> dict[str, Path]:
         plots["Cumulative energy and emissions"] = _save(fig, out, f"job-{_safe(r.job_id)}-cumulative")
     if r.intensity:
         fig, ax = plt.subplots(figsize=(8, 3.2))
-        ax.step(*_minutes(r.intensity, r.start), where="post", color="tab:red", label="grid intensity")
+        for name, points in sorted(r.intensity.items()):
+            ax.step(*_minutes(points, r.start), where="post", label=f"intensity, {name}")
+        _shade_gaps(ax, r)
         ax.set(xlabel="minutes since the job started", ylabel="g CO₂e/kWh", title="Grid intensity and the job's power")
         if r.power:
             ax2 = ax.twinx()
-            ax2.plot(*_minutes(r.power, r.start), color="tab:blue", alpha=0.6, label="job power")
+            ax2.plot(*_minutes(r.power, r.start), color="black", alpha=0.6, label="job power")
             ax2.set_ylabel("W")
         fig.legend(loc="upper left", fontsize="small")
         plots["Grid intensity and the job's power"] = _save(fig, out, f"job-{_safe(r.job_id)}-intensity")

@@ -55,7 +55,8 @@ def disclosure(r: JobReport) -> str:
     if r.water_l:
         parts.append(f"Its energy used about {fmt(r.water_l, 'L')} of water at the site's WUE.")
     for unit, (kwh, g) in r.per_unit().items():
-        parts.append(f"It did {r.work[unit]:,.0f} {unit} of work ({r.work_source}): {fmt(kwh * 1000, 'Wh')} and "
+        said = "declared by the job" if r.work_source == "exporter" else "as given for the report"
+        parts.append(f"It did {r.work[unit]:,.0f} {unit} of work ({said}): {fmt(kwh * 1000, 'Wh')} and "
                      f"{fmt(g, 'g CO₂e')} per unit.")
     parts.append(f"Measured from the GPUs' {', '.join(r.methods) or 'counter'} energy readings by gpu-carbon-exporter "
                  f"{r.version}, per job and per node, read from {r.source}; within ±1 % of a simulated ground truth "
@@ -106,8 +107,8 @@ def gpu_rows(r: JobReport) -> list[list[str]]:
 
 def gap_lines(r: JobReport) -> list[str]:
     return [f"no samples from {g.node or 'the node'} {when(g.start)} → {when(g.end)} ({duration(g.end - g.start)}): "
-            "the counters kept counting where the exporter ran; power over that time is not shown, never filled in"
-            for g in r.gaps]
+            "the totals hold what the counters counted across it; the job's power is not drawn there, and the "
+            "plots shade it" for g in r.gaps]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -258,8 +259,10 @@ def comparison_rows(variants: list[Variant]) -> tuple[list[str], list[list[str]]
 
 
 def comparison_text(variants: list[Variant]) -> str:
+    """One column per variant, so that two to four fit in 80 columns."""
     header, rows, notes = comparison_rows(variants)
-    out = ["GPU carbon comparison", "", *_table(header, rows), ""]
+    transposed = [[h, *(row[i] for row in rows)] for i, h in enumerate(header) if i > 0]
+    out = ["GPU carbon comparison", "", *_table(["", *(row[0] for row in rows)], transposed), ""]
     out += [w for n in notes for w in wrap(n)]
     out += ["", *wrap("Uncertainty: ±1 % per job (the bound held against ground truth in the tests), divided by "
                       "√runs, and with several runs the standard error of their mean, in quadrature; ratios add both "
