@@ -153,7 +153,7 @@ def test_text_report_fits_80_columns_and_says_what_is_inside(fleet):
     assert out.returncode == 0, out.stderr
     print(out.stdout)
     assert max(len(line) for line in out.stdout.splitlines()) <= 80
-    for needle in ("Energy (allocated)", "Operational CO₂e", "Intensity paid", "Per unit (tokens)", "Disclosure",
+    for needle in ("Energy (allocated)", "Operational CO₂e", "CO₂e per GPU kWh", "Grid intensity", "Per unit (tokens)", "Disclosure",
                    "Not included"):
         assert needle in out.stdout, needle
 
@@ -289,16 +289,23 @@ def test_slurm_epilog_writes_the_report_beside_the_jobs_output(fleet):
     job_dir = tmp / "job-output"
     job_dir.mkdir()
     (tmp / "bin").mkdir(exist_ok=True)
-    scontrol = tmp / "bin" / "scontrol"  # what slurmctld says of the job
-    scontrol.write_text(f"#!/bin/sh\necho 'JobId=702 JobName=train UserId=ann(1500) WorkDir=/nonexistent "
-                        f"StdOut={job_dir}/slurm-702.out StdErr={job_dir}/slurm-702.out'\n")
+    scontrol = tmp / "bin" / "scontrol"  # what slurmctld says of the job and of its node list
+    scontrol.write_text(f"#!/bin/sh\ncase \"$2\" in\n  hostnames) echo \"$FIRST_HOST\";;\n"
+                        f"  job) echo 'JobId=702 JobName=train UserId=ann(1500) WorkDir=/nonexistent "
+                        f"StdOut={job_dir}/slurm-702.out StdErr={job_dir}/slurm-702.out';;\nesac\n")
     scontrol.chmod(0o755)
-    out, took = epilog(tmp, "702", base)
+    # a multi-node job: a node that is not its first writes nothing
+    out, took = epilog(tmp, "702", base, SLURM_JOB_NODELIST="gpu[07-08]", FIRST_HOST="gpu07")
+    assert out.returncode == 0 and took < 5, (out.stderr, took)
+    out, took = epilog(tmp, "702", base, SLURM_JOB_NODELIST="gpu[07-08]",
+                       FIRST_HOST=subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip())
     assert out.returncode == 0 and took < 5, (out.stderr, took)  # returns at once; the report runs detached
     wait_for(job_dir / "gpu-carbon-report-702.md")  # moved into place last
     assert "GPU carbon report — job 702" in (job_dir / "gpu-carbon-report-702.md").read_text()
     assert (job_dir / "gpu-carbon-report-702.html").read_text().startswith("<!DOCTYPE html>")
     assert not (job_dir / "gpu-carbon-report-702.err").exists()
+    time.sleep(1)
+    assert sorted(p.name for p in job_dir.iterdir()) == [f"gpu-carbon-report-702.{x}" for x in ("html", "json", "md")]
 
 
 def test_slurm_epilog_never_waits_for_a_prometheus_that_is_down_or_slow(tmp_path, api):
@@ -313,3 +320,72 @@ def test_slurm_epilog_never_waits_for_a_prometheus_that_is_down_or_slow(tmp_path
         assert not (out_dir / "gpu-carbon-report-9.md").exists(), name
     assert "not reachable" in (tmp_path / "down" / "gpu-carbon-report-9.err").read_text()
     assert "no report within 3 s" in (tmp_path / "slow" / "gpu-carbon-report-9.err").read_text()
+
+
+# -- the arithmetic, on made-up samples ----------------------------------------------
+def test_counter_totals_across_restarts_restores_and_new_series():
+    from gpu_carbon_exporter.report.collect import counter_total, merged, restarts
+    from gpu_carbon_exporter.report.prom import Series
+
+    assert counter_total([(1, 100.0), (2, 300.0), (3, 600.0)]) == 600.0  # from 0 with the job
+    # an exporter that lost its state: from 0 again (600 before, then 50 and 250 more)
+    assert counter_total([(1, 100.0), (2, 600.0), (3, 50.0), (4, 300.0)]) == 900.0
+    # one that restored a checkpoint older than its last scrape: counting goes on from there
+    assert counter_total([(1, 100.0), (2, 600.0), (3, 580.0), (4, 700.0)]) == 720.0
+    assert restarts([(1, 100.0), (2, 600.0), (3, 580.0), (4, 700.0)]) == 1
+    # Kubernetes: the restarted exporter's pod is a new series whose first value carries on
+    old = Series({"node": "n1", "pod": "exp-a"}, [(1, 1000.0), (2, 5000.0), (3, 10000.0)])
+    new = Series({"node": "n1", "pod": "exp-b"}, [(5, 10400.0), (6, 15000.0)])
+    other = Series({"node": "n2", "pod": "exp-c"}, [(1, 10.0), (6, 70.0)])
+    totals = {k: counter_total(v) for k, v in merged([new, old, other]).items()}
+    assert totals == {("n1", ""): 15000.0, ("n2", ""): 70.0}
+
+
+def test_gaps_include_nodes_that_start_late_or_stop_early():
+    from gpu_carbon_exporter.report.collect import _gaps
+    from gpu_carbon_exporter.report.prom import Series
+
+    a = Series({"node": "a"}, [(t, t * 10.0) for t in range(0, 61)])
+    b = Series({"node": "b"}, [(t, t * 10.0) for t in range(20, 41)])  # late and early
+    c = Series({"node": "c"}, [(t, t * 10.0) for t in [*range(0, 30), *range(35, 61)]])  # 5 s hole
+    gaps = [(g.node, g.start, g.end) for g in _gaps([a, b, c], 1.0, 0.0, 60.0)]
+    assert gaps == [("b", 0.0, 20.0), ("c", 29.0, 35.0), ("b", 40.0, 60.0)]
+
+
+def made_up(job_id: str, kwh: float, tokens: float, partial: bool = False):
+    from gpu_carbon_exporter.report.model import GpuRow, JobReport, NodeTotals
+
+    node = "gpu-node-with-a-long-name-0001.cluster.example.org"
+    return JobReport(job_id=job_id, cluster="c", scheduler="slurm", owner={"team": "nlp"}, start=1e9,
+                     end=1e9 + 50 * 3600 + 123, partial=partial, partial_reason="is still running" if partial else "",
+                     source="http://prometheus:9090", nodes=[NodeTotals(node, energy_j=kwh * 3.6e6, grams=kwh * 300,
+                                                                         gpu_seconds=3600)],
+                     gpus=[GpuRow(node, "0", kwh * 3.6e6, 0.5, 700.0)], gaps=[], intensity_sources=[],
+                     fallback_share=None, pue=1.2, mean_utilization=0.5, peak_power_w=700.0, methods=["counter"],
+                     work={"tokens": tokens}, work_source="exporter")
+
+
+def test_text_stays_within_80_columns_and_loses_nothing_that_matters():
+    from gpu_carbon_exporter.report import render
+
+    text = render.text(made_up("1234567", 1000.0, 1e9, partial=True))
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "50h 02m 03s" in text.replace("\n" + " " * 22, " ")  # wrapped, not cut
+    assert "gpu-node-with-a-long-na…0001.cluster.example.org" in text  # a long node name shortened in the middle
+    assert "PARTIAL: the job is still running" in text
+
+
+def test_several_runs_per_variant_add_their_spread_to_the_uncertainty():
+    from gpu_carbon_exporter.report import render
+
+    a = render.Variant("fp16", [made_up(str(i), kwh, 1000.0) for i, kwh in enumerate((10.0, 11.0, 12.0))])
+    b = render.Variant("int8", [made_up(str(10 + i), kwh, 1000.0) for i, kwh in enumerate((5.0, 5.0, 5.0))])
+    kwh_a, _, rel_a, _ = a.per_unit("tokens")
+    kwh_b, _, rel_b, _ = b.per_unit("tokens")
+    assert kwh_a == pytest.approx(0.011) and kwh_b == pytest.approx(0.005)
+    sem = (1.0 / 3 ** 0.5) / 11.0  # standard error of the mean, relative: sd 1 kWh over 3 runs
+    assert rel_a == pytest.approx((0.01 ** 2 + sem ** 2) ** 0.5)
+    assert rel_b == pytest.approx(0.01)  # identical runs: the measurement's bound alone, never less
+    (note,) = [n for n in render.comparison_rows([a, b])[2] if "energy per unit" in n]
+    ratio, unc = 0.005 / 0.011, 0.005 / 0.011 * (rel_a ** 2 + rel_b ** 2) ** 0.5
+    assert f"{ratio:.3f} ± {unc:.3f}" in note

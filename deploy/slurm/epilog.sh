@@ -2,10 +2,10 @@
 # Slurm epilog: removes the mapping files the prolog wrote, only if they still name this job.
 set -euo pipefail
 dir="${GPU_CARBON_MAPPING_DIR:-/run/gpustat}"
-# The units-of-work file goes after the exporter's linger time (it keeps the last count it read;
-# removing the file at once would lose nothing, but a late rewrite by the job would be missed).
-if [ -n "${GPU_CARBON_WORK_DIR:-}" ]; then
-  find "$GPU_CARBON_WORK_DIR" -maxdepth 1 -type f -mmin +60 -delete 2>/dev/null || true
+# The job's units-of-work file goes once the exporter has read it a last time (every 5 s; it keeps
+# the largest count it read): removed 30 s later, detached, so the epilog does not wait.
+if [ -n "${GPU_CARBON_WORK_DIR:-}" ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+  setsid bash -c 'sleep 30; rm -f "$0"' "$GPU_CARBON_WORK_DIR/$SLURM_JOB_ID" < /dev/null > /dev/null 2>&1 &
 fi
 [ -n "${SLURM_JOB_GPUS:-}" ] || exit 0
 IFS=',' read -ra gpus <<< "$SLURM_JOB_GPUS"

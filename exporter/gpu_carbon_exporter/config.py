@@ -111,7 +111,7 @@ ZONE_SCHEMA: dict[str, Any] = {
 
 def _type_name(kind: type) -> str:
     return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-            dict: "a mapping"}[kind]
+            dict: "a mapping", list: "a list"}[kind]
 
 
 class _Errors:

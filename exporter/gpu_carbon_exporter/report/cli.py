@@ -31,7 +31,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--since", type=float, default=30.0, metavar="DAYS", help="how far back to look (default 30)")
     p.add_argument("--format", choices=FORMATS, default="text", help="for standard output (default text)")
     p.add_argument("--out", metavar="DIR", help="also write report.{txt,md,html,json} and the plots (PNG, SVG) here")
-    p.add_argument("--work", type=float, metavar="N", help="units of work the job did (overrides what it declared)")
+    p.add_argument("--work", type=float, metavar="N", help="units of work the job did (overrides what it declared; "
+                   "with --compare, for every job)")
     p.add_argument("--work-unit", metavar="UNIT", help="what --work counts, e.g. tokens, images, samples")
     p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="per request (default 30)")
     auth = p.add_argument_group("Prometheus connection (as promtool)")
@@ -52,16 +53,22 @@ def main(argv: list[str]) -> int:
         p.error("--work and --work-unit go together")
     if args.work is not None and (args.work <= 0 or args.work != args.work or args.work == float("inf")):
         p.error("--work: expected a number above 0")
+    if not 0 < args.since <= 3650:
+        p.error("--since: expected days in (0, 3650]")
     try:
         variants = [_variant(args, spec) for spec in [args.job, *args.compare]]
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.code
     out = Path(args.out) if args.out else None
-    if len(variants) == 1 and len(variants[0].runs) == 1:
-        _single(variants[0].runs[0], args.format, out)
-    else:
-        _comparison(variants, args.format, out)
+    try:
+        if len(variants) == 1 and len(variants[0].runs) == 1:
+            _single(variants[0].runs[0], args.format, out)
+        else:
+            _comparison(variants, args.format, out)
+    except OSError as err:
+        print(f"error: --out {out}: {err.strerror or err}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -126,5 +133,7 @@ def _comparison(variants: list[render.Variant], fmt: str, out: Path | None) -> N
         sys.stdout.write(render.comparison_json(variants))
     elif fmt == "html":
         sys.stdout.write(render.comparison_html(variants))
+    elif fmt == "markdown":
+        sys.stdout.write(render.comparison_markdown(variants))
     else:
         sys.stdout.write(render.comparison_text(variants))

@@ -2,6 +2,7 @@
 and the context around them (GPUs, power, utilisation, intensity, PUE, gaps)."""
 from __future__ import annotations
 
+import re
 import statistics
 from collections import defaultdict
 from typing import Iterable
@@ -27,14 +28,37 @@ def quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# A drop to at least this share of the value before it is an exporter that restored older saved
+# counters (a checkpoint, docs/reliability.md), not one that started again from 0.
+RESTORED_SHARE = 0.5
+
+
 def counter_total(samples: list[tuple[float, float]]) -> float:
-    """Everything a job counter counted: it starts at 0 with the job, so its first value counts too;
-    a drop is a reset (an exporter that lost its state), after which counting starts again from 0."""
+    """Everything a job counter counted: it starts at 0 with the job, so its first value counts too.
+    A drop is a restart: to a small value, a reset (the exporter lost its state, counting starts
+    again from 0); to at least half the value before, a restore of older saved counters (counting
+    goes on from there, the part between the save and the crash counted once)."""
     total, previous = 0.0, 0.0
     for _, v in samples:
-        total += v - previous if v >= previous else v
+        if v >= previous:
+            total += v - previous
+        elif v < RESTORED_SHARE * previous:
+            total += v
         previous = v
     return total
+
+
+def restarts(samples: list[tuple[float, float]]) -> int:
+    return sum(1 for (_, a), (_, b) in zip(samples, samples[1:]) if b < a)
+
+
+def merged(series: list[Series]) -> dict[tuple[str, ...], list[tuple[float, float]]]:
+    """One time-ordered sample list per node (and view and unit): an exporter restarted under a new
+    pod or instance starts a new series, whose first value carries on from the old one's."""
+    out: dict[tuple[str, ...], list[tuple[float, float]]] = defaultdict(list)
+    for s in series:
+        out[(s.labels.get("node", ""), s.labels.get("unit", ""))].extend(s.samples)
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def counter_between(samples: list[tuple[float, float]], start: float, end: float) -> float:
@@ -65,6 +89,23 @@ def last_rise(samples: list[tuple[float, float]]) -> float | None:
     return rise
 
 
+def raw_chunked(prom: Prometheus, selector: str, start: float, end: float, chunk_s: float = 86400) -> list[Series]:
+    """Raw samples in day-long pieces: a 30-day job's samples in one answer could pass Prometheus's
+    limit on samples per query, and its memory."""
+    pieces: dict[tuple, Series] = {}
+    t = start
+    while t < end:
+        for s in prom.raw(selector, t, min(t + chunk_s, end)):
+            key = tuple(sorted(s.labels.items()))
+            if key in pieces:
+                seen = pieces[key].samples
+                seen.extend(x for x in s.samples if x[0] > seen[-1][0])
+            else:
+                pieces[key] = Series(s.labels, list(s.samples))
+        t += chunk_s
+    return list(pieces.values())
+
+
 def collect(prom: Prometheus, job_id: str, cluster: str | None = None, since_s: float = 30 * 86400,
             now: float | None = None) -> JobReport:
     """Read job ``job_id`` (in ``cluster`` where ids repeat across clusters) from the last ``since_s``."""
@@ -83,7 +124,8 @@ def collect(prom: Prometheus, job_id: str, cluster: str | None = None, since_s: 
     sel = f"job_id={quote(job_id)}, cluster={quote(cluster)}"
     first = info[0].labels
     owner = {k: first.get(k, "") for k in OWNER if first.get(k)}
-    raw = {name: prom.raw(f"{metric}{{{sel}{extra}}}", now - since_s, now) for name, (metric, extra) in COUNTERS.items()}
+    raw = {name: raw_chunked(prom, f"{metric}{{{sel}{extra}}}", now - since_s, now)
+           for name, (metric, extra) in COUNTERS.items()}
     allocated = raw["energy_j"]
     if not allocated:
         raise ReportError(f"job {job_id!r} is known but has no energy samples in {prom.url}")
@@ -92,24 +134,27 @@ def collect(prom: Prometheus, job_id: str, cluster: str | None = None, since_s: 
     rises = [r for r in (last_rise(s.samples) for s in allocated) if r is not None]
     end = max(rises) if rises else max(s.samples[-1][0] for s in allocated)
     nodes: dict[str, NodeTotals] = {}
+    restarted = 0
     for name, series in raw.items():
-        for s in series:
-            n = nodes.setdefault(s.labels.get("node", ""), NodeTotals(s.labels.get("node", "")))
-            setattr(n, name, getattr(n, name) + counter_total(s.samples))
-    for s in prom.raw(f"gpu_carbon_job_work_units_total{{{sel}}}", now - since_s, now):
-        n = nodes.setdefault(s.labels.get("node", ""), NodeTotals(s.labels.get("node", "")))
-        unit = s.labels.get("unit", "units")
-        n.work[unit] = n.work.get(unit, 0.0) + counter_total(s.samples)
+        for (node, _), samples in merged(series).items():
+            n = nodes.setdefault(node, NodeTotals(node))
+            setattr(n, name, getattr(n, name) + counter_total(samples))
+            restarted += restarts(samples) if name == "energy_j" else 0
+    for (node, unit), samples in merged(raw_chunked(prom, f"gpu_carbon_job_work_units_total{{{sel}}}",
+                                                    now - since_s, now)).items():
+        n = nodes.setdefault(node, NodeTotals(node))
+        n.work[unit or "units"] = n.work.get(unit or "units", 0.0) + counter_total(samples)
     running = any(s.samples[-1][0] >= now - 3 * step and len(s.samples) > 1 and s.samples[-1][1] > s.samples[-2][1]
                   for s in allocated)
     truncated = start <= now - since_s + 2 * step
-    reason = "still running: the figures are so far" if running else (
-        "began before the look-back (--since): the figures cover only part of it" if truncated else "")
+    reason = "is still running; these are its figures so far" if running else (
+        "began before the look-back (--since), which covers only part of it" if truncated else "")
     report = JobReport(job_id=job_id, cluster=cluster, scheduler=first.get("scheduler", ""), owner=owner,
                        start=start, end=end, partial=bool(reason), partial_reason=reason, source=prom.url,
-                       nodes=sorted(nodes.values(), key=lambda n: n.node), gpus=[], gaps=_gaps(allocated, step, end),
+                       nodes=sorted(nodes.values(), key=lambda n: n.node), gpus=[], gaps=[],
                        intensity_sources=[], fallback_share=None, pue=None, mean_utilization=None, peak_power_w=None,
-                       methods=[], work={}, work_source="", version=__version__)
+                       methods=[], work={}, work_source="", version=__version__, restarts=restarted)
+    report.gaps = _gaps(allocated, step, start, end)
     for n in report.nodes:
         for unit, count in n.work.items():
             report.work[unit] = report.work.get(unit, 0.0) + count
@@ -120,27 +165,41 @@ def collect(prom: Prometheus, job_id: str, cluster: str | None = None, since_s: 
     return report
 
 
-def _gaps(series: list[Series], step: float, end: float) -> list[Gap]:
+def _gaps(series: list[Series], step: float, start: float, end: float) -> list[Gap]:
+    """Stretches of the job without samples from a node: between two of its samples, or at the
+    start or end of the job where that node's samples begin late or stop early."""
     out = []
-    for s in series:
-        for (a, _), (b, _) in zip(s.samples, s.samples[1:]):
-            if b - a > 2.5 * step and a < end:
-                out.append(Gap(s.labels.get("node", ""), a, b))
+    for (node, _), samples in merged(series).items():
+        times = [t for t, _ in samples]
+        edges = list(zip(times, times[1:]))
+        if times and times[0] - start > 2.5 * step:
+            edges.append((start, times[0]))
+        if times and end - times[-1] > 2.5 * step:
+            edges.append((times[-1], end))
+        out += [Gap(node, a, b) for a, b in edges if b - a > 2.5 * step and a < end]
     return sorted(out, key=lambda g: g.start)
 
 
-def _at(samples: list[tuple[float, float]], t: float) -> float:
-    """A job counter's total at time ``t``: 0 before its first sample, linear between samples,
-    across resets."""
-    total, previous, last_t = 0.0, 0.0, None
-    for ts, v in samples:
-        step = v - previous if v >= previous else v
-        if ts > t:
-            if last_t is None:
-                return 0.0
-            return total + step * (t - last_t) / (ts - last_t)
-        total, previous, last_t = total + step, v, ts
-    return total
+def _on_grid(samples: list[tuple[float, float]], grid: list[float]) -> list[float]:
+    """A job counter's total at each grid time, in one forward pass: 0 before its first sample,
+    linear between samples, restarts handled as in counter_total."""
+    out, total, previous, last_t, i = [], 0.0, 0.0, None, 0
+    steps = []
+    for t, v in samples:
+        step = v - previous if v >= previous else (v if v < RESTORED_SHARE * previous else 0.0)
+        steps.append((t, step))
+        previous = v
+    for g in grid:
+        while i < len(steps) and steps[i][0] <= g:
+            total += steps[i][1]
+            last_t = steps[i][0]
+            i += 1
+        if i < len(steps) and last_t is not None:
+            t_next, step = steps[i]
+            out.append(total + step * (g - last_t) / (t_next - last_t))
+        else:
+            out.append(total)
+    return out
 
 
 def _power_and_cumulative(energy: list[Series], grams: list[Series], start: float, end: float,
@@ -152,8 +211,10 @@ def _power_and_cumulative(energy: list[Series], grams: list[Series], start: floa
     made-up curve."""
     dt = max(4 * step, (end - start) / 1000) if end > start else step
     grid = [start + i * dt for i in range(int((end - start) / dt) + 2)]
-    cum = [(t, sum(_at(s.samples, t) for s in energy), sum(_at(s.samples, t) for s in grams)) for t in grid]
-    gaps = _gaps(energy, step, end)
+    e = [_on_grid(samples, grid) for samples in merged(energy).values()]
+    g = [_on_grid(samples, grid) for samples in merged(grams).values()]
+    cum = [(t, sum(x[i] for x in e), sum(x[i] for x in g)) for i, t in enumerate(grid)]
+    gaps = _gaps(energy, step, start, end)
     power = [(b[0], (b[1] - a[1]) / (b[0] - a[0])) for a, b in zip(cum, cum[1:])
              if b[0] > a[0] and not any(g.start < b[0] and a[0] < g.end for g in gaps)]
     return power, cum
@@ -162,10 +223,12 @@ def _power_and_cumulative(energy: list[Series], grams: list[Series], start: floa
 def _context(prom: Prometheus, report: JobReport, sel: str, cluster: str, step: float, since_s: float,
              now: float) -> None:
     """GPUs and their energy, power and utilisation; intensity, its sources and fallback; PUE."""
-    node_re = "|".join(n.node for n in report.nodes if n.node) or ".*"
-    where = f"cluster={quote(cluster)}, node=~{quote(node_re)}"
+    node_re = "|".join(re.escape(n.node) for n in report.nodes if n.node) or ".*"
     held = {(s.labels.get("node", ""), s.labels.get("gpu", ""))
-            for s in prom.raw(f"gpu_carbon_job_gpu_info{{{sel}}}", now - since_s, now)}
+            for s in prom.instant(f"last_over_time(gpu_carbon_job_gpu_info{{{sel}}}[{int(since_s)}s])", now)}
+    gpu_re = "|".join(sorted({re.escape(g.split(".")[0]) for _, g in held})) or ".*"
+    nodes_only = f"cluster={quote(cluster)}, node=~{quote(node_re)}"
+    where = f"{nodes_only}, gpu=~{quote(gpu_re)}"
     window = max(int(report.end - report.start + step), int(step))
     rstep = max(step, (report.end - report.start) / 600)
     devices = {(s.labels.get("node", ""), s.labels.get("gpu", "")): s
@@ -188,19 +251,18 @@ def _context(prom: Prometheus, report: JobReport, sel: str, cluster: str, step: 
         report.gpus.append(row)
     utils = [r.mean_utilization for r in report.gpus if r.mean_utilization is not None]
     report.mean_utilization = sum(utils) / len(utils) if utils else None
-    for s in prom.range(f"gpu_carbon_grid_intensity_grams_per_kwh{{{where}}}", report.start, report.end, rstep):
+    for s in prom.range(f"gpu_carbon_grid_intensity_grams_per_kwh{{{nodes_only}}}", report.start, report.end, rstep):
         report.intensity[f"{s.labels.get('node', '')} ({s.labels.get('zone', '')})"] = s.samples
     sources: dict[tuple[str, str, str], int] = defaultdict(int)
-    points = 0
-    for s in prom.range(f"gpu_carbon_grid_intensity_source_info{{{where}}}", report.start, report.end, rstep):
+    per_zone: dict[str, int] = defaultdict(int)  # each source's share of its own zone's time
+    for s in prom.range(f"gpu_carbon_grid_intensity_source_info{{{nodes_only}}}", report.start, report.end, rstep):
         key = (s.labels.get("zone", ""), s.labels.get("source", ""), s.labels.get("signal", ""))
         sources[key] += len(s.samples)
-        points += len(s.samples)
-    report.intensity_sources = [IntensitySource(z, src, sig, n / points) for (z, src, sig), n in sorted(sources.items())]
-    fallback = prom.instant(f"max_over_time(max(gpu_carbon_grid_intensity_fallback{{{where}}})[{window}s:{max(int(rstep * 1000), 1)}ms])",
-                            report.end)
-    share = prom.instant(f"avg_over_time(max(gpu_carbon_grid_intensity_fallback{{{where}}})[{window}s:{max(int(rstep * 1000), 1)}ms])",
-                         report.end)
-    report.fallback_share = share[0].samples[-1][1] if share else (0.0 if fallback else None)
-    pue = prom.instant(f"avg(last_over_time(gpu_carbon_pue_ratio{{{where}}}[{window}s]))", report.end)
+        per_zone[key[0]] += len(s.samples)
+    report.intensity_sources = [IntensitySource(z, src, sig, n / per_zone[z])
+                                for (z, src, sig), n in sorted(sources.items())]
+    sub = f"[{window}s:{max(int(rstep * 1000), 1)}ms]"
+    share = prom.instant(f"avg_over_time(max(gpu_carbon_grid_intensity_fallback{{{nodes_only}}}){sub})", report.end)
+    report.fallback_share = share[0].samples[-1][1] if share else None
+    pue = prom.instant(f"avg(last_over_time(gpu_carbon_pue_ratio{{{nodes_only}}}[{window}s]))", report.end)
     report.pue = pue[0].samples[-1][1] if pue else None

@@ -64,8 +64,8 @@ def from_exporter(url: str, job_id: str, timeout: float = 30.0) -> JobReport:
         raise ReportError(f"no job {job_id!r} at {where} (a finished job stays there for attribution.linger_seconds; "
                           "use --prometheus for older jobs)")
     now = time.time()
-    return JobReport(job_id=job_id, cluster="", scheduler=scheduler, owner=owner, start=now, end=now, partial=False,
-                     partial_reason="", source=f"{url} (one node's exporter: totals only, no history)", nodes=[node],
+    return JobReport(job_id=job_id, cluster="", scheduler=scheduler, owner=owner, start=now, end=now, partial=True,
+                     partial_reason="may still be running (one exporter's totals, without history, cannot tell)", source=f"{url} (one node's exporter: totals only, no history)", nodes=[node],
                      gpus=gpus, gaps=[], intensity_sources=sources, fallback_share=None, pue=pue,
                      mean_utilization=None, peak_power_w=None, methods=[], work=dict(node.work),
                      work_source="exporter" if node.work else "", version=__version__)

@@ -80,6 +80,7 @@ class JobReport:
     intensity: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # node -> (t, g/kWh)
     gpu_power: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # "node/gpu" -> (t, W)
     version: str = ""
+    restarts: int = 0  # drops of the job's energy counter: exporter restarts (docs/report.md)
 
     # -- totals ------------------------------------------------------------------
     @property
@@ -121,6 +122,11 @@ class JobReport:
         return self.grams / self.kwh if self.energy_j > 0 else None
 
     @property
+    def grid_intensity(self) -> float | None:
+        """The grid's intensity weighted by the job's energy: emissions ÷ (energy × PUE)."""
+        return self.intensity_paid / self.pue if self.intensity_paid is not None and self.pue else None
+
+    @property
     def mean_power_w(self) -> float | None:
         return self.energy_j / self.duration_s if self.duration_s > 0 else None
 
@@ -134,5 +140,6 @@ class JobReport:
                           "operational_g": self.grams, "embodied_g": self.embodied_g,
                           "total_g": self.grams + self.embodied_g, "water_l": self.water_l, "gpu_hours": self.gpu_hours,
                           "mean_power_w": self.mean_power_w, "intensity_paid_g_per_kwh": self.intensity_paid,
+                          "grid_intensity_g_per_kwh": self.grid_intensity,
                           "per_unit": {u: {"kwh": k, "g": g} for u, (k, g) in self.per_unit().items()}}
         return data

@@ -43,11 +43,16 @@ def disclosure(r: JobReport) -> str:
     zones = ", ".join(sorted({f"{s.zone} ({s.source}, {s.signal})" for s in r.intensity_sources})) or "the configured zone"
     gpus = len(r.gpus)
     nodes = len(r.nodes)
+    over = f" over {duration(r.duration_s)}" if r.duration_s > 0 else ""
+    grid = ""
+    if r.grid_intensity:
+        grid = f", PUE {r.pue:.2f} included, at an energy-weighted grid intensity of {fmt(r.grid_intensity, 'g CO₂e/kWh')}"
+    gpu_s = "s" if gpus != 1 else ""
+    node_s = "s" if nodes != 1 else ""
     parts = [
-        f"Job {r.job_id} used {fmt(r.kwh, 'kWh')} of GPU energy over {duration(r.duration_s)} on {gpus} GPU"
-        f"{'s' if gpus != 1 else ''} ({nodes} node{'s' if nodes != 1 else ''}) and emitted {mass(r.grams)} "
-        f"(operational, at an energy-weighted average of {fmt(r.intensity_paid, 'g CO₂e/kWh')}"
-        f"{f', PUE {r.pue:.2f}' if r.pue else ''}; grid intensity: {zones}).",
+        f"Job {r.job_id} used {fmt(r.kwh, 'kWh')} of GPU energy{over} on {gpus} GPU{gpu_s} ({nodes} node{node_s}) "
+        f"and emitted {mass(r.grams)} (operational: {fmt(r.intensity_paid, 'g CO₂e')} per kWh of GPU energy{grid}; "
+        f"grid: {zones}).",
     ]
     if r.embodied_g:
         parts.append(f"The GPUs' embodied carbon for the time held adds {mass(r.embodied_g)}, "
@@ -70,8 +75,8 @@ def disclosure(r: JobReport) -> str:
 def totals_rows(r: JobReport) -> list[tuple[str, str]]:
     rows = [("Job", f"{r.job_id} ({r.scheduler}{', cluster ' + r.cluster if r.cluster else ''})"),
             ("Owner", ", ".join(f"{k} {v}" for k, v in r.owner.items()) or "n/a"),
-            ("Time", f"{when(r.start)} → {when(r.end)} ({duration(r.duration_s)})"),
-            ("Status", f"PARTIAL — {r.partial_reason}" if r.partial else "finished"),
+            ("Time", f"{when(r.start)} → {when(r.end)} ({duration(r.duration_s)})" if r.duration_s > 0 else "n/a"),
+            ("Status", f"PARTIAL: the job {r.partial_reason}" if r.partial else "finished"),
             ("GPUs / nodes", f"{len(r.gpus)} / {len(r.nodes)}"),
             ("Energy (allocated)", fmt(r.kwh, "kWh")),
             ("Energy (active only)", fmt(r.active_j / J_PER_KWH, "kWh")),
@@ -82,8 +87,12 @@ def totals_rows(r: JobReport) -> list[tuple[str, str]]:
             ("GPU-hours", fmt(r.gpu_hours, "h")),
             ("Mean / peak power", f"{fmt(r.mean_power_w, 'W')} / {fmt(r.peak_power_w, 'W')}"),
             ("Mean GPU utilisation", fmt(100 * r.mean_utilization, "%") if r.mean_utilization is not None else "n/a"),
-            ("Intensity paid", fmt(r.intensity_paid, "g CO₂e/kWh")),
+            ("CO₂e per GPU kWh", f"{fmt(r.intensity_paid, 'g CO₂e/kWh')} (PUE included)"),
+            ("Grid intensity", f"{fmt(r.grid_intensity, 'g CO₂e/kWh')} (weighted by the job's energy)"
+             if r.grid_intensity else "n/a"),
             ("PUE", f"{r.pue:.2f}" if r.pue else "n/a")]
+    if r.restarts:
+        rows.append(("Exporter restarts", f"{r.restarts} (counted across: docs/report.md)"))
     for s in r.intensity_sources:
         rows.append(("Intensity source", f"{s.zone}: {s.source} ({s.signal}), {100 * s.share:.0f} % of the time"))
     if r.fallback_share:
@@ -111,8 +120,19 @@ def gap_lines(r: JobReport) -> list[str]:
             "plots shade it" for g in r.gaps]
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: (width - 1) // 2] + "…" + text[-(width - 1 - (width - 1) // 2):]
+
+
+def _table(header: list[str], rows: list[list[str]], limit: int = 80) -> list[str]:
+    """Columns padded to their widest cell; over ``limit``, the widest column (node names) is
+    shortened in the middle (the full names are in the other formats)."""
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    excess = sum(widths) + 2 * (len(widths) - 1) - limit
+    if excess > 0:
+        i = widths.index(max(widths))
+        widths[i] = max(widths[i] - excess, 8)
+        rows = [[_shorten(str(c), widths[i]) if j == i else c for j, c in enumerate(r)] for r in rows]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
 
@@ -131,13 +151,15 @@ def wrap(text: str, width: int = 78) -> list[str]:
 def text(r: JobReport) -> str:
     """The terminal report, within 80 columns."""
     out = [f"GPU carbon report — job {r.job_id}", ""]
-    out += [f"{k:<22}{v}" for k, v in totals_rows(r)]
+    for k, v in totals_rows(r):
+        lines = wrap(v, 80 - 22) or [""]
+        out += [f"{k:<22}{lines[0]}", *(" " * 22 + line for line in lines[1:])]
     out += ["", "Per node", *_table(["node", "energy", "CO₂e", "GPU-h"], node_rows(r))]
     out += ["", "Per GPU (whole GPU over the job's time)", *_table(["node", "gpu", "energy", "util", "peak"], gpu_rows(r))]
     if r.gaps:
         out += ["", "Gaps", *(w for g in gap_lines(r) for w in wrap(g))]
     out += ["", "Disclosure", *wrap(disclosure(r))]
-    return "\n".join(line[:80] for line in out) + "\n"
+    return "\n".join(out) + "\n"
 
 
 def markdown(r: JobReport, images: dict[str, str] | None = None) -> str:
@@ -213,7 +235,7 @@ class Variant:
             xs = [v[i] for v in values]
             mean = sum(xs) / len(xs)
             sem = (math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) / math.sqrt(len(xs))) if len(xs) > 1 else 0.0
-            rel = math.hypot(MEASUREMENT_REL_UNCERTAINTY / math.sqrt(len(xs)), sem / mean if mean else 0.0)
+            rel = math.hypot(MEASUREMENT_REL_UNCERTAINTY, sem / mean if mean else 0.0)  # the bound is not random
             out += [mean, rel]
         return out[0], out[2], out[1], out[3]
 
@@ -264,10 +286,21 @@ def comparison_text(variants: list[Variant]) -> str:
     transposed = [[h, *(row[i] for row in rows)] for i, h in enumerate(header) if i > 0]
     out = ["GPU carbon comparison", "", *_table(["", *(row[0] for row in rows)], transposed), ""]
     out += [w for n in notes for w in wrap(n)]
-    out += ["", *wrap("Uncertainty: ±1 % per job (the bound held against ground truth in the tests), divided by "
-                      "√runs, and with several runs the standard error of their mean, in quadrature; ratios add both "
-                      "variants' in quadrature. The energy counters' own bias cancels on identical GPUs only.")]
+    partial = [r.job_id for v in variants for r in v.runs if r.partial or r.gaps]
+    if partial:
+        out += ["", *wrap(f"Partial or with gaps: {', '.join(partial)} (see each job's report).")]
+    out += ["", *wrap("Uncertainty: ±1 % per variant (the bound held against ground truth in the tests; not "
+                      "reduced by repeating runs) and, with several runs, the standard error of their mean, in "
+                      "quadrature; ratios add both variants' in quadrature. The energy counters' own bias cancels "
+                      "on identical GPUs only.")]
     return "\n".join(out) + "\n"
+
+
+def comparison_markdown(variants: list[Variant]) -> str:
+    header, rows, notes = comparison_rows(variants)
+    out = ["# GPU carbon comparison", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join([*out, "", *(f"- {n}" for n in notes)]) + "\n"
 
 
 def comparison_html(variants: list[Variant], images: dict[str, str] | None = None) -> str:

@@ -1,0 +1,108 @@
+"""Estimated energy of this node's disks (``method="estimated"``): per block device, idle power
+plus (active − idle) × the share of time the device was busy (``/proc/diskstats``, milliseconds
+spent doing I/O), by device class: ``hdd`` (``queue/rotational`` 1), ``nvme`` (an NVMe
+transport), else ``ssd``. Only physical disks: partitions, loop, RAM, device-mapper and md
+devices (which sit on the same disks) are left out.
+
+The disks are inside the node: where a whole-node power source (Redfish, IPMI, an ACPI power
+meter) is accounted, it measures them already, and the meter then exposes the estimate's energy
+without counting its emissions (docs/edge.md).
+
+Defaults (W, idle/active) are orders of magnitude for current drives, not a measurement: HDD 5/8,
+SATA SSD 0.5/3, NVMe 3/8. Put your drives' datasheet figures in ``sources.storage.watts``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ..plugins import SourceContext, register
+from .base import DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
+
+KIND = "storage"
+DEFAULT_WATTS = {"hdd": (5.0, 8.0), "ssd": (0.5, 3.0), "nvme": (3.0, 8.0)}
+
+
+def busy_ms(diskstats: Path) -> dict[str, int]:
+    """Block device -> milliseconds spent doing I/O (field 10 after the name)."""
+    out = {}
+    for line in diskstats.read_text().splitlines():
+        f = line.split()
+        if len(f) >= 14:
+            out[f[2]] = int(f[12])
+    return out
+
+
+class StorageEstimate(DeviceSource):
+    name = "storage"
+    noun = "disk (estimated)"
+
+    def __init__(self, root: str | Path = "/", watts: dict[str, tuple[float, float]] | None = None,
+                 clock=time.monotonic) -> None:
+        self.root, self.clock = Path(root), clock
+        self.watts = {**DEFAULT_WATTS, **(watts or {})}
+        self._class: dict[str, str] = {}
+        self._last: dict[str, tuple[int, float]] = {}
+
+    def _device_class(self, name: str) -> str | None:
+        block = self.root / "sys/block" / name
+        if not (block / "device").exists():
+            return None  # virtual: loop, ram, dm-*, md*
+        try:
+            rotational = (block / "queue/rotational").read_text().strip() == "1"
+        except OSError:
+            rotational = False
+        return "hdd" if rotational else "nvme" if name.startswith("nvme") else "ssd"
+
+    def open(self) -> list[DeviceIdentity]:
+        devices = []
+        for name in sorted(busy_ms(self.root / "proc/diskstats")):
+            cls = self._device_class(name)
+            if cls is None:
+                continue
+            self._class[name] = cls
+            devices.append(DeviceIdentity(index=len(devices), uuid=f"disk:{name}", name=name, kind=KIND,
+                                          has_energy_counter=False, fast_integration=False,
+                                          method_without_counter="estimated",
+                                          labels=(("device", name), ("class", cls))))
+        if not devices:
+            raise SourceUnavailable("no physical block device in /proc/diskstats")
+        return devices
+
+    def read_power_mw(self, device: DeviceIdentity) -> int | None:
+        name = device.name
+        try:
+            ms = busy_ms(self.root / "proc/diskstats")[name]
+        except (OSError, KeyError, ValueError) as err:
+            raise DeviceLost(f"disk {name}: {err!r}") from err
+        now = self.clock()
+        last = self._last.get(name)
+        self._last[name] = (ms, now)
+        idle, active = self.watts[self._class[name]]
+        if last is None or now <= last[1] or ms < last[0]:
+            return int(idle * 1000)
+        busy = min((ms - last[0]) / 1000 / (now - last[1]), 1.0)
+        return int((idle + (active - idle) * busy) * 1000)
+
+    def read(self, device: DeviceIdentity, *, slow: bool) -> DeviceReading:
+        return DeviceReading(power_mw=self.read_power_mw(device))
+
+
+def _watts(value: Any) -> str | None:
+    ok = isinstance(value, dict) and all(
+        k in DEFAULT_WATTS and isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) and
+                                                                          0 <= x <= 100 for x in v) and v[0] <= v[1]
+        for k, v in value.items())
+    return None if ok else "expected {hdd|ssd|nvme: [idle W, active W]} with 0 <= idle <= active <= 100"
+
+
+def _from_config(section: dict[str, Any], ctx: SourceContext) -> list[DeviceSource]:
+    if not section["enabled"]:
+        return []
+    watts = {k: (float(v[0]), float(v[1])) for k, v in (section["watts"] or {}).items()}
+    return [StorageEstimate(section["root"], watts)]
+
+
+register("source", "storage", _from_config, "estimated energy of this node's disks (busy time × power by class)",
+         schema={"enabled": (bool, False, None), "root": (str, "/", None), "watts": (dict, None, _watts)})
