@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from .attribution.engine import Attribution
 
 log = logging.getLogger(__name__)
+# Kinds whose energy is spent outside this node (the network's equipment): never part of a
+# whole-node meter's reading. Estimates of parts inside the node that a whole-node meter covers.
+OUTSIDE_NODE = frozenset({"network"})
+INSIDE_NODE_ESTIMATES = frozenset({"storage"})
 SECONDS_PER_YEAR = 365.25 * 86400
 # Saved counters of a device that did not open are kept this long (s), then forgotten.
 ABSENT_DEVICE_EXPIRY_S = 30 * 86400
@@ -235,12 +239,18 @@ class Meter:
                 self._absent[uuid] = {**vars(counters), "last_seen": last_seen}
 
     def _mark_node_devices(self) -> None:
-        """Only one whole-node meter accounts emissions: two BMC readings are the same watts."""
+        """Only one whole-node meter accounts emissions: two BMC readings are the same watts. Where
+        one is accounted, it measures the disks too: their estimate is exposed, not accounted."""
         nodes = [d for d in self._devices if d.identity.kind == "node" and d.identity.accounted]
         for d in nodes[1:]:
             log.warning("%s: another node power source is accounted already; exposing its energy only",
                         d.identity.uuid)
             d.identity = replace(d.identity, accounted=False)
+        for d in self._devices:
+            if nodes and d.identity.kind in INSIDE_NODE_ESTIMATES and d.identity.accounted:
+                log.info("%s: a whole-node meter measures it already; its estimate is exposed, not accounted",
+                         d.identity.uuid)
+                d.identity = replace(d.identity, accounted=False)
 
     def start(self, ready_timeout_s: float = 5.0) -> None:
         self.open()
@@ -297,7 +307,7 @@ class Meter:
             return
         if dev.identity.kind == "node":
             joules = self._node_rest(dev, joules)
-        else:
+        elif dev.identity.kind not in OUTSIDE_NODE:
             self._parts_since_node += joules
         grams = self._grams(joules, w0, w1)
         c.emissions_g += grams * self.pue

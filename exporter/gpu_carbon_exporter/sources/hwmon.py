@@ -27,7 +27,8 @@ from .base import DeviceIdentity, DeviceKind, DeviceLost, DeviceReading, DeviceS
 
 log = logging.getLogger(__name__)
 KIND = "hwmon"
-DEFAULT_DENY = ("ina3221", "ina238", "amdgpu", "nouveau", "coretemp", "k10temp")
+# ina3221/ina238: the Jetson source's; amd_energy: RAPL's registers again; GPUs have their own source.
+DEFAULT_DENY = ("ina3221", "ina238", "amd_energy", "amdgpu", "nouveau", "coretemp", "k10temp")
 WHOLE_NODE = ("acpi_power_meter",)
 
 
@@ -145,5 +146,5 @@ def _from_config(section: dict[str, Any], ctx: SourceContext) -> list[DeviceSour
 
 
 register("source", "hwmon", _from_config, "generic hwmon power and energy sensors (ina2xx, ACPI power meters, …)",
-         schema={"enabled": (bool, True, None), "sysfs_root": (str, "/", None), "allow_drivers": (list, None, _names),
+         schema={"enabled": (bool, False, None), "sysfs_root": (str, "/", None), "allow_drivers": (list, None, _names),
                  "deny_drivers": (list, None, _names), "pairs": (list, None, _pairs)})
