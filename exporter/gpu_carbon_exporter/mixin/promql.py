@@ -19,8 +19,11 @@ RAIL_ENERGY = "gpu_carbon_rail_energy_joules_total"
 CPU_ENERGY = "gpu_carbon_cpu_energy_joules_total"
 CPU_GRAMS = "gpu_carbon_cpu_emissions_grams_total"
 NODE_REST_ENERGY = "gpu_carbon_node_rest_energy_joules_total"
-# Every accounted device has an emissions counter, and each joule is in exactly one of them.
-ALL_GRAMS = '{__name__=~"gpu_carbon_(gpu|board|cpu|node)_emissions_grams_total"}'
+STORAGE_ENERGY = "gpu_carbon_storage_energy_joules_total"
+STORAGE_GRAMS = "gpu_carbon_storage_emissions_grams_total"
+# Every accounted device has an emissions counter, and each joule is in exactly one of them. The
+# estimated network energy (spent outside the node) is never part of a node's or fleet's total.
+ALL_GRAMS = '{__name__=~"gpu_carbon_(gpu|board|hwmon|battery|cpu|storage|node)_emissions_grams_total"}'
 
 
 def by(labels: Iterable[str]) -> str:
@@ -40,12 +43,19 @@ def cpu_accounted(fn: str, window: str, matchers: str = "") -> str:
     return f"({fn}({_sel(CPU_ENERGY, matchers)}[{window}]) and ignoring (method) {_sel(CPU_GRAMS, matchers)})"
 
 
+def storage_accounted(fn: str, window: str, matchers: str = "") -> str:
+    """Estimated disks where no whole-node meter measures them already (those with emissions)."""
+    return f"({fn}({_sel(STORAGE_ENERGY, matchers)}[{window}]) and ignoring (method) {_sel(STORAGE_GRAMS, matchers)})"
+
+
 def accounted_energy(fn: str, window: str, matchers: str = "") -> str:
-    """``fn`` (rate or increase) of every accounted device's energy: GPUs, boards, CPUs, node rest.
+    """``fn`` (rate or increase) of every accounted device's energy: GPUs, boards, hwmon sensors,
+    batteries, CPUs, estimated disks, node rest — never the network's (outside the node).
     ``matchers``: label matchers added to every selector (dashboards filter by target labels)."""
     extra = f", {matchers}" if matchers else ""
-    return (f'{fn}({{__name__=~"gpu_carbon_(gpu|board)_energy_joules_total"{extra}}}[{window}])'
-            f" or {cpu_accounted(fn, window, matchers)} or {fn}({_sel(NODE_REST_ENERGY, matchers)}[{window}])")
+    return (f'{fn}({{__name__=~"gpu_carbon_(gpu|board|hwmon|battery)_energy_joules_total"{extra}}}[{window}])'
+            f" or {cpu_accounted(fn, window, matchers)} or {storage_accounted(fn, window, matchers)}"
+            f" or {fn}({_sel(NODE_REST_ENERGY, matchers)}[{window}])")
 
 
 def zero_if_absent(expr: str, like: str) -> str:
