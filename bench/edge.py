@@ -1,9 +1,10 @@
-"""Footprint on small boards: RSS and CPU with only the Jetson and RAPL sources enabled.
+"""Footprint on small boards: RSS and CPU with only the edge sources enabled.
 
-The bench process keeps a simulated sysfs tree current (Orin layout plus RAPL zones, 50 Hz
-writes, outside the measured process); the exporter runs its production sources over it
-with NVML disabled and rails integrated at 10 Hz, and is scraped every 15 s.
-Usage: python bench/edge.py [--seconds 60] [--board orin]
+The bench process keeps a simulated sysfs tree current (the board's layout plus RAPL zones,
+50 Hz writes, outside the measured process); the exporter runs its production sources over it
+(Jetson and RAPL; hwmon for --board rpi; battery for --board laptop) with NVML disabled and
+sensors integrated at 10 Hz, and is scraped every 15 s.
+Usage: python bench/edge.py [--seconds 60] [--board orin|xavier|nano|thor|rpi|laptop]
 """
 from __future__ import annotations
 
@@ -33,7 +34,9 @@ def main() -> None:
     sim.run(lambda: time.time() - t0)
     cfg = root.parent / f"{root.name}.yml"
     cfg.write_text(f"sources:\n  nvml: {{enabled: false}}\n  jetson: {{sysfs_root: {root}}}\n"
-                   f"  rapl: {{sysfs_root: {root}}}\nsampling:\n  integration_hz: 10\ncarbon:\n  zone: DEU\n")
+                   f"  rapl: {{sysfs_root: {root}}}\n  hwmon: {{enabled: {str(args.board == 'rpi').lower()}, "
+                   f"sysfs_root: {root}}}\n  battery: {{sysfs_root: {root}}}\n"
+                   "sampling:\n  integration_hz: 10\ncarbon:\n  zone: DEU\n")
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
     with process(ours_cmd(port, cfg), dict(os.environ), root.parent / f"{root.name}.log", url) as proc:
@@ -49,9 +52,9 @@ def main() -> None:
         cpu = (sum(ps.cpu_times()[:2]) - c0) / (time.monotonic() - w0)
         rss = ps.memory_info().rss / 1e6
     sim.stop()
-    rails = text.count("gpu_carbon_rail_up{")
+    rails = sum(text.count(f"gpu_carbon_{k}_up{{") for k in ("rail", "hwmon", "battery"))
     zones = text.count("gpu_carbon_cpu_up{")
-    print("| board | rails | RAPL zones | rail integration | CPU (% of a core) | RSS |")
+    print("| board | rails / sensors | RAPL zones | integration | CPU (% of a core) | RSS |")
     print("|---|---|---|---|---|---|")
     print(f"| {args.board} | {rails} | {zones} | 10 Hz | {100 * cpu:.2f} % | {rss:.1f} MB |")
 

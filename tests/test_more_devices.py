@@ -271,3 +271,42 @@ def test_network_energy_is_never_taken_out_of_a_whole_node_reading(tmp_path, clo
     assert snap["network"].counters.energy_j == pytest.approx(3600.0, rel=0.15)
     assert snap["network"].counters.emissions_g > 0  # its own emissions, at this node's intensity
     assert snap["node"].counters.rest_energy_j == pytest.approx(snap["node"].counters.energy_j, rel=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["rpi", "laptop"])
+def test_simulated_raspberry_pi_and_laptop_against_ground_truth(tmp_path, clock, kind):
+    """The fleet's new simulated devices (scenarios edge-rpi and edge-laptop): the production
+    hwmon or battery source over the simulated tree, integrated at 10 Hz, against the pattern's
+    exact integral."""
+    from gpu_carbon_exporter.sim.patterns import Square
+    from gpu_carbon_exporter.sim.sysfs import EdgeBoard, SysfsSimulator
+
+    pattern = Square(3.0, 0.5, 9.0, 3.0) if kind == "rpi" else Square(4.0, 0.25, 45.0, 6.0)
+    sim = SysfsSimulator(tmp_path, EdgeBoard(kind, pattern))
+    src = HwmonSource(tmp_path, clock=clock) if kind == "rpi" else BatterySource(tmp_path, clock=clock)
+    meter = Meter([src], StaticIntensity("Z", 300.0), clock=clock)
+    t = 0.0
+    meter.open()
+    meter.sample()
+    for i in range(1, 301):  # 30 s
+        t = i * 0.1
+        clock.advance(0.1)
+        sim.update(t)
+        meter.integrate()
+        if i % 10 == 0:
+            meter.sample()
+    (dev,) = meter.snapshot.devices
+    assert dev.identity.kind == ("hwmon" if kind == "rpi" else "battery")
+    assert dev.counters.energy_j == pytest.approx(pattern.energy(30.0) - pattern.energy(0.0), rel=0.02)
+
+
+def test_builtin_edge_scenarios_for_the_new_devices_run(tmp_path):
+    import subprocess
+    import sys
+
+    for name, family in (("edge-rpi", "gpu_carbon_hwmon_energy_joules_total"),
+                         ("edge-laptop", "gpu_carbon_battery_energy_joules_total")):
+        out = subprocess.run([sys.executable, "-m", "gpu_carbon_exporter", "--simulate", name, "--once",
+                              "--once.duration", "1"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert family in out.stdout, name

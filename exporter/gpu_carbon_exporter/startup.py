@@ -141,7 +141,18 @@ def _simulated_sysfs_sources(scenario: Any, clock: Any) -> list[DeviceSource]:
     sim.run(clock)
     atexit.register(sim.stop)  # runs before the tree is removed (atexit is last in, first out)
     log.info("simulated sysfs tree (%s%s) under %s", e.board or "", " + RAPL" if e.rapl_pattern else "", root)
-    return ([JetsonSource(root)] if e.board else []) + ([RaplSource(root)] if e.rapl_pattern else [])
+    board: list[DeviceSource] = []
+    if e.board == "rpi":
+        from .sources.hwmon import HwmonSource
+
+        board = [HwmonSource(root)]
+    elif e.board == "laptop":
+        from .sources.battery import BatterySource
+
+        board = [BatterySource(root)]
+    elif e.board:
+        board = [JetsonSource(root)]
+    return board + ([RaplSource(root)] if e.rapl_pattern else [])
 
 
 def build_attribution(acfg: dict[str, Any], proc_root: str | None = None, embodied_g_per_s: float = 0.0):

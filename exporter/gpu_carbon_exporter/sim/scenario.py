@@ -340,7 +340,7 @@ def parse_scenario(data: Any, source: str = "<scenario>", base: Path = Path(".")
     return sc
 
 
-BUILTIN = ("demo", "jobs-mix", "edge-orin", "edge-xavier", "edge-nano", "edge-thor")
+BUILTIN = ("demo", "jobs-mix", "edge-orin", "edge-xavier", "edge-nano", "edge-thor", "edge-rpi", "edge-laptop")
 
 
 def load_scenario(path: str | Path | None) -> Scenario:

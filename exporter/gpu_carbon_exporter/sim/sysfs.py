@@ -15,9 +15,14 @@ from typing import Callable
 
 from .patterns import Pattern
 
-BOARDS = ("orin", "xavier", "nano", "thor")
+JETSONS = ("orin", "xavier", "nano", "thor")
+# Other battery- and sensor-powered devices: a Raspberry Pi with an INA219 on its 5-V input (hwmon),
+# and a laptop on its battery (power_supply). Read by the hwmon and battery sources.
+OTHER_DEVICES = ("rpi", "laptop")
+BOARDS = JETSONS + OTHER_DEVICES
 MODELS = {"orin": "NVIDIA Jetson AGX Orin Developer Kit", "xavier": "NVIDIA Jetson AGX Xavier Developer Kit",
-          "nano": "NVIDIA Jetson Nano Developer Kit", "thor": "NVIDIA Jetson AGX Thor Developer Kit"}
+          "nano": "NVIDIA Jetson Nano Developer Kit", "thor": "NVIDIA Jetson AGX Thor Developer Kit",
+          "rpi": "Raspberry Pi 5 Model B Rev 1.0"}
 # Share of the board power drawn by each rail (the first rail of Orin/Nano is the total).
 RAILS = {
     "orin": [("VDD_IN", 1.0), ("VDD_CPU_GPU_CV", 0.55), ("VDD_SOC", 0.2)],
@@ -25,7 +30,8 @@ RAILS = {
     "nano": [("POM_5V_IN", 1.0), ("POM_5V_GPU", 0.35), ("POM_5V_CPU", 0.3)],
     "thor": [("VDD_IN", 1.0)],
 }
-IDLE_MAX_W = {"orin": (9.0, 60.0), "xavier": (8.0, 30.0), "nano": (2.0, 10.0), "thor": (25.0, 130.0)}
+IDLE_MAX_W = {"orin": (9.0, 60.0), "xavier": (8.0, 30.0), "nano": (2.0, 10.0), "thor": (25.0, 130.0),
+              "rpi": (2.5, 12.0), "laptop": (4.0, 65.0)}
 RAPL_SHARES = {"package": 1.0, "core": 0.6, "uncore": 0.15}
 RAPL_MAX_UJ = 262143328850
 
@@ -63,8 +69,31 @@ class SysfsSimulator:
             path.parent.mkdir(parents=True, exist_ok=True)
         self.update(0.0)
 
+    # -- Raspberry Pi (INA219 on hwmon) and laptop (battery) ----------------------
+    def _layout_other(self, b: EdgeBoard) -> None:
+        p = b.pattern.power
+        if b.kind == "rpi":
+            _w(self.root / "proc/device-tree/model", MODELS["rpi"])
+            hw = self.root / "sys/class/hwmon/hwmon2"  # ina2xx: in1 bus mV, curr1 mA, power1 µW
+            _w(hw / "name", "ina219")
+            self._files.append((hw / "in1_input", lambda t: 5100))
+            self._files.append((hw / "curr1_input", lambda t: round(p(t) / 5.1 * 1000)))
+            self._files.append((hw / "power1_input", lambda t: round(p(t) * 1e6)))
+            _w(self.root / "sys/class/hwmon/hwmon0/name", "cpu_thermal")  # a sensor with no power channel
+            _w(self.root / "sys/class/hwmon/hwmon0/temp1_input", 48000)
+        else:
+            bat = self.root / "sys/class/power_supply/BAT0"
+            _w(bat / "type", "Battery")
+            _w(bat / "status", "Discharging")
+            self._files.append((bat / "power_now", lambda t: round(p(t) * 1e6)))
+            _w(bat / "voltage_now", 11_550_000)
+            _w(self.root / "sys/class/power_supply/AC/type", "Mains")
+            _w(self.root / "sys/class/power_supply/AC/online", 0)
+
     # -- Jetson ----------------------------------------------------------------
     def _layout_board(self, b: EdgeBoard) -> None:
+        if b.kind in OTHER_DEVICES:
+            return self._layout_other(b)
         _w(self.root / "proc/device-tree/model", MODELS[b.kind])
         i2c = self.root / "sys/bus/i2c/devices"
         p = b.pattern.power
