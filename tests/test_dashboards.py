@@ -121,7 +121,7 @@ def test_every_metric_and_rule_a_dashboard_reads_exists():
 # Real values for the variables (the test fleet below), per dashboard; else All.
 REAL = {"cluster": "prod", "fleet": "datacenter", "site": "ams1", "node": "gpu-01", "gpu": "0", "team": "search",
         "budget": "tiny", "job": "4712", "job_b": "4712"}
-REAL_EDGE = {**REAL, "site": "shop-42", "node": "jetson-01"}
+REAL_EDGE = {**REAL, "site": "shop-42", "node": "(jetson-01|laptop-01)"}  # two picked: Grafana writes a regex
 
 
 def expand(expr: str, values: dict[str, str] | None = None) -> str:
@@ -166,9 +166,17 @@ def fleet_configs(tmp_path: Path, good: FakeApi, bad: FakeApi) -> tuple[Path, Pa
     demo, edge = tmp_path / "demo.yml", tmp_path / "edge.yml"
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / "4712").write_text("250000 tokens\n")  # the demo job declares its work
+    disks = tmp_path / "disks"  # the storage estimate over a disk tree of ours: this host's may have none
+    (disks / "proc").mkdir(parents=True)
+    (disks / "proc/diskstats").write_text("   8       0 sda 100 0 800 10 200 0 1600 20 0 250 30 0 0 0 0\n")
+    (disks / "sys/block/sda/device").mkdir(parents=True)
+    (disks / "sys/block/sda/queue").mkdir(parents=True)
+    (disks / "sys/block/sda/queue/rotational").write_text("1\n")
     demo.write_text(yaml.safe_dump({"carbon": {**em(good), "embodied": {"kg_co2e_per_device": 150},
                                                "wue_liters_per_kwh": 1.8},
-                                    "attribution": {"work_dir": str(tmp_path / "work")}}))
+                                    "attribution": {"work_dir": str(tmp_path / "work")},
+                                    "sources": {"network": {"enabled": True, "include": ["lo"]},
+                                                "storage": {"enabled": True, "root": str(disks)}}}))
     edge.write_text(yaml.safe_dump({"carbon": em(bad)}))
     scenario = yaml.safe_load((ROOT / "exporter/gpu_carbon_exporter/sim/edge-orin.yaml").read_text())
     scenario["rapl"] = {"packages": 1, "power": {"pattern": "constant", "watts": 6}}
@@ -187,14 +195,15 @@ def test_every_query_answers_on_a_real_prometheus(tmp_path):
         "budgets": [{"name": "search", "scope": "team", "match": "search", "limit": "1 kg", "window": "7d"},
                     {"name": "tiny", "scope": "fleet", "match": "datacenter", "limit": "0.01 g", "window": "30d"}]}))
     rules = write_rules(tmp_path / "rules", budgets)
-    port, edge_port, prom_port = free_port(), free_port(), free_port()
+    port, edge_port, laptop_port, prom_port = free_port(), free_port(), free_port(), free_port()
     good, bad = FakeApi(), FakeApi()
     demo, edge, orin = fleet_configs(tmp_path, good, bad)
     env = {**os.environ, "EM_TOKEN": "dashboard-test-token"}
     exporters = [subprocess.Popen([sys.executable, "-m", "gpu_carbon_exporter", "--simulate", scenario, "--config",
                                    str(config), "--sampling.interval", "0.5", "--web.listen-address", f"127.0.0.1:{p}"],
                                   stdout=open(tmp_path / f"exporter-{p}.log", "w"), stderr=subprocess.STDOUT, env=env)
-                 for scenario, config, p in (("demo", demo, port), (str(orin), edge, edge_port))]
+                 for scenario, config, p in (("demo", demo, port), (str(orin), edge, edge_port),
+                                             ("edge-laptop", edge, laptop_port))]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(p) for p in rules],
@@ -202,14 +211,16 @@ def test_every_query_answers_on_a_real_prometheus(tmp_path):
             {"targets": [f"127.0.0.1:{port}"],
              "labels": {"node": "gpu-01", "site": "ams1", "fleet": "datacenter", "cluster": "prod"}},
             {"targets": [f"127.0.0.1:{edge_port}"],
-             "labels": {"node": "jetson-01", "site": "shop-42", "fleet": "edge", "cluster": "prod"}}]}]}))
+             "labels": {"node": "jetson-01", "site": "shop-42", "fleet": "edge", "cluster": "prod"}},
+            {"targets": [f"127.0.0.1:{laptop_port}"],  # a laptop on its battery
+             "labels": {"node": "laptop-01", "site": "shop-42", "fleet": "edge", "cluster": "prod"}}]}]}))
     server = subprocess.Popen([prom, f"--config.file={tmp_path / 'prometheus.yml'}",
                                f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom_port}"],
                               stdout=open(tmp_path / "prometheus.log", "w"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{prom_port}"
     empty, failed, labels = [], [], {}
     try:
-        for p, proc in zip((port, edge_port), exporters):
+        for p, proc in zip((port, edge_port, laptop_port), exporters):
             wait_http(f"http://127.0.0.1:{p}/healthz", proc=proc)
         wait_http(f"{base}/-/ready", proc=server)
         # rates need two scrapes, tiles one tile and the windows a few evaluations

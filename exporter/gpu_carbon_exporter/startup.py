@@ -75,6 +75,7 @@ def _simulated(cfg: dict[str, Any], simulate: str, emb_rate: float) -> tuple:
         sources.append(NvmlSource(SimulatedNvml(scenario, lambda: time.time() - epoch),
                                   read_processes=attribution is not None))
     sources += _simulated_sysfs_sources(scenario, lambda: time.time() - epoch)
+    sources += _estimates(cfg)
     timeline = scenario.intensity.get(scenario.zone)
     intensity: IntensityProvider
     if cfg["carbon"]["zone"] is None and timeline is not None:
@@ -83,6 +84,15 @@ def _simulated(cfg: dict[str, Any], simulate: str, emb_rate: float) -> tuple:
         intensity = build_provider(cfg["carbon"])
     log.info("simulating %d GPUs from %s", len(scenario.devices), scenario.name)
     return sources, intensity, scenario.pue, attribution
+
+
+def _estimates(cfg: dict[str, Any]) -> list[DeviceSource]:
+    """The network and storage estimates where configured: they read this host's counters, so a
+    simulated node carries them too."""
+    from .plugins import SourceContext, family
+
+    return [s for name in ("network", "storage") for s in family("source")[name].factory(cfg["sources"][name],
+                                                                                           SourceContext())]
 
 
 SIM_TREE_PREFIXES = ("gpu-carbon-proc-", "gpu-carbon-sysfs-")
