@@ -35,7 +35,7 @@ def main() -> None:
     cfg = root.parent / f"{root.name}.yml"
     cfg.write_text(f"sources:\n  nvml: {{enabled: false}}\n  jetson: {{sysfs_root: {root}}}\n"
                    f"  rapl: {{sysfs_root: {root}}}\n  hwmon: {{enabled: {str(args.board == 'rpi').lower()}, "
-                   f"sysfs_root: {root}}}\n  battery: {{sysfs_root: {root}}}\n"
+                   f"sysfs_root: {root}, whole_device: [ina219]}}\n  battery: {{sysfs_root: {root}}}\n"
                    "sampling:\n  integration_hz: 10\ncarbon:\n  zone: DEU\n")
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
@@ -52,7 +52,7 @@ def main() -> None:
         cpu = (sum(ps.cpu_times()[:2]) - c0) / (time.monotonic() - w0)
         rss = ps.memory_info().rss / 1e6
     sim.stop()
-    rails = sum(text.count(f"gpu_carbon_{k}_up{{") for k in ("rail", "hwmon", "battery"))
+    rails = sum(text.count(f"gpu_carbon_{k}_up{{") for k in ("rail", "hwmon", "node"))
     zones = text.count("gpu_carbon_cpu_up{")
     print("| board | rails / sensors | RAPL zones | integration | CPU (% of a core) | RSS |")
     print("|---|---|---|---|---|---|")

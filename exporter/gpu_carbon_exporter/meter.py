@@ -91,7 +91,7 @@ class _Device:
 
     @property
     def method(self) -> str:
-        return "counter" if self.identity.has_energy_counter else self.identity.method_without_counter
+        return self.identity.counter_method if self.identity.has_energy_counter else self.identity.method_without_counter
 
 
 @dataclass(frozen=True)
@@ -310,6 +310,9 @@ class Meter:
         elif dev.identity.kind not in OUTSIDE_NODE:
             self._parts_since_node += joules
         grams = self._grams(joules, w0, w1)
+        if dev.identity.kind in OUTSIDE_NODE:  # not this site's: no PUE, no water
+            c.emissions_g += grams
+            return
         c.emissions_g += grams * self.pue
         if self.attribution is not None and dev.identity.kind == "gpu":
             self.attribution.account(dev.identity, joules, grams * self.pue, w0, w1, held_s)

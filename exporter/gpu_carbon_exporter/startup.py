@@ -155,7 +155,7 @@ def _simulated_sysfs_sources(scenario: Any, clock: Any) -> list[DeviceSource]:
     if e.board == "rpi":
         from .sources.hwmon import HwmonSource
 
-        board = [HwmonSource(root)]
+        board = [HwmonSource(root, whole_device=("ina219",))]  # on the Pi's 5-V input: the whole board
     elif e.board == "laptop":
         from .sources.battery import BatterySource
 

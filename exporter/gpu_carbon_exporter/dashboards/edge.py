@@ -49,11 +49,12 @@ def panels() -> list:
         series_panel("CPU power (RAPL)", "Accounted CPU zones where the device has RAPL "
                      "(node:gpu_carbon_cpu_power_watts:sum_rate5m).",
                      [(f"node:gpu_carbon_cpu_power_watts:sum_rate5m{{{EDGE}}}", "{{node}}")], "watt", (0, 20, 12, 8)),
-        series_panel("Other sensors and batteries", "Devices measured by a generic hwmon sensor (INA219 and kin) or "
-                     "by their battery's discharge power (0 while charging: docs/edge.md), from their energy "
-                     "counters (gpu_carbon_hwmon_energy_joules_total, gpu_carbon_battery_energy_joules_total).",
-                     [('sum by (node, driver, label, battery) (rate({__name__=~"gpu_carbon_(hwmon|battery)_energy_'
-                       f'joules_total", {EDGE}}}[$__rate_interval]))', "{{node}} {{driver}}{{battery}} {{label}}")],
+        series_panel("Other sensors and whole-device meters", "Devices measured by a generic hwmon sensor "
+                     "(gpu_carbon_hwmon_energy_joules_total), or as a whole by a sensor on their input or their "
+                     "battery's discharge power (gpu_carbon_node_energy_joules_total, source label: the battery "
+                     "reads 0 while charging, docs/edge.md).",
+                     [('sum by (node, driver, label, source) (rate({__name__=~"gpu_carbon_(hwmon|node)_energy_'
+                       f'joules_total", {EDGE}}}[$__rate_interval]))', "{{node}} {{driver}}{{source}} {{label}}")],
                      "watt", (0, 28, 24, 8)),
         table_panel("Last sample age", "Seconds since each edge collector last ran "
                     "(gpu_carbon_collector_last_run_age_seconds): old means a stuck or offline device.",

@@ -115,10 +115,11 @@ def panels() -> list:
         heatmap_panel("Power per GPU", "Each GPU's power from its energy counter (gpu:gpu_carbon_power_watts:"
                       "rate5m), one row per GPU.", f"gpu:gpu_carbon_power_watts:rate5m{{{NODES}}}",
                       "{{node}} GPU {{gpu}}", "watt", (0, 38, 24, 10)),
-        stat_panel("Estimated network and disk energy, dashboard range", "Estimates (method=\"estimated\"), never in "
-                   "the totals above: the network's energy is spent outside the nodes (bytes × kWh/GB), the disks' is "
-                   "busy time × power by class (gpu_carbon_network_energy_joules_total, gpu_carbon_storage_energy_"
-                   "joules_total; only where sources.network or sources.storage is on; docs/edge.md).",
+        stat_panel("Estimated network and disk energy, dashboard range", "Estimates (method=\"estimated\"): the "
+                   "network's energy is spent outside the nodes (bytes × kWh/GB) and is never in the totals above; "
+                   "the disks' (busy time × power by class) is, where no whole-node meter measures them already "
+                   "(gpu_carbon_network_energy_joules_total, gpu_carbon_storage_energy_joules_total; only where "
+                   "sources.network or sources.storage is on; docs/edge.md).",
                    f"sum(increase(gpu_carbon_network_energy_joules_total{{{TARGETS}}}[$__range])) / 3.6e6",
                    "kwatth", (0, 56, 24, 4), 3, legend="network (outside the nodes)")
         .with_target(query(f"sum(increase(gpu_carbon_storage_energy_joules_total{{{TARGETS}}}[$__range])) / 3.6e6",

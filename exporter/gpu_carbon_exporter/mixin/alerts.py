@@ -54,7 +54,7 @@ def _collectors(s: Settings) -> list[dict]:
               "A section of the gpu-carbon-exporter exposition fails to build.",
               f"Section {{{{ $labels.section }}}} on {WHERE} failed {{{{ $value | humanize }}}} times "
               "in 10 minutes and was left out of /metrics.", "10m"),
-        alert(s, "GpuCarbonDeviceDown", '{__name__=~"gpu_carbon_(gpu|board|rail|hwmon|battery|cpu|storage|network|node)_up"} == 0', "warning",
+        alert(s, "GpuCarbonDeviceDown", '{__name__=~"gpu_carbon_(gpu|board|rail|hwmon|cpu|storage|network|node)_up"} == 0', "warning",
               "A GPU or power sensor stopped answering.",
               "{{ $labels.__name__ }}{{ with $labels.uuid }} ({{ . }}){{ end }}{{ with $labels.rail }} ({{ . }})"
               f"{{{{ end }}}}{{{{ with $labels.zone }}}} ({{{{ . }}}}){{{{ end }}}} on {WHERE} "
@@ -65,7 +65,7 @@ def _collectors(s: Settings) -> list[dict]:
         alert(s, "GpuCarbonCounterReset",
               # The device energy counters: distinct label sets once resets() drops the names (a GPU's
               # emission, embodied and water counters share theirs), and a lost state resets them all.
-              f'{by(NODE)} (resets({{__name__=~"gpu_carbon_(gpu|board|rail|hwmon|battery|cpu|node)_energy_joules_total"}}[1h])) > 0',
+              f'{by(NODE)} (resets({{__name__=~"gpu_carbon_(gpu|board|rail|hwmon|cpu|node)_energy_joules_total"}}[1h])) > 0',
               "warning", "gpu-carbon-exporter energy counters went backwards.",
               f"{{{{ $value }}}} counter resets on {WHERE} in the last hour: the exporter lost its state "
               "(no state.path, or a damaged or foreign state file).", None),

@@ -23,7 +23,7 @@ STORAGE_ENERGY = "gpu_carbon_storage_energy_joules_total"
 STORAGE_GRAMS = "gpu_carbon_storage_emissions_grams_total"
 # Every accounted device has an emissions counter, and each joule is in exactly one of them. The
 # estimated network energy (spent outside the node) is never part of a node's or fleet's total.
-ALL_GRAMS = '{__name__=~"gpu_carbon_(gpu|board|hwmon|battery|cpu|storage|node)_emissions_grams_total"}'
+ALL_GRAMS = '{__name__=~"gpu_carbon_(gpu|board|hwmon|cpu|storage|node)_emissions_grams_total"}'
 
 
 def by(labels: Iterable[str]) -> str:
@@ -50,10 +50,11 @@ def storage_accounted(fn: str, window: str, matchers: str = "") -> str:
 
 def accounted_energy(fn: str, window: str, matchers: str = "") -> str:
     """``fn`` (rate or increase) of every accounted device's energy: GPUs, boards, hwmon sensors,
-    batteries, CPUs, estimated disks, node rest — never the network's (outside the node).
+    CPUs, estimated disks, and the rest of a whole-node meter (BMC, ACPI meter, battery) — never the
+    network's (outside the node).
     ``matchers``: label matchers added to every selector (dashboards filter by target labels)."""
     extra = f", {matchers}" if matchers else ""
-    return (f'{fn}({{__name__=~"gpu_carbon_(gpu|board|hwmon|battery)_energy_joules_total"{extra}}}[{window}])'
+    return (f'{fn}({{__name__=~"gpu_carbon_(gpu|board|hwmon)_energy_joules_total"{extra}}}[{window}])'
             f" or {cpu_accounted(fn, window, matchers)} or {storage_accounted(fn, window, matchers)}"
             f" or {fn}({_sel(NODE_REST_ENERGY, matchers)}[{window}])")
 

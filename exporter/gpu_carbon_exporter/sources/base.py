@@ -110,6 +110,9 @@ class DeviceIdentity:
     method_without_counter: str = "integrated"
     # A hardware counter that wraps at this value (mJ), like RAPL's; None for counters that only reset.
     energy_wrap_mj: float | None = None
+    # The method label of a device with a counter: "counter" (hardware), or "estimated" for an
+    # estimate kept as a cumulative counter (network bytes, disk busy time) so no energy is lost.
+    counter_method: str = "counter"
 
 
 @dataclass(frozen=True)

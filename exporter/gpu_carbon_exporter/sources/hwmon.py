@@ -11,7 +11,9 @@ Per hwmon device (``sys/class/hwmon/hwmon*``, its driver in ``name``):
 Units are converted once, here, to the meter's mW and mJ. Drivers covered by another source are
 denied by default, so nothing is counted twice: ``ina3221`` and ``ina238`` (the Jetson source),
 ``amdgpu``/``nouveau`` (GPUs), ``coretemp``/``k10temp`` (temperatures only anyway). An ACPI power
-meter measures the whole node: it is the ``node`` kind, like a BMC (docs/edge.md).
+meter (driver ``power_meter``) measures the whole node, and so does a sensor on a board's input
+(``whole_device`` drivers, e.g. the INA219 on a Raspberry Pi's 5-V input): those are the ``node``
+kind, like a BMC, so the parts measured on their own are taken out of them (docs/edge.md).
 """
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ log = logging.getLogger(__name__)
 KIND = "hwmon"
 # ina3221/ina238: the Jetson source's; amd_energy: RAPL's registers again; GPUs have their own source.
 DEFAULT_DENY = ("ina3221", "ina238", "amd_energy", "amdgpu", "nouveau", "coretemp", "k10temp")
-WHOLE_NODE = ("acpi_power_meter",)
+# Whole-node meters: the ACPI power meter's driver calls itself "power_meter".
+WHOLE_NODE = ("power_meter",)
 
 
 @dataclass
@@ -60,8 +63,10 @@ class HwmonSource(DeviceSource):
     noun = "hwmon sensor"
 
     def __init__(self, root: str | Path = "/", allow: tuple[str, ...] = (), deny: tuple[str, ...] = DEFAULT_DENY,
-                 pairs: tuple[dict[str, str], ...] = (), clock=time.monotonic) -> None:
+                 pairs: tuple[dict[str, str], ...] = (), whole_device: tuple[str, ...] = (),
+                 clock=time.monotonic) -> None:
         self.root, self.allow, self.deny, self.pairs, self.clock = Path(root), allow, deny, pairs, clock
+        self.whole = WHOLE_NODE + tuple(whole_device)
         self._channels: dict[str, _Channel] = {}
 
     def _wanted(self, driver: str) -> bool:
@@ -81,7 +86,7 @@ class HwmonSource(DeviceSource):
             ch = _Channel(d, driver, f"{m[1]}{m[2]}", label)
             setattr(ch, "energy" if m[1] == "energy" else "power", d / f)
             out.append(ch)
-        for pair in self.pairs:
+        for pair in self.pairs if not out else ():  # a pair only where the driver has no power channel
             if pair.get("driver") == driver and f"{pair['voltage']}_input" in files and f"{pair['current']}_input" in files:
                 out.append(_Channel(d, driver, f"{pair['voltage']}*{pair['current']}", pair.get("label", pair["voltage"]),
                                     volts=d / f"{pair['voltage']}_input", amps=d / f"{pair['current']}_input"))
@@ -90,7 +95,10 @@ class HwmonSource(DeviceSource):
     def open(self) -> list[DeviceIdentity]:
         base = self.root / "sys/class/hwmon"
         devices = []
-        for d in sorted(base.glob("hwmon*"), key=lambda p: int(re.sub(r"\D", "", p.name) or 0)):
+        for hw in sorted(base.glob("hwmon*"), key=lambda p: int(re.sub(r"\D", "", p.name) or 0)):
+            d = hw
+            if not (d / "name").exists() and (d / "device/name").exists():
+                d = d / "device"  # drivers on the old registration (ACPI power_meter) keep their files there
             try:
                 driver = (d / "name").read_text().strip()
             except OSError:
@@ -98,16 +106,21 @@ class HwmonSource(DeviceSource):
             if not self._wanted(driver):
                 log.debug("hwmon %s (%s): left to its own source or denied", d.name, driver)
                 continue
+            # Keyed by the device behind the hwmon number (i2c 1-0040, ACPI000D:00), which stays put
+            # where hwmonN may change across boots and rebinds.
+            link = hw / "device"
+            ident = re.sub(r"[^A-Za-z0-9_.:-]", "_", link.resolve().name) if link.exists() else hw.name
+            sensor = hw.name
             for ch in self._scan(d, driver):
-                key = f"hwmon:{d.name}:{ch.channel}"
+                key = f"hwmon:{driver}:{ident}:{ch.channel}"
                 self._channels[key] = ch
-                node = driver in WHOLE_NODE
+                node = driver in self.whole
                 devices.append(DeviceIdentity(
                     index=len(devices), uuid=key, name=f"{driver} {ch.label}",
                     kind=DeviceKind.NODE if node else KIND, has_energy_counter=ch.energy is not None,
-                    labels=(("source", "acpi_power_meter"),) if node else
-                    (("sensor", d.name), ("driver", driver), ("channel", ch.channel), ("label", ch.label)),
-                    fast_integration=not node))  # ACPI meters average over seconds
+                    labels=(("source", driver),) if node else
+                    (("sensor", sensor), ("driver", driver), ("channel", ch.channel), ("label", ch.label)),
+                    fast_integration=driver not in WHOLE_NODE))  # ACPI meters average over seconds
         if not devices:
             raise SourceUnavailable(f"no hwmon power or energy channel under {base}")
         return devices
@@ -140,11 +153,13 @@ def _from_config(section: dict[str, Any], ctx: SourceContext) -> list[DeviceSour
         return []
     allow = tuple(section["allow_drivers"] or ())
     deny = tuple(section["deny_drivers"]) if section["deny_drivers"] is not None else DEFAULT_DENY
-    source = HwmonSource(section["sysfs_root"], allow=allow, deny=deny, pairs=tuple(section["pairs"] or ()))
+    source = HwmonSource(section["sysfs_root"], allow=allow, deny=deny, pairs=tuple(section["pairs"] or ()),
+                         whole_device=tuple(section["whole_device"] or ()))
     source.optional = True
     return [source]
 
 
 register("source", "hwmon", _from_config, "generic hwmon power and energy sensors (ina2xx, ACPI power meters, …)",
          schema={"enabled": (bool, False, None), "sysfs_root": (str, "/", None), "allow_drivers": (list, None, _names),
-                 "deny_drivers": (list, None, _names), "pairs": (list, None, _pairs)})
+                 "deny_drivers": (list, None, _names), "pairs": (list, None, _pairs),
+                 "whole_device": (list, None, _names)})

@@ -3,9 +3,12 @@
 intensity of data transmission.
 
 That energy is spent **outside this node**, in the network's equipment: the rules and dashboards
-never add it to the node's measured energy (they sum the kinds gpu, board, cpu and node only), and
-the meter never subtracts it from a whole-node meter's reading. Its emissions use this node's grid
-intensity, an approximation: the network's grids are not known.
+never add it to the node's measured energy, the meter never subtracts it from a whole-node meter's
+reading, and neither the site's PUE nor its water applies. Its emissions use this node's grid
+intensity, an approximation: the network's grids are not known. It is kept as a cumulative
+counter (bytes since the interface appeared × J/byte), so no byte is lost between samples or while
+the exporter is down. Traffic between two nodes that both run the estimate is counted at both ends,
+and traffic inside a data centre is priced like Internet traffic: a fleet sum over-states it.
 
 Default intensity: 0.06 kWh/GB, Aslan, Mayers, Koomey and France, "Electricity Intensity of
 Internet Data Transmission: Untangling the Estimates", Journal of Industrial Ecology 22(4), 2018,
@@ -50,9 +53,10 @@ class NetworkEstimate(DeviceSource):
         self._last: dict[str, tuple[int, float]] = {}
 
     def _physical(self, name: str) -> bool:
+        """A real NIC: listed in /sys/class/net and not under devices/virtual (bridges, veth, lo, …)."""
         link = self.root / "sys/class/net" / name
         try:
-            return "/virtual/" not in str(link.resolve())
+            return link.exists() and "/virtual/" not in str(link.resolve())
         except OSError:
             return False
 
@@ -62,12 +66,18 @@ class NetworkEstimate(DeviceSource):
             [n for n in sorted(names) if n != "lo" and n not in self.exclude and self._physical(n)]
         if not chosen:
             raise SourceUnavailable("no network interface to estimate (lo and virtual ones are excluded by default)")
-        return [DeviceIdentity(index=i, uuid=f"net:{n}", name=n, kind=KIND, has_energy_counter=False,
-                               fast_integration=False, method_without_counter="estimated",
+        # A cumulative counter (bytes since the interface appeared × J/byte): the meter takes its
+        # deltas, so no byte is lost between samples or while the exporter is down, and a counter
+        # reset (the interface recreated) is a reset.
+        return [DeviceIdentity(index=i, uuid=f"net:{n}", name=n, kind=KIND, has_energy_counter=True,
+                               counter_method="estimated", fast_integration=False,
                                labels=(("interface", n), ("scope", "network")))
                 for i, n in enumerate(chosen)]
 
     def read_power_mw(self, device: DeviceIdentity) -> int | None:
+        return None  # a counter: the meter integrates nothing
+
+    def read(self, device: DeviceIdentity, *, slow: bool) -> DeviceReading:
         name = device.name
         try:
             total = read_bytes(self.root / "proc/net/dev")[name]
@@ -76,12 +86,10 @@ class NetworkEstimate(DeviceSource):
         now = self.clock()
         last = self._last.get(name)
         self._last[name] = (total, now)
-        if last is None or now <= last[1] or total < last[0]:  # first read, or the counter reset
-            return 0
-        return int((total - last[0]) * self.j_per_byte / (now - last[1]) * 1000)
-
-    def read(self, device: DeviceIdentity, *, slow: bool) -> DeviceReading:
-        return DeviceReading(power_mw=self.read_power_mw(device))
+        power = None
+        if last is not None and now > last[1] and total >= last[0]:
+            power = int((total - last[0]) * self.j_per_byte / (now - last[1]) * 1000)
+        return DeviceReading(power_mw=power, energy_mj=total * self.j_per_byte * 1000)
 
 
 def _names(value: Any) -> str | None:

@@ -1,6 +1,6 @@
 """Estimated energy of this node's disks (``method="estimated"``): per block device, idle power
-plus (active − idle) × the share of time the device was busy (``/proc/diskstats``, milliseconds
-spent doing I/O), by device class: ``hdd`` (``queue/rotational`` 1), ``nvme`` (an NVMe
+× uptime plus (active − idle) × the time the device was busy (``/proc/diskstats``, milliseconds
+spent doing I/O, both since boot), by device class: ``hdd`` (``queue/rotational`` 1), ``nvme`` (an NVMe
 transport), else ``ssd``. Only physical disks: partitions, loop, RAM, device-mapper and md
 devices (which sit on the same disks) are left out.
 
@@ -47,8 +47,13 @@ class StorageEstimate(DeviceSource):
 
     def _device_class(self, name: str) -> str | None:
         block = self.root / "sys/block" / name
-        if not (block / "device").exists():
-            return None  # virtual: loop, ram, dm-*, md*
+        if not (block / "device").exists() or name.startswith("sr"):
+            return None  # virtual (loop, ram, dm-*, md*) or an optical drive
+        try:
+            if (block / "removable").read_text().strip() == "1":
+                return None  # a USB stick or card reader: not the node's storage
+        except OSError:
+            pass
         try:
             rotational = (block / "queue/rotational").read_text().strip() == "1"
         except OSError:
@@ -62,31 +67,34 @@ class StorageEstimate(DeviceSource):
             if cls is None:
                 continue
             self._class[name] = cls
+            # A cumulative counter since boot: idle power × uptime + (active − idle) × busy time, so
+            # no busy millisecond is lost between samples or while the exporter is down.
             devices.append(DeviceIdentity(index=len(devices), uuid=f"disk:{name}", name=name, kind=KIND,
-                                          has_energy_counter=False, fast_integration=False,
-                                          method_without_counter="estimated",
+                                          has_energy_counter=True, counter_method="estimated", fast_integration=False,
                                           labels=(("device", name), ("class", cls))))
         if not devices:
             raise SourceUnavailable("no physical block device in /proc/diskstats")
         return devices
 
     def read_power_mw(self, device: DeviceIdentity) -> int | None:
+        return None  # a counter: the meter integrates nothing
+
+    def read(self, device: DeviceIdentity, *, slow: bool) -> DeviceReading:
         name = device.name
         try:
             ms = busy_ms(self.root / "proc/diskstats")[name]
-        except (OSError, KeyError, ValueError) as err:
+            uptime = float((self.root / "proc/uptime").read_text().split()[0])
+        except (OSError, KeyError, ValueError, IndexError) as err:
             raise DeviceLost(f"disk {name}: {err!r}") from err
-        now = self.clock()
-        last = self._last.get(name)
-        self._last[name] = (ms, now)
         idle, active = self.watts[self._class[name]]
-        if last is None or now <= last[1] or ms < last[0]:
-            return int(idle * 1000)
-        busy = min((ms - last[0]) / 1000 / (now - last[1]), 1.0)
-        return int((idle + (active - idle) * busy) * 1000)
-
-    def read(self, device: DeviceIdentity, *, slow: bool) -> DeviceReading:
-        return DeviceReading(power_mw=self.read_power_mw(device))
+        busy_s = min(ms / 1000, uptime)
+        last = self._last.get(name)
+        self._last[name] = (ms, uptime)
+        power = None
+        if last is not None and uptime > last[1] and ms >= last[0]:
+            busy = min((ms - last[0]) / 1000 / (uptime - last[1]), 1.0)
+            power = int((idle + (active - idle) * busy) * 1000)
+        return DeviceReading(power_mw=power, energy_mj=(idle * uptime + (active - idle) * busy_s) * 1000)
 
 
 def _watts(value: Any) -> str | None:
