@@ -1,4 +1,5 @@
-"""Exposition: a golden fixture, checked by the real promtool, and naming conventions."""
+"""Exposition: a golden fixture (GPUs, an hwmon sensor, a whole-node meter, the network and disk
+estimates), checked by the real promtool, and naming conventions."""
 import os
 import re
 import subprocess
@@ -22,10 +23,30 @@ FLEET = {"devices": [
 ]}
 
 
+def other_devices(root: Path, clock) -> list:
+    """An hwmon sensor (ina219), the ACPI power meter, and the network and disk estimates, over
+    fixed sysfs/procfs trees (tests/test_more_devices.py lays out the same)."""
+    from test_more_devices import disk_tree, hwmon_tree, netdev
+    from gpu_carbon_exporter.sources.hwmon import HwmonSource
+    from gpu_carbon_exporter.sources.network import NetworkEstimate
+    from gpu_carbon_exporter.sources.storage import StorageEstimate
+
+    hwmon_tree(root)
+    disk_tree(root)
+    netdev(root, {"eth0": (10**6, 2 * 10**6)})
+    (root / "sys/devices/pci/eth0").mkdir(parents=True)
+    (root / "sys/class/net").mkdir(parents=True, exist_ok=True)
+    os.symlink(root / "sys/devices/pci/eth0", root / "sys/class/net/eth0")
+    return [HwmonSource(root, allow=("ina219", "power_meter"), clock=clock), NetworkEstimate(root, clock=clock),
+            StorageEstimate(root, clock=clock)]
+
+
 def exposition(clock) -> str:
+    import tempfile
+
     nv = sim_nvml(FLEET, clock)
-    meter = Meter([NvmlSource(nv)], StaticIntensity("DEU", 380.0), pue=1.25, clock=clock,
-                  embodied=Embodied(150, 5), wue_liters_per_kwh=1.8)
+    meter = Meter([NvmlSource(nv), *other_devices(Path(tempfile.mkdtemp()), clock)], StaticIntensity("DEU", 380.0),
+                  pue=1.25, clock=clock, embodied=Embodied(150, 5), wue_liters_per_kwh=1.8)
     meter.open()
     meter.sample()
     for _ in range(100):

@@ -181,7 +181,9 @@ class SnapshotCollector(Collector):
             if d.identity.accounted:
                 emissions.add_metric(labels, d.counters.emissions_g)
                 rest.add_metric(labels, d.counters.rest_energy_j)
-        yield from (up, power, energy, emissions)
+        yield from (up, power, energy)
+        if emissions.samples:  # none where every device of the kind is a part of another (rails, covered disks)
+            yield emissions
         if kind == "node":
             yield rest
         if util.samples:
