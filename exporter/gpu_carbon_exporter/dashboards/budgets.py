@@ -3,10 +3,9 @@ the budget alerts firing (the rules of `gpu-carbon-exporter rules --budgets FILE
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard
-from grafana_foundation_sdk.models.dashboard import VariableRefresh
 
 from ..mixin.settings import Settings
-from .common import DS, USED, datasource_only, link, series_panel, table_panel
+from .common import USED, datasource_only, link, query_variable, series_panel, table_panel
 
 UID = "gpu-carbon-budgets"
 TITLE = "GPU carbon / Carbon budgets"
@@ -51,10 +50,8 @@ def build() -> dashboard.Dashboard:
              .description("Carbon and energy budgets: usage, burn rate, projection, alerts.")
              .link(link("Datacenter fleet", "gpu-carbon-fleet")))
     board = datasource_only(board)
-    board = board.with_variable(dashboard.QueryVariable("budget").label("Budget").datasource(DS)
-                                .query("label_values(budget:gpu_carbon_budget_limit:value, budget)")
-                                .multi(True).include_all(True).all_value(".*")
-                                .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
+    board = board.with_variable(query_variable("budget", "Budget",
+                                               "label_values(budget:gpu_carbon_budget_limit:value, budget)"))
     for p in panels():
         board = board.with_panel(p)
     return board

@@ -20,7 +20,7 @@ def variables(board: dashboard.Dashboard, node: bool = True, fleet: str | None =
     ``fleet``: a dashboard for one fleet (edge) has no fleet variable and lists only its sites and
     nodes. ``single_cluster``: one cluster at a time (a job id is unique within its cluster only);
     ``cluster_only``: no fleet, site or node (job dashboards select by job)."""
-    board = board.with_variable(dashboard.DatasourceVariable("datasource").label("Prometheus").type("prometheus"))
+    board = datasource_only(board)
     fleet_sel = f'fleet="{fleet}"' if fleet else 'fleet=~"$fleet"'
     specs = [("cluster", "label_values(gpu_carbon_build_info, cluster)")]
     if fleet is None and not cluster_only:
@@ -31,11 +31,17 @@ def variables(board: dashboard.Dashboard, node: bool = True, fleet: str | None =
         specs.append(("node", f'label_values(gpu_carbon_build_info{{cluster=~"$cluster", {fleet_sel}, '
                               f'site=~"$site"}}, node)'))
     for name, query in specs:
-        var = dashboard.QueryVariable(name).label(name.capitalize()).datasource(DS).query(query)
-        if not (single_cluster and name == "cluster"):
-            var = var.multi(True).include_all(True).all_value(".*")
-        board = board.with_variable(var.refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
+        board = board.with_variable(query_variable(name, name.capitalize(), query,
+                                                   multi=not (single_cluster and name == "cluster")))
     return board
+
+
+def query_variable(name: str, label: str, query: str, multi: bool = True) -> dashboard.QueryVariable:
+    """A variable from a ``label_values`` query, reloaded with the time range; multi-valued with
+    All (``.*``, so a label a target does not carry matches) unless ``multi`` is off."""
+    var = (dashboard.QueryVariable(name).label(label).datasource(DS).query(query)
+           .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
+    return var.multi(True).include_all(True).all_value(".*") if multi else var
 
 
 def datasource_only(board: dashboard.Dashboard) -> dashboard.Dashboard:
@@ -101,9 +107,7 @@ def table_panel(title: str, description: str, expr: str, unit: str, pos: tuple[i
 
 def team_variable() -> dashboard.QueryVariable:
     """Teams, from the jobs' owners (multi, All matches jobs without a team too)."""
-    return (dashboard.QueryVariable("team").label("Team").datasource(DS)
-            .query('label_values(gpu_carbon_job_info{cluster=~"$cluster"}, team)')
-            .multi(True).include_all(True).all_value(".*").refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
+    return query_variable("team", "Team", 'label_values(gpu_carbon_job_info{cluster=~"$cluster"}, team)')
 
 
 def data_link(title: str, uid: str, params: str) -> dashboard.DashboardLink:
@@ -121,9 +125,8 @@ def link(title: str, uid: str) -> dashboard.DashboardLink:
 def job_variable(name: str, label: str) -> dashboard.QueryVariable:
     """A job picker (searchable in Grafana's dropdown), from the job ids exposed in the dashboard's
     range, narrowed by the team variable."""
-    return (dashboard.QueryVariable(name).label(label).datasource(DS)
-            .query('label_values(gpu_carbon_job_info{cluster=~"$cluster", team=~"$team"}, job_id)')
-            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
+    return query_variable(name, label, 'label_values(gpu_carbon_job_info{cluster=~"$cluster", team=~"$team"}, job_id)',
+                          multi=False)
 
 
 def heatmap_panel(title: str, description: str, expr: str, legend: str, unit: str,

@@ -3,9 +3,8 @@ the exporter's own health: collectors, sample age, counter resets, intensity pro
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard
-from grafana_foundation_sdk.models.dashboard import VariableRefresh
 
-from .common import ANY, DS, NODES, link, series_panel, table_panel, variables
+from .common import ANY, NODES, link, query_variable, series_panel, table_panel, variables
 
 UID = "gpu-carbon-node"
 TITLE = "GPU carbon / Node and GPU"
@@ -50,10 +49,8 @@ def build() -> dashboard.Dashboard:
              .description("One node's GPUs and the exporter's health.")
              .link(link("Datacenter fleet", "gpu-carbon-fleet")))
     board = variables(board)
-    board = board.with_variable(dashboard.QueryVariable("gpu").label("GPU").datasource(DS)
-                                .query('label_values(gpu_carbon_gpu_info{cluster=~"$cluster", site=~"$site", '
-                                       'node=~"$node"}, gpu)').multi(True).include_all(True).all_value(".*")
-                                .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
+    board = board.with_variable(query_variable(
+        "gpu", "GPU", 'label_values(gpu_carbon_gpu_info{cluster=~"$cluster", site=~"$site", node=~"$node"}, gpu)'))
     for p in panels():
         board = board.with_panel(p)
     return board

@@ -33,19 +33,21 @@ def quote(value: str) -> str:
 RESTORED_SHARE = 0.5
 
 
-def counter_total(samples: list[tuple[float, float]]) -> float:
-    """Everything a job counter counted: it starts at 0 with the job, so its first value counts too.
-    A drop is a restart: to a small value, a reset (the exporter lost its state, counting starts
-    again from 0); to at least half the value before, a restore of older saved counters (counting
-    goes on from there, the part between the save and the crash counted once)."""
-    total, previous = 0.0, 0.0
-    for _, v in samples:
-        if v >= previous:
-            total += v - previous
-        elif v < RESTORED_SHARE * previous:
-            total += v
+def _steps(samples: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """What a job counter counted at each sample: it starts at 0 with the job, so its first value
+    counts too. A drop is a restart: to a small value, a reset (the exporter lost its state,
+    counting starts again from 0); to at least half the value before, a restore of older saved
+    counters (counting goes on from there, the part between the save and the crash counted once)."""
+    out, previous = [], 0.0
+    for t, v in samples:
+        out.append((t, v - previous if v >= previous else (v if v < RESTORED_SHARE * previous else 0.0)))
         previous = v
-    return total
+    return out
+
+
+def counter_total(samples: list[tuple[float, float]]) -> float:
+    """Everything a job counter counted (the rule of ``_steps``)."""
+    return sum(step for _, step in _steps(samples))
 
 
 def restarts(samples: list[tuple[float, float]]) -> int:
@@ -151,15 +153,15 @@ def collect(prom: Prometheus, job_id: str, cluster: str | None = None, since_s: 
         "began before the look-back (--since), which covers only part of it" if truncated else "")
     report = JobReport(job_id=job_id, cluster=cluster, scheduler=first.get("scheduler", ""), owner=owner,
                        start=start, end=end, partial=bool(reason), partial_reason=reason, source=prom.url,
-                       nodes=sorted(nodes.values(), key=lambda n: n.node), gpus=[], gaps=[],
+                       nodes=sorted(nodes.values(), key=lambda n: n.node), gpus=[],
+                       gaps=_gaps(allocated, step, start, end),
                        intensity_sources=[], fallback_share=None, pue=None, mean_utilization=None, peak_power_w=None,
                        methods=[], work={}, work_source="", version=__version__, restarts=restarted)
-    report.gaps = _gaps(allocated, step, start, end)
     for n in report.nodes:
         for unit, count in n.work.items():
             report.work[unit] = report.work.get(unit, 0.0) + count
     report.work_source = "exporter" if report.work else ""
-    report.power, report.cumulative = _power_and_cumulative(allocated, raw["grams"], start, end, step)
+    report.power, report.cumulative = _power_and_cumulative(allocated, raw["grams"], start, end, step, report.gaps)
     report.peak_power_w = max((w for _, w in report.power), default=None)
     _context(prom, report, sel, cluster, step, since_s, now)
     return report
@@ -183,12 +185,8 @@ def _gaps(series: list[Series], step: float, start: float, end: float) -> list[G
 def _on_grid(samples: list[tuple[float, float]], grid: list[float]) -> list[float]:
     """A job counter's total at each grid time, in one forward pass: 0 before its first sample,
     linear between samples, restarts handled as in counter_total."""
-    out, total, previous, last_t, i = [], 0.0, 0.0, None, 0
-    steps = []
-    for t, v in samples:
-        step = v - previous if v >= previous else (v if v < RESTORED_SHARE * previous else 0.0)
-        steps.append((t, step))
-        previous = v
+    out, total, last_t, i = [], 0.0, None, 0
+    steps = _steps(samples)
     for g in grid:
         while i < len(steps) and steps[i][0] <= g:
             total += steps[i][1]
@@ -202,8 +200,8 @@ def _on_grid(samples: list[tuple[float, float]], grid: list[float]) -> list[floa
     return out
 
 
-def _power_and_cumulative(energy: list[Series], grams: list[Series], start: float, end: float,
-                          step: float) -> tuple[list[tuple[float, float]], list[tuple[float, float, float]]]:
+def _power_and_cumulative(energy: list[Series], grams: list[Series], start: float, end: float, step: float,
+                          gaps: list[Gap]) -> tuple[list[tuple[float, float]], list[tuple[float, float, float]]]:
     """The job's power (summed over its nodes) and its cumulative energy and emissions, on a grid
     of four scrape intervals (at most 1 000 points): a counter's value is up to one sampling
     interval older than its scrape, which over a single scrape interval would be noise. Power is
@@ -214,7 +212,6 @@ def _power_and_cumulative(energy: list[Series], grams: list[Series], start: floa
     e = [_on_grid(samples, grid) for samples in merged(energy).values()]
     g = [_on_grid(samples, grid) for samples in merged(grams).values()]
     cum = [(t, sum(x[i] for x in e), sum(x[i] for x in g)) for i, t in enumerate(grid)]
-    gaps = _gaps(energy, step, start, end)
     power = [(b[0], (b[1] - a[1]) / (b[0] - a[0])) for a, b in zip(cum, cum[1:])
              if b[0] > a[0] and not any(g.start < b[0] and a[0] < g.end for g in gaps)]
     return power, cum
