@@ -71,6 +71,11 @@ def test_structure():
                 assert f"${v['name']}" in text, f"variable {v['name']} is used by no query"
         for p in panels(model):
             assert p["type"] != "graph", p["title"]
+            steps = p["fieldConfig"]["defaults"].get("thresholds", {}).get("steps", [])
+            if p["type"] == "table" and len(steps) > 1:  # thresholds on a table show as cell colours
+                cells = [prop["value"] for o in p["fieldConfig"].get("overrides", []) for prop in o["properties"]
+                         if prop["id"] == "custom.cellOptions"]
+                assert cells == [{"type": "color-background"}], p["title"]
         for link in model.get("links", []):  # every link points at one of these dashboards
             assert link["url"].removeprefix("/d/") in {m["uid"] for m in dashboards().values()}, link
         for p in panels(model):

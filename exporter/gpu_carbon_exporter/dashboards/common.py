@@ -97,11 +97,13 @@ def series_panel(title: str, description: str, exprs: list[tuple[str, str]], uni
 
 def table_panel(title: str, description: str, expr: str, unit: str, pos: tuple[int, int, int, int],
                 thresholds: dashboard.ThresholdsConfig | None = None, links: list | None = None) -> table.Panel:
+    """An instant query as a table; with thresholds, its value cells are coloured by them."""
     p = table.Panel().title(title).description(description).datasource(DS).unit(unit)
     if links:
         p = p.data_links(links)
     if thresholds is not None:
-        p = p.thresholds(thresholds)
+        p = p.thresholds(thresholds).override_by_field_type(
+            "number", [DynamicConfigValue("custom.cellOptions", {"type": "color-background"})])
     return _place(p.with_target(query(expr, instant=True).format(PromQueryFormat.TABLE)), *pos)
 
 
