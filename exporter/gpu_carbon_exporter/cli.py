@@ -222,7 +222,7 @@ def _stack(argv: list[str]) -> int:
     import tempfile
     from pathlib import Path
 
-    from .stack import Exporter, run
+    from .stack import Exporter, default_exporters, run
 
     p = argparse.ArgumentParser(prog="gpu-carbon-exporter stack",
                                 description="Run a local stack from local binaries: simulated exporters, Prometheus "
@@ -246,7 +246,7 @@ def _stack(argv: list[str]) -> int:
             p.error(f"--exporter {spec!r}: expected NODE=SCENARIO[@FLEET]")
         exporters.append(Exporter(node, scenario, fleet=fleet or "datacenter"))
     if not exporters:
-        exporters = [Exporter("gpu-01"), Exporter("jetson-01", "edge-orin", fleet="edge", site="shop-42")]
+        exporters = default_exporters()
     for i, e in enumerate(exporters):
         e.port = args.exporter_port + i if args.exporter_port else 0
     workdir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="gpu-carbon-stack-"))

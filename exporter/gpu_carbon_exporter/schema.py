@@ -65,6 +65,11 @@ def at_least(lo: float, hi: float = 1e9) -> Callable[[float], str | None]:
     return between(lo, hi)
 
 
+def names(what: str) -> Callable[[list], str | None]:
+    """A list of non-empty strings (driver names, interface names)."""
+    return lambda v: None if all(isinstance(x, str) and x for x in v) else f"expected a list of {what}"
+
+
 def one_of(*choices: str) -> Callable[[str], str | None]:
     return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
 

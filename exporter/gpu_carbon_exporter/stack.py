@@ -112,13 +112,17 @@ def _binary(*names: str) -> str | None:
     return next((p for p in map(shutil.which, names) if p), None)
 
 
+def default_exporters() -> list[Exporter]:
+    """The demo fleet: a simulated 8-GPU node and a Jetson Orin."""
+    return [Exporter("gpu-01"), Exporter("jetson-01", "edge-orin", fleet="edge", site="shop-42")]
+
+
 @dataclass
 class LocalStack:
     """Everything under ``workdir``: configs, rules, data and one log per process run."""
 
     workdir: Path
-    exporters: list[Exporter] = field(default_factory=lambda: [
-        Exporter("gpu-01"), Exporter("jetson-01", "edge-orin", fleet="edge", site="shop-42")])
+    exporters: list[Exporter] = field(default_factory=default_exporters)
     budgets: Path | dict | None = None  # a budgets file, a budgets document, or None for the demo's
     scrape_interval: str = "5s"
     evaluation_interval: str | None = None  # default: the scrape interval
@@ -256,14 +260,10 @@ class LocalStack:
         self.stop()
 
 
-def run(workdir: Path, exporters: list[Exporter] | None, budgets: Path | None, scrape_interval: str,
+def run(workdir: Path, exporters: list[Exporter], budgets: Path | None, scrape_interval: str,
         grafana: bool, ports: dict[str, int]) -> int:
     """The CLI: start the stack, print its URLs, wait for Ctrl-C (or SIGTERM), stop it."""
-    kwargs: dict[str, Any] = {"workdir": workdir, "budgets": budgets, "scrape_interval": scrape_interval,
-                              "grafana": grafana, **ports}
-    if exporters:
-        kwargs["exporters"] = exporters
-    stack = LocalStack(**kwargs)
+    stack = LocalStack(workdir, exporters, budgets=budgets, scrape_interval=scrape_interval, grafana=grafana, **ports)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     try:

@@ -108,8 +108,8 @@ def _single(r: JobReport, fmt: str, out: Path | None) -> None:
         (out / "report.md").write_text(render.markdown(r, {k: v.name for k, v in images.items()}))
         (out / "report.html").write_text(render.html_report(r, {k: plots.data_uri(v) for k, v in images.items()}))
         (out / "report.json").write_text(render.json_report(r))
-    sys.stdout.write({"text": render.text, "json": render.json_report}.get(fmt, render.text)(r) if fmt in ("text", "json")
-                     else render.markdown(r) if fmt == "markdown" else render.html_report(r))
+    writers = {"text": render.text, "markdown": render.markdown, "html": render.html_report, "json": render.json_report}
+    sys.stdout.write(writers[fmt](r))
 
 
 def _comparison(variants: list[render.Variant], fmt: str, out: Path | None) -> None:
@@ -129,11 +129,6 @@ def _comparison(variants: list[render.Variant], fmt: str, out: Path | None) -> N
         (out / "comparison.html").write_text(render.comparison_html(variants, {k: plots.data_uri(v)
                                                                                for k, v in images.items()}))
         (out / "comparison.json").write_text(render.comparison_json(variants))
-    if fmt == "json":
-        sys.stdout.write(render.comparison_json(variants))
-    elif fmt == "html":
-        sys.stdout.write(render.comparison_html(variants))
-    elif fmt == "markdown":
-        sys.stdout.write(render.comparison_markdown(variants))
-    else:
-        sys.stdout.write(render.comparison_text(variants))
+    writers = {"text": render.comparison_text, "markdown": render.comparison_markdown,
+               "html": render.comparison_html, "json": render.comparison_json}
+    sys.stdout.write(writers[fmt](variants))

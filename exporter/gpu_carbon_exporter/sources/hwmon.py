@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..plugins import SourceContext, register
+from ..schema import names
 from .base import DeviceIdentity, DeviceKind, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
 
 log = logging.getLogger(__name__)
@@ -137,10 +138,6 @@ class HwmonSource(DeviceSource):
         return DeviceReading(power_mw=ch.power_mw())
 
 
-def _names(value: Any) -> str | None:
-    return None if all(isinstance(v, str) and v for v in value) else "expected a list of driver names"
-
-
 def _pairs(value: Any) -> str | None:
     ok = all(isinstance(p, dict) and set(p) <= {"driver", "voltage", "current", "label"}
              and isinstance(p.get("driver"), str) and re.fullmatch(r"in\d+", str(p.get("voltage")))
@@ -160,6 +157,6 @@ def _from_config(section: dict[str, Any], ctx: SourceContext) -> list[DeviceSour
 
 
 register("source", "hwmon", _from_config, "generic hwmon power and energy sensors (ina2xx, ACPI power meters, …)",
-         schema={"enabled": (bool, False, None), "sysfs_root": (str, "/", None), "allow_drivers": (list, None, _names),
-                 "deny_drivers": (list, None, _names), "pairs": (list, None, _pairs),
-                 "whole_device": (list, None, _names)})
+         schema={"enabled": (bool, False, None), "sysfs_root": (str, "/", None),
+                 "allow_drivers": (list, None, names("driver names")), "deny_drivers": (list, None, names("driver names")),
+                 "pairs": (list, None, _pairs), "whole_device": (list, None, names("driver names"))})

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..plugins import SourceContext, register
-from ..schema import positive
+from ..schema import names, positive
 from .base import DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
 
 KIND = "network"
@@ -92,10 +92,6 @@ class NetworkEstimate(DeviceSource):
         return DeviceReading(power_mw=power, energy_mj=total * self.j_per_byte * 1000)
 
 
-def _names(value: Any) -> str | None:
-    return None if all(isinstance(v, str) and v for v in value) else "expected a list of interface names"
-
-
 def _from_config(section: dict[str, Any], ctx: SourceContext) -> list[DeviceSource]:
     if not section["enabled"]:
         return []
@@ -105,5 +101,5 @@ def _from_config(section: dict[str, Any], ctx: SourceContext) -> list[DeviceSour
 
 register("source", "network", _from_config, "estimated energy of this node's network traffic (outside the node)",
          schema={"enabled": (bool, False, None), "root": (str, "/", None),
-                 "kwh_per_gb": (float, DEFAULT_KWH_PER_GB, positive(100)), "include": (list, None, _names),
-                 "exclude": (list, None, _names)})
+                 "kwh_per_gb": (float, DEFAULT_KWH_PER_GB, positive(100)),
+                 "include": (list, None, names("interface names")), "exclude": (list, None, names("interface names"))})
