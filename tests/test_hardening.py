@@ -16,7 +16,8 @@ from gpu_carbon_exporter.startup import make_collector
 from gpu_carbon_exporter.config import ConfigError, load_config, parse_config
 from gpu_carbon_exporter.exposition import Exposition
 from gpu_carbon_exporter.logfmt import LogfmtFormatter
-from gpu_carbon_exporter.web import (LISTEN_BACKLOG, ExporterServer, _Auth, accepts_gzip, load_web_config,
+from gpu_carbon_exporter.webauth import BasicAuth
+from gpu_carbon_exporter.web import (LISTEN_BACKLOG, ExporterServer, accepts_gzip, load_web_config,
                                      watch_web_config)
 
 from certs import make_ca, make_leaf
@@ -149,7 +150,7 @@ def test_prometheus_accept_headers_get_openmetrics_gzipped(clock, tmp_path, stop
 # -- 3. basic auth timing ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("cost", [5, 6])
 def test_unknown_users_cost_the_same_bcrypt_rounds_as_real_ones(cost):
-    auth = _Auth({"prom": bcrypt.hashpw(b"pw", bcrypt.gensalt(cost))})
+    auth = BasicAuth({"prom": bcrypt.hashpw(b"pw", bcrypt.gensalt(cost))})
     assert int(auth._dummy[4:6]) == cost
     assert not auth.check("Basic " + __import__("base64").b64encode(b"eve:pw").decode())
 

@@ -7,9 +7,7 @@ handshake runs in the connection's thread, never in the accept loop.
 """
 from __future__ import annotations
 
-import base64
 import gzip
-import hashlib
 import logging
 import re
 import socket
@@ -26,6 +24,7 @@ from prometheus_client.exposition import choose_encoder
 from . import __version__
 from .config import ConfigError, key_name, read_yaml, show
 from .exposition import TEXT_CONTENT_TYPE, Exposition
+from .webauth import MAX_BCRYPT_COST, MIN_BCRYPT_COST, BasicAuth, bcrypt_cost
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +91,11 @@ def load_web_config(path: str | Path | None) -> WebConfig:
     for user, hashed in users.items():
         if not isinstance(hashed, str) or not _BCRYPT.fullmatch(hashed):
             fail(f"basic_auth_users.{key_name(user)}", "expected a bcrypt hash ($2a$, $2b$ or $2y$, 60 characters)")
+        if not MIN_BCRYPT_COST <= bcrypt_cost(hashed) <= MAX_BCRYPT_COST:
+            # each step doubles the work: cost 31 would take days per check and hang every scrape
+            fail(f"basic_auth_users.{key_name(user)}", f"bcrypt cost {bcrypt_cost(hashed)} is outside "
+                 f"{MIN_BCRYPT_COST}-{MAX_BCRYPT_COST} (each step doubles the time of every check; "
+                 f"use e.g. htpasswd -nbBC 10 USER PASSWORD)")
         cfg.users[str(user)] = hashed.encode()
     http = data.get("http_server_config") or {}
     if not isinstance(http, dict):
@@ -181,59 +185,6 @@ def _ciphers(ctx: ssl.SSLContext, tls: dict[str, Any], fail: Callable[[str, str]
                     "cannot set a curve list; OpenSSL's defaults (X25519, P-256, P-384, ...) are used")
 
 
-class _Auth:
-    """bcrypt basic auth with a small cache of verified credentials (bcrypt is slow on purpose).
-
-    An unknown user is checked against a dummy hash of the same cost as the real ones, so
-    the answer takes as long for a wrong user as for a wrong password."""
-
-    def __init__(self, users: dict[str, bytes]) -> None:
-        self.users = users
-        self._ok: set[bytes] = set()
-        self._lock = threading.Lock()
-        self._dummy = _dummy_hash(users)
-
-    def check(self, header: str | None) -> bool:
-        if not self.users:
-            return True
-        scheme, _, credentials = (header or "").strip().partition(" ")
-        if scheme.lower() != "basic":  # RFC 7617: the scheme is case-insensitive
-            return False
-        try:
-            user, _, password = base64.b64decode(credentials.strip(), validate=True).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
-        key = hashlib.sha256(f"{user}\0{password}".encode()).digest()
-        with self._lock:
-            if key in self._ok:
-                return True
-        import bcrypt  # noqa: PLC0415 - only needed with basic auth
-
-        hashed = self.users.get(user)
-        try:
-            ok = bcrypt.checkpw(password.encode(), hashed or self._dummy) and hashed is not None
-        except ValueError:  # e.g. a password longer than bcrypt's 72 bytes
-            ok = False
-        if ok:
-            with self._lock:
-                if len(self._ok) > 1024:
-                    self._ok.clear()
-                self._ok.add(key)
-        return ok
-
-
-def _dummy_hash(users: dict[str, bytes]) -> bytes:
-    """A hash of a random password at the highest cost among the users' hashes."""
-    if not users:
-        return b""
-    import secrets
-
-    import bcrypt  # noqa: PLC0415
-
-    cost = max(int(h[4:6]) for h in users.values())
-    return bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost))
-
-
 def accepts_gzip(header: str | None) -> bool:
     """Whether an Accept-Encoding header allows gzip (``gzip;q=0`` and ``*;q=0`` forbid it)."""
     gz = star = None
@@ -278,12 +229,46 @@ LANDING = """<!doctype html><html><head><title>gpu-carbon-exporter</title></head
 LISTEN_BACKLOG = 1024
 
 
-class _Conn:
-    """One connection's phase and deadline, enforced by the server's watchdog."""
+# A connection may spend at most read_timeout_seconds writing responses back to back (pipelined or
+# not): its write budget refills at WRITE_DUTY of wall time, so a scraper, whose writes take
+# milliseconds every scrape interval, never runs out, while a client pipelining requests and reading
+# slowly is cut once the budget is spent, however much each single response progresses.
+WRITE_DUTY = 0.1
+# Requests on one connection: the last response says "Connection: close" (the client reconnects).
+MAX_REQUESTS_PER_CONNECTION = 100
+# A connection busy writing may be evicted for a new one once it has held its slot this long (a
+# response that has just begun is not cut for the next comer).
+EVICTABLE_AFTER_S = 0.5
+WRITE_CHUNK = 64 * 1024  # bytes written at a time, so progress is seen while a slow reader reads
 
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
-        self.sock, self.deadline, self.phase = sock, deadline, "head"
-        self.opened = time.monotonic()
+
+class _Conn:
+    """One connection's phase, deadline, write budget and progress, enforced by the server."""
+
+    def __init__(self, sock: socket.socket, timeout: float) -> None:
+        now = time.monotonic()
+        self.sock, self.timeout, self.phase = sock, timeout, "head"
+        self.deadline, self.opened, self.idle_since = now + timeout, now, now
+        self.sent = self.requests = 0
+        self.budget, self.budget_at, self.write_started = timeout, now, now
+
+    def start_head(self, now: float) -> None:
+        """Waiting for the client's next request head (a fresh deadline: the client is the slow one)."""
+        if self.phase == "write":
+            self.budget -= now - self.write_started
+            self.budget_at = now
+        self.phase, self.deadline, self.idle_since = "head", now + self.timeout, now
+
+    def start_write(self, now: float) -> None:
+        """Answering a request: the deadline is what is left of the write budget, never renewed per response."""
+        self.budget = min(self.timeout, self.budget + (now - self.budget_at) * WRITE_DUTY)
+        self.budget_at, self.write_started, self.phase = now, now, "write"
+        self.requests += 1
+        self.deadline = now + max(0.0, self.budget)
+
+    def progress(self, now: float) -> float:
+        """Bytes written per second since the connection took its slot."""
+        return self.sent / max(now - self.opened, EVICTABLE_AFTER_S)
 
     def cut(self) -> None:
         try:
@@ -315,10 +300,12 @@ class ExporterServer(ThreadingHTTPServer):
     """A thread per connection, at most ``max_connections`` at once, every phase under a deadline.
 
     A connection's request head (TLS handshake included, and a keep-alive connection's wait
-    for its next request) must arrive within ``read_timeout_seconds``; its response must be taken
-    within ``read_timeout_seconds`` too. When every slot is taken, the connection that has waited
-    longest for its request head is closed to make room, so a flood of slow or idle
-    connections cannot lock scrapes out."""
+    for its next request) must arrive within ``read_timeout_seconds``; all the responses it is
+    written back to back share one budget of ``read_timeout_seconds`` (``WRITE_DUTY``), and it
+    gets at most ``MAX_REQUESTS_PER_CONNECTION`` of them. When every slot is taken, the connection
+    that has waited longest for its request head is closed to make room or, when all are busy
+    writing, the one that has made the least progress for the time it has held its slot, so a
+    flood of slow, idle or pipelining connections cannot lock scrapes or /healthz out."""
 
     daemon_threads = True
     request_queue_size = LISTEN_BACKLOG
@@ -329,7 +316,7 @@ class ExporterServer(ThreadingHTTPServer):
         self.exposition = Exposition(collector)
         self.web, self.health = web, health
         self.read_timeout_seconds, self.max_connections = read_timeout_seconds, max_connections
-        self.auth = _Auth(web.users)
+        self.auth = BasicAuth(web.users)
         self._conns: dict[int, _Conn] = {}  # id(conn) -> conn
         self._starting: dict[int, _Conn] = {}  # id(raw socket) -> conn, until its thread takes it
         self._lock = threading.Lock()
@@ -344,7 +331,7 @@ class ExporterServer(ThreadingHTTPServer):
 
     def reload_web(self, web: WebConfig) -> None:
         """Swap in a new web config; connections already open finish with the old one."""
-        self.web, self.auth = web, _Auth(web.users)
+        self.web, self.auth = web, BasicAuth(web.users)
 
     def server_close(self) -> None:
         self._stop_watchdog.set()
@@ -361,29 +348,47 @@ class ExporterServer(ThreadingHTTPServer):
                                     f"busy, refusing {client_address[0]}")
                 self.shutdown_request(request)
                 return
-            conn = _Conn(request, time.monotonic() + self.read_timeout_seconds)
+            conn = _Conn(request, self.read_timeout_seconds)
             self._conns[id(conn)] = conn
             self._starting[id(request)] = conn  # handed to the connection's thread
         super().process_request(request, client_address)
 
     def _evict_one(self) -> bool:
-        """Close the connection waiting longest for its request head (called with the lock held)."""
+        """Make room for a new connection (called with the lock held): close the one waiting longest
+        for its request head or, when all are busy, the one with the least progress per second held."""
+        now = time.monotonic()
         waiting = [c for c in self._conns.values() if c.phase == "head"]
-        if not waiting:
-            return False
-        victim = min(waiting, key=lambda c: c.opened)
+        if waiting:
+            victim = min(waiting, key=lambda c: c.idle_since)
+        else:
+            held = [c for c in self._conns.values() if now - c.opened >= EVICTABLE_AFTER_S]
+            if not held:
+                return False
+            victim = min(held, key=lambda c: (c.progress(now), c.opened))
         del self._conns[id(victim)]
         victim.cut()
-        self._evicted.event("connection limit reached: closed the connection idle or slow the longest")
+        self._evicted.event("connection limit reached: closed the connection idle the longest or "
+                            "making the least progress")
         return True
 
-    def phase(self, name: str) -> None:
-        """The current connection enters a phase (``head`` or ``write``) with a fresh deadline."""
+    def start_head(self) -> None:
+        """The current connection waits for its next request head."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
-            conn.phase, conn.deadline = name, time.monotonic() + self.read_timeout_seconds
-            if name == "head":
-                conn.opened = time.monotonic()
+            conn.start_head(time.monotonic())
+
+    def start_write(self) -> bool:
+        """The current connection starts a response; False when it is the connection's last."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            return True
+        conn.start_write(time.monotonic())
+        return conn.requests < MAX_REQUESTS_PER_CONNECTION
+
+    def wrote(self, n: int) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.sent += n
 
     def _watchdog(self) -> None:
         while not self._stop_watchdog.wait(0.1):
@@ -427,21 +432,39 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), fmt % args)
 
+    # Every error answer has a status line and a plain body: the base class's default version is
+    # HTTP/0.9, whose answers are a bare HTML page, and it echoes the request line into it.
+    default_request_version = "HTTP/1.0"
+    error_message_format = "%(code)d %(message)s\n"
+    error_content_type = "text/plain; charset=utf-8"
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        super().send_error(code, None if message is None else message.split(" (", 1)[0], "")
+
     def handle_one_request(self) -> None:
-        self.server.phase("head")
+        self.server.start_head()
         super().handle_one_request()
 
     def parse_request(self) -> bool:
-        if not super().parse_request() or not self._no_body():
+        if not super().parse_request():
             return False
-        self.server.phase("write")
+        if len(self.requestline.split()) != 3:  # HTTP/0.9 ("GET /"): no headers, no status line
+            self.send_error(400, "Bad request syntax")
+            return False
+        if not self._no_body():
+            return False
+        if not self.server.start_write():
+            self.close_connection = True
         return True
 
     def _no_body(self) -> bool:
         """This endpoint takes no request body: one is refused (and the connection closed), never read
-        slowly into a slot and never taken for the next request."""
-        if self.headers.get("Transfer-Encoding") or (self.headers.get("Content-Length") or "0").strip() != "0":
-            self.send_error(400, "request bodies are not accepted here")
+        slowly into a slot and never taken for the next request. Framing headers given twice are
+        refused too (RFC 9112 6.3): a server and a proxy in front of it could read them differently."""
+        lengths = self.headers.get_all("Content-Length") or []
+        if self.headers.get_all("Transfer-Encoding") or len(lengths) > 1 or \
+                (lengths and lengths[0].strip() != "0"):
+            self.send_error(400, "request bodies and repeated framing headers are not accepted here")
             self.close_connection = True
             return False
         return True
@@ -452,9 +475,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for k, v in {**self.server.web.headers, **(extra or {})}.items():
             self.send_header(k, v)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(body)
+            view = memoryview(body)
+            for start in range(0, len(view), WRITE_CHUNK):
+                chunk = view[start:start + WRITE_CHUNK]
+                self.wfile.write(chunk)
+                self.server.wrote(len(chunk))
 
     def do_HEAD(self) -> None:  # noqa: N802
         self.do_GET()
@@ -463,7 +492,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         # /healthz says only ok or what is wrong, never a metric: it answers without credentials, so
         # the kubelet's and Docker's probes work with basic auth on (TLS still applies).
-        if path != "/healthz" and not self.server.auth.check(self.headers.get("Authorization")):
+        if path != "/healthz" and not self.server.auth.check(self.headers.get("Authorization"),
+                                                                 self.client_address[0]):
             self._send(401, b"Unauthorized\n", "text/plain; charset=utf-8",
                        {"WWW-Authenticate": 'Basic realm="gpu-carbon-exporter"'})
             return
