@@ -68,22 +68,32 @@ def test_shared_gpu_truth_is_the_documented_formula_computed_by_hand():
     assert truth.job_allocated_g(b, 0, 100) == truth.job_emissions_g(b, 0, 100)
 
 
+# Two jobs on MIG instance 0, one on instance 1.
+MIG_SHARED = [{"id": "a", "devices": [0], "mig_instance": 0, "share": 0.75},
+              {"id": "b", "devices": [0], "mig_instance": 0, "share": 0.25},
+              {"id": "c", "devices": [0], "mig_instance": 1, "share": 0.5}]
+
+
 def test_shared_mig_instance_truth_is_the_documented_formula():
     """On MIG the GPU's energy and idle are cut equally among its instances first; two jobs on one
     instance then split it like a shared GPU (the truth used to give each the whole instance)."""
-    sc = parse_scenario({**SHARED, "devices": [{**SHARED["devices"][0], "mig_instances": 2}], "jobs": [
-        {"id": "a", "devices": [0], "mig_instance": 0, "share": 0.75, "end_s": 100},
-        {"id": "b", "devices": [0], "mig_instance": 0, "share": 0.25, "end_s": 100},
-        {"id": "c", "devices": [0], "mig_instance": 1, "share": 0.5, "end_s": 100}]})
+    sc = parse_scenario({**SHARED, "devices": [{**SHARED["devices"][0], "mig_instances": 2}],
+                         "jobs": [{**j, "end_s": 100} for j in MIG_SHARED]})
     truth, (a, b, c) = GroundTruth(sc), sc.jobs
     assert truth.job_energy_j(a, 0, 100) == pytest.approx(by_hand(200, 35, 100, [0.75, 0.25], 0.75), rel=1e-12)
     assert truth.job_energy_j(b, 0, 100) == pytest.approx(by_hand(200, 35, 100, [0.75, 0.25], 0.25), rel=1e-12)
     assert truth.job_energy_j(c, 0, 100) == pytest.approx(200 * 100, rel=1e-12)
 
 
-def test_the_exporter_attributes_a_shared_gpu_as_the_documented_truth():
+@pytest.mark.parametrize("mig, jobs, want", [
+    (0, [{"id": "a", "devices": [0], "share": 0.75}, {"id": "b", "devices": [0], "share": 0.25}],
+     {"a": by_hand(400, 70, 100, [0.75, 0.25], 0.75), "b": by_hand(400, 70, 100, [0.75, 0.25], 0.25)}),
+    (2, MIG_SHARED, {"a": by_hand(200, 35, 100, [0.75, 0.25], 0.75), "b": by_hand(200, 35, 100, [0.75, 0.25], 0.25),
+                     "c": 200 * 100})], ids=["shared-gpu", "shared-mig-instance"])
+def test_the_exporter_attributes_a_shared_gpu_as_the_documented_truth(mig, jobs, want):
     """The production path (simulated NVML processes and SM utilisation, /proc with Slurm cgroups,
-    the attribution engine) agrees with the hand-computed truth of the 0.75/0.25 GPU."""
+    the attribution engine) agrees with the hand-computed truth of the 0.75/0.25 GPU, and of a MIG
+    instance shared 0.75/0.25 beside an instance with one job."""
     from conftest import ManualClock
 
     from gpu_carbon_exporter.carbon.static import StaticIntensity
@@ -94,8 +104,7 @@ def test_the_exporter_attributes_a_shared_gpu_as_the_documented_truth():
     from gpu_carbon_exporter.sources.nvml import NvmlSource
     from gpu_carbon_exporter.startup import build_attribution
 
-    sc = parse_scenario({**SHARED, "jobs": [{"id": "a", "devices": [0], "share": 0.75},
-                                            {"id": "b", "devices": [0], "share": 0.25}]})
+    sc = parse_scenario({**SHARED, "devices": [{**SHARED["devices"][0], "mig_instances": mig}], "jobs": jobs})
     clock = ManualClock()
     acfg = parse_config({"attribution": {"mappers": "slurm"}})["attribution"]
     acfg = {**acfg, "idle_watts": {"NVIDIA H100 80GB HBM3": 70.0}}  # the idle power the truth assumes
@@ -108,8 +117,9 @@ def test_the_exporter_attributes_a_shared_gpu_as_the_documented_truth():
         clock.advance(1)
         meter.sample()
     got = {j.job.id: j.energy_allocated_j for j in meter.snapshot.attribution.jobs}
-    assert got == pytest.approx({"a": by_hand(400, 70, 100, [0.75, 0.25], 0.75),
-                                 "b": by_hand(400, 70, 100, [0.75, 0.25], 0.25)}, rel=1e-6)
+    assert got == pytest.approx(want, rel=1e-6)
+    truth = GroundTruth(sc)
+    assert {j.id: truth.job_energy_j(j, 0, 100) for j in sc.jobs} == pytest.approx(want, rel=1e-12)
 
 
 @pytest.mark.parametrize("mutate, fragment", [
