@@ -257,3 +257,12 @@ def test_alert_for_shortens_every_alert_in_the_stacks_copy_only(tmp_path):
     committed = yaml.safe_load((Path(__file__).parents[1] / "prometheus/rules/gpu-carbon-alerts.yml").read_text())
     down = next(r for g in committed["groups"] for r in g["rules"] if r.get("alert") == "GpuCarbonExporterDown")
     assert down["for"] != "1s"
+
+
+def test_bad_durations_are_refused_naming_the_option():
+    for args, fragment in ((["--scrape-interval", "0s"], "--scrape-interval: expected a duration above zero"),
+                           (["--scrape-interval", "15"], "--scrape-interval: expected a Prometheus duration"),
+                           (["--alert-for", "soon"], "--alert-for: expected a Prometheus duration")):
+        out = subprocess.run([sys.executable, "-m", "gpu_carbon_exporter", "stack", *args], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 2 and fragment in out.stderr, out.stderr

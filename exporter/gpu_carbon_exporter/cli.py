@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -229,6 +230,11 @@ def _stack(argv: list[str]) -> int:
             raise argparse.ArgumentTypeError(f"expected a Prometheus duration such as 15s or 1m, got {text!r}")
         return text
 
+    def interval(text: str) -> str:
+        if re.fullmatch(r"0+[a-z]+", text):  # Prometheus refuses a zero interval
+            raise argparse.ArgumentTypeError(f"expected a duration above zero such as 15s, got {text!r}")
+        return duration(text)
+
     p = argparse.ArgumentParser(prog="gpu-carbon-exporter stack",
                                 description="Run a local stack from local binaries: simulated exporters, Prometheus "
                                             "with the generated rules, Alertmanager, and Grafana if installed. An "
@@ -238,7 +244,7 @@ def _stack(argv: list[str]) -> int:
     p.add_argument("--exporter", action="append", metavar="NODE=SCENARIO[@FLEET]",
                    help="a simulated exporter (repeatable); default: gpu-01=demo and jetson-01=edge-orin@edge")
     p.add_argument("--budgets", metavar="FILE", help="budgets file (default: two demo budgets; an empty list: none)")
-    p.add_argument("--scrape-interval", default=DEFAULT_SCRAPE_INTERVAL, type=duration, metavar="DURATION",
+    p.add_argument("--scrape-interval", default=DEFAULT_SCRAPE_INTERVAL, type=interval, metavar="DURATION",
                    help="Prometheus's scrape and evaluation interval, also the Grafana datasource's timeInterval "
                         "(default %(default)s)")
     p.add_argument("--alert-for", type=duration, metavar="DURATION",

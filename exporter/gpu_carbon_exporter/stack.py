@@ -36,7 +36,7 @@ DEMO_BUDGETS = {"budgets": [
 # The scrape interval the provisioned Grafana datasource declares (its jsonData.timeInterval, on
 # which $__rate_interval builds) and the rules' defaults assume; the stack scrapes at it unless asked.
 DEFAULT_SCRAPE_INTERVAL = "15s"
-DURATION = re.compile(r"^(0|[0-9]+(ms|s|m|h|d))$")  # the Prometheus durations the stack's options take
+DURATION = re.compile(r"^[0-9]+(ms|s|m|h|d)$")  # the Prometheus durations the stack's options take
 # Placeholder for parsing a budgets document's settings when its budget list is empty (the rules
 # generator requires budgets; the stack runs fine without).
 _NO_BUDGET = {"name": "none", "scope": "fleet", "match": "none", "limit": "1 g", "window": "1d"}
