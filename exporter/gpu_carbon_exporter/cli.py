@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -222,21 +223,39 @@ def _stack(argv: list[str]) -> int:
     import tempfile
     from pathlib import Path
 
-    from .stack import Exporter, default_exporters, run
+    from .stack import DEFAULT_SCRAPE_INTERVAL, DURATION, Exporter, default_exporters, run
+
+    def duration(text: str) -> str:
+        if not DURATION.match(text):
+            raise argparse.ArgumentTypeError(f"expected a Prometheus duration such as 15s or 1m, got {text!r}")
+        return text
+
+    def interval(text: str) -> str:
+        if re.fullmatch(r"0+[a-z]+", text):  # Prometheus refuses a zero interval
+            raise argparse.ArgumentTypeError(f"expected a duration above zero such as 15s, got {text!r}")
+        return duration(text)
 
     p = argparse.ArgumentParser(prog="gpu-carbon-exporter stack",
                                 description="Run a local stack from local binaries: simulated exporters, Prometheus "
-                                            "with the generated rules, Alertmanager, and Grafana if installed.")
+                                            "with the generated rules, Alertmanager, and Grafana if installed. An "
+                                            "exporter that exits is reported and left down (its target goes down "
+                                            "and GpuCarbonExporterDown fires); the rest keeps running.")
     p.add_argument("--dir", metavar="DIR", help="configs, data and logs (default: a new directory under /tmp)")
     p.add_argument("--exporter", action="append", metavar="NODE=SCENARIO[@FLEET]",
                    help="a simulated exporter (repeatable); default: gpu-01=demo and jetson-01=edge-orin@edge")
-    p.add_argument("--budgets", metavar="FILE", help="budgets file (default: two demo budgets)")
-    p.add_argument("--scrape-interval", default="5s", metavar="DURATION")
+    p.add_argument("--budgets", metavar="FILE", help="budgets file (default: two demo budgets; an empty list: none)")
+    p.add_argument("--scrape-interval", default=DEFAULT_SCRAPE_INTERVAL, type=interval, metavar="DURATION",
+                   help="Prometheus's scrape and evaluation interval, also the Grafana datasource's timeInterval "
+                        "(default %(default)s)")
+    p.add_argument("--alert-for", type=duration, metavar="DURATION",
+                   help="set every generated alert's `for:` to DURATION in the stack's copy of the rules, to see "
+                        "alerts fire within seconds (default: the generated durations)")
     p.add_argument("--no-grafana", action="store_true", help="do not start Grafana even if it is installed")
     p.add_argument("--exporter-port", type=int, default=9842, metavar="PORT",
-                   help="the first exporter's port, the next ones count up (default 9842); 0: any free ports")
+                   help="the first exporter's port, the next ones count up (default %(default)s); 0: any free ports")
     for name, port in (("prometheus", 9090), ("alertmanager", 9093), ("grafana", 3000)):
-        p.add_argument(f"--{name}-port", type=int, default=port, metavar="PORT", help=f"default {port}; 0: any free port")
+        p.add_argument(f"--{name}-port", type=int, default=port, metavar="PORT",
+                       help="default %(default)s; 0 or taken: any free port")
     args = p.parse_args(argv)
     exporters = []
     for spec in args.exporter or []:
@@ -252,7 +271,7 @@ def _stack(argv: list[str]) -> int:
     workdir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="gpu-carbon-stack-"))
     ports = {f"{n}_port": getattr(args, f"{n}_port") for n in ("prometheus", "alertmanager", "grafana")}
     return run(workdir, exporters, Path(args.budgets) if args.budgets else None, args.scrape_interval,
-               not args.no_grafana, ports)
+               not args.no_grafana, ports, alert_for=args.alert_for)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -32,6 +33,13 @@ GRAFANA_HINT = ("Grafana is not installed: see https://grafana.com/docs/grafana/
 DEMO_BUDGETS = {"budgets": [
     {"name": "search-weekly", "scope": "team", "match": "search", "limit": "50 kg", "window": "7d"},
     {"name": "datacenter-daily", "scope": "fleet", "match": "datacenter", "limit": "200 kWh", "window": "1d"}]}
+# The scrape interval the provisioned Grafana datasource declares (its jsonData.timeInterval, on
+# which $__rate_interval builds) and the rules' defaults assume; the stack scrapes at it unless asked.
+DEFAULT_SCRAPE_INTERVAL = "15s"
+DURATION = re.compile(r"^[0-9]+(ms|s|m|h|d)$")  # the Prometheus durations the stack's options take
+# Placeholder for parsing a budgets document's settings when its budget list is empty (the rules
+# generator requires budgets; the stack runs fine without).
+_NO_BUDGET = {"name": "none", "scope": "fleet", "match": "none", "limit": "1 g", "window": "1d"}
 
 
 class StackError(Exception):
@@ -108,8 +116,45 @@ class Proc:
         return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
 
 
+def read_yaml(path: Path) -> Any:
+    """A budgets file's content; errors name the file (as the rules generator's do)."""
+    from .mixin import BudgetError
+
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise BudgetError(f"{path}: cannot read: {err.strerror or err}") from err
+    except yaml.YAMLError as err:
+        raise BudgetError(f"{path}: not valid YAML: {err}") from err
+
+
+def with_alert_for(content: dict, duration: str) -> dict:
+    """A rule file's content with every alert's `for:` set to ``duration`` ("0s": none)."""
+    groups = []
+    for group in content["groups"]:
+        rules = []
+        for rule in group["rules"]:
+            if "alert" in rule:
+                rule = {k: v for k, v in rule.items() if k != "for"}
+                if not re.fullmatch(r"0+(ms|s|m|h|d)?", duration):
+                    rule = {"alert": rule["alert"], "expr": rule["expr"], "for": duration,
+                            **{k: v for k, v in rule.items() if k not in ("alert", "expr")}}
+            rules.append(rule)
+        groups.append({**group, "rules": rules})
+    return {**content, "groups": groups}
+
+
 def _binary(*names: str) -> str | None:
     return next((p for p in map(shutil.which, names) if p), None)
+
+
+def datasource(scrape_interval: str) -> dict[str, Any]:
+    """The provisioned Prometheus datasource, its timeInterval (what $__rate_interval builds on) set
+    to the scrape interval the stack's Prometheus uses."""
+    doc = yaml.safe_load((REPO / "grafana" / "provisioning" / "datasources" / "prometheus.yaml").read_text())
+    for ds in doc["datasources"]:
+        ds.setdefault("jsonData", {})["timeInterval"] = scrape_interval
+    return doc
 
 
 def default_exporters() -> list[Exporter]:
@@ -124,8 +169,11 @@ class LocalStack:
     workdir: Path
     exporters: list[Exporter] = field(default_factory=default_exporters)
     budgets: Path | dict | None = None  # a budgets file, a budgets document, or None for the demo's
-    scrape_interval: str = "5s"
+    scrape_interval: str = DEFAULT_SCRAPE_INTERVAL
     evaluation_interval: str | None = None  # default: the scrape interval
+    # Every generated alert's `for:` in the stack's copy of the rules (a demo or a test that wants
+    # alerts within seconds); None keeps the generated durations.
+    alert_for: str | None = None
     alertmanager_config: dict | None = None  # default: every alert to one receiver with no integration
     grafana: bool = True
     prometheus_port: int = 9090
@@ -133,6 +181,7 @@ class LocalStack:
     grafana_port: int = 3000
     procs: dict[str, Proc] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    reported: dict[str, int] = field(default_factory=dict)  # process name -> the run whose exit was reported
 
     def _port(self, port: int, name: str) -> int:
         """``port``, or any free port where it is 0 or taken (said in the notes)."""
@@ -145,19 +194,16 @@ class LocalStack:
 
     def prepare(self) -> None:
         """Write the rules, the Prometheus, Alertmanager and Grafana configs; find the binaries."""
-        from .mixin import write as write_rules
-
         prom, am = _binary("prometheus"), _binary("prometheus-alertmanager", "alertmanager")
         if prom is None or am is None:
             missing = " and ".join(n for n, b in (("prometheus", prom), ("alertmanager", am)) if b is None)
             raise StackError(f"{missing} not found on PATH. Install: {INSTALL_HINT}")
         w = self.workdir
         (w / "logs").mkdir(parents=True, exist_ok=True)
-        budgets = self.budgets if self.budgets is not None else DEMO_BUDGETS
-        if isinstance(budgets, dict):
-            (w / "budgets.yml").write_text(yaml.safe_dump(budgets))
-            budgets = w / "budgets.yml"
-        rules = write_rules(w / "rules", budgets)
+        try:
+            rules = self._write_rules(w / "rules")
+        except ValueError as err:  # BudgetError: every problem, each naming the file and key
+            raise StackError(str(err)) from err
         self.prometheus_port = self._port(self.prometheus_port, "prometheus")
         self.alertmanager_port = self._port(self.alertmanager_port, "alertmanager")
         py = [sys.executable, "-m", "gpu_carbon_exporter"]
@@ -170,15 +216,42 @@ class LocalStack:
         (w / "alertmanager.yml").write_text(yaml.safe_dump(am_cfg))
         self.procs["alertmanager"] = Proc("alertmanager", [
             am, f"--config.file={w / 'alertmanager.yml'}", f"--storage.path={w / 'alertmanager-data'}",
-            f"--web.listen-address=127.0.0.1:{self.alertmanager_port}", "--cluster.listen-address="],
+            f"--web.listen-address=127.0.0.1:{self.alertmanager_port}", "--cluster.listen-address=",
+            f"--web.external-url={self.urls()['alertmanager']}"],
             f"http://127.0.0.1:{self.alertmanager_port}/-/ready", w / "logs")
         (w / "prometheus.yml").write_text(yaml.safe_dump(self._prometheus_config(rules), sort_keys=False))
         self.procs["prometheus"] = Proc("prometheus", [
             prom, f"--config.file={w / 'prometheus.yml'}", f"--storage.tsdb.path={w / 'prometheus-data'}",
-            f"--web.listen-address=127.0.0.1:{self.prometheus_port}"],
+            f"--web.listen-address=127.0.0.1:{self.prometheus_port}",
+            # the address the stack prints, so alert links (generatorURL) and the UI's own links use it
+            f"--web.external-url={self.urls()['prometheus']}"],
             f"http://127.0.0.1:{self.prometheus_port}/-/ready", w / "logs")
         if self.grafana:
             self._prepare_grafana()
+
+    def _write_rules(self, out: Path) -> list[Path]:
+        """The generated rules with this stack's budgets, their `for:` set by ``alert_for``."""
+        from .mixin import parse_budgets, render, rule_files
+
+        budgets: Any = DEMO_BUDGETS if self.budgets is None else self.budgets
+        source = "budgets"
+        if not isinstance(budgets, dict):
+            source = str(budgets)
+            budgets = read_yaml(Path(budgets))
+        if isinstance(budgets, dict) and budgets.get("budgets") == []:
+            # No budgets: the generator wants some (a `rules --budgets` file is there for them), the
+            # stack runs without. The settings beside the empty list still apply: they are parsed
+            # with a placeholder budget whose rules are not written.
+            files = rule_files(parse_budgets({**budgets, "budgets": [_NO_BUDGET]}, source)[0])
+        else:
+            files = rule_files(*parse_budgets(budgets, source))
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name, content in files.items():
+            text = render(content if self.alert_for is None else with_alert_for(content, self.alert_for))
+            (out / name).write_text(text)
+            paths.append(out / name)
+        return paths
 
     def _prometheus_config(self, rules: list[Path]) -> dict[str, Any]:
         interval = self.evaluation_interval or self.scrape_interval
@@ -207,7 +280,8 @@ class LocalStack:
         prov = w / "grafana" / "provisioning"
         for sub in ("datasources", "dashboards", "plugins", "alerting"):
             (prov / sub).mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / "grafana" / "provisioning" / "datasources" / "prometheus.yaml", prov / "datasources")
+        (prov / "datasources" / "prometheus.yaml").write_text(yaml.safe_dump(datasource(self.scrape_interval),
+                                                                                sort_keys=False))
         provider = yaml.safe_load((REPO / "grafana" / "provisioning" / "dashboards" / "gpu-carbon.yaml").read_text())
         provider["providers"][0]["options"]["path"] = str(dashboards)
         (prov / "dashboards" / "gpu-carbon.yaml").write_text(yaml.safe_dump(provider))
@@ -237,6 +311,18 @@ class LocalStack:
             {"urls": self.urls(), "pids": {n: p.pid for n, p in self.procs.items()}}, indent=2))
         return self
 
+    def exits(self) -> list[tuple[str, int, Path]]:
+        """Processes that exited since the last call, each run once: (name, exit status, its log)."""
+        out = []
+        for name, proc in self.procs.items():
+            if proc.proc is None or self.reported.get(name) == proc.runs:
+                continue
+            status = proc.proc.poll()
+            if status is not None:
+                self.reported[name] = proc.runs
+                out.append((name, status, proc.logs / f"{name}.{proc.runs}.log"))
+        return out
+
     def urls(self) -> dict[str, str]:
         out = {e.name: f"http://127.0.0.1:{e.port}/metrics" for e in self.exporters}
         out["prometheus"] = f"http://127.0.0.1:{self.prometheus_port}"
@@ -260,10 +346,24 @@ class LocalStack:
         self.stop()
 
 
+def describe_exit(name: str, status: int, log: Path, exporter: bool) -> str:
+    """The line the stack prints when one of its processes exits."""
+    how = f"was killed by signal {-status}" if status < 0 else f"exited with {status}"
+    if not exporter:
+        return f"{name} {how}: see {log}; the stack cannot go on without it, stopping"
+    # Left down, not restarted: the stack is there to show the monitoring, and a dead exporter is
+    # what GpuCarbonExporterDown is for; an exporter that cannot start would only crash-loop.
+    return (f"{name} {how}: see {log}. It is left down: its target is down in Prometheus and "
+            "GpuCarbonExporterDown fires in Alertmanager after the rule's `for:`; the rest of the stack keeps "
+            "running. Run it again by hand on the same port to bring the target back, or restart the stack.")
+
+
 def run(workdir: Path, exporters: list[Exporter], budgets: Path | None, scrape_interval: str,
-        grafana: bool, ports: dict[str, int]) -> int:
-    """The CLI: start the stack, print its URLs, wait for Ctrl-C (or SIGTERM), stop it."""
-    stack = LocalStack(workdir, exporters, budgets=budgets, scrape_interval=scrape_interval, grafana=grafana, **ports)
+        grafana: bool, ports: dict[str, int], alert_for: str | None = None) -> int:
+    """The CLI: start the stack, print its URLs, wait for Ctrl-C (or SIGTERM), stop it. An exporter
+    that exits is reported and left down; Prometheus, Alertmanager or Grafana exiting stops the stack."""
+    stack = LocalStack(workdir, exporters, budgets=budgets, scrape_interval=scrape_interval, grafana=grafana,
+                       alert_for=alert_for, **ports)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     try:
@@ -277,11 +377,13 @@ def run(workdir: Path, exporters: list[Exporter], budgets: Path | None, scrape_i
     for note in stack.notes:
         print(f"  note: {note}", flush=True)
     print(f"  configs, data and logs in {workdir}", flush=True)
+    names = {e.name for e in exporters}
     try:
         while not stopping:
-            for name, proc in stack.procs.items():
-                if proc.proc is not None and proc.proc.poll() is not None:
-                    print(f"{name} exited with {proc.proc.returncode}: see {workdir}/logs", file=sys.stderr)
+            for name, status, log in stack.exits():
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                print(f"{stamp} {describe_exit(name, status, log, name in names)}", file=sys.stderr, flush=True)
+                if name not in names:
                     stopping.append(1)
             time.sleep(0.2)
     except KeyboardInterrupt:

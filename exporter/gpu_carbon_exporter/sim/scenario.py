@@ -382,12 +382,12 @@ class GroundTruth:
         return grams * self.sc.pue
 
     def job_energy_j(self, job: SimJob, t0: float, t1: float) -> float:
-        return sum(self.device_energy_j(d, a, b) for a, b in job.intervals(t0, t1) for d in job.devices) * job.share
-
-    def job_allocated_j(self, job: SimJob, t0: float, t1: float) -> float:
-        """The job's energy in the exporter's allocated view: on each of its GPUs, per stretch of
-        constant holders, its share of active energy (by ``share``) plus an equal share of idle
-        energy (model idle power x time); on MIG, its instance's equal part of the GPU."""
+        """The job's energy as the exporter attributes it (its allocated view, docs/attribution.md;
+        the formula is docs/scenario.md's). ``share`` weighs a job against the other holders of
+        its GPU, never against the GPU: on each of the job's GPUs, per stretch of constant holders
+        H, with E the GPU's energy and I = min(idle_w x seconds, E) its idle energy, the job gets
+        (E - I) x share / sum(H's shares) + I / |H|. On MIG, E and I are first cut equally among
+        the instances (the simulator's have equal SM counts), then among the instance's holders."""
         total = 0.0
         for a, b in job.intervals(t0, t1):
             for d in job.devices:
@@ -395,22 +395,25 @@ class GroundTruth:
                 mates = [j for j in self.sc.jobs if d in j.devices and j.mig_instance == job.mig_instance]
                 cuts = sorted({a, b, *(x for j in mates for iv in j.intervals(a, b) for x in iv if a < x < b)})
                 for lo, hi in zip(cuts, cuts[1:]):
+                    parts = max(dev.mig_instances, 1)
                     energy = self.device_energy_j(d, lo, hi)
-                    if dev.mig_instances:
-                        total += energy / dev.mig_instances
-                        continue
+                    idle = min(dev.model.idle_w * (hi - lo), energy) / parts
                     holders = [j for j in mates if j.active((lo + hi) / 2)]
-                    idle = min(dev.model.idle_w * (hi - lo), energy)
-                    total += (energy - idle) * job.share / sum(j.share for j in holders) + idle / len(holders)
+                    shares = sum(j.share for j in holders)
+                    # the exporter's weights: SM utilisation (the simulator reports it x share), else
+                    # memory (also x share), else equal: all zero shares split equally
+                    weight = job.share / shares if shares > 0 else 1 / len(holders)
+                    total += (energy / parts - idle) * weight + idle / len(holders)
         return total
 
-    def job_allocated_g(self, job: SimJob, t0: float, t1: float) -> float:
-        """The job's emissions in the allocated view: its allocated energy over each stretch of
-        constant intensity x that intensity, x PUE."""
+    def job_emissions_g(self, job: SimJob, t0: float, t1: float) -> float:
+        """The job's emissions: its energy (job_energy_j) over each stretch of constant intensity
+        x that intensity, x PUE."""
         grams = 0.0
         for a, b, g_per_kwh in self.sc.intensity[self.sc.zone].segments(t0, t1):
-            grams += self.job_allocated_j(job, a, b) * g_per_kwh / JOULES_PER_KWH
+            grams += self.job_energy_j(job, a, b) * g_per_kwh / JOULES_PER_KWH
         return grams * self.sc.pue
 
-    def job_emissions_g(self, job: SimJob, t0: float, t1: float) -> float:
-        return sum(self.device_emissions_g(d, a, b) for a, b in job.intervals(t0, t1) for d in job.devices) * job.share
+    # The names the end-to-end tests use: the same truth, the exporter's allocated view.
+    job_allocated_j = job_energy_j
+    job_allocated_g = job_emissions_g
