@@ -95,7 +95,10 @@ def test_a_30_day_budget_on_backfilled_history(tmp_path):
     live = prometheus(tmp_path, data, paths)
     try:
         wait_for_series(live.base, 'budget:gpu_carbon_budget_usage:ratio{budget="nlp-month"} > 0', timeout=60)
-        time.sleep(3)  # a few evaluations of every group
+        for expr in ('budget:gpu_carbon_budget_usage:increase{budget="nlp-month"}',
+                     'team:gpu_carbon_job_emissions_grams:increase30d{team="vision"}',
+                     'ALERTS{alertname="GpuCarbonBudgetExceeded", alertstate="firing"}'):  # every group evaluated
+            wait_for_series(live.base, expr, timeout=60)
         at = time.time()
         usage = float(query(live.base, 'budget:gpu_carbon_budget_usage:increase{budget="nlp-month"}', at)[0]["value"][1])
         vision = float(query(live.base, 'team:gpu_carbon_job_emissions_grams:increase30d{team="vision"}', at)[0]["value"][1])

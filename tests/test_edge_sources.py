@@ -339,7 +339,7 @@ def test_a_bmc_answering_after_10_s_stalls_nothing_but_itself(bmc):
     meter.sample()
     assert meter.snapshot.devices[1].up
     stalled.set()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60  # a ceiling for a loaded machine: the stale reading is seen in ~0.5 s
     samples = 0
     while meter.snapshot.devices[1].up and time.monotonic() < deadline:
         clock.advance(1)
