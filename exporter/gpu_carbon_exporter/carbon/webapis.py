@@ -11,7 +11,7 @@ import datetime as dt
 import time
 from abc import ABC, abstractmethod
 from ..plugins import register
-from ..schema import between, one_of
+from ..schema import between, http_url, one_of
 from .http import JsonHttp, ProviderError, field, number, timestamp
 from .timeline import Timeline
 
@@ -206,7 +206,7 @@ def _em_location(spec: dict) -> tuple[str, str] | None:
     return None
 
 
-_URL = {"base_url": (str, None, None)}
+_URL = {"base_url": (str, None, http_url)}
 _FORECAST = {"forecast": (bool, True, None)}
 register("provider", "electricitymaps", _electricitymaps, "Electricity Maps v3: latest and forecast", live=True,
          requires=(("token_env", "token_file"),), validate=_em_location, schema={
