@@ -146,6 +146,20 @@ def test_a_trickling_provider_is_cut_at_the_total_deadline(api, phase, caplog):
     assert p.poll() and p.current(time.time()).g_per_kwh == 321
 
 
+def test_the_deadline_holds_through_an_http_proxy(api):
+    """The fake API acts as the proxy (it routes on the absolute URL's path), trickling its headers."""
+    from gpu_carbon_exporter.carbon.http import JsonHttp, ProviderError
+
+    api.routes["/v3/carbon-intensity/latest"] = trickle = Trickle("headers", interval_s=1.0, limit_s=20.0)
+    http = JsonHttp(timeout_seconds=1.5)
+    http.session.trust_env = False  # only the proxy given here: the name is never resolved
+    http.session.proxies = {"http": api.url}
+    t0 = time.monotonic()
+    with pytest.raises(ProviderError) as err:
+        http.get("http://provider.invalid/v3/carbon-intensity/latest")
+    assert err.value.reason == "timeout" and time.monotonic() - t0 < 10.0 and trickle.sent >= 1
+
+
 def test_a_trickled_forecast_does_not_hold_back_the_latest_value(api, caplog):
     trickle = Trickle("body", interval_s=1.0, limit_s=20.0)
     api.routes["/v3/carbon-intensity/latest"] = em_latest(287)

@@ -97,7 +97,8 @@ _POOLS = {"http": _Pool, "https": _TlsPool}
 
 
 class _Adapter(HTTPAdapter):
-    """An adapter whose connections (direct or through a proxy) register their sockets."""
+    """An adapter whose connections (direct or through an HTTP proxy) register their sockets; through
+    a SOCKS proxy only requests' per-read timeout applies."""
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
@@ -105,7 +106,8 @@ class _Adapter(HTTPAdapter):
 
     def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
         manager = super().proxy_manager_for(proxy, **kwargs)
-        manager.pool_classes_by_scheme = _POOLS
+        if not proxy.lower().startswith("socks"):  # SOCKS has pools of its own: replacing them would bypass it
+            manager.pool_classes_by_scheme = _POOLS
         return manager
 
 
