@@ -1,6 +1,7 @@
 """A real HTTP server on 127.0.0.1 whose routes each test sets: documented response shapes and faults."""
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -40,6 +41,9 @@ class _Handler(BaseHTTPRequestHandler):
                "headers": dict(self.headers)}
         api.requests.append(req)
         route = api.routes.get(parts.path)
+        if isinstance(route, Trickle):
+            route.serve(self)
+            return
         if route is None:
             status, headers, body = 404, {}, {"error": "not found"}
         else:
@@ -74,3 +78,45 @@ def sequence(*replies: Reply) -> Callable[[dict], Reply]:
     def route(_req: dict) -> Reply:
         return left.pop(0) if len(left) > 1 else left[0]
     return route
+
+
+class Trickle:
+    """A route that answers one byte per ``interval_s``: of the headers (``phase="headers"``) or,
+    after complete headers, of a JSON body that never ends (``phase="body"``). Its loop is bounded
+    (``limit_s``) and ends when the client goes away; ``started``/``ended`` say when (monotonic)."""
+
+    def __init__(self, phase: str, interval_s: float = 1.0, limit_s: float = 20.0) -> None:
+        assert phase in ("headers", "body")
+        self.phase, self.interval_s, self.limit_s = phase, interval_s, limit_s
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.sent = 0
+
+    @property
+    def active(self) -> bool:
+        return self.started is not None and self.ended is None
+
+    def serve(self, handler: BaseHTTPRequestHandler) -> None:
+        self.started = time.monotonic()
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        if self.phase == "body":  # no length: the body lasts until the connection ends
+            handler.wfile.write(head + b"Connection: close\r\n\r\n")
+            handler.wfile.flush()
+            endless = itertools.chain(b'{"forecast": [', itertools.repeat(ord(" ")))
+        else:
+            handler.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            handler.wfile.flush()
+            endless = itertools.chain(b"X-Slow: ", itertools.repeat(ord("a")))
+        handler.close_connection = True
+        try:
+            for byte in endless:
+                if time.monotonic() - self.started > self.limit_s:
+                    break
+                handler.wfile.write(bytes((byte,)))
+                handler.wfile.flush()
+                self.sent += 1
+                time.sleep(self.interval_s)  # the pace of the attack, not a wait for a condition
+        except OSError:  # the client cut the connection
+            pass
+        finally:
+            self.ended = time.monotonic()

@@ -73,7 +73,7 @@ def test_the_rules_command_prints_every_error_and_exits_2(tmp_path, capsys):
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
-@pytest.mark.parametrize("text, reason", [("budgets: [", "not valid YAML"), ("[]", "expected a mapping"),
+@pytest.mark.parametrize("text, reason", [("budgets: [", "invalid YAML"), ("[]", "expected a mapping"),
                                           ("budgets: []", "budgets: expected a non-empty list")])
 def test_unreadable_files_are_one_error(tmp_path, capsys, text, reason):
     path = tmp_path / "budgets.yml"

@@ -37,6 +37,8 @@ def test_json_series_and_reload_on_change(tmp_path):
     ("0,100\n10,3000\n", "outside [0, 2500]"),
     ("0,100\nyesterday,5\n", "entry 1"),
     ("", "no data"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),  # was a RecursionError out of current()
+    ('[{"time": 0, "g_per_kwh": 100}, [1, 2]]', "entry 1: expected an object"),  # was an AttributeError
 ])
 def test_bad_series(text, fragment):
     with pytest.raises(ValueError, match="s.csv"):

@@ -13,7 +13,7 @@ from gpu_carbon_exporter.carbon.webapis import ElectricityMaps, UKCarbonIntensit
 from gpu_carbon_exporter.carbon.static import StaticIntensity
 from gpu_carbon_exporter.config import ConfigError, parse_config
 
-from fakeapi import FakeApi, sequence, slow
+from fakeapi import FakeApi, Trickle, sequence, slow
 
 TOKEN = "em-secret-token-123"
 
@@ -37,6 +37,10 @@ def polling(source, **kw):
 def em_latest(value=412, at=None):
     return 200, {}, {"zone": "DE", "carbonIntensity": value, "datetime": iso(at or time.time() - 600),
                      "updatedAt": iso(time.time()), "emissionFactorType": "lifecycle", "isEstimated": True}
+
+
+def nested(depth):
+    return [nested(depth - 1)] if depth else 1
 
 
 def em_source(api, **kw):
@@ -81,6 +85,10 @@ def test_electricitymaps_by_coordinates(api):
     (em_latest(300, at=time.time() - 30 * 86400), "stale"),
     ((503, {}, {"error": "maintenance"}), "http_5xx"),
     ((401, {}, {"error": "invalid token"}), "auth"),
+    ((200, {}, b"[" * 100_000 + b"]" * 100_000), "malformed"),  # nested past the parser's recursion limit
+    ((200, {}, {**em_latest(300)[2], "x": nested(40)}), "malformed"),  # under it, past our bound
+    ((200, {}, {**em_latest(300)[2], "pad": "x" * (9 * 2**20)}), "malformed"),  # over 8 MiB
+    (em_latest(300, at=time.time() + 30 * 86400), "out_of_range"),  # stamped a month ahead
 ])
 def test_bad_input_falls_back_with_an_error_count(api, reply, reason, caplog):
     api.routes["/v3/carbon-intensity/latest"] = reply
@@ -106,6 +114,72 @@ def test_timeout_and_slow_response_never_block_readers(api):
         time.sleep(0.05)
     p.close()
     assert p.stats().errors == {"timeout": 1}
+
+
+def wait_until(condition, ceiling_s=30.0):
+    """Polls ``condition`` until it holds; False after ``ceiling_s`` (generous: the machine is loaded)."""
+    deadline = time.monotonic() + ceiling_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.mark.parametrize("phase", ["headers", "body"])
+def test_a_trickling_provider_is_cut_at_the_total_deadline(api, phase, caplog):
+    """One byte a second never trips a per-read timeout of 1.5 s; the total deadline cuts it,
+    counts a timeout and logs it, and the poller's next poll is not held up."""
+    trickle = Trickle(phase, interval_s=1.0, limit_s=20.0)
+    api.routes["/v3/carbon-intensity/latest"] = trickle
+    p = polling(em_source(api), timeout_seconds=1.5)
+    t0 = time.monotonic()
+    with caplog.at_level(logging.WARNING):
+        assert p.poll() is False
+    took = time.monotonic() - t0
+    assert 1.5 <= took < 10.0  # the deadline, plus slack for a loaded machine; the trickle lasts 20 s
+    assert trickle.sent >= 1 and wait_until(lambda: trickle.ended is not None)  # the connection was cut
+    assert trickle.ended - trickle.started < 15.0
+    assert p.stats().errors == {"timeout": 1}
+    assert "[timeout]" in caplog.text and "connect, headers and body together" in caplog.text
+    api.routes["/v3/carbon-intensity/latest"] = em_latest(321)
+    assert p.poll() and p.current(time.time()).g_per_kwh == 321
+
+
+def test_the_deadline_holds_through_an_http_proxy(api):
+    """The fake API acts as the proxy (it routes on the absolute URL's path), trickling its headers."""
+    from gpu_carbon_exporter.carbon.http import JsonHttp, ProviderError
+
+    api.routes["/v3/carbon-intensity/latest"] = trickle = Trickle("headers", interval_s=1.0, limit_s=20.0)
+    http = JsonHttp(timeout_seconds=1.5)
+    http.session.trust_env = False  # only the proxy given here: the name is never resolved
+    http.session.proxies = {"http": api.url}
+    t0 = time.monotonic()
+    with pytest.raises(ProviderError) as err:
+        http.get("http://provider.invalid/v3/carbon-intensity/latest")
+    assert err.value.reason == "timeout" and time.monotonic() - t0 < 10.0 and trickle.sent >= 1
+
+
+def test_a_trickled_forecast_does_not_hold_back_the_latest_value(api, caplog):
+    trickle = Trickle("body", interval_s=1.0, limit_s=20.0)
+    api.routes["/v3/carbon-intensity/latest"] = em_latest(287)
+    api.routes["/v3/carbon-intensity/forecast"] = trickle
+    p = polling(em_source(api, forecast=True), timeout_seconds=5.0, poll_interval_seconds=600)
+    p.start()
+    try:
+        assert wait_until(lambda: not p.current(time.time()).fallback)
+        seen = time.monotonic()
+        i = p.current(time.time())
+        assert (i.g_per_kwh, i.source) == (287, "electricitymaps")
+        # published while the forecast request was still being trickled (or not yet made)
+        assert trickle.ended is None or seen < trickle.ended
+        assert wait_until(lambda: p.stats().errors == {"timeout": 1})
+        assert trickle.started is not None and wait_until(lambda: trickle.ended is not None)
+        assert trickle.ended - trickle.started < 15.0  # cut at the 5 s deadline, not the server's 20 s
+    finally:
+        p.close()
+    assert "forecast unavailable [timeout]" in caplog.text
+    assert p.healthy() and p.current(time.time()).g_per_kwh == 287 and p.forecast(time.time()) is None
 
 
 def test_redirects_only_within_the_same_host(api):

@@ -35,6 +35,13 @@ def test_country_zone_and_static_zone():
     ("log:\n  level: loud\n", "log.level", "must be one of"),
     ("web: [1, 2]\n", "web", "expected a mapping"),
     ("web: {\n", "", "invalid YAML"),
+    ("state:\n  path: ''\n", "state.path", "must not be empty"),
+    *[(f"carbon:\n  zones:\n    x: {{provider: ukcarbonintensity, base_url: '{url}'}}\n", "carbon.zones.x.base_url",
+       reason) for url, reason in [("ftp://api.example", "must be an http:// or https:// URL"),
+                                   ("api.example.org", "must be an http:// or https:// URL"),
+                                   ("https://", "must name a host"), ("https://:443/v3", "must name a host"),
+                                   ("https://api.example:70000", "port must be a number in [1, 65535]"),
+                                   ("https://api.example:0", "port must be a number in [1, 65535]")]],
 ])
 def test_errors_name_file_key_and_reason(tmp_path, text, key, reason):
     f = tmp_path / "exporter.yml"
@@ -104,3 +111,41 @@ def test_the_configuration_is_typed_with_the_documented_key_names():
     from gpu_carbon_exporter.meter import Meter
 
     assert set(cfg.sampling.keys()) <= set(inspect.signature(Meter).parameters)
+
+
+DUPLICATE = "carbon:\n  zone: FRA\n  pue: 1.2\n  zone: DEU\n"  # the second zone would silently win
+
+
+@pytest.mark.parametrize("kind", ["config", "web config", "scenario", "budgets"])
+def test_duplicate_keys_are_refused_naming_file_key_and_both_lines(tmp_path, capsys, kind):
+    """Every YAML file goes through config.read_yaml, which refuses a key given twice in a mapping."""
+    from gpu_carbon_exporter.mixin.budgets import BudgetError, load_budgets
+    from gpu_carbon_exporter.sim.scenario import ScenarioError, load_scenario
+    from gpu_carbon_exporter.web import load_web_config
+
+    f = tmp_path / "file.yml"
+    text, load, error = {
+        "config": (DUPLICATE, load_config, ConfigError),
+        "web config": ("basic_auth_users: {}\nhttp_server_config:\n  http2: true\n  http2: false\n",
+                       load_web_config, ConfigError),
+        "scenario": ("devices:\n  - model: NVIDIA H100 80GB HBM3\n    power: {pattern: constant, watts: 300,"
+                     " watts: 700}\n", load_scenario, ScenarioError),
+        "budgets": ("budgets:\n  - name: a\n    name: b\n", load_budgets, BudgetError),
+    }[kind]
+    f.write_text(text)
+    with pytest.raises(error) as err:
+        load(f)
+    first, second = {"config": (2, 4), "web config": (3, 4), "scenario": (3, 3), "budgets": (2, 3)}[kind]
+    key = {"config": "zone", "web config": "http2", "scenario": "watts", "budgets": "name"}[kind]
+    assert str(err.value) == (f"{f}: {key}: duplicate key at line {second} (first at line {first}); "
+                              "remove one of them")
+
+
+def test_merge_keys_may_still_override_and_the_cli_reports_duplicates(tmp_path, capsys):
+    f = tmp_path / "c.yml"
+    f.write_text("carbon:\n  zones:\n    base: &b {provider: static, g_per_kwh: 100}\n"
+                 "    lab: {<<: *b, g_per_kwh: 50}\n  zone: lab\n")
+    assert load_config(f).carbon.zones["lab"].g_per_kwh == 50.0  # overriding a merged key is no duplicate
+    f.write_text(DUPLICATE)
+    assert main(["check-config", str(f)]) == 2
+    assert f"{f}: zone: duplicate key at line 4 (first at line 2)" in capsys.readouterr().err

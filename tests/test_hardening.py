@@ -190,6 +190,32 @@ def test_an_https_to_http_redirect_is_refused(pki):
         tls.close()
 
 
+@pytest.mark.parametrize("phase", ["headers", "body"])
+def test_a_trickled_tls_answer_is_cut_at_the_total_deadline(pki, phase):
+    """Over TLS the request's socket is wrapped (its descriptor moves to the TLS socket); the deadline
+    still cuts it. One byte a second never trips the 1.5-s per-read timeout."""
+    from fakeapi import FakeApi, Trickle
+
+    tls = FakeApi()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(*pki["server"])
+    tls.server.socket = ctx.wrap_socket(tls.server.socket, server_side=True)
+    tls.routes["/v3/x"] = trickle = Trickle(phase, interval_s=1.0, limit_s=20.0)
+    http = JsonHttp(timeout_seconds=1.5)
+    http.session.verify = str(pki["ca"])
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(ProviderError) as err:
+            http.get(f"https://localhost:{tls.server.server_address[1]}/v3/x")
+        assert err.value.reason == "timeout" and time.monotonic() - t0 < 10.0
+        deadline = time.monotonic() + 30
+        while trickle.ended is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert trickle.ended is not None and trickle.ended - trickle.started < 15.0  # not the server's 20 s
+    finally:
+        tls.close()
+
+
 # -- 5-7. flags and config values ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "1e-9"])
 def test_sampling_interval_flag_is_validated_like_the_config_key(value, capsys):

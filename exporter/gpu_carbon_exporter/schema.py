@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import reprlib
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 Check = Callable[[Any], "str | None"]
 Spec = tuple  # (type, default, check | None)
@@ -68,6 +69,26 @@ def at_least(lo: float, hi: float = 1e9) -> Callable[[float], str | None]:
 def names(what: str) -> Callable[[list], str | None]:
     """A list of non-empty strings (driver names, interface names)."""
     return lambda v: None if all(isinstance(x, str) and x for x in v) else f"expected a list of {what}"
+
+
+def http_url(value: str) -> str | None:
+    """An http:// or https:// URL with a host and, if given, a port in [1, 65535]."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https"):
+        return "must be an http:// or https:// URL"
+    if not parts.hostname:
+        return "must name a host (http://HOST[:PORT][/PATH])"
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or above 65535
+        port = 0
+    if port is not None and not 1 <= port <= 65535:
+        return "the port must be a number in [1, 65535]"
+    return None
+
+
+def not_empty(value: str) -> str | None:
+    return "must not be empty (leave the key out instead)" if not value.strip() else None
 
 
 def one_of(*choices: str) -> Callable[[str], str | None]:

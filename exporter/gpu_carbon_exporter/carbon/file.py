@@ -26,7 +26,7 @@ def parse_series(text: str, source: str) -> list[tuple[float, float]]:
     """Sorted (unix time, g/kWh) points; raises ValueError naming the source and row."""
     rows: list[tuple[float, float]] = []
     if text.lstrip().startswith("["):
-        items = [(i, (o.get("time"), o.get("g_per_kwh"))) for i, o in enumerate(json.loads(text))]
+        items = [(i, (o.get("time"), o.get("g_per_kwh"))) for i, o in enumerate(_json_objects(text, source))]
     else:
         items = [(i, r) for i, r in enumerate(csv.reader(io.StringIO(text))) if r and not r[0].startswith("#")]
     for i, row in items:
@@ -44,6 +44,19 @@ def parse_series(text: str, source: str) -> list[tuple[float, float]]:
         raise ValueError(f"{source}: no data")
     rows.sort()
     return rows
+
+
+def _json_objects(text: str, source: str) -> list[dict]:
+    """The JSON form's list of objects; ValueError for anything else (nesting that would overflow
+    the parser included), so a bad rewrite keeps the last good series instead of raising."""
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{source}: nested too deeply; expected a list of {{time, g_per_kwh}} objects") from None
+    bad = next((i for i, o in enumerate(data) if not isinstance(o, dict)), None) if isinstance(data, list) else 0
+    if bad is not None:
+        raise ValueError(f"{source}: entry {bad}: expected an object with time and g_per_kwh")
+    return data
 
 
 class FileIntensity(IntensityProvider):

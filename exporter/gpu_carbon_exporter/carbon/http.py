@@ -46,30 +46,31 @@ def retry_after(value: str | None) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
+# A provider's answer is a few kB; more than this is no intensity data, whatever it is.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+# The providers' JSON nests 5 levels; a deeper document is refused before anyone walks it.
+MAX_JSON_DEPTH = 32
+
+
 class JsonHttp:
-    """GET JSON with a timeout; follows redirects only within the same host."""
+    """GET JSON within a total deadline per request; follows redirects only within the same host."""
 
     def __init__(self, timeout_seconds: float, max_redirects: int = 3) -> None:
         import requests  # noqa: PLC0415 - only with a live provider configured (it is heavy)
 
+        from .deadline import deadline_session  # noqa: PLC0415 - imports requests
+
         self._requests = requests
-        self.session = requests.Session()
+        self.session = deadline_session()
         self.timeout_seconds, self.max_redirects = timeout_seconds, max_redirects
 
     def get(self, url: str, *, params: dict | None = None, headers: dict | None = None,
             auth: tuple[str, str] | None = None) -> Any:
         origin = urlsplit(url).netloc
         for _ in range(self.max_redirects + 1):
-            try:
-                # verify passed per request: requests lets REQUESTS_CA_BUNDLE override a session's CA file
-                r = self.session.get(url, params=params, headers=headers, auth=auth, verify=self.session.verify,
-                                     timeout=self.timeout_seconds, allow_redirects=False)
-            except self._requests.Timeout as err:
-                raise ProviderError("timeout", f"no answer within {self.timeout_seconds:g}s") from err
-            except self._requests.RequestException as err:
-                raise ProviderError("connection", f"request failed: {type(err).__name__}: {err}"[:300]) from err
-            if r.is_redirect or r.status_code in (301, 302, 303, 307, 308):
-                target = urljoin(url, r.headers.get("Location", ""))
+            status, location, retry, body = self._fetch(url, params, headers, auth)
+            if status in (301, 302, 303, 307, 308):
+                target = urljoin(url, location)
                 if urlsplit(target).netloc != origin:
                     raise ProviderError("redirect", f"refusing redirect to another host ({urlsplit(target).netloc})")
                 if urlsplit(url).scheme == "https" and urlsplit(target).scheme != "https":
@@ -77,23 +78,81 @@ class JsonHttp:
                                         "the credentials in clear")
                 url, params = target, None
                 continue
-            return self._decode(r)
+            return self._decode(status, retry, body)
         raise ProviderError("redirect", "too many redirects")
 
+    def _fetch(self, url: str, params: dict | None, headers: dict | None,
+               auth: tuple[str, str] | None) -> tuple[int, str, str | None, bytes]:
+        """One request, whole (connect, headers, body), within timeout_seconds: status, Location,
+        Retry-After and the body."""
+        from .deadline import Deadline  # noqa: PLC0415 - imports requests
+
+        with Deadline(self.timeout_seconds) as deadline:
+            try:
+                # verify passed per request: requests lets REQUESTS_CA_BUNDLE override a session's CA file
+                with self.session.get(url, params=params, headers=headers, auth=auth, verify=self.session.verify,
+                                      timeout=self.timeout_seconds, allow_redirects=False, stream=True) as r:
+                    body = bytearray()
+                    for chunk in r.iter_content(64 * 1024):
+                        body += chunk
+                        if len(body) > MAX_BODY_BYTES:
+                            raise ProviderError("malformed", f"response larger than {MAX_BODY_BYTES} bytes")
+                    answer = r.status_code, r.headers.get("Location", ""), r.headers.get("Retry-After"), bytes(body)
+            except self._requests.Timeout as err:
+                raise ProviderError("timeout", f"no answer within {self.timeout_seconds:g}s") from err
+            except self._requests.RequestException as err:
+                if deadline.fired:
+                    raise self._late() from err
+                raise ProviderError("connection", f"request failed: {type(err).__name__}: {err}"[:300]) from err
+            finally:
+                self.session.close()  # no connection outlives its request's deadline
+            if deadline.fired:  # cut in the body of a response without a length: the body is truncated
+                raise self._late()
+        return answer
+
+    def _late(self) -> ProviderError:
+        return ProviderError("timeout", f"no complete answer within {self.timeout_seconds:g}s "
+                             "(connect, headers and body together)")
+
     @staticmethod
-    def _decode(r: Any) -> Any:  # a requests.Response
-        if r.status_code == 429:
-            raise ProviderError("rate_limited", "HTTP 429", retry_after(r.headers.get("Retry-After")))
-        if r.status_code in (401, 403):
-            raise ProviderError("auth", f"HTTP {r.status_code}: credentials rejected or expired")
-        if r.status_code >= 500:
-            raise ProviderError("http_5xx", f"HTTP {r.status_code}")
-        if r.status_code >= 400:
-            raise ProviderError("http_4xx", f"HTTP {r.status_code}")
-        try:
-            return json.loads(r.content)
-        except ValueError as err:
-            raise ProviderError("malformed", f"response is not JSON: {err}") from err
+    def _decode(status: int, retry: str | None, body: bytes) -> Any:
+        if status == 429:
+            raise ProviderError("rate_limited", "HTTP 429", retry_after(retry))
+        if status in (401, 403):
+            raise ProviderError("auth", f"HTTP {status}: credentials rejected or expired")
+        if status >= 500:
+            raise ProviderError("http_5xx", f"HTTP {status}")
+        if status >= 400:
+            raise ProviderError("http_4xx", f"HTTP {status}")
+        return parse_json(body)
+
+
+def parse_json(body: bytes | str) -> Any:
+    """A JSON document nested at most MAX_JSON_DEPTH deep, or ProviderError("malformed")."""
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        raise ProviderError("malformed", f"response nested more than {MAX_JSON_DEPTH} levels deep") from None
+    except ValueError as err:
+        raise ProviderError("malformed", f"response is not JSON: {err}") from err
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise ProviderError("malformed", f"response nested more than {MAX_JSON_DEPTH} levels deep")
+    return data
+
+
+def json_depth(data: Any) -> int:
+    """How deep lists and objects nest in parsed JSON (a scalar: 0); walked without recursion,
+    stopping one level past MAX_JSON_DEPTH."""
+    deepest, todo = 0, [(data, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if not isinstance(item, (list, dict)):
+            continue
+        deepest = max(deepest, depth)
+        if depth > MAX_JSON_DEPTH:
+            break
+        todo.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def field(data: Any, *path: str | int) -> Any:

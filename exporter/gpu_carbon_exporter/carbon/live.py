@@ -18,9 +18,13 @@ from typing import Callable
 from .base import Intensity, IntensityProvider
 from .http import JsonHttp, ProviderError
 from .timeline import Timeline
-from .webapis import LiveSource
+from .webapis import LiveSource, with_forecast
 
 log = logging.getLogger(__name__)
+
+# How far ahead of our clock a provider's current value may be stamped: a data period starting
+# a little early (WattTime's 5-minute points) plus clock skew. Anything later is no current value.
+MAX_AHEAD_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -87,15 +91,22 @@ class PollingIntensity(IntensityProvider):
             self._stop.wait(self.poll_interval_seconds)
 
     def poll(self) -> bool:
-        """One poll with retries; True when a good timeline was stored."""
+        """One poll with retries; True when a good current value was stored. The value is published
+        before any forecast is asked for, so a slow or failing forecast never holds it back."""
+        if not self._poll_current():
+            return False
+        if not self._stop.is_set():
+            self._poll_forecast()
+        return True
+
+    def _poll_current(self) -> bool:
         for attempt in range(self.retries + 1):
             if self._stop.is_set():
                 return False
             self._requests += 1
-            self.source.soft_errors = []
             try:
                 timeline = self.source.fetch(self.http, self.clock())
-                self._check_fresh(timeline)
+                self._check_time(timeline)
             except ProviderError as err:
                 self._errors[err.reason] += 1
                 self._last_ok = False
@@ -111,8 +122,6 @@ class PollingIntensity(IntensityProvider):
                 if attempt < self.retries:
                     self._stop.wait(self.backoff_s * 2 ** attempt)  # never retry at once
                 continue
-            for reason in self.source.soft_errors:
-                self._errors[reason] += 1
             self._timeline, self._fetched_at, self._last_ok = timeline, self.clock(), True
             self._successes += 1
             return True
@@ -120,16 +129,35 @@ class PollingIntensity(IntensityProvider):
                   "the last good value" if self._usable(self.clock()) else "the fallback")
         return False
 
+    def _poll_forecast(self) -> None:
+        """The optional forecast request: its failure is counted and logged, never fatal to the poll."""
+        current = self._timeline
+        try:
+            points = self.source.forecast_points(self.http, self.clock())
+        except ProviderError as err:
+            self._errors[err.reason] += 1
+            log.warning("%s (zone %s): forecast unavailable [%s]: %s; using the current value only", self.name,
+                        self.zone, err.reason, err)
+            return
+        except Exception:  # noqa: BLE001 - a parsing bug must not kill the poller
+            self._errors["internal"] += 1
+            log.exception("%s (zone %s): unexpected error in the forecast", self.name, self.zone)
+            return
+        if points and current is not None:
+            self._timeline = with_forecast(current.points[0], points)
+
     def _delay(self, attempt: int, err: ProviderError) -> float:
         if err.retry_after is not None:
             return max(err.retry_after, self.backoff_s)  # "Retry-After: 0" must not become a hot loop
         return self.backoff_s * 2 ** attempt * random.uniform(1.0, 1.5)
 
-    def _check_fresh(self, timeline: Timeline) -> None:
-        now = self.clock()
-        if now - timeline.points[0][0] > self.stale_after_seconds:
-            raise ProviderError("stale", f"data is {now - timeline.points[0][0]:.0f}s old "
-                                f"(more than {self.stale_after_seconds:.0f}s)")
+    def _check_time(self, timeline: Timeline) -> None:
+        now, at = self.clock(), timeline.points[0][0]
+        if now - at > self.stale_after_seconds:
+            raise ProviderError("stale", f"data is {now - at:.0f}s old (more than {self.stale_after_seconds:.0f}s)")
+        if at - now > MAX_AHEAD_S:
+            raise ProviderError("out_of_range", f"the current value's time is {at - now:.0f}s in the future "
+                                f"(more than {MAX_AHEAD_S:.0f}s: a wrong clock or date at the provider)")
 
     # -- serving ---------------------------------------------------------------
     def _usable(self, now: float) -> bool:

@@ -1,21 +1,19 @@
 """Live intensity APIs: Electricity Maps, WattTime and the UK Carbon Intensity API.
 
-Each ``fetch`` returns a ``Timeline``: the current value and any forecast, as
-(start time, gCO2e/kWh) points, each holding until the next. Every failure is
-a ``ProviderError``.
+Each ``fetch`` returns a ``Timeline``: the current value and any forecast the same answer
+carries, as (start time, gCO2e/kWh) points, each holding until the next; a forecast from a
+separate request comes from ``forecast_points``, asked for after the current value is
+published. Every failure is a ``ProviderError``.
 """
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import time
 from abc import ABC, abstractmethod
 from ..plugins import register
-from ..schema import between, one_of
+from ..schema import between, http_url, one_of
 from .http import JsonHttp, ProviderError, field, number, timestamp
 from .timeline import Timeline
-
-log = logging.getLogger(__name__)
 
 LBS_PER_MWH_TO_G_PER_KWH = 0.45359237
 
@@ -24,25 +22,18 @@ class LiveSource(ABC):
     name = "live"
     signal = "average"
 
-    def __init__(self) -> None:
-        self.soft_errors: list[str] = []  # reasons of failed optional requests (forecasts) in the last fetch
-
     @abstractmethod
     def fetch(self, http: JsonHttp, now: float) -> Timeline:
-        """Query the API. Raises ProviderError."""
+        """The current value, with any forecast the same answer carries. Raises ProviderError."""
 
-    def _optional(self, what: str, request):
-        """An optional request (a forecast): its failure is counted and logged, never fatal to the poll."""
-        try:
-            return request()
-        except ProviderError as err:
-            self.soft_errors.append(err.reason)
-            log.warning("%s: %s unavailable [%s]: %s; using the current value only", self.name, what,
-                        err.reason, err)
-            return None
+    def forecast_points(self, http: JsonHttp, now: float) -> list[tuple[float, float]]:
+        """Forecast points from a separate, optional request ([] without one); the poller asks
+        for them only after it has published ``fetch``'s value. Raises ProviderError."""
+        return []
 
 
-def _timeline(now_point: tuple[float, float], forecast: list[tuple[float, float]]) -> Timeline:
+def with_forecast(now_point: tuple[float, float], forecast: list[tuple[float, float]]) -> Timeline:
+    """The current point followed by the forecast's later points."""
     points = sorted({now_point[0]: now_point[1], **{t: v for t, v in forecast if t > now_point[0]}}.items())
     return Timeline(tuple(points))
 
@@ -55,7 +46,6 @@ class ElectricityMaps(LiveSource):
     def __init__(self, token: str, *, zone: str | None = None, lat: float | None = None, lon: float | None = None,
                  emission_factor_type: str = "lifecycle", forecast: bool = False,
                  base_url: str = "https://api.electricitymap.org") -> None:
-        super().__init__()
         self.token, self.forecast, self.base = token, forecast, base_url.rstrip("/")
         self.params: dict[str, str] = {"emissionFactorType": emission_factor_type}
         if zone:
@@ -64,18 +54,19 @@ class ElectricityMaps(LiveSource):
             self.params.update(lat=str(lat), lon=str(lon))
 
     def fetch(self, http: JsonHttp, now: float) -> Timeline:
-        headers = {"auth-token": self.token}
-        latest = http.get(f"{self.base}/v3/carbon-intensity/latest", params=self.params, headers=headers)
-        point = (timestamp(field(latest, "datetime"), "datetime"), number(field(latest, "carbonIntensity"),
-                                                                          "carbonIntensity"))
-        forecast: list[tuple[float, float]] = []
-        if self.forecast:  # not every token's plan includes forecasts: a failure keeps the latest value
-            forecast = self._optional("forecast", lambda: [
-                (timestamp(field(p, "datetime"), f"forecast[{i}].datetime"),
+        latest = http.get(f"{self.base}/v3/carbon-intensity/latest", params=self.params,
+                          headers={"auth-token": self.token})
+        return Timeline(((timestamp(field(latest, "datetime"), "datetime"),
+                          number(field(latest, "carbonIntensity"), "carbonIntensity")),))
+
+    def forecast_points(self, http: JsonHttp, now: float) -> list[tuple[float, float]]:
+        if not self.forecast:  # not every token's plan includes forecasts
+            return []
+        data = http.get(f"{self.base}/v3/carbon-intensity/forecast", params=self.params,
+                        headers={"auth-token": self.token})
+        return [(timestamp(field(p, "datetime"), f"forecast[{i}].datetime"),
                  number(field(p, "carbonIntensity"), f"forecast[{i}].carbonIntensity"))
-                for i, p in enumerate(field(http.get(f"{self.base}/v3/carbon-intensity/forecast",
-                                                     params=self.params, headers=headers), "forecast"))]) or []
-        return _timeline(point, forecast)
+                for i, p in enumerate(field(data, "forecast"))]
 
 
 class WattTime(LiveSource):
@@ -87,7 +78,6 @@ class WattTime(LiveSource):
 
     def __init__(self, username: str, password: str, region: str, *,
                  base_url: str = "https://api.watttime.org") -> None:
-        super().__init__()
         self.username, self.password, self.region = username, password, region
         self.base = base_url.rstrip("/")
         self._token: str | None = None
@@ -132,7 +122,7 @@ class WattTime(LiveSource):
             raise ProviderError("missing_field", "forecast has no data points")
         points.sort()
         current = max((p for p in points if p[0] <= now), default=points[0])
-        return _timeline(current, [p for p in points if p[0] > current[0]])
+        return with_forecast(current, [p for p in points if p[0] > current[0]])
 
 
 class UKCarbonIntensity(LiveSource):
@@ -142,7 +132,6 @@ class UKCarbonIntensity(LiveSource):
 
     def __init__(self, *, region_id: int | None = None, postcode: str | None = None, forecast: bool = True,
                  base_url: str = "https://api.carbonintensity.org.uk") -> None:
-        super().__init__()
         self.region_id, self.postcode, self.forecast = region_id, postcode, forecast
         self.base = base_url.rstrip("/")
 
@@ -175,15 +164,16 @@ class UKCarbonIntensity(LiveSource):
         periods = self._periods(http.get(now_url))
         if not periods:
             raise ProviderError("missing_field", "no intensity period in the response")
-        current = self._point(periods[0], 0)
-        forecast: list[tuple[float, float]] = []
-        if self.forecast:
-            start = dt.datetime.fromtimestamp(now, dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
-            url = (f"{self.base}/regional/intensity/{start}/fw24h/{scope}" if scope
-                   else f"{self.base}/intensity/{start}/fw24h")
-            forecast = self._optional("forecast", lambda: [
-                self._point(e, i) for i, e in enumerate(self._periods(http.get(url)))]) or []
-        return _timeline(current, forecast)
+        return Timeline((self._point(periods[0], 0),))
+
+    def forecast_points(self, http: JsonHttp, now: float) -> list[tuple[float, float]]:
+        if not self.forecast:
+            return []
+        scope = self._scope()
+        start = dt.datetime.fromtimestamp(now, dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+        url = (f"{self.base}/regional/intensity/{start}/fw24h/{scope}" if scope
+               else f"{self.base}/intensity/{start}/fw24h")
+        return [self._point(e, i) for i, e in enumerate(self._periods(http.get(url)))]
 
 
 def _base(spec: dict) -> dict:
@@ -216,7 +206,7 @@ def _em_location(spec: dict) -> tuple[str, str] | None:
     return None
 
 
-_URL = {"base_url": (str, None, None)}
+_URL = {"base_url": (str, None, http_url)}
 _FORECAST = {"forecast": (bool, True, None)}
 register("provider", "electricitymaps", _electricitymaps, "Electricity Maps v3: latest and forecast", live=True,
          requires=(("token_env", "token_file"),), validate=_em_location, schema={

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .settings import ImpactWeights, Settings, seconds, settings_keys, with_overrides
 
 # scope -> (the label it matches, the level whose rules it reads)
@@ -180,10 +178,10 @@ def parse_budgets(data: Any, source: str = "<budgets>") -> tuple[Settings, list[
 
 
 def load_budgets(path: str | Path) -> tuple[Settings, list[Budget]]:
+    from ..config import ConfigError, read_yaml  # noqa: PLC0415 - the one YAML reader
+
     try:
-        data = yaml.safe_load(Path(path).read_text())
-    except OSError as err:
-        raise BudgetError(f"{path}: cannot read: {err.strerror or err}") from err
-    except yaml.YAMLError as err:
-        raise BudgetError(f"{path}: not valid YAML: {err}") from err
+        data = read_yaml(Path(path))
+    except ConfigError as err:
+        raise BudgetError(str(err)) from None
     return parse_budgets(data, str(path))

@@ -12,10 +12,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..carbon.timeline import Timeline, intensity_problem
-from ..config import show
+from ..config import parse_yaml, show
 from ..sources.base import JOULES_PER_KWH
 from . import patterns as P
 
@@ -348,7 +346,7 @@ def load_scenario(path: str | Path | None) -> Scenario:
     name = str(path or "demo")
     if name in BUILTIN and not Path(name).exists():
         text = resources.files(__package__).joinpath(f"{name}.yaml").read_text()
-        return parse_scenario(yaml.safe_load(text), f"<built-in {name}>")
+        return parse_scenario(parse_yaml(text, f"<built-in {name}>"), f"<built-in {name}>")
     path = Path(path)
     if not path.exists():
         raise ScenarioError(f"{path}: no such scenario file, and not a built-in scenario "
