@@ -182,8 +182,9 @@ def test_each_jobs_start_and_end_are_exposed_and_survive_a_restart(clock, tmp_pa
     run(meter, clock, 30)
 
     def exposed(name: str) -> dict[str, float]:
-        return {s.labels["job_id"]: s.value - t0 for m in SnapshotCollector(lambda: meter.snapshot, clock=clock).collect()
-                for s in m.samples if s.name == f"gpu_carbon_job_{name}_time_seconds"}
+        families = SnapshotCollector(lambda: meter.snapshot, clock=clock).collect()
+        return {s.labels["job_id"]: s.value - t0 for m in families for s in m.samples
+                if s.name == f"gpu_carbon_job_{name}_time_seconds"}
 
     assert exposed("start") == pytest.approx({job.id: job.start_s for job in truth.sc.jobs}, abs=1e-6)
     assert exposed("end") == pytest.approx({job.id: job.end_s for job in truth.sc.jobs}, abs=1e-6)
