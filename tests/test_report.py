@@ -339,6 +339,8 @@ def test_the_local_exporter_gives_totals_while_the_job_lingers(fleet):
     joules, _ = truth_of(truths, "703")
     assert data["totals"]["energy_kwh"] == pytest.approx(joules / 3.6e6, rel=0.01)
     assert data["work"] == {"tokens": TOKENS} and "totals only" in data["source"]
+    assert (data["start"], data["end"]) == exposed_span(state["urls"]["a"], "703")  # its duration, exactly
+    assert data["totals"]["mean_power_w"] == pytest.approx(300.0, rel=0.01)
 
 
 # -- bad input ---------------------------------------------------------------------
