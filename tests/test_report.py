@@ -463,6 +463,27 @@ def test_counter_totals_across_restarts_restores_and_new_series():
     assert totals == {("n1", ""): 15000.0, ("n2", ""): 70.0}
 
 
+def test_counter_samples_take_the_exporters_sample_times():
+    """A job counter scraped at 10, 20, 30 s holds the values sampled at 9.5, 19.2, 29.9 s (the end
+    gauge of the same scrape): 1 000 W throughout, which the scrape times would read as 970 and
+    1 070 W. A sample from before the job's first energy (no span yet) is dropped; an exporter
+    without the gauge keeps its scrape times, and says so."""
+    from gpu_carbon_exporter.report.collect import _power_and_cumulative, sampled_at
+    from gpu_carbon_exporter.report.prom import Series
+
+    target = {"node": "n", "instance": "n:9842"}
+    energy = Series({**target, "__name__": "gpu_carbon_job_energy_joules_total", "view": "allocated"},
+                    [(0.0, 0.0), (10.0, 500.0), (20.0, 10200.0), (30.0, 20900.0)])
+    ends = Series({**target, "__name__": "gpu_carbon_job_end_time_seconds"}, [(10.0, 9.5), (20.0, 19.2), (30.0, 29.9)])
+    (restamped,), exact = sampled_at([energy], [ends])
+    assert exact and restamped.samples == [(9.5, 500.0), (19.2, 10200.0), (29.9, 20900.0)]
+    power, _ = _power_and_cumulative([restamped], [restamped], 9.0, 29.9, 10.0, [], {"n": 9.0})
+    assert [round(w, 6) for _, _, w in power] == [1000.0, 1000.0, 1000.0]
+    assert (power[0][0], power[-1][1]) == (9.0, 29.9)
+    (kept,), exact = sampled_at([energy], [])
+    assert not exact and kept.samples == energy.samples
+
+
 def test_gaps_include_nodes_that_start_late_or_stop_early():
     from gpu_carbon_exporter.report.collect import _gaps
     from gpu_carbon_exporter.report.prom import Series

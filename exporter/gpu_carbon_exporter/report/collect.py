@@ -92,8 +92,8 @@ def sampled_at(counters: list[Series], ends: list[Series]) -> tuple[list[Series]
     """The counters' samples stamped with the time the exporter sampled them instead of the scrape's:
     the end gauge scraped with them. A counter's value is up to one sampling interval older than its
     scrape, which over a scrape interval or two makes its rate read several percent high or low;
-    restamped, a rate is the mean power over the samples' own interval, never above what the
-    hardware showed. Also whether every sample found its time (an exporter older than the gauge)."""
+    restamped, a rate is the mean power over the samples' own interval. Also whether every sample
+    found its time (not so from an exporter older than the gauge)."""
     times = {_scrape_key(s): dict(s.samples) for s in ends}
     out, complete = [], True
     for s in counters:
