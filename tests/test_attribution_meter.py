@@ -161,3 +161,30 @@ def test_units_of_work_declared_by_jobs_are_counted_never_backwards_and_survive_
     meter.open()
     meter.sample()
     assert exposed() == {"101/tokens": 5000.0}  # from the state, before any read
+
+
+def test_each_jobs_start_and_end_are_exposed_and_survive_a_restart(clock, tmp_path):
+    """gpu_carbon_job_start_time_seconds / _end_time_seconds: the span the job's energy covers, the
+    report's duration (docs/report.md). Samples fall on the job boundaries, so they are the
+    scenario's own start and end, exactly; a restart in between moves neither."""
+    from gpu_carbon_exporter.collector import SnapshotCollector
+
+    store = StateStore(tmp_path / "state.json")
+    meter, truth = make(clock, state=store)
+    t0 = clock()
+    meter.open()
+    meter.sample()
+    run(meter, clock, 30)
+    meter.stop()
+    meter, _ = make(clock, state=store)
+    meter.open()
+    meter.sample()
+    run(meter, clock, 30)
+
+    def exposed(name: str) -> dict[str, float]:
+        families = SnapshotCollector(lambda: meter.snapshot, clock=clock).collect()
+        return {s.labels["job_id"]: s.value - t0 for m in families for s in m.samples
+                if s.name == f"gpu_carbon_job_{name}_time_seconds"}
+
+    assert exposed("start") == pytest.approx({job.id: job.start_s for job in truth.sc.jobs}, abs=1e-6)
+    assert exposed("end") == pytest.approx({job.id: job.end_s for job in truth.sc.jobs}, abs=1e-6)

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -43,10 +44,17 @@ def node_a(start: float) -> dict:
                      {"id": "703", "user": "ann", "team": "nlp", "start_s": O + 2, "end_s": O + 18, "devices": [2]}]}
 
 
+# Job 704's hand-computable truth: 650 W for its first half, 300 W for its second, on a GPU of its own.
+STEP_W = ((O, 650.0), (O + 12, 300.0))
+
+
 def node_b(start: float) -> dict:
+    """GPU 0: node b's part of job 701; GPU 1: job 704, power that steps (STEP_W)."""
     return {"name": "report-b", "start_time": start, "zone": "FRA", "pue": 1.1, "intensity": {"FRA": [[0, 60]]},
-            "devices": [{"model": H100, "power": {"pattern": "steps", "steps": [[0, 0], [O, 550], [END, 0]]}}],
-            "jobs": [{"id": "701", "user": "ivy", "team": "llm", "start_s": O, "end_s": END, "devices": [0]}]}
+            "devices": [{"model": H100, "power": {"pattern": "steps", "steps": [[0, 0], [O, 550], [END, 0]]}},
+                        {"model": H100, "power": {"pattern": "steps", "steps": [[0, 0], *STEP_W, [END, 0]]}}],
+            "jobs": [{"id": "701", "user": "ivy", "team": "llm", "start_s": O, "end_s": END, "devices": [0]},
+                     {"id": "704", "user": "ann", "team": "nlp", "start_s": O, "end_s": END, "devices": [1]}]}
 
 
 def report(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -88,6 +96,7 @@ def fleet(tmp_path_factory):
         partial = report("701", "--prometheus", base, "--format", "json")
         time.sleep(max(0.0, start + END + 5 - time.time()))
         truths = {n: GroundTruth(parse_scenario(scen[n])) for n in scen}
+        tmp.joinpath("started").write_text(repr(start))  # the scenarios' time 0 (unix s)
         yield base, truths, partial, tmp
     finally:
         stack.stop()
@@ -139,6 +148,61 @@ def test_multi_node_job_is_broken_down_by_node_and_gpu_and_shows_the_restart_gap
     assert data["peak_power_w"] == pytest.approx(500 + 550, rel=0.1)
 
 
+def exposed_span(url: str, job_id: str) -> tuple[float, float]:
+    """The job's start and end as its exporter exposes them (gpu_carbon_job_{start,end}_time_seconds)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    import requests
+
+    url = url if url.rstrip("/").endswith("/metrics") else url.rstrip("/") + "/metrics"
+    text = requests.get(url, timeout=30).text
+    found = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
+             if s.labels.get("job_id") == job_id and s.name.endswith("_time_seconds")}
+    return found["gpu_carbon_job_start_time_seconds"], found["gpu_carbon_job_end_time_seconds"]
+
+
+def test_report_is_exact_to_the_sample(fleet):
+    """Job 704 (STEP_W): 650 W, then 300 W, from O to END. Its duration is exactly the span its exporter
+    exposes, that span within a sampling interval (on a loaded machine: a second) of the truth; its peak
+    never above 650 W, the most any sample shows; its mean within 1 % of the true 475 W; and its
+    power curve steps where the power steps, and ends at its end."""
+    base, _, _, tmp = fleet
+    t0 = float((tmp / "started").read_text())
+    data = json.loads(report("704", "--prometheus", base, "--format", "json").stdout)["report"]
+    start, end = exposed_span(json.loads((tmp / "stack" / "stack.json").read_text())["urls"]["b"], "704")
+    print(f"job 704: start {data['start'] - t0 - O:+.3f} s, end {data['end'] - t0 - END:+.3f} s from the truth; "
+          f"duration {data['totals']['duration_s']:.3f} s; peak {data['peak_power_w']:.2f} W (true 650); "
+          f"mean {data['totals']['mean_power_w']:.2f} W (true 475)")
+    assert (data["start"], data["end"]) == (start, end)
+    assert data["totals"]["duration_s"] == end - start
+    assert 0 <= start - (t0 + O) < 1.0 and 0 <= end - (t0 + END) < 1.0
+    assert 650 * 0.99 <= data["peak_power_w"] <= 650.0
+    true_mean = sum(w * 12 for _, w in STEP_W) / (END - O)
+    assert data["totals"]["mean_power_w"] == pytest.approx(true_mean, rel=0.01)
+    bins = data["power"]
+    assert bins[0][0] == start and bins[-1][1] == end  # from its start to its end, nothing beyond
+    assert all(a < b for a, b, _ in bins) and all(x[1] == y[0] for x, y in zip(bins, bins[1:]))
+    # Each plateau at its level, the only bins between levels those within a second of a step. A bin
+    # is exact where the exporter's samples are on time; one that a loaded machine held up a few tens
+    # of ms moves energy between two neighbouring bins (their sum stays exact): a few such bins may
+    # stray, never the plateau's median or mean.
+    step_at = t0 + STEP_W[1][0]
+    plateaus = {650.0: [w for a, b, w in bins if start + 1 <= a and b <= step_at - 1],
+                300.0: [w for a, b, w in bins if step_at + 1 <= a and b <= t0 + END - 1]}
+    for level, ws in plateaus.items():
+        assert len(ws) >= 30, (level, len(ws))
+        assert statistics.median(ws) == pytest.approx(level, rel=0.005), (level, ws)
+        assert statistics.fmean(ws) == pytest.approx(level, rel=0.01), (level, ws)
+        assert sum(abs(w / level - 1) > 0.05 for w in ws) <= len(ws) // 10, (level, ws)
+    # Steps, not slopes: at its level from its first bin to its last, and crossing between levels
+    # where the power steps (each bin's neighbourhood by its median, past any strayed bin).
+    smooth = [statistics.median(w for _, _, w in bins[max(i - 2, 0):i + 3]) for i in range(len(bins))]
+    assert statistics.median(w for _, _, w in bins[:5]) == pytest.approx(650.0, rel=0.005)
+    assert statistics.median(w for _, _, w in bins[-5:]) == pytest.approx(300.0, rel=0.005)
+    crossing = next(i for i, w in enumerate(smooth) if w < (650.0 + 300.0) / 2)
+    assert abs((bins[crossing][0] + bins[crossing][1]) / 2 - step_at) <= 0.5, bins[crossing][0] - t0
+
+
 def test_a_running_job_is_reported_as_partial(fleet):
     _, _, partial, _ = fleet
     assert partial.returncode == 0, partial.stderr
@@ -178,13 +242,57 @@ def test_before_and_after_comparison_shows_the_known_ratio(fleet):
     assert (tmp / "cmp" / "comparison.png").stat().st_size > 1000 and (tmp / "cmp" / "comparison.svg").exists()
 
 
-def test_html_report_renders_in_headless_chromium(fleet):
+# In an SVG plot (text kept as text, parts named by plots.py): the boxes Chromium lays out.
+LAYOUT = """() => {
+  const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+  const all = s => Array.from(document.querySelectorAll(s)).map(box);
+  return {svg: box(document.querySelector('svg')), legend: all('#legend'), title: all('#title'),
+          plot: all('#plot-area'), ticks: all('[id^="xtick_"] text, [id^="ytick_"] text'), texts: all('text'),
+          labels: Array.from(document.querySelectorAll('#legend text')).map(t => t.textContent)};
+}"""
+# A number with a decimal point in a table cell, and its significant digits.
+DECIMAL = r"(?<![\d.,])(\d[\d,]*\.\d+)"
+
+
+def overlaps(a: list[float], b: list[float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def check_plot_layout(page, svg: Path) -> list[str]:
+    """The legend overlaps neither the title, nor a tick label, nor the plot; every text is inside the
+    picture. Returns the legend's labels."""
+    page.goto(svg.as_uri())
+    got = page.evaluate(LAYOUT)
+    (legend,), (title,) = got["legend"], got["title"]
+    assert not overlaps(legend, title), (svg.name, legend, title)
+    for other in got["ticks"] + got["plot"]:
+        assert not overlaps(legend, other), (svg.name, legend, other)
+    left, top, right, bottom = got["svg"]
+    for t in got["texts"]:
+        assert left <= t[0] and top <= t[1] and t[2] <= right and t[3] <= bottom, (svg.name, t)
+    return got["labels"]
+
+
+def test_html_report_renders_in_headless_chromium(fleet, tmp_path):
+    """The HTML in a real headless Chromium: no empty header row, numbers to three significant
+    digits, and plots whose legends overlap neither title, tick nor plot, and name the lines that
+    overlap (a made-up job with two GPUs drawing the same power)."""
+    import re
+
+    from gpu_carbon_exporter.report import plots
+
     base, _, _, tmp = fleet
     out = report("701", "--prometheus", base, "--out", str(tmp / "html"))
     assert out.returncode == 0, out.stderr
     for name in ("report.txt", "report.md", "report.html", "report.json", "job-701-power.png", "job-701-power.svg",
                  "job-701-cumulative.png", "job-701-intensity.png"):
         assert (tmp / "html" / name).stat().st_size > 0, name
+    twins = made_up("9", 0.01, 1000.0)
+    twins.start, twins.end = 1e9, 1e9 + 360
+    flat = [(1e9 + t, 300.0 if t < 360 else 0.0) for t in range(0, 361, 15)]
+    twins.gpu_power = {"n/0": flat, "n/1": list(flat), "n/2": [(t, w / 2) for t, w in flat]}
+    twins.cumulative = [(1e9 + t, 300.0 * t, 300.0 * t / 3.6e6 * 200) for t in range(0, 361, 15)]  # 200 g/kWh
+    twin_plots = plots.job_plots(twins, tmp_path)
     from playwright.sync_api import sync_playwright
 
     chromium = require_binary("chromium")
@@ -200,12 +308,24 @@ def test_html_report_renders_in_headless_chromium(fleet):
             page.goto((tmp / "html" / "report.html").as_uri())
             images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])")
             heading = page.inner_text("h1")
+            headers = page.evaluate("Array.from(document.querySelectorAll('th')).map(th => th.textContent)")
+            first_row = page.evaluate("Array.from(document.querySelector('table tr').cells).map(c => c.tagName)")
+            cells = page.evaluate("Array.from(document.querySelectorAll('td')).map(td => td.textContent)")
             page.screenshot(path=str(tmp / "report.png"), full_page=True)
+            legends = {svg.name: check_plot_layout(page, svg) for svg in sorted((tmp / "html").glob("job-701-*.svg"))}
+            twin_legends = [check_plot_layout(page, png.with_suffix(".svg")) for png in twin_plots.values()]
         finally:
             browser.close()
     assert not errors, errors
     assert heading == "GPU carbon report — job 701"
     assert len(images) == 3 and all(ok for _, ok in images), images
+    assert all(h.strip() for h in headers), headers  # no empty header cell, so no empty grey row
+    assert first_row == ["TH", "TD"]  # the summary opens with its first field
+    for number in (m for c in cells for m in re.findall(DECIMAL, c)):
+        assert len(number.replace(",", "").replace(".", "").lstrip("0")) <= 3, number
+    assert len(legends) == 3 and all(legends.values()), legends
+    assert twin_legends == [["n/0, n/1 (overlapping)", "n/2"],
+                            ["energy (kWh)", "CO₂e (g): on the energy line (a constant intensity)"]]
     if os.environ.get("UPDATE_SCREENSHOTS"):
         shutil.copy(tmp / "report.png", ROOT / "docs" / "img" / "report.png")
 
@@ -219,6 +339,8 @@ def test_the_local_exporter_gives_totals_while_the_job_lingers(fleet):
     joules, _ = truth_of(truths, "703")
     assert data["totals"]["energy_kwh"] == pytest.approx(joules / 3.6e6, rel=0.01)
     assert data["work"] == {"tokens": TOKENS} and "totals only" in data["source"]
+    assert (data["start"], data["end"]) == exposed_span(state["urls"]["a"], "703")  # its duration, exactly
+    assert data["totals"]["mean_power_w"] == pytest.approx(300.0, rel=0.01)
 
 
 # -- bad input ---------------------------------------------------------------------
@@ -341,6 +463,27 @@ def test_counter_totals_across_restarts_restores_and_new_series():
     assert totals == {("n1", ""): 15000.0, ("n2", ""): 70.0}
 
 
+def test_counter_samples_take_the_exporters_sample_times():
+    """A job counter scraped at 10, 20, 30 s holds the values sampled at 9.5, 19.2, 29.9 s (the end
+    gauge of the same scrape): 1 000 W throughout, which the scrape times would read as 970 and
+    1 070 W. A sample from before the job's first energy (no span yet) is dropped; an exporter
+    without the gauge keeps its scrape times, and says so."""
+    from gpu_carbon_exporter.report.collect import _power_and_cumulative, sampled_at
+    from gpu_carbon_exporter.report.prom import Series
+
+    target = {"node": "n", "instance": "n:9842"}
+    energy = Series({**target, "__name__": "gpu_carbon_job_energy_joules_total", "view": "allocated"},
+                    [(0.0, 0.0), (10.0, 500.0), (20.0, 10200.0), (30.0, 20900.0)])
+    ends = Series({**target, "__name__": "gpu_carbon_job_end_time_seconds"}, [(10.0, 9.5), (20.0, 19.2), (30.0, 29.9)])
+    (restamped,), exact = sampled_at([energy], [ends])
+    assert exact and restamped.samples == [(9.5, 500.0), (19.2, 10200.0), (29.9, 20900.0)]
+    power, _ = _power_and_cumulative([restamped], [restamped], 9.0, 29.9, 10.0, [], {"n": 9.0})
+    assert [round(w, 6) for _, _, w in power] == [1000.0, 1000.0, 1000.0]
+    assert (power[0][0], power[-1][1]) == (9.0, 29.9)
+    (kept,), exact = sampled_at([energy], [])
+    assert not exact and kept.samples == energy.samples
+
+
 def test_gaps_include_nodes_that_start_late_or_stop_early():
     from gpu_carbon_exporter.report.collect import _gaps
     from gpu_carbon_exporter.report.prom import Series
@@ -373,6 +516,15 @@ def test_text_stays_within_80_columns_and_loses_nothing_that_matters():
     assert "50h 02m 03s" in text.replace("\n" + " " * 22, " ")  # wrapped, not cut
     assert "gpu-node-with-a-long-na…0001.cluster.example.org" in text  # a long node name shortened in the middle
     assert "PARTIAL: the job is still running" in text
+
+
+def test_numbers_keep_three_significant_digits_across_a_power_of_ten():
+    from gpu_carbon_exporter.report.render import fmt
+
+    # 359.99 GPU-seconds: 0.09999 h printed as "0.1000 h" beside another job's "0.200 h"
+    assert [fmt(s / 3600, "h") for s in (359.99, 720.0)] == ["0.100 h", "0.200 h"]
+    assert [fmt(w, "W") for w in (849.9999, 999.7, 9.9996, 123456.7, 0.000466)] == [
+        "850 W", "1,000 W", "10.0 W", "123,457 W", "0.000466 W"]
 
 
 def test_several_runs_per_variant_add_their_spread_to_the_uncertainty():

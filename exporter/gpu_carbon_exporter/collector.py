@@ -206,6 +206,10 @@ class SnapshotCollector(Collector):
                         "holders, a MIG instance counted by its share of the GPU.", keys)
         work = _counter("job_work_units", "Units of work the job declared on this node (attribution.work_dir), "
                         "by unit: tokens, images, samples, steps.", keys + ["unit"])
+        start = _gauge("job_start_time_seconds", "Start of the first sampling interval in which the job held a GPU "
+                       "on this node (unix time).", keys)
+        end = _gauge("job_end_time_seconds", "End of the last sampling interval in which the job held a GPU on "
+                     "this node (unix time); while it runs, the latest sample.", keys)
         for jc in sorted(att.jobs, key=lambda j: j.job.key):
             j = jc.job
             info.add_metric([j.id, j.scheduler, j.user, j.team, j.account, j.namespace, j.pod], 1)
@@ -218,7 +222,10 @@ class SnapshotCollector(Collector):
             held.add_metric([j.id, j.scheduler], jc.gpu_seconds)
             for unit, count in sorted(jc.work.items()):
                 work.add_metric([j.id, j.scheduler, unit], count)
-        yield from (info, gpus, energy, emissions, held, work)
+            if jc.held_from is not None and jc.held_until is not None:  # none before its first energy
+                start.add_metric([j.id, j.scheduler], jc.held_from)
+                end.add_metric([j.id, j.scheduler], jc.held_until)
+        yield from (info, gpus, energy, emissions, held, work, start, end)
         if self.embodied:
             emb = _counter("job_embodied_emissions_grams", "Embodied carbon of the GPU time the job held "
                            "(gCO2e), shared equally among the holders.", keys)

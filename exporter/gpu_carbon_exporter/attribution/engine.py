@@ -31,6 +31,10 @@ class JobCounters:
     last_seen: float = 0.0
     gpu_seconds: float = 0.0  # GPU time held (s); shared GPUs split equally, MIG by SM share
     work: dict[str, float] = field(default_factory=dict)  # units of work the job declared: unit -> count
+    # Wall clock (unix s) of the first and last accounting step in which the job held a GPU: the span its
+    # energy covers, which the report takes as the job's own start and end (persisted, never moved back).
+    held_from: float | None = None
+    held_until: float | None = None
 
 
 @dataclass
@@ -130,7 +134,9 @@ class Attribution:
         b = self.gpus.setdefault(device.uuid, GpuBuckets())
         for _, _, holders in self._holders.get(device.uuid, []):
             for h in holders:  # a job that expired while it still held the GPU comes back
-                self.jobs.setdefault(h.job.key, JobCounters(h.job))
+                jc = self.jobs.setdefault(h.job.key, JobCounters(h.job))
+                jc.held_from = t0 if jc.held_from is None else min(jc.held_from, t0)
+                jc.held_until = t1 if jc.held_until is None else max(jc.held_until, t1)
         idle_total = self.idle_w(device) * max(t1 - t0, 0.0)
         g_per_j = grams / joules if joules > 0 else 0.0
         slots = self._holders.get(device.uuid) or [(1.0, str(device.index), [])]
@@ -199,6 +205,7 @@ class Attribution:
                          "emissions_active_g": j.emissions_active_g, "embodied_g": j.embodied_g,
                          "gpu_seconds": j.gpu_seconds, "work": dict(j.work),
                          "gpus": sorted(j.gpus), "first_seen": j.first_seen + to_wall,
+                         "held_from": j.held_from, "held_until": j.held_until,
                          "last_seen": j.last_seen + to_wall} for k, j in self.jobs.items()},
             "gpus": {u: vars(b) for u, b in self.gpus.items()},
             "holders": {u: [[w, slot, [_holder_state(h) for h in hs]] for w, slot, hs in slots]
@@ -275,7 +282,8 @@ def _job_from_state(j: dict, to_mono: float, mono_now: float) -> JobCounters:
                        number(j, "embodied_g", default=0.0), set(gpus),
                        min(number(j, "first_seen", hi=4e9) + to_mono, mono_now), mono_now,
                        number(j, "gpu_seconds", default=0.0),
-                       {str(u): number(work, u) for u in work})
+                       {str(u): number(work, u) for u in work},
+                       number(j, "held_from", optional=True, hi=4e9), number(j, "held_until", optional=True, hi=4e9))
 
 
 def _buckets_from_state(b: dict) -> GpuBuckets:

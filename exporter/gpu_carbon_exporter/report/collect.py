@@ -2,6 +2,7 @@
 and the context around them (GPUs, power, utilisation, intensity, PUE, gaps)."""
 from __future__ import annotations
 
+import math
 import re
 import statistics
 from collections import defaultdict
@@ -77,6 +78,36 @@ def counter_between(samples: list[tuple[float, float]], start: float, end: float
     return total
 
 
+# The span each node's exporter saw the job hold a GPU (docs/metrics.md). While the job runs, the end
+# is the time of the sample behind every job counter in the same scrape.
+SPAN = ("gpu_carbon_job_start_time_seconds", "gpu_carbon_job_end_time_seconds")
+
+
+def _scrape_key(s: Series) -> tuple:
+    """What ties a job counter's series to the span gauges of the same scrape target."""
+    return tuple(sorted((k, v) for k, v in s.labels.items() if k not in ("__name__", "view", "unit")))
+
+
+def sampled_at(counters: list[Series], ends: list[Series]) -> tuple[list[Series], bool]:
+    """The counters' samples stamped with the time the exporter sampled them instead of the scrape's:
+    the end gauge scraped with them. A counter's value is up to one sampling interval older than its
+    scrape, which over a scrape interval or two makes its rate read several percent high or low;
+    restamped, a rate is the mean power over the samples' own interval. Also whether every sample
+    found its time (not so from an exporter older than the gauge)."""
+    times = {_scrape_key(s): dict(s.samples) for s in ends}
+    out, complete = [], True
+    for s in counters:
+        at = times.get(_scrape_key(s), {})
+        samples = []
+        for t, v in s.samples:
+            if t not in at and at and v == 0:
+                continue  # scraped before the job's first energy (and its span) was counted: adds nothing
+            complete &= t in at
+            samples.append((min(at.get(t, t), t), v))  # never after its own scrape (clock skew)
+        out.append(Series(s.labels, samples))
+    return out, complete
+
+
 def interval(series: Iterable[Series]) -> float:
     """The scrape interval: the median step between samples."""
     steps = [b[0] - a[0] for s in series for a, b in zip(s.samples, s.samples[1:])]
@@ -132,9 +163,9 @@ def collect(prom: Prometheus, job_id: str, cluster: str | None = None, since_s: 
     if not allocated:
         raise ReportError(f"job {job_id!r} is known but has no energy samples in {prom.url}")
     step = interval(allocated)
-    start = min(s.samples[0][0] for s in allocated)
-    rises = [r for r in (last_rise(s.samples) for s in allocated) if r is not None]
-    end = max(rises) if rises else max(s.samples[-1][0] for s in allocated)
+    truncated = min(s.samples[0][0] for s in allocated) <= now - since_s + 2 * step
+    starts, ends = (raw_chunked(prom, f"{metric}{{{sel}}}", now - since_s, now) for metric in SPAN)
+    start, end = _span(allocated, starts, ends, truncated)
     nodes: dict[str, NodeTotals] = {}
     restarted = 0
     for name, series in raw.items():
@@ -148,7 +179,6 @@ def collect(prom: Prometheus, job_id: str, cluster: str | None = None, since_s: 
         n.work[unit or "units"] = n.work.get(unit or "units", 0.0) + counter_total(samples)
     running = any(s.samples[-1][0] >= now - 3 * step and len(s.samples) > 1 and s.samples[-1][1] > s.samples[-2][1]
                   for s in allocated)
-    truncated = start <= now - since_s + 2 * step
     reason = "is still running; these are its figures so far" if running else (
         "began before the look-back (--since), which covers only part of it" if truncated else "")
     report = JobReport(job_id=job_id, cluster=cluster, scheduler=first.get("scheduler", ""), owner=owner,
@@ -161,10 +191,37 @@ def collect(prom: Prometheus, job_id: str, cluster: str | None = None, since_s: 
         for unit, count in n.work.items():
             report.work[unit] = report.work.get(unit, 0.0) + count
     report.work_source = "exporter" if report.work else ""
-    report.power, report.cumulative = _power_and_cumulative(allocated, raw["grams"], start, end, step, report.gaps)
-    report.peak_power_w = max((w for _, w in report.power), default=None)
+    energy, exact = sampled_at(allocated, ends)
+    grams, _ = sampled_at(raw["grams"], ends)
+    node_starts = {} if truncated else _node_starts(starts)
+    report.power, report.cumulative = _power_and_cumulative(energy, grams, start, end, step if exact else 4 * step,
+                                                            report.gaps, node_starts)
+    report.peak_power_w = max((w for _, _, w in report.power), default=None)
     _context(prom, report, sel, cluster, step, since_s, now)
     return report
+
+
+def _node_starts(starts: list[Series]) -> dict[str, float]:
+    """Each node's start of the job (the earliest, should an exporter have lost its state)."""
+    out: dict[str, float] = {}
+    for s in starts:
+        node = s.labels.get("node", "")
+        out[node] = min([v for _, v in s.samples] + ([out[node]] if node in out else []))
+    return out
+
+
+def _span(allocated: list[Series], starts: list[Series], ends: list[Series], truncated: bool) -> tuple[float, float]:
+    """The job's start and end: the span its nodes' exporters counted its energy over (start of the
+    first, end of the last sampling interval in which it held a GPU), so that energy ÷ duration is its
+    mean power. Without those gauges (an older exporter), the first sample and the last in which its
+    energy rose, each within a scrape of the truth. A job that began before the look-back starts at
+    its first sample in it: the energy read covers no more."""
+    first = min(s.samples[0][0] for s in allocated)
+    start = first if truncated or not starts else min(_node_starts(starts).values())
+    if ends:
+        return start, max(v for s in ends for _, v in s.samples)
+    rises = [r for r in (last_rise(s.samples) for s in allocated) if r is not None]
+    return start, max(rises) if rises else max(s.samples[-1][0] for s in allocated)
 
 
 def _gaps(series: list[Series], step: float, start: float, end: float) -> list[Gap]:
@@ -200,21 +257,49 @@ def _on_grid(samples: list[tuple[float, float]], grid: list[float]) -> list[floa
     return out
 
 
-def _power_and_cumulative(energy: list[Series], grams: list[Series], start: float, end: float, step: float,
-                          gaps: list[Gap]) -> tuple[list[tuple[float, float]], list[tuple[float, float, float]]]:
-    """The job's power (summed over its nodes) and its cumulative energy and emissions, on a grid
-    of four scrape intervals (at most 1 000 points): a counter's value is up to one sampling
-    interval older than its scrape, which over a single scrape interval would be noise. Power is
-    left out where a node has a gap: the energy it used then is in the totals, spread over no
-    made-up curve."""
-    dt = max(4 * step, (end - start) / 1000) if end > start else step
-    grid = [start + i * dt for i in range(int((end - start) / dt) + 2)]
-    e = [_on_grid(samples, grid) for samples in merged(energy).values()]
-    g = [_on_grid(samples, grid) for samples in merged(grams).values()]
+def _power_and_cumulative(energy: list[Series], grams: list[Series], start: float, end: float, dt: float,
+                          gaps: list[Gap], node_starts: dict[str, float]
+                          ) -> tuple[list[tuple[float, float, float]], list[tuple[float, float, float]]]:
+    """The job's power (summed over its nodes) as bins (from, to, W) of about ``dt`` (at most 1 000),
+    the last ending at the job's end, and its cumulative energy and emissions at the bins' edges.
+
+    Each node's counters count from 0 at its start; between two samples its energy is spread evenly,
+    so a bin's power is a mean of what the samples show and steps where the power steps, to within
+    a bin. Power is left out where a node has a gap: the energy it used then is in the totals, spread
+    over no made-up curve."""
+    if end <= start:
+        return [], []
+    n = max(1, math.ceil((end - start) / max(dt, (end - start) / 1000) - 1e-9))
+    grid = [start + (end - start) * i / n for i in range(n + 1)]
+
+    def totals(series: list[Series]) -> list[list[float]]:
+        out = []
+        for (node, _), samples in merged(series).items():
+            begin = node_starts.get(node)
+            if begin is not None and samples and begin < samples[0][0]:
+                samples = [(begin, 0.0), *samples]  # a job counter is 0 at the job's start
+            out.append(_on_grid(samples, grid))
+        return out
+
+    e, g = totals(energy), totals(grams)
     cum = [(t, sum(x[i] for x in e), sum(x[i] for x in g)) for i, t in enumerate(grid)]
-    power = [(b[0], (b[1] - a[1]) / (b[0] - a[0])) for a, b in zip(cum, cum[1:])
-             if b[0] > a[0] and not any(g.start < b[0] and a[0] < g.end for g in gaps)]
+    power = [(a[0], b[0], (b[1] - a[1]) / (b[0] - a[0])) for a, b in zip(cum, cum[1:])
+             if not any(gap.start < b[0] and a[0] < gap.end for gap in gaps)]
     return power, cum
+
+
+def _capped_peak(peak: float | None, gpus: list[list[tuple[float, float]] | None]) -> float | None:
+    """The job's peak (its highest mean power over a bin), never above the highest its GPUs' sampled
+    power showed together: a job's power is at most its GPUs' (docs/report.md). The bins' edges are
+    the exporter's sample times, but each counter is read a moment after its time is taken, and that
+    moment varies (a loaded node): over a short bin it can lift a mean a little."""
+    if peak is None or not gpus or any(not g for g in gpus):
+        return peak
+    together: dict[float, float] = defaultdict(float)
+    for samples in {id(g): g for g in gpus if g}.values():  # MIG instances of one GPU: its power once
+        for t, w in samples:
+            together[t] += w
+    return min(peak, max(together.values()))
 
 
 def _context(prom: Prometheus, report: JobReport, sel: str, cluster: str, step: float, since_s: float,
@@ -246,6 +331,7 @@ def _context(prom: Prometheus, report: JobReport, sel: str, cluster: str, step: 
             report.gpu_power[f"{node}/{gpu}"] = power[(node, physical)]
             row.peak_power_w = max(w for _, w in power[(node, physical)])
         report.gpus.append(row)
+    report.peak_power_w = _capped_peak(report.peak_power_w, [power.get((node, g.split(".")[0])) for node, g in held])
     utils = [r.mean_utilization for r in report.gpus if r.mean_utilization is not None]
     report.mean_utilization = sum(utils) / len(utils) if utils else None
     for s in prom.range(f"gpu_carbon_grid_intensity_grams_per_kwh{{{nodes_only}}}", report.start, report.end, rstep):

@@ -1,6 +1,7 @@
 """A report from one node's exporter ``/metrics`` (no Prometheus): the job's counters as they
 stand, while the job is still exposed there (``attribution.linger_seconds`` after it ends).
-Totals only: no history, so no duration, power over time, gaps or plots."""
+Totals and the job's span (its duration and mean power), but no history: no peak, power over time, gaps
+or plots."""
 from __future__ import annotations
 
 import time
@@ -37,6 +38,7 @@ def from_exporter(url: str, job_id: str, timeout: float = 30.0) -> JobReport:
         raise ReportError(f"{where} answered something that is not a Prometheus exposition: {err!s:.120}", 3) from None
     node = NodeTotals(urlsplit(url).hostname or "")
     owner, scheduler, gpus, found = {}, "", [], False
+    span: dict[str, float] = {}  # the job's start and end on this node (docs/metrics.md)
     sources, pue = [], None
     for family in families:
         for s in family.samples:
@@ -54,6 +56,8 @@ def from_exporter(url: str, job_id: str, timeout: float = 30.0) -> JobReport:
                 owner = {k: labels[k] for k in OWNER if labels.get(k)}
             elif s.name == "gpu_carbon_job_gpu_info":
                 gpus.append(GpuRow(node.node, labels.get("gpu", "")))
+            elif s.name in ("gpu_carbon_job_start_time_seconds", "gpu_carbon_job_end_time_seconds"):
+                span[s.name.split("_")[3]] = s.value
             elif s.name == "gpu_carbon_job_work_units_total":
                 node.work[labels.get("unit", "units")] = s.value
             else:
@@ -64,8 +68,10 @@ def from_exporter(url: str, job_id: str, timeout: float = 30.0) -> JobReport:
         raise ReportError(f"no job {job_id!r} at {where} (a finished job stays there for attribution.linger_seconds; "
                           "use --prometheus for older jobs)")
     now = time.time()
-    return JobReport(job_id=job_id, cluster="", scheduler=scheduler, owner=owner, start=now, end=now, partial=True,
-                     partial_reason="may still be running (one exporter's totals, without history, cannot tell)", source=f"{url} (one node's exporter: totals only, no history)", nodes=[node],
+    start, end = (span["start"], span["end"]) if len(span) == 2 else (now, now)  # an older exporter: no span
+    return JobReport(job_id=job_id, cluster="", scheduler=scheduler, owner=owner, start=start, end=end, partial=True,
+                     partial_reason="may still be running (one exporter's totals, without history, cannot tell)",
+                     source=f"{url} (one node's exporter: totals only, no history)", nodes=[node],
                      gpus=gpus, gaps=[], intensity_sources=sources, fallback_share=None, pue=pue,
                      mean_utilization=None, peak_power_w=None, methods=[], work=dict(node.work),
                      work_source="exporter" if node.work else "", version=__version__)

@@ -59,8 +59,8 @@ class JobReport:
     cluster: str
     scheduler: str
     owner: dict[str, str]
-    start: float  # unix s: first sample of the job (within a scrape after it began)
-    end: float  # unix s: last sample in which its energy rose
+    start: float  # unix s: the start of the span its exporters counted its energy over (docs/report.md)
+    end: float  # unix s: the end of that span
     partial: bool  # still running, or its start is before the look-back: the figures are so far
     partial_reason: str
     source: str  # where the figures were read
@@ -75,7 +75,7 @@ class JobReport:
     methods: list[str]  # energy methods of its GPUs: counter, integrated_average, integrated
     work: dict[str, float]  # unit -> count (from the exporter, or --work)
     work_source: str  # "exporter", "command line" or ""
-    power: list[tuple[float, float]] = field(default_factory=list)  # the job's power over time (W)
+    power: list[tuple[float, float, float]] = field(default_factory=list)  # the job's power: (from, to, W) bins
     cumulative: list[tuple[float, float, float]] = field(default_factory=list)  # (t, J, g) since start
     intensity: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # node -> (t, g/kWh)
     gpu_power: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # "node/gpu" -> (t, W)

@@ -25,11 +25,13 @@ def duration(s: float) -> str:
 
 
 def fmt(value: float | None, unit: str, digits: int = 3) -> str:
+    """``digits`` significant digits (all of an integer part that has more), thousands separated."""
     if value is None:
         return "n/a"
     if value == 0:
         return f"0 {unit}".strip()
-    magnitude = math.floor(math.log10(abs(value)))
+    # The magnitude of the value once rounded: 0.09999 is 0.100, not 0.1000.
+    magnitude = math.floor(math.log10(abs(float(f"{value:.{digits - 1}e}"))))
     decimals = max(digits - 1 - magnitude, 0)
     return f"{value:,.{decimals}f} {unit}".strip()
 
@@ -180,7 +182,8 @@ def markdown(r: JobReport, images: dict[str, str] | None = None) -> str:
 
 CSS = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}"
        "table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}"
-       "th{background:#f3f3f3}.partial{color:#a40}.disclosure{background:#f6f8fa;padding:1rem;border-left:4px solid #2a7}"
+       "th{background:#f3f3f3}.fields th{font-weight:normal}"
+       ".partial{color:#a40}.disclosure{background:#f6f8fa;padding:1rem;border-left:4px solid #2a7}"
        "img{max-width:100%}")
 
 
@@ -190,9 +193,15 @@ def html_page(title: str, body: list[str]) -> str:
 
 
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    head = "<thead><tr>" + "".join(f"<th scope=\"col\">{html.escape(h)}</th>" for h in header) + "</tr></thead>"
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table>{head}<tbody>{body}</tbody></table>"
+
+
+def _html_fields(rows: list[tuple[str, str]]) -> str:
+    """Name-value rows: each name a row header, no column headers (there is nothing to name)."""
+    body = "".join(f"<tr><th scope=\"row\">{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    return f"<table class=\"fields\"><tbody>{body}</tbody></table>"
 
 
 def html_report(r: JobReport, images: dict[str, str] | None = None) -> str:
@@ -200,7 +209,7 @@ def html_report(r: JobReport, images: dict[str, str] | None = None) -> str:
     body = [f"<h1>GPU carbon report — job {html.escape(r.job_id)}</h1>"]
     if r.partial:
         body.append(f"<p class=\"partial\">Partial: the job {html.escape(r.partial_reason)}.</p>")
-    body.append(_html_table(["", ""], [[k, v] for k, v in totals_rows(r)]))
+    body.append(_html_fields(totals_rows(r)))
     body.append("<h2>Per node</h2>" + _html_table(["node", "energy", "CO₂e", "GPU-hours"], node_rows(r)))
     body.append("<h2>Per GPU (whole GPU over the job's time)</h2>"
                 + _html_table(["node", "GPU", "energy", "utilisation", "peak power"], gpu_rows(r)))
