@@ -11,7 +11,7 @@ WHERE = "{{ $labels.node }}{{ with $labels.site }} (site {{ . }}){{ end }}"
 def alert(s: Settings, name: str, expr: str, severity: str, summary: str, description: str,
           for_: str | None = None) -> dict:
     rule: dict = {"alert": name, "expr": expr}
-    if for_:
+    if for_ and for_ != "0s":
         rule["for"] = for_
     rule["labels"] = {"severity": severity}
     rule["annotations"] = {"summary": summary, "description": description, "runbook_url": s.runbook(name)}

@@ -52,7 +52,9 @@ class Settings:
     tile: str = "5m"
     impact_weights: ImpactWeights = field(default_factory=ImpactWeights)
     warning_share: float = 0.8
-    budget_for: str = "5m"
+    # Budget exceeded and warning fire at the first evaluation that sees them (a usage crossing does
+    # not flap); a duration here delays both alike, so the warning still comes first.
+    budget_for: str = "0s"
     burn_rate_severity: str = "warning"
     burn_rate_tiers: tuple[tuple[str, str, float], ...] = (
         ("1h", "5m", 14.4), ("6h", "30m", 6.0), ("1d", "2h", 3.0), ("3d", "6h", 1.0))
