@@ -98,7 +98,8 @@ def fast_burn() -> dict:
                                  close("budget:gpu_carbon_budget_usage:upper_increase", nlp, 756, "60m")],
             "alert_rule_test": [
                 {"eval_time": "60m", "alertname": B,
-                 "exp_alerts": [burn("nlp-day", "team", "nlp", "emissions", "1d", "1h", "5m", 14.4, "17.28", "23m 20s")]},
+                 "exp_alerts": [burn("nlp-day", "team", "nlp", "emissions", "1d", "1h", "5m", 14.4, "17.28",
+                                     "23m 20s")]},
                 {"eval_time": "66m", "alertname": B, "exp_alerts": []},
                 {"eval_time": "60m", "alertname": E, "exp_alerts": []},
                 {"eval_time": "60m", "alertname": W, "exp_alerts": []},
@@ -164,7 +165,8 @@ def no_burn() -> dict:
     """Team nlp's job 7 runs an hour and uses nothing (its counters stay at 0): the usage, its upper
     bound and every burn rate read 0, and no budget alert fires."""
     nlp = lab("nlp-day", "team", "team", "nlp", "1d", "emissions")
-    return {"name": "no burn", "interval": "1m", "input_series": job_series("7", "a", "nlp", "acc1", "ml", "ann", 0, 0, 60),
+    return {"name": "no burn", "interval": "1m",
+            "input_series": job_series("7", "a", "nlp", "acc1", "ml", "ann", 0, 0, 60),
             "promql_expr_test": [close("budget:gpu_carbon_budget_usage:increase", nlp, 0, "60m"),
                                  close("budget:gpu_carbon_budget_usage:upper_increase", nlp, 0, "60m"),
                                  close("budget:gpu_carbon_budget_burn_rate:ratio_increase1h", nlp, 0, "60m")],

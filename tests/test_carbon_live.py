@@ -392,7 +392,8 @@ def test_a_failing_provider_is_its_own_health_signal_not_a_failing_collector(api
     p = polling(em_source(api), poll_interval_seconds=60)
     assert not p.poll()
     clock = ManualClock()
-    nv = sim_nvml({"devices": [{"model": "NVIDIA H100 80GB HBM3", "power": {"pattern": "constant", "watts": 1}}]}, clock)
+    h100 = {"model": "NVIDIA H100 80GB HBM3", "power": {"pattern": "constant", "watts": 1}}
+    nv = sim_nvml({"devices": [h100]}, clock)
     meter = Meter([NvmlSource(nv)], p, clock=clock)
     meter.open()
     meter.sample()

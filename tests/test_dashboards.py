@@ -365,4 +365,5 @@ def test_the_owner_table_has_one_row_per_job(tmp_path):
                "values": "1x20"} for n in ("gpu-01", "gpu-02")]
     promtool_test(tmp_path, "owner_test.yml", {"evaluation_interval": "1m", "tests": [{
         "interval": "1m", "input_series": series,
-        "promql_expr_test": [{"expr": expr, "eval_time": "10m", "exp_samples": [{"labels": f"{{{owner}}}", "value": 1}]}]}]})
+        "promql_expr_test": [{"expr": expr, "eval_time": "10m",
+                              "exp_samples": [{"labels": f"{{{owner}}}", "value": 1}]}]}]})

@@ -116,7 +116,8 @@ def panels() -> list:
                     f"gpu_carbon_grid_intensity_fallback{{{NODES}}}", "none", (12, 32, 12, 6), thresholds=ANY,
                     links=TO_NODE_ROW),
         heatmap_panel("Power per GPU", "Each GPU's power from its energy counter, 5-minute averages "
-                      "(gpu:gpu_carbon_power_watts:rate5m), one row per GPU.", f"gpu:gpu_carbon_power_watts:rate5m{{{NODES}}}",
+                      "(gpu:gpu_carbon_power_watts:rate5m), one row per GPU.",
+                      f"gpu:gpu_carbon_power_watts:rate5m{{{NODES}}}",
                       "{{node}} GPU {{gpu}}", "watt", (0, 38, 24, 10)),
         stat_panel("Estimated network and disk energy, dashboard range", "Estimates (method=\"estimated\"): the "
                    "network's energy is spent outside the nodes (bytes × kWh/GB) and is never in the totals above; "
@@ -128,7 +129,8 @@ def panels() -> list:
         .with_target(query(f"sum(increase(gpu_carbon_storage_energy_joules_total{{{TARGETS}}}[$__range])) / 3.6e6",
                            "disks", instant=True, ref="B")),
         table_panel("GPUs by power now", "Each GPU's power from its energy counter's last two scrapes "
-                    "(gpu:gpu_carbon_power_watts:irate), highest first. Click a row for that GPU on the node dashboard.",
+                    "(gpu:gpu_carbon_power_watts:irate), highest first. Click a row for that GPU on the node "
+                    "dashboard.",
                     f"sort_desc(gpu:gpu_carbon_power_watts:irate{{{NODES}}})", "watt", (0, 48, 24, 8),
                     links=TO_GPU),
     ]

@@ -94,8 +94,8 @@ def _intensity(s: Settings) -> list[dict]:
               f"gpu_carbon_grid_intensity_source_info and on ({node_zone}) (gpu_carbon_grid_intensity_fallback == 1) "
               f"unless on ({node_zone}, source) {live}", "warning",
               "Grid intensity is on its configured fallback value.",
-              f"Emissions for zone {{{{ $labels.zone }}}} on {WHERE} use the configured fallback ({{{{ $labels.source }}}}): "
-              "the live provider has failed past the age of its last good value.", "15m"),
+              f"Emissions for zone {{{{ $labels.zone }}}} on {WHERE} use the configured fallback "
+              "({{ $labels.source }}): the live provider has failed past the age of its last good value.", "15m"),
         alert(s, "GpuCarbonIntensityStale",
               f"gpu_carbon_grid_intensity_age_seconds > {s.intensity_stale_seconds:g}", "warning",
               "Grid intensity has not been refreshed.",

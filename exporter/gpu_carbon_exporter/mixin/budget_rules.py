@@ -111,8 +111,9 @@ def _per_budget(b: Budget, s: Settings) -> list[dict]:
     for L in sorted({t[0] for t in tiers(b, s)}, key=seconds):
         # What is left of the limit at the pace of the last L, in whole seconds: the burn-rate alert's description.
         rules.append({"record": f"budget:gpu_carbon_budget_time_left_seconds:rate_increase{L}",
-                      "expr": f"round(clamp_min(budget:gpu_carbon_budget_limit:value{one} - budget:gpu_carbon_budget_usage:"
-                              f"increase{one}, 0) / on () group_left () (sum({usage_metric(b, L)}{sel}) / {seconds(L)}))",
+                      "expr": f"round(clamp_min(budget:gpu_carbon_budget_limit:value{one} - "
+                              f"budget:gpu_carbon_budget_usage:increase{one}, 0) / on () group_left () "
+                              f"(sum({usage_metric(b, L)}{sel}) / {seconds(L)}))",
                       "labels": labels})
     horizon = min(W // 4, 86400)
     rules.append({"record": "budget:gpu_carbon_budget_usage:predict_linear",

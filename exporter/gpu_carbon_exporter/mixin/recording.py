@@ -63,7 +63,8 @@ def _zone_join() -> Rule:
 
 def _zone_rates(fn: str, w: str) -> list[Rule]:
     ops = f"sum_{rate_ops(fn, w)}"
-    return [_r(f"zone:{metric}:{ops}", f"sum by (zone) (node:{metric}:{ops} * {on(NODE)} group_left (zone) {node_zone()})")
+    return [_r(f"zone:{metric}:{ops}",
+               f"sum by (zone) (node:{metric}:{ops} * {on(NODE)} group_left (zone) {node_zone()})")
             for metric in ("gpu_carbon_power_watts", "gpu_carbon_emission_rate_grams_per_second")]
 
 
