@@ -62,11 +62,22 @@ def cases() -> list[dict]:
               "Scraping gpu-carbon-exporter takes most of the scrape timeout.",
               f"Scraping a:9835 on {WHERE} took 9s, over 80 % of the 10s scrape timeout.",
               [s(f"scrape_duration_seconds{{{SCRAPE}}}", "5x30")])
-    c += case("collector failing", [s(f'gpu_carbon_collector_success{{collector="nvml",{T}}}', "0x20")],
+    # Not device sources: a failing intensity provider (collector="carbon" before it had its own signal)
+    # and the state file have their own alerts; the fire case must name nvml alone.
+    others = [s(f'gpu_carbon_collector_success{{collector="carbon",{T}}}', "0x20"),
+              s(f'gpu_carbon_collector_success{{collector="state",{T}}}', "0x20")]
+    c += case("collector failing", [s(f'gpu_carbon_collector_success{{collector="nvml",{T}}}', "0x20"), *others],
               "GpuCarbonCollectorFailing", "15m", sev("warning", collector="nvml", node="a", site="s1"),
-              "A gpu-carbon-exporter collector is failing.",
-              f"Collector nvml on {WHERE} reached none of its devices in its last run.",
-              [s(f'gpu_carbon_collector_success{{collector="nvml",{T}}}', "1x20")])
+              "A gpu-carbon-exporter device source is failing.",
+              f"Device source nvml on {WHERE} reached none of its devices in its last run.",
+              [s(f'gpu_carbon_collector_success{{collector="nvml",{T}}}', "1x20"), *others])
+    c += case("state persist failing", [s(f'gpu_carbon_collector_success{{collector="state",{T}}}', "0x20")],
+              "GpuCarbonStatePersistFailing", "15m", sev("warning", collector="state", node="a", site="s1"),
+              "gpu-carbon-exporter cannot save its counters.",
+              f"The exporter on {WHERE} failed to write its state file in its last attempt: after a restart its "
+              "counters resume from the last good save.",
+              [s(f'gpu_carbon_collector_success{{collector="state",{T}}}', "1x20"),
+               s(f'gpu_carbon_collector_success{{collector="nvml",{T}}}', "0x20")])
     ran = s(f'gpu_carbon_collector_success{{collector="nvml",{T}}}', "1x10")
     never = s(f'gpu_carbon_collector_success{{collector="rapl",{T}}}', "0x10")  # never opened: age grows, no alert
     c += case("sampler stale", [s(f'gpu_carbon_collector_last_run_age_seconds{{collector="nvml",{T}}}', "120x10"), ran,
@@ -99,11 +110,26 @@ def cases() -> list[dict]:
               sev("warning", node="a", site="s1"), "gpu-carbon-exporter energy counters went backwards.",
               f"1 counter resets on {WHERE} in the last hour: the exporter lost its state (no state.path, or a "
               "damaged or foreign state file).", [s(reset, "0+100x20"), *same])
-    c += case("intensity fallback", [s(f'gpu_carbon_grid_intensity_fallback{{zone="DE",{T}}}', "1x40")],
-              "GpuCarbonIntensityFallback", "35m", sev("warning", zone="DE", node="a", site="s1"),
-              "Grid intensity is on its fallback value.",
-              f"The intensity provider for zone DE on {WHERE} is failing; emissions use the last good or the "
-              "configured fallback value.", [s(f'gpu_carbon_grid_intensity_fallback{{zone="DE",{T}}}', "0x40")])
+    provider = f'provider="electricitymaps",zone="DE",{T}'
+    c += case("intensity provider failing", [s(f"gpu_carbon_intensity_provider_up{{{provider}}}", "0x20")],
+              "GpuCarbonIntensityProviderFailing", "15m",
+              sev("warning", provider="electricitymaps", zone="DE", node="a", site="s1"),
+              "A grid intensity provider is failing; emissions use its last good or the fallback value.",
+              f"The electricitymaps intensity provider for zone DE on {WHERE} has failed for 10 minutes. Degraded, "
+              "not dead: energy is counted as before, and emissions use the last good value (up to max_age_seconds), "
+              "then the configured fallback.",
+              [s(f"gpu_carbon_intensity_provider_up{{{provider}}}", "1x20")])
+
+    def serving(source: str) -> list[dict]:  # the provider failing, its fallback flag up, ``source`` in force
+        return [s(f"gpu_carbon_intensity_provider_up{{{provider}}}", "0x40"),
+                s(f'gpu_carbon_grid_intensity_fallback{{zone="DE",{T}}}', "1x40"),
+                s(f'gpu_carbon_grid_intensity_source_info{{zone="DE",source="{source}",signal="average",{T}}}', "1x40")]
+
+    c += case("intensity on its configured fallback", serving("static"), "GpuCarbonIntensityFallback", "20m",
+              sev("warning", zone="DE", source="static", signal="average", node="a", site="s1"),
+              "Grid intensity is on its configured fallback value.",
+              f"Emissions for zone DE on {WHERE} use the configured fallback (static): the live provider has failed "
+              "past the age of its last good value.", serving("electricitymaps"))  # the last good value: silent
     c += case("intensity stale", [s(f'gpu_carbon_grid_intensity_age_seconds{{zone="DE",{T}}}', "20000x20")],
               "GpuCarbonIntensityStale", "16m", sev("warning", zone="DE", node="a", site="s1"),
               "Grid intensity has not been refreshed.", f"The intensity for zone DE on {WHERE} is 5h 33m 20s old.",

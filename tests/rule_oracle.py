@@ -191,7 +191,7 @@ def expected(record: str, fs: list[Fact], t: float, tile_s: float = 300.0) -> di
         kinds, q, div = NODE_METRICS[metric]
         extra = ("sensor", "rail") if metric == "gpu_carbon_rail_power_watts" else ()
         return _grouped(fs, kinds, q, div, labels, t, window, extra)
-    if level == "gpu" and ops.startswith("rate"):
+    if level == "gpu" and ops.startswith(("rate", "irate")):  # constant power: "now" equals the average
         q = "energy" if "power" in metric else "grams"
         drop = () if q == "energy" else ("method",)  # the emissions counter has no method label
         return {tuple(sorted((k, v) for k, v in _series_labels(f).items() if v and k not in drop)): f.per_s(q)

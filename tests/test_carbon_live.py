@@ -446,3 +446,42 @@ def test_intensity_age_is_absent_before_the_first_good_fetch(api):
     text = generate_latest(reg).decode()
     assert "gpu_carbon_grid_intensity_age_seconds{" not in text
     assert 'gpu_carbon_grid_intensity_fallback{zone="Z"} 1.0' in text
+
+
+def test_a_failing_provider_is_its_own_health_signal_not_a_failing_collector(api):
+    """A live provider that fails, with its static fallback serving: the provider's own gauge reads 0
+    (degraded: emissions go on at the last good or fallback value), and no device collector reads
+    failed, so GpuCarbonCollectorFailing (device sources) stays silent; the provider reads 1 once a
+    poll succeeds again."""
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    from gpu_carbon_exporter.collector import SnapshotCollector
+    from gpu_carbon_exporter.meter import Meter
+    from gpu_carbon_exporter.sources.nvml import NvmlSource
+
+    from conftest import ManualClock, sim_nvml
+
+    api.routes["/v3/carbon-intensity/latest"] = (503, {}, {})
+    p = polling(em_source(api), poll_interval_seconds=60)
+    assert not p.poll()
+    clock = ManualClock()
+    h100 = {"model": "NVIDIA H100 80GB HBM3", "power": {"pattern": "constant", "watts": 1}}
+    nv = sim_nvml({"devices": [h100]}, clock)
+    meter = Meter([NvmlSource(nv)], p, clock=clock)
+    meter.open()
+    meter.sample()
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(SnapshotCollector(lambda: meter.snapshot, clock=clock))
+    text = generate_latest(reg).decode()
+    assert 'gpu_carbon_intensity_provider_up{provider="electricitymaps",zone="Z"} 0.0' in text
+    assert 'gpu_carbon_grid_intensity_fallback{zone="Z"} 1.0' in text
+    assert 'gpu_carbon_collector_success{collector="nvml"} 1.0' in text
+    assert [line for line in text.splitlines() if line.startswith("gpu_carbon_collector_success{")] == \
+        ['gpu_carbon_collector_success{collector="nvml"} 1.0']
+    api.routes["/v3/carbon-intensity/latest"] = em_latest(300)
+    assert p.poll()
+    clock.advance(1.0)
+    meter.sample()
+    text = generate_latest(reg).decode()
+    assert 'gpu_carbon_intensity_provider_up{provider="electricitymaps",zone="Z"} 1.0' in text

@@ -352,3 +352,18 @@ def test_key_stats_agree_with_ground_truth(tmp_path):
         print(f"{key}: dashboard {got[key]:.6g}, truth {want[key]:.6g}, error {100 * (got[key] / want[key] - 1):+.3f} %")
     for key in want:
         assert got[key] == pytest.approx(want[key], rel=0.01), key
+
+
+def test_the_owner_table_has_one_row_per_job(tmp_path):
+    """A two-node job: each node exposes the job's gpu_carbon_job_info with its own node and pod
+    labels. The job dashboard's Owner table reads one row for it (promtool runs the panel's query)."""
+    from test_rules import promtool_test
+
+    expr = expand(panel_expr("gpu-carbon-job", "Owner"), {**REAL, "job": "77"})
+    owner = 'cluster="prod",job_id="77",scheduler="slurm",team="nlp",user="ann",account="acc1",namespace="ml"'
+    series = [{"series": f'gpu_carbon_job_info{{{owner},site="ams1",fleet="datacenter",node="{n}",pod="p-{n}"}}',
+               "values": "1x20"} for n in ("gpu-01", "gpu-02")]
+    promtool_test(tmp_path, "owner_test.yml", {"evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": series,
+        "promql_expr_test": [{"expr": expr, "eval_time": "10m",
+                              "exp_samples": [{"labels": f"{{{owner}}}", "value": 1}]}]}]})

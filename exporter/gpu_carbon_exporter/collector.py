@@ -302,6 +302,14 @@ class SnapshotCollector(Collector):
             elif stats.age_s is not None:
                 age.add_metric([snap.intensity.zone], stats.age_s)
             yield age
+            if snap.provider_up is not None:
+                # The provider's own health, apart from the device collectors: a failing API or file
+                # leaves the last good value or the fallback serving: emissions degraded, not stopped.
+                up = _gauge("intensity_provider_up", "1 if the intensity provider's latest poll or read succeeded; "
+                            "0 while it fails (the last good value, then the fallback, is served).",
+                            ["provider", "zone"])
+                up.add_metric([snap.provider_up[0], snap.intensity.zone], 1 if snap.provider_up[1] else 0)
+                yield up
             yield from self._provider(snap)
         pue = _gauge("pue_ratio", "Power usage effectiveness applied to operational emissions.")
         pue.add_metric([], snap.pue)

@@ -125,6 +125,7 @@ class Snapshot:
     forecast: object | None = None  # carbon.live.Forecast
     mono: float = 0.0  # monotonic clock of the sample, for staleness
     state_discarded: int = 0  # damaged saved entries set aside at start-up
+    provider_up: tuple[str, bool] | None = None  # the intensity provider's name and health (not a device collector)
 
 
 class Meter:
@@ -482,7 +483,6 @@ class Meter:
     def _build_snapshot(self, now: float) -> Snapshot:
         wall_now = self.wall()
         intensity = self.intensity.current(wall_now)
-        self._collectors["carbon"] = CollectorStatus(self.intensity.healthy(), 0.0, now)
         devices = []
         for d in self._devices:
             rate = None
@@ -494,6 +494,7 @@ class Meter:
                         collectors=dict(self._collectors), state_discarded=self._discarded,
                         source_info={s.name: s.info() for s in self._open_sources},
                         provider_stats=self.intensity.stats(), forecast=self.intensity.forecast(wall_now),
+                        provider_up=(self.intensity.name, self.intensity.healthy()),
                         attribution=self.attribution.snapshot() if self.attribution is not None else None)
 
     # -- persistence -----------------------------------------------------------

@@ -23,8 +23,9 @@ def panels() -> list:
                    f"count(count by (cluster, site, node) (gpu_carbon_collector_last_run_age_seconds{{{EDGE}}} > 60 "
                    f"and gpu_carbon_collector_success{{{EDGE}}} == 1)) or vector(0)", "none", (8, 0, 4, 4),
                    thresholds=ANY),
-        stat_panel("Edge power now", "Every accounted edge device (node:gpu_carbon_power_watts:sum_rate5m).",
-                   f"sum(node:gpu_carbon_power_watts:sum_rate5m{{{EDGE}}})", "watt", (12, 0, 6, 4), 1),
+        stat_panel("Edge power now", "Every accounted edge device, from the energy counters' last two scrapes "
+                   "(node:gpu_carbon_power_watts:sum_irate); the curves below are 5-minute averages.",
+                   f"sum(node:gpu_carbon_power_watts:sum_irate{{{EDGE}}})", "watt", (12, 0, 6, 4), 1),
         stat_panel("Edge CO₂e, last day", "site:gpu_carbon_emissions_grams:increase1d for the edge fleet.",
                    'sum(site:gpu_carbon_emissions_grams:increase1d{fleet="edge", cluster=~"$cluster", '
                    'site=~"$site"})', "suffix: g CO₂e", (18, 0, 6, 4), 1),

@@ -32,11 +32,13 @@ def _range_kwh() -> str:
 def panels() -> list:
     now = [
         stat_panel("Power now", "Every accounted device (GPUs, boards, accounted CPU zones, the rest of each node), "
-                   "from the energy counters' 5-minute rate (node:gpu_carbon_power_watts:sum_rate5m).",
-                   f"sum(node:gpu_carbon_power_watts:sum_rate5m{{{TARGETS}}})", "watt", (0, 0, 4, 4)),
-        stat_panel("Emission rate", "Operational CO₂e per hour at the grid intensity in force, PUE included "
-                   "(node:gpu_carbon_emission_rate_grams_per_second:sum_rate5m × 3600).",
-                   f"sum(node:gpu_carbon_emission_rate_grams_per_second:sum_rate5m{{{TARGETS}}}) * 3600",
+                   "from the energy counters' last two scrapes (node:gpu_carbon_power_watts:sum_irate): a step shows "
+                   "two scrapes later. The curves below are 5-minute averages.",
+                   f"sum(node:gpu_carbon_power_watts:sum_irate{{{TARGETS}}})", "watt", (0, 0, 4, 4)),
+        stat_panel("Emission rate now", "Operational CO₂e per hour at the grid intensity in force, PUE included, "
+                   "from the emission counters' last two scrapes "
+                   "(node:gpu_carbon_emission_rate_grams_per_second:sum_irate × 3600).",
+                   f"sum(node:gpu_carbon_emission_rate_grams_per_second:sum_irate{{{TARGETS}}}) * 3600",
                    "suffix: g CO₂e/h", (4, 0, 4, 4)),
         stat_panel("Energy, dashboard range", "increase() of every accounted energy counter over the dashboard's "
                    "time range, in kWh.", _range_kwh(), "kwatth", (8, 0, 4, 4), 2),
@@ -63,7 +65,8 @@ def panels() -> list:
         for i, w in enumerate(("1d", "7d", "30d"))
     ]
     over_time = [
-        series_panel("Power by node", "Accounted power per node (node:gpu_carbon_power_watts:sum_rate5m).",
+        series_panel("Power by node", "Accounted power per node, 5-minute averages for a smooth curve "
+                     "(node:gpu_carbon_power_watts:sum_rate5m).",
                      [(f"node:gpu_carbon_power_watts:sum_rate5m{{{NODES}}}", "{{node}}")], "watt", (0, 8, 12, 8),
                      links=TO_NODE),
         series_panel("Grid intensity by zone", "The intensity in force per zone and node "
@@ -112,8 +115,9 @@ def panels() -> list:
                     "(gpu_carbon_grid_intensity_fallback); 0 for static sources.",
                     f"gpu_carbon_grid_intensity_fallback{{{NODES}}}", "none", (12, 32, 12, 6), thresholds=ANY,
                     links=TO_NODE_ROW),
-        heatmap_panel("Power per GPU", "Each GPU's power from its energy counter (gpu:gpu_carbon_power_watts:"
-                      "rate5m), one row per GPU.", f"gpu:gpu_carbon_power_watts:rate5m{{{NODES}}}",
+        heatmap_panel("Power per GPU", "Each GPU's power from its energy counter, 5-minute averages "
+                      "(gpu:gpu_carbon_power_watts:rate5m), one row per GPU.",
+                      f"gpu:gpu_carbon_power_watts:rate5m{{{NODES}}}",
                       "{{node}} GPU {{gpu}}", "watt", (0, 38, 24, 10)),
         stat_panel("Estimated network and disk energy, dashboard range", "Estimates (method=\"estimated\"): the "
                    "network's energy is spent outside the nodes (bytes × kWh/GB) and is never in the totals above; "
@@ -124,9 +128,10 @@ def panels() -> list:
                    "kwatth", (0, 56, 24, 4), 3, legend="network (outside the nodes)")
         .with_target(query(f"sum(increase(gpu_carbon_storage_energy_joules_total{{{TARGETS}}}[$__range])) / 3.6e6",
                            "disks", instant=True, ref="B")),
-        table_panel("GPUs by power now", "Each GPU's power from its energy counter (gpu:gpu_carbon_power_watts:"
-                    "rate5m), highest first. Click a row for that GPU on the node dashboard.",
-                    f"sort_desc(gpu:gpu_carbon_power_watts:rate5m{{{NODES}}})", "watt", (0, 48, 24, 8),
+        table_panel("GPUs by power now", "Each GPU's power from its energy counter's last two scrapes "
+                    "(gpu:gpu_carbon_power_watts:irate), highest first. Click a row for that GPU on the node "
+                    "dashboard.",
+                    f"sort_desc(gpu:gpu_carbon_power_watts:irate{{{NODES}}})", "watt", (0, 48, 24, 8),
                     links=TO_GPU),
     ]
     return now + windows + over_time + who

@@ -6,11 +6,16 @@ from grafana_foundation_sdk.builders import dashboard
 from grafana_foundation_sdk.models.common import BigValueTextMode
 from grafana_foundation_sdk.models.dashboard import DynamicConfigValue
 
+from ..mixin.settings import JOB as JOB_LABELS, JOB_INFO_LABELS
 from .common import data_link, link, job_variable, query, series_panel, stat_panel, table_panel, team_variable, variables
 
 UID = "gpu-carbon-job"
 TITLE = "GPU carbon / Job"
 JOB = 'cluster=~"$cluster", job_id="$job"'  # one job: an id is unique within its cluster
+# Every node of a multi-node job exposes its job_info (with its own node and pod labels): one row per
+# job, with the owner labels only, the first if two nodes disagree (as job:gpu_carbon_job_info:dedup).
+OWNER = (f"topk by (cluster, scheduler, job_id) (1, max by ({', '.join((*JOB_LABELS, *JOB_INFO_LABELS))}) "
+         f"(last_over_time(gpu_carbon_job_info{{{JOB}}}[$__range])))")
 
 
 def _range(metric: str, extra: str = "") -> str:
@@ -78,9 +83,9 @@ def panels() -> list:
                     '"gpu", "([0-9]+).*")', "none", (0, 15, 12, 6),
                     links=[data_link("GPU ${__data.fields.device} on ${__data.fields.node}", "gpu-carbon-node",
                                      "var-node=${__data.fields.node}&var-gpu=${__data.fields.device}")]),
-        table_panel("Owner", "The job's user, team, account, namespace and pod (gpu_carbon_job_info) as last seen "
-                    "in the range.", f"last_over_time(gpu_carbon_job_info{{{JOB}}}[$__range])", "none",
-                    (12, 15, 12, 6)),
+        table_panel("Owner", "The job's user, team, account and namespace (gpu_carbon_job_info) as last seen in "
+                    "the range: one row per job, however many nodes expose it (each node's pod is in its own "
+                    "gpu_carbon_job_info series).", OWNER, "none", (12, 15, 12, 6)),
     ]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard
 
-from .common import ANY, NODES, link, query_variable, series_panel, table_panel, variables
+from .common import ANY, NODES, UP, link, query_variable, series_panel, table_panel, variables
 
 UID = "gpu-carbon-node"
 TITLE = "GPU carbon / Node and GPU"
@@ -40,7 +40,12 @@ def panels() -> list:
         series_panel("Intensity provider errors", "Failed requests to a live intensity API per second, by reason "
                      "(gpu_carbon_intensity_provider_errors_total); empty with a static intensity.",
                      [(f"rate(gpu_carbon_intensity_provider_errors_total{{{NODES}}}[$__rate_interval])",
-                       "{{node}} {{provider}} {{reason}}")], "reqps", (0, 24, 24, 8)),
+                       "{{node}} {{provider}} {{reason}}")], "reqps", (0, 24, 16, 8)),
+        table_panel("Intensity provider", "Whether each node's intensity provider answered its latest poll or read "
+                    "(gpu_carbon_intensity_provider_up, 1 = yes; static sources always 1). At 0 the last good value, "
+                    "then the configured fallback, is served: emissions are degraded, not stopped "
+                    "(GpuCarbonIntensityProviderFailing; the device sources are in Collectors).",
+                    f"gpu_carbon_intensity_provider_up{{{NODES}}}", "none", (16, 24, 8, 8), thresholds=UP),
     ]
 
 

@@ -11,7 +11,7 @@ WHERE = "{{ $labels.node }}{{ with $labels.site }} (site {{ . }}){{ end }}"
 def alert(s: Settings, name: str, expr: str, severity: str, summary: str, description: str,
           for_: str | None = None) -> dict:
     rule: dict = {"alert": name, "expr": expr}
-    if for_:
+    if for_ and for_ != "0s":
         rule["for"] = for_
     rule["labels"] = {"severity": severity}
     rule["annotations"] = {"summary": summary, "description": description, "runbook_url": s.runbook(name)}
@@ -40,9 +40,16 @@ def _exporter(s: Settings) -> list[dict]:
 
 def _collectors(s: Settings) -> list[dict]:
     return [
-        alert(s, "GpuCarbonCollectorFailing", "gpu_carbon_collector_success == 0", "warning",
-              "A gpu-carbon-exporter collector is failing.",
-              f"Collector {{{{ $labels.collector }}}} on {WHERE} reached none of its devices in its last run.", "10m"),
+        # Device sources only: the intensity provider has its own signal (GpuCarbonIntensityProviderFailing;
+        # exporters before it reported collector="carbon" here) and the state file its own alert.
+        alert(s, "GpuCarbonCollectorFailing", 'gpu_carbon_collector_success{collector!~"carbon|state"} == 0', "warning",
+              "A gpu-carbon-exporter device source is failing.",
+              f"Device source {{{{ $labels.collector }}}} on {WHERE} reached none of its devices in its last run.",
+              "10m"),
+        alert(s, "GpuCarbonStatePersistFailing", 'gpu_carbon_collector_success{collector="state"} == 0', "warning",
+              "gpu-carbon-exporter cannot save its counters.",
+              f"The exporter on {WHERE} failed to write its state file in its last attempt: after a restart its "
+              "counters resume from the last good save.", "10m"),
         alert(s, "GpuCarbonSamplerStale",
               # Only collectors that ran: a source that never opened reports an ever-growing age.
               f"gpu_carbon_collector_last_run_age_seconds > {s.sampler_stale_seconds:g} "
@@ -73,11 +80,22 @@ def _collectors(s: Settings) -> list[dict]:
 
 
 def _intensity(s: Settings) -> list[dict]:
+    node_zone = ", ".join((*NODE, "zone"))
+    # The value in force comes from the configured fallback (not the live provider's last good value):
+    # its source is not the live provider's name.
+    live = 'label_replace(gpu_carbon_intensity_provider_up, "source", "$1", "provider", "(.*)")'
     return [
-        alert(s, "GpuCarbonIntensityFallback", "gpu_carbon_grid_intensity_fallback == 1", "warning",
-              "Grid intensity is on its fallback value.",
-              f"The intensity provider for zone {{{{ $labels.zone }}}} on {WHERE} is failing; emissions use "
-              "the last good or the configured fallback value.", "30m"),
+        alert(s, "GpuCarbonIntensityProviderFailing", "gpu_carbon_intensity_provider_up == 0", "warning",
+              "A grid intensity provider is failing; emissions use its last good or the fallback value.",
+              f"The {{{{ $labels.provider }}}} intensity provider for zone {{{{ $labels.zone }}}} on {WHERE} has "
+              "failed for 10 minutes. Degraded, not dead: energy is counted as before, and emissions use the last "
+              "good value (up to max_age_seconds), then the configured fallback.", "10m"),
+        alert(s, "GpuCarbonIntensityFallback",
+              f"gpu_carbon_grid_intensity_source_info and on ({node_zone}) (gpu_carbon_grid_intensity_fallback == 1) "
+              f"unless on ({node_zone}, source) {live}", "warning",
+              "Grid intensity is on its configured fallback value.",
+              f"Emissions for zone {{{{ $labels.zone }}}} on {WHERE} use the configured fallback "
+              "({{ $labels.source }}): the live provider has failed past the age of its last good value.", "15m"),
         alert(s, "GpuCarbonIntensityStale",
               f"gpu_carbon_grid_intensity_age_seconds > {s.intensity_stale_seconds:g}", "warning",
               "Grid intensity has not been refreshed.",

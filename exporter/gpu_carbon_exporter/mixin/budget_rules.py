@@ -26,9 +26,18 @@ def usage_metric(b: Budget, window: str) -> str:
     return f"{b.scope}:{METRIC[(_family(b.scope), b.quantity)]}:increase{window}"
 
 
+def recent(b: Budget, s: Settings) -> str:
+    """How far back the budget's usage window can lag, rounded up to minutes: its group's interval
+    (``long_interval``), a tile more for a window summed from tiles, and a minute for the groups that
+    read it. The usage over this last stretch is recorded at every evaluation."""
+    lag = seconds(s.long_interval) + (seconds(s.tile) if s.tiled(b.window) else 0) + 60
+    return f"{-(-lag // 60)}m"
+
+
 def lookbacks(b: Budget, s: Settings) -> list[str]:
-    """Windows a budget reads: its own, and both windows of every burn-rate tier that fits in it."""
-    out = [b.window]
+    """Windows a budget reads: its own, its recent stretch, and both windows of every burn-rate tier
+    that fits in it."""
+    out = [b.window, recent(b, s)]
     for long, short, _ in tiers(b, s):
         out += [long, short]
     return sorted(set(out), key=seconds)
@@ -78,16 +87,33 @@ def usage_groups(budgets: list[Budget], s: Settings) -> list[dict]:
 def _per_budget(b: Budget, s: Settings) -> list[dict]:
     labels = b.labels()
     sel = f'{{{b.label}="{b.match}"}}'
-    usage = f"sum({usage_metric(b, b.window)}{sel})"
+    window = f"sum({usage_metric(b, b.window)}{sel})"
+    # The window is recorded every long_interval (and sums tiles beyond a day), so it lags by up to
+    # recent(b); the usage over that recent stretch is recorded at every evaluation.
+    latest = f"(sum({usage_metric(b, recent(b, s))}{sel}) or vector(0))"
+    one = f'{{budget="{b.name}"}}'
     W = seconds(b.window)
     rules = [
         {"record": "budget:gpu_carbon_budget_limit:value", "expr": f"vector({b.limit:g})", "labels": labels},
         {"record": "budget:gpu_carbon_budget_warning:ratio", "expr": f"vector({b.warning_share:g})", "labels": labels},
-        {"record": "budget:gpu_carbon_budget_usage:increase", "expr": f"{usage} or vector(0)", "labels": labels},
+        # The window, or the recent stretch where that is more: a burst shows at once, not a long_interval later.
+        {"record": "budget:gpu_carbon_budget_usage:increase", "expr": f"({window} >= {latest}) or {latest}",
+         "labels": labels},
+        # At least the usage now: the window as last recorded plus all of the recent stretch (what the
+        # window may not hold yet). The warning reads it, so it never comes after the exceeded alert.
+        {"record": "budget:gpu_carbon_budget_usage:upper_increase", "expr": f"({window} or vector(0)) + {latest}",
+         "labels": labels},
     ]
     for L in sorted({x for t in tiers(b, s) for x in t[:2]}, key=seconds):
         rules.append({"record": f"budget:gpu_carbon_budget_burn_rate:ratio_increase{L}",
                       "expr": f"sum({usage_metric(b, L)}{sel}) / {seconds(L)} / ({b.limit:g} / {W})",
+                      "labels": labels})
+    for L in sorted({t[0] for t in tiers(b, s)}, key=seconds):
+        # What is left of the limit at the pace of the last L, in whole seconds: the burn-rate alert's description.
+        rules.append({"record": f"budget:gpu_carbon_budget_time_left_seconds:rate_increase{L}",
+                      "expr": f"round(clamp_min(budget:gpu_carbon_budget_limit:value{one} - "
+                              f"budget:gpu_carbon_budget_usage:increase{one}, 0) / on () group_left () "
+                              f"(sum({usage_metric(b, L)}{sel}) / {seconds(L)}))",
                       "labels": labels})
     horizon = min(W // 4, 86400)
     rules.append({"record": "budget:gpu_carbon_budget_usage:predict_linear",
@@ -99,23 +125,30 @@ def _per_budget(b: Budget, s: Settings) -> list[dict]:
 
 def _alerts(budgets: list[Budget], s: Settings) -> list[dict]:
     ratio = "budget:gpu_carbon_budget_usage:ratio"
+    upper = "budget:gpu_carbon_budget_usage:upper_increase / budget:gpu_carbon_budget_limit:value"
     rules = [
         alert(s, "GpuCarbonBudgetExceeded", f"{ratio} >= 1", "critical", "A carbon or energy budget is used up.",
               f"{DESCRIBE} has used {{{{ $value | humanizePercentage }}}} of its limit.", s.budget_for),
-        alert(s, "GpuCarbonBudgetWarning", f"({ratio} >= budget:gpu_carbon_budget_warning:ratio) < 1", "warning",
-              "A carbon or energy budget is nearly used up.",
-              f"{DESCRIBE} has used {{{{ $value | humanizePercentage }}}} of its limit.", s.budget_for),
+        # Fires while the usage, counting what its window may not hold yet, is at or past the warning share:
+        # so also while the budget is exceeded, never after the exceeded alert however fast it burns
+        # (Alertmanager's example inhibits it then).
+        alert(s, "GpuCarbonBudgetWarning", f"{ratio} and ({upper} >= budget:gpu_carbon_budget_warning:ratio)",
+              "warning", "A carbon or energy budget is nearly used up.",
+              f"{DESCRIBE} has used {{{{ $value | humanizePercentage }}}} of its limit and, with its latest usage, "
+              "reached its warning share.", s.budget_for),
     ]
     for long, short, factor in s.burn_rate_tiers:
         if not any((long, short, factor) in tiers(b, s) for b in budgets):
             continue
+        left = (f"{{{{ with printf \"budget:gpu_carbon_budget_time_left_seconds:rate_increase{long}{{budget='%s'}}\" "
+                "$labels.budget | query }}{{ . | first | value | humanizeDuration }}{{ end }}")
         rule = alert(
             s, "GpuCarbonBudgetBurnRate",
             f"budget:gpu_carbon_budget_burn_rate:ratio_increase{long} > {factor:g} and "
             f"budget:gpu_carbon_budget_burn_rate:ratio_increase{short} > {factor:g}",
             s.burn_rate_severity, "A budget is being spent much faster than it lasts.",
-            f"{DESCRIBE} burns {{{{ $value | humanize }}}} times its sustainable rate over the last {long} "
-            f"(and {short}): at this pace it lasts {{{{ $labels.window }}}} / {factor:g}.", None)
+            f"{DESCRIBE} is being spent at {{{{ $value | humanize }}}} times its sustainable rate over the last {long} "
+            f"(and over {short}, both above {factor:g}): at that pace what is left of its limit lasts {left}.", None)
         rule["labels"]["tier"] = f"{long}/{short}"
         rules.append(rule)
     rules.append(alert(

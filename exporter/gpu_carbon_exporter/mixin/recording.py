@@ -28,34 +28,44 @@ def _rollups(metric: str, ops: str) -> list[Rule]:
             _r(f"fleet:{metric}:{ops}", f"{by(FLEET)} ({node})")]
 
 
-def _node_rates(w: str) -> list[Rule]:
+def rate_ops(fn: str, w: str) -> str:
+    """The operations part of a rate rule's name: ``rate5m`` (a 5-minute average, for curves) or
+    ``irate`` (the last two samples: "now", whatever look-back ``w`` holds them)."""
+    return "irate" if fn == "irate" else f"{fn}{w}"
+
+
+def _node_rates(fn: str, w: str) -> list[Rule]:
+    ops = f"sum_{rate_ops(fn, w)}"
     sums = {
-        "gpu_carbon_gpu_power_watts": f"rate({GPU_ENERGY}[{w}])",
-        "gpu_carbon_gpu_emission_rate_grams_per_second": f"rate({GPU_GRAMS}[{w}])",
-        "gpu_carbon_power_watts": accounted_energy("rate", w),
-        "gpu_carbon_emission_rate_grams_per_second": f"rate({ALL_GRAMS}[{w}])",
-        "gpu_carbon_board_power_watts": f"rate({BOARD_ENERGY}[{w}])",
-        "gpu_carbon_board_emission_rate_grams_per_second": f"rate({BOARD_GRAMS}[{w}])",
-        "gpu_carbon_cpu_power_watts": cpu_accounted("rate", w),
-        "gpu_carbon_cpu_emission_rate_grams_per_second": f"rate({CPU_GRAMS}[{w}])",
+        "gpu_carbon_gpu_power_watts": f"{fn}({GPU_ENERGY}[{w}])",
+        "gpu_carbon_gpu_emission_rate_grams_per_second": f"{fn}({GPU_GRAMS}[{w}])",
+        "gpu_carbon_power_watts": accounted_energy(fn, w),
+        "gpu_carbon_emission_rate_grams_per_second": f"{fn}({ALL_GRAMS}[{w}])",
+        "gpu_carbon_board_power_watts": f"{fn}({BOARD_ENERGY}[{w}])",
+        "gpu_carbon_board_emission_rate_grams_per_second": f"{fn}({BOARD_GRAMS}[{w}])",
+        "gpu_carbon_cpu_power_watts": cpu_accounted(fn, w),
+        "gpu_carbon_cpu_emission_rate_grams_per_second": f"{fn}({CPU_GRAMS}[{w}])",
     }
     rules: list[Rule] = []
     for metric, expr in sums.items():
-        rules.append(_r(f"node:{metric}:sum_rate{w}", f"{by(NODE)} ({expr})"))
-        rules += _rollups(metric, f"sum_rate{w}")
-    rules.append(_r(f"node:gpu_carbon_rail_power_watts:sum_rate{w}",
-                    f"{by((*NODE, 'sensor', 'rail'))} (rate({RAIL_ENERGY}[{w}]))"))
+        rules.append(_r(f"node:{metric}:{ops}", f"{by(NODE)} ({expr})"))
+        rules += _rollups(metric, ops)
+    rules.append(_r(f"node:gpu_carbon_rail_power_watts:{ops}",
+                    f"{by((*NODE, 'sensor', 'rail'))} ({fn}({RAIL_ENERGY}[{w}]))"))
     return rules
 
 
-def _zone_rates(w: str) -> list[Rule]:
-    rules = [_r("node:gpu_carbon_grid_intensity_grams_per_kwh:topk1",
-                f"max by ({', '.join((*NODE, 'zone'))}) "
-                f"(topk by ({', '.join(NODE)}) (1, gpu_carbon_grid_intensity_grams_per_kwh))")]
-    for metric in ("gpu_carbon_power_watts", "gpu_carbon_emission_rate_grams_per_second"):
-        rules.append(_r(f"zone:{metric}:sum_rate{w}",
-                        f"sum by (zone) (node:{metric}:sum_rate{w} * {on(NODE)} group_left (zone) {node_zone()})"))
-    return rules
+def _zone_join() -> Rule:
+    return _r("node:gpu_carbon_grid_intensity_grams_per_kwh:topk1",
+              f"max by ({', '.join((*NODE, 'zone'))}) "
+              f"(topk by ({', '.join(NODE)}) (1, gpu_carbon_grid_intensity_grams_per_kwh))")
+
+
+def _zone_rates(fn: str, w: str) -> list[Rule]:
+    ops = f"sum_{rate_ops(fn, w)}"
+    return [_r(f"zone:{metric}:{ops}",
+               f"sum by (zone) (node:{metric}:{ops} * {on(NODE)} group_left (zone) {node_zone()})")
+            for metric in ("gpu_carbon_power_watts", "gpu_carbon_emission_rate_grams_per_second")]
 
 
 def job_labels(scope: str, source: str, window: str | None = None) -> str:
@@ -65,20 +75,26 @@ def job_labels(scope: str, source: str, window: str | None = None) -> str:
     return f"topk by ({', '.join(JOB)}) (1, max by ({', '.join((*JOB, scope))}) ({series}))"
 
 
-def _job_rates(w: str) -> list[Rule]:
+def _job_joins() -> list[Rule]:
     info_labels = ", ".join((*JOB, *JOB_INFO_LABELS))
-    rules = [
-        # A multi-node job is the sum of every node's share.
-        _r(f"job:gpu_carbon_job_power_watts:sum_rate{w}", f"{by(JOB)} (rate({JOB_ENERGY}[{w}]))"),
-        _r(f"job:gpu_carbon_job_emission_rate_grams_per_second:sum_rate{w}", f"{by(JOB)} (rate({JOB_GRAMS}[{w}]))"),
+    return [
         # Jobs a node exposes: the unattributed alert looks a day back on this small series, not on job_info.
         _r("node:gpu_carbon_job_info:count", f"count by ({', '.join(NODE)}) (gpu_carbon_job_info)"),
         # One label set per job even if two nodes disagree, so joins never fail on duplicates.
         _r(JOB_INFO, f"max by ({info_labels}) (topk by ({', '.join(JOB)}) (1, gpu_carbon_job_info))"),
     ]
+
+
+def _job_rates(fn: str, w: str) -> list[Rule]:
+    ops = f"sum_{rate_ops(fn, w)}"
+    rules = [
+        # A multi-node job is the sum of every node's share.
+        _r(f"job:gpu_carbon_job_power_watts:{ops}", f"{by(JOB)} ({fn}({JOB_ENERGY}[{w}]))"),
+        _r(f"job:gpu_carbon_job_emission_rate_grams_per_second:{ops}", f"{by(JOB)} ({fn}({JOB_GRAMS}[{w}]))"),
+    ]
     for metric in ("gpu_carbon_job_power_watts", "gpu_carbon_job_emission_rate_grams_per_second"):
-        rules.append(_r(f"team:{metric}:sum_rate{w}", f"sum by (cluster, team) (job:{metric}:sum_rate{w} * "
-                                                      f"{on(JOB)} group_left (team) {job_labels('team', JOB_INFO)})"))
+        rules.append(_r(f"team:{metric}:{ops}", f"sum by (cluster, team) (job:{metric}:{ops} * "
+                                                f"{on(JOB)} group_left (team) {job_labels('team', JOB_INFO)})"))
     return rules
 
 
@@ -93,11 +109,20 @@ def _waste(w: str) -> list[Rule]:
     return rules
 
 
+def _rates(fn: str, w: str) -> list[Rule]:
+    ops = rate_ops(fn, w)
+    gpu = [_r(f"gpu:gpu_carbon_power_watts:{ops}", f"{fn}({GPU_ENERGY}[{w}])"),
+           _r(f"gpu:gpu_carbon_emission_rate_grams_per_second:{ops}", f"{fn}({GPU_GRAMS}[{w}])")]
+    job = _job_rates(fn, w)
+    if fn == "rate":  # the joins once, before the first rules that read them
+        return [*gpu, *_node_rates(fn, w), _zone_join(), *_zone_rates(fn, w), *job[:2], *_job_joins(), *job[2:]]
+    return [*gpu, *_node_rates(fn, w), *_zone_rates(fn, w), *job]
+
+
 def power_group(s: Settings) -> dict:
-    w = s.rate_window
-    rules = [_r(f"gpu:gpu_carbon_power_watts:rate{w}", f"rate({GPU_ENERGY}[{w}])"),
-             _r(f"gpu:gpu_carbon_emission_rate_grams_per_second:rate{w}", f"rate({GPU_GRAMS}[{w}])")]
-    rules += _node_rates(w) + _zone_rates(w) + _job_rates(w) + _waste(s.waste_window)
+    """Rates from the energy and emission counters, twice: 5-minute averages (``…rate5m``, smooth
+    curves) and "now" (``…irate``: the last two samples, so a step shows two scrapes later)."""
+    rules = [*_rates("rate", s.rate_window), *_rates("irate", s.now_window), *_waste(s.waste_window)]
     return {"name": "gpu_carbon_power", "rules": rules}
 
 

@@ -37,7 +37,10 @@ class Settings:
     """What the rules are built with; every field can be set in a budgets file's ``settings``."""
 
     selector: str = 'job="gpu-carbon-exporter"'  # picks the exporter's scrape job for `up` alerts
-    rate_window: str = "5m"
+    rate_window: str = "5m"  # the smooth rates (…:sum_rate5m): averages for curves
+    # The "now" rates (…:sum_irate) read the last two samples within this look-back: at least two
+    # scrapes, more so that one missed scrape still leaves two (docs/rules.md).
+    now_window: str = "1m"
     waste_window: str = "1h"
     windows: tuple[str, ...] = ("1h", "1d", "7d", "30d")
     # Windows also recorded per job; longer ones only per team (a per-job 30d window keeps a
@@ -49,7 +52,9 @@ class Settings:
     tile: str = "5m"
     impact_weights: ImpactWeights = field(default_factory=ImpactWeights)
     warning_share: float = 0.8
-    budget_for: str = "5m"
+    # Budget exceeded and warning fire at the first evaluation that sees them (a usage crossing does
+    # not flap); a duration here delays both alike, so the warning still comes first.
+    budget_for: str = "0s"
     burn_rate_severity: str = "warning"
     burn_rate_tiers: tuple[tuple[str, str, float], ...] = (
         ("1h", "5m", 14.4), ("6h", "30m", 6.0), ("1d", "2h", 3.0), ("3d", "6h", 1.0))
