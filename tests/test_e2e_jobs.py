@@ -11,6 +11,13 @@ from procs import exporter, prometheus, query
 
 pytestmark = pytest.mark.e2e
 H100 = "NVIDIA H100 80GB HBM3"
+LATE_S = 0.1  # how late a 20-ms sample may come on a loaded machine
+
+
+def peak_w(device: dict) -> float:
+    power = device["power"]
+    return {"steps": lambda: max(w for _, w in power["steps"]), "square": lambda: power["high_w"],
+            "constant": lambda: power["watts"]}[power["pattern"]]()
 
 
 def scenario(start: float) -> dict:
@@ -62,7 +69,12 @@ def test_per_job_energy_through_prometheus(tmp_path):
               f"error {100 * errors[job.id]:+.2f} %")
     for job in truth.sc.jobs:
         if job.end_s - job.start_s >= 2.0:  # at least two scrape intervals
-            assert abs(errors[job.id]) < 0.01, (job.id, errors[job.id])
+            # 1 %, plus what a sample taken late at each of the job's ends can move: the exporter sees a
+            # job start and end at its samples (every 20 ms), which a busy 2-core machine delays by up
+            # to LATE_S (a 3-s job on a GPU stepping 90 -> 480 W read -2.1 % under load)
+            want = truth.job_allocated_j(job, 0, 20)
+            late = 2 * LATE_S * peak_w(data["devices"][job.devices[0]]) / want
+            assert abs(errors[job.id]) < 0.01 + late, (job.id, errors[job.id], late)
         else:  # sub-scrape jobs: bounded by the 0.02-s sampling at both ends
             assert abs(errors[job.id]) < 0.15, (job.id, errors[job.id])
     assert gpus["5"] == "2.1" and info["3"]["team"] == "b" and "gpus" not in info["3"]
