@@ -120,7 +120,7 @@ def _is_text(head: bytes) -> bool:
     return all(c.isprintable() or c in "\t\r\n\f\v" for c in text)
 
 
-def foreign(head: bytes) -> bool:
+def _foreign(head: bytes) -> bool:
     """Whether a file's first bytes are clearly someone else's: a known format, or text that is not
     ours. Our header or its beginning (a write cut short), zero pages a power loss left and binary
     garbage are taken for our own damaged state: they are moved aside, never destroyed."""
@@ -192,7 +192,7 @@ class StateStore:
                 head = fh.read(4096)
         except OSError as err:
             raise StateError(f"{p}: cannot read: {err.strerror}") from err
-        if foreign(head):
+        if _foreign(head):
             raise StateError(f"{p}: exists and is not a gpu-carbon-exporter state file; refusing to "
                              "overwrite it (check state.path / --state.path)")
 
