@@ -73,6 +73,7 @@ def test_our_damaged_state_file_or_checkpoint_is_set_aside_and_start_goes_on(tmp
     assert all(now[k] >= v for k, v in seen.items())  # the other generations carry the counters
     if damage != "zero-filled":  # blank pages hold nothing to keep
         assert list(tmp_path.glob("state.json.corrupt-*")) and "is damaged" in caplog.text
+        assert meter.snapshot.state_discarded == 1  # gpu_carbon_state_discarded_entries
 
 
 def test_a_zero_filled_state_file_does_not_stop_the_exporter(tmp_path):

@@ -212,6 +212,7 @@ class Meter:
         if not self.state:
             return {}
         data = self.state.load()
+        self._discarded = self.state.damaged_files  # a whole damaged file counts as one entry
         if not data:
             return {}
         problems: list[str] = []
@@ -232,7 +233,7 @@ class Meter:
         if self.attribution is not None:
             problems += self.attribution.restore(data.get("attribution", {}), self.clock(), self.wall())
         if problems:
-            self._discarded = len(problems)
+            self._discarded += len(problems)
             aside = self.state.set_aside(json.dumps(data, default=str).encode(), "damaged entries")
             for p in problems:
                 log.error("saved state: %s; entry set aside (a copy of the whole state is in %s)", p, aside)

@@ -159,6 +159,7 @@ class StateStore:
         self._fds: dict[str, int] = {}
         self._reserved: dict[str, int] = {}
         self._newest_slot: str | None = None
+        self.damaged_files = 0  # damaged files of ours moved aside by load()
         # Our checkpoint slots beside the durable file make it ours whatever it holds now.
         slots_beside = any(os.path.isfile(p) and not os.path.islink(p) for p in self.paths()[1:])
         for p in self.paths():
@@ -229,6 +230,7 @@ class StateStore:
             return _decode(raw)
         except (ValueError, UnicodeDecodeError, RecursionError) as err:
             aside = self._move_aside(p)
+            self.damaged_files += 1
             log.warning("state file %s is damaged (%s); moved it to %s and starting from the other "
                         "generations", p, err, aside)
             return None
