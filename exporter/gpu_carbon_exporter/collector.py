@@ -357,7 +357,12 @@ class SnapshotCollector(Collector):
         discarded = _gauge("state_discarded_entries", "Damaged entries of the saved state set aside at start-up "
                            "(a copy is kept beside the state file); 0 when the state loaded intact.")
         discarded.add_metric([], snap.state_discarded)
-        yield discarded
+        failed = _counter("state_write_failures", "Failed writes of the counter state since start, by file: "
+                          "checkpoint (after a sample; while it fails the exposed counters stay at their "
+                          "last saved values) or durable (every persist interval).", ["file"])
+        for name, n in sorted(snap.state_write_failures.items()):
+            failed.add_metric([name], n)
+        yield from (discarded, failed)
 
 
 _EMISSIONS_DOC = {"node": "Operational emissions of the node's rest (gCO2e): only the energy its GPUs and "

@@ -126,6 +126,8 @@ class Snapshot:
     mono: float = 0.0  # monotonic clock of the sample, for staleness
     state_discarded: int = 0  # damaged saved entries set aside at start-up
     provider_up: tuple[str, bool] | None = None  # the intensity provider's name and health (not a device collector)
+    # Failed writes of the counters since start, by file: "checkpoint" (counters held meanwhile), "durable".
+    state_write_failures: dict[str, int] = field(default_factory=lambda: {"checkpoint": 0, "durable": 0})
 
 
 class Meter:
@@ -158,6 +160,10 @@ class Meter:
         self._collectors: dict[str, CollectorStatus] = {}
         self._discarded = 0
         self._durable_ok = True  # the last durable write succeeded (the state collector's health)
+        self._write_failures = {"checkpoint": 0, "durable": 0}
+        # The counters as last saved: while saving fails, these are exposed (see _held).
+        self._saved_counters: dict[str, Counters] = {}
+        self._saved_attribution: object | None = None
         self._parts_since_node = 0.0  # J of accounted GPUs/CPUs since the node's last accounting
         self._last_slow = -float("inf")
         self._last_persist = clock()
@@ -196,12 +202,18 @@ class Meter:
             raise SourceUnavailable("; ".join(errors) or "no source enabled or detected")
         for err in errors:
             log.warning("source unavailable, continuing without it: %s", err)
+        self._saved_counters = {d.identity.uuid: replace(d.counters) for d in self._devices}
+        if self.attribution is not None:
+            self._saved_attribution = self.attribution.snapshot()
+        if self.state:
+            self.state.prepare(self._state_data())  # StateError: not even the checkpoints' space can be had
 
     def _load_state(self) -> dict:
         """Saved state with every entry validated; damaged entries are set aside and counted."""
         if not self.state:
             return {}
         data = self.state.load()
+        self._discarded = self.state.damaged_files  # a whole damaged file counts as one entry
         if not data:
             return {}
         problems: list[str] = []
@@ -222,7 +234,7 @@ class Meter:
         if self.attribution is not None:
             problems += self.attribution.restore(data.get("attribution", {}), self.clock(), self.wall())
         if problems:
-            self._discarded = len(problems)
+            self._discarded += len(problems)
             aside = self.state.set_aside(json.dumps(data, default=str).encode(), "damaged entries")
             for p in problems:
                 log.error("saved state: %s; entry set aside (a copy of the whole state is in %s)", p, aside)
@@ -274,18 +286,30 @@ class Meter:
         if self.state:
             self.state.close()
 
+    def _next_sample(self, last: float) -> float:
+        """Monotonic time of the next sample: the next multiple of the interval on the wall clock.
+
+        The phase then survives a restart: the exposed counters lag the same behind the wall clock
+        before and after it, so an increase() whose window spans a restart loses no energy to a
+        moved phase. A behind-schedule sampler skips to the next multiple (no burst), a sample
+        closer than half an interval to the last is not taken, and a wall-clock step only moves
+        the phase: the wait is at most one and a half intervals."""
+        now = self.clock()
+        at = now + self.interval_seconds - self.wall() % self.interval_seconds
+        if at - last < 0.5 * self.interval_seconds:
+            at += self.interval_seconds
+        return at
+
     def _run(self) -> None:
         needs_integration = any(not d.identity.has_energy_counter and d.identity.fast_integration
                                 for d in self._devices)
-        next_sample = self.clock() + self.interval_seconds
+        next_sample = self._next_sample(self.clock())
         while not self._stop.is_set():
             now = self.clock()
             try:
                 if now >= next_sample:
-                    next_sample += self.interval_seconds
-                    if next_sample < now:  # fell behind: skip, do not burst
-                        next_sample = now + self.interval_seconds
                     self.sample()
+                    next_sample = self._next_sample(now)
                 elif needs_integration:
                     self.integrate()
             except Exception:  # noqa: BLE001 - a bug must not stop the sampler; healthz shows staleness
@@ -434,9 +458,22 @@ class Meter:
         if self.attribution is not None:
             self.attribution.read_work(end)
             self.attribution.expire(end)
-        if self.state and not (end - self._last_persist >= self.persist_interval_seconds and self.persist()):
-            self._checkpoint()
-        self.snapshot = self._build_snapshot(end)
+        saved = not self.state or (end - self._last_persist >= self.persist_interval_seconds and self.persist())
+        saved = saved or self._checkpoint()
+        snap = self._build_snapshot(end)
+        if saved:
+            self._saved_counters = {d.identity.uuid: d.counters for d in snap.devices}
+            self._saved_attribution = snap.attribution
+            self.snapshot = snap
+        else:
+            self.snapshot = self._held(snap)
+
+    def _held(self, snap: Snapshot) -> Snapshot:
+        """The new sample with its counters held at the last saved values: the counters could not be
+        saved, and no exposed value may exceed what a restart reads back. Gauges stay live."""
+        devices = tuple(replace(d, counters=self._saved_counters.get(d.identity.uuid, Counters()))
+                        for d in snap.devices)
+        return replace(snap, devices=devices, attribution=self._saved_attribution)
 
     def _sample_device(self, dev: _Device, slow: bool) -> bool:
         now = self.clock()
@@ -492,6 +529,7 @@ class Meter:
                                           replace(d.counters), rate))
         return Snapshot(time=wall_now, mono=now, devices=tuple(devices), intensity=intensity, pue=self.pue,
                         collectors=dict(self._collectors), state_discarded=self._discarded,
+                        state_write_failures=dict(self._write_failures),
                         source_info={s.name: s.info() for s in self._open_sources},
                         provider_stats=self.intensity.stats(), forecast=self.intensity.forecast(wall_now),
                         provider_up=(self.intensity.name, self.intensity.healthy()),
@@ -509,15 +547,19 @@ class Meter:
             data["attribution"] = self.attribution.state(self.clock(), wall_now)
         return data
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self) -> bool:
         """Crash checkpoint before the sample is exposed: no exposed value is ever above the saved one."""
         t = self.clock()
         try:
             self.state.checkpoint(self._state_data())
             self._collectors["state"] = CollectorStatus(self._durable_ok, self.clock() - t, t)
+            return True
         except (OSError, ValueError) as err:
-            log.error("could not write the crash checkpoint beside %s: %s", self.state.path, err)
+            self._write_failures["checkpoint"] += 1
+            log.error("could not write the crash checkpoint beside %s: %s; the exposed counters stay at "
+                      "their last saved values until it succeeds", self.state.path, err)
             self._collectors["state"] = CollectorStatus(False, self.clock() - t, t)
+            return False
 
     def persist(self) -> bool:
         """Durable write of the counters; False (logged, health metric) when it failed."""
@@ -532,6 +574,7 @@ class Meter:
             return True
         except (OSError, ValueError) as err:
             log.error("could not persist counters to %s: %s", self.state.path, err)
+            self._write_failures["durable"] += 1
             self._collectors["state"] = CollectorStatus(False, self.clock() - now, now)
             self._durable_ok = False
             return False
