@@ -71,13 +71,17 @@ def test_sighup_reloads_and_keeps_counting(tmp_path):
                 break
             time.sleep(0.1)
         assert r.headers.get("X-Test") == "two" and proc.poll() is None
-        time.sleep(0.5)  # a few more samples
-        after = counters(port)
         key = next(k for k in before if k.startswith("gpu_carbon_gpu_energy_joules_total"))
-        assert after[key] > before[key]
+        deadline = time.monotonic() + 30
+        while counters(port)[key] <= before[key]:  # still sampling after the reload
+            assert time.monotonic() < deadline, "the counters stopped after SIGHUP"
+            time.sleep(0.1)
         web.write_text("http_server_config: [1]\n")  # a broken reload keeps the running config
         proc.send_signal(signal.SIGHUP)
-        time.sleep(0.5)
+        deadline = time.monotonic() + 30
+        while "web config reload failed" not in (tmp_path / "exporter.log").read_text():
+            assert time.monotonic() < deadline, "the broken reload was never logged"
+            time.sleep(0.1)
         assert proc.poll() is None
         assert requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).headers.get("X-Test") == "two"
     finally:
@@ -97,14 +101,15 @@ def test_a_restarted_demo_recovers_its_downtime_like_a_real_driver(tmp_path):
     port = free_port()
     args = ["--simulate", "demo", "--state.path", str(tmp_path / "state.json"),
             "--web.listen-address", f"127.0.0.1:{port}"]
-    mine = lambda: {d for d in Path(tempfile.gettempdir()).glob("gpu-carbon-*-*")  # noqa: E731
-                    if (d / ".owner-pid").exists()}
-    before_trees = mine()
+    def trees_of(pid: int) -> set[Path]:  # only this run's trees: other tests share /tmp
+        return {d for d in Path(tempfile.gettempdir()).glob("gpu-carbon-*-*")
+                if (d / ".owner-pid").exists() and (d / ".owner-pid").read_text().strip() == str(pid)}
+
     log = open(tmp_path / "exporter.log", "a")
     proc = subprocess.Popen([sys.executable, "-m", "gpu_carbon_exporter", *args], stdout=log, stderr=log)
     wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
     first = counters(port)
-    left = mine() - before_trees
+    left = trees_of(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     assert left and all(d.exists() for d in left)  # a killed run cannot clean up after itself
