@@ -236,9 +236,12 @@ LISTEN_BACKLOG = 1024
 WRITE_DUTY = 0.1
 # Requests on one connection: the last response says "Connection: close" (the client reconnects).
 MAX_REQUESTS_PER_CONNECTION = 100
-# A connection busy writing may be evicted for a new one once it has held its slot this long (a
-# response that has just begun is not cut for the next comer).
+# A connection busy writing may be evicted for a new one once its current run of responses (those
+# written back to back, without waiting for the client) has lasted this long: a response that has
+# just begun, a keep-alive scraper's included, is not cut for the next comer.
 EVICTABLE_AFTER_S = 0.5
+# A wait for the next request head shorter than this is pipelining: the run of responses goes on.
+PIPELINED_S = 0.05
 WRITE_CHUNK = 64 * 1024  # bytes written at a time, so progress is seen while a slow reader reads
 
 
@@ -251,6 +254,7 @@ class _Conn:
         self.deadline, self.opened, self.idle_since = now + timeout, now, now
         self.sent = self.requests = 0
         self.budget, self.budget_at, self.write_started = timeout, now, now
+        self.run_started, self.run_sent = now, 0  # the current run of back-to-back responses
 
     def start_head(self, now: float) -> None:
         """Waiting for the client's next request head (a fresh deadline: the client is the slow one)."""
@@ -262,13 +266,19 @@ class _Conn:
     def start_write(self, now: float) -> None:
         """Answering a request: the deadline is what is left of the write budget, never renewed per response."""
         self.budget = min(self.timeout, self.budget + (now - self.budget_at) * WRITE_DUTY)
+        if self.requests == 0 or now - self.idle_since > PIPELINED_S:  # the client waited for us: a new run
+            self.run_started, self.run_sent = now, self.sent
         self.budget_at, self.write_started, self.phase = now, now, "write"
         self.requests += 1
         self.deadline = now + max(0.0, self.budget)
 
+    def run_age(self, now: float) -> float:
+        return now - self.run_started
+
     def progress(self, now: float) -> float:
-        """Bytes written per second since the connection took its slot."""
-        return self.sent / max(now - self.opened, EVICTABLE_AFTER_S)
+        """Bytes written per second in the current run of responses (not since the connection opened:
+        a keep-alive scraper idles between scrapes, and its average would look slow)."""
+        return (self.sent - self.run_sent) / max(self.run_age(now), EVICTABLE_AFTER_S)
 
     def cut(self) -> None:
         try:
@@ -361,10 +371,10 @@ class ExporterServer(ThreadingHTTPServer):
         if waiting:
             victim = min(waiting, key=lambda c: c.idle_since)
         else:
-            held = [c for c in self._conns.values() if now - c.opened >= EVICTABLE_AFTER_S]
+            held = [c for c in self._conns.values() if c.run_age(now) >= EVICTABLE_AFTER_S]
             if not held:
                 return False
-            victim = min(held, key=lambda c: (c.progress(now), c.opened))
+            victim = min(held, key=lambda c: (c.progress(now), c.run_started))
         del self._conns[id(victim)]
         victim.cut()
         self._evicted.event("connection limit reached: closed the connection idle the longest or "
@@ -446,10 +456,13 @@ class _Handler(BaseHTTPRequestHandler):
         super().handle_one_request()
 
     def parse_request(self) -> bool:
-        if not super().parse_request():
-            return False
-        if len(self.requestline.split()) != 3:  # HTTP/0.9 ("GET /"): no headers, no status line
+        if len(self.raw_requestline.split()) == 2:
+            # HTTP/0.9 ("GET /"): refused before the base class, which would wait for headers it never gets
+            self.command, self.request_version, self.close_connection = None, "HTTP/1.0", True
+            self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
             self.send_error(400, "Bad request syntax")
+            return False
+        if not super().parse_request():
             return False
         if not self._no_body():
             return False

@@ -74,11 +74,20 @@ class _Budgets:
         tokens, at = self._buckets.get(addr, (FAILURE_BURST, now))
         return min(FAILURE_BURST, tokens + (now - at) / FAILURE_REFILL_S)
 
-    def allows(self, addr: str, now: float) -> bool:
-        return self._tokens(addr, now) >= 1.0
+    def take(self, addr: str, now: float) -> bool:
+        """Take a token for one bcrypt check; False when the address has none left."""
+        tokens = self._tokens(addr, now)
+        if tokens < 1.0:
+            return False
+        self._set(addr, tokens - 1.0, now)
+        return True
 
-    def spend(self, addr: str, now: float) -> None:
-        self._buckets[addr] = (self._tokens(addr, now) - 1.0, now)
+    def give_back(self, addr: str, now: float) -> None:
+        """A check that did not fail (it succeeded, or never ran) costs the address nothing."""
+        self._set(addr, min(FAILURE_BURST, self._tokens(addr, now) + 1.0), now)
+
+    def _set(self, addr: str, tokens: float, now: float) -> None:
+        self._buckets[addr] = (tokens, now)
         self._buckets.move_to_end(addr)
         while len(self._buckets) > ADDRESSES:
             self._buckets.popitem(last=False)
@@ -95,6 +104,9 @@ class BasicAuth:
         self._lock = threading.Lock()
         self._pool = threading.BoundedSemaphore(BCRYPT_POOL)
         self._dummy = _dummy_hash(users)
+        if len({bcrypt_cost(h.decode()) for h in users.values()}) > 1:
+            log.warning("basic_auth_users' bcrypt hashes have different costs: the time an answer takes can "
+                        "tell an existing user name from an unknown one; give every user the same cost")
         self.refused = 0  # checks refused without bcrypt (budget spent or pool full), for tests and logs
 
     def check(self, header: str | None, addr: str = "") -> bool:
@@ -109,25 +121,29 @@ class BasicAuth:
         with self._lock:
             if key in self._ok:
                 return True
-            if key in self._failed or not self._budgets.allows(addr, now):
+            # the token is taken before bcrypt, so concurrent requests from one address cannot all pass
+            if key in self._failed or not self._budgets.take(addr, now):
                 self.refused += 1
                 return False
         ok = self._bcrypt(user, password)
         with self._lock:
             if ok:
                 self._ok.add(key)
-            else:
+            elif ok is False:
                 self._failed.add(key)
-                self._budgets.spend(addr, now)
-        return ok
+            if ok is not False:  # a success, or a check the pool had no room for, costs nothing
+                self._budgets.give_back(addr, time.monotonic())
+            if ok is None:
+                self.refused += 1
+        return bool(ok)
 
-    def _bcrypt(self, user: str, password: str) -> bool:
+    def _bcrypt(self, user: str, password: str) -> bool | None:
+        """The check's result, or None when the pool had no room within POOL_WAIT_S (nothing known:
+        never cached as a failure, so good credentials are not remembered as wrong)."""
         import bcrypt  # noqa: PLC0415 - only needed with basic auth
 
         if not self._pool.acquire(timeout=POOL_WAIT_S):
-            with self._lock:
-                self.refused += 1
-            return False
+            return None
         try:
             hashed = self.users.get(user)
             return bcrypt.checkpw(password.encode(), hashed or self._dummy) and hashed is not None

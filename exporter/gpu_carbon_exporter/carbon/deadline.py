@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from typing import Any
 
 import requests
@@ -34,6 +35,7 @@ class Deadline:
 
     def __enter__(self) -> Deadline:
         _current.deadline = self
+        self._ends = time.monotonic() + self.seconds
         self._timer.start()
         return self
 
@@ -44,6 +46,9 @@ class Deadline:
             for sock in self._socks:
                 sock.close()
             self._socks.clear()
+
+    def time_left(self) -> float:
+        return self._ends - time.monotonic()
 
     def watch(self, sock: socket.socket) -> None:
         # A duplicate descriptor: TLS detaches the original socket object, but a shutdown through
@@ -75,13 +80,23 @@ def _watched(sock: socket.socket) -> socket.socket:
     return sock
 
 
+def _time_left(conn: HTTPConnection) -> None:
+    """Connecting happens before the socket can be watched: each connect attempt gets only the time
+    left of the request's deadline."""
+    deadline = getattr(_current, "deadline", None)
+    if deadline is not None:
+        conn.timeout = max(0.001, deadline.time_left())
+
+
 class _Conn(HTTPConnection):
     def _new_conn(self) -> socket.socket:
+        _time_left(self)
         return _watched(super()._new_conn())
 
 
 class _TlsConn(HTTPSConnection):
     def _new_conn(self) -> socket.socket:
+        _time_left(self)
         return _watched(super()._new_conn())
 
 
