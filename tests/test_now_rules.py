@@ -15,7 +15,7 @@ from procs import exporter, prometheus, query
 
 pytestmark = pytest.mark.e2e
 H100 = "NVIDIA H100 80GB HBM3"
-STEP_AT = 20.0  # scenario seconds: the exporter and Prometheus are usually up by then (one idle scrape likely)
+STEP_AT = 30.0  # scenario seconds: the exporter and Prometheus are up and have scraped the idle node by then
 IDLE_W, BUSY_W, GPUS = 25.0, 500.0, 4  # 100 W -> 2 kW for the node
 PUE, G_PER_KWH = 1.2, 300.0
 SCRAPE = 15.0
@@ -47,8 +47,9 @@ def test_now_rates_follow_a_step_within_two_scrapes(tmp_path):
     step = start + STEP_AT
     with exporter(tmp_path, "--simulate", str(tmp_path / "s.yaml"), "--sampling.interval", "0.1") as port, \
             prometheus(tmp_path, [f"127.0.0.1:{port}"], rules, interval=f"{SCRAPE:g}s") as base:
-        # (If a loaded machine starts them after the step, the first two scrapes both see 2 kW: the same
-        # reading is due, a node's "now" from its second scrape on.)
+        first = wait_until(lambda: samples(base, "up[2m]", time.time()), STEP_AT + 30, "a first scrape")[0][0]
+        assert first < step, "Prometheus first scraped after the step: no step to follow (a very slow start)"
+
         def two_scrapes_after_step():
             after = [t for t, _ in samples(base, "up[2m]", time.time()) if t > step]
             return after[:2] if len(after) >= 2 else None

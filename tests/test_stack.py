@@ -190,7 +190,7 @@ def test_help_shows_the_defaults_and_the_scrape_interval_is_the_datasources():
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     text = " ".join(out.stdout.split())
-    for default in ("(default 15s)", "(default 9842)", "default 9090", "default 9093", "default 3000"):
+    for default in ("(at most 30s; default 15s)", "(default 9842)", "default 9090", "default 9093", "default 3000"):
         assert default in text, default
     committed = yaml.safe_load((Path(__file__).parents[1] / "grafana/provisioning/datasources/prometheus.yaml")
                                .read_text())

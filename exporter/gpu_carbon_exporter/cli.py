@@ -233,7 +233,12 @@ def _stack(argv: list[str]) -> int:
     def interval(text: str) -> str:
         if re.fullmatch(r"0+[a-z]+", text):  # Prometheus refuses a zero interval
             raise argparse.ArgumentTypeError(f"expected a duration above zero such as 15s, got {text!r}")
-        return duration(text)
+        text = duration(text)
+        value, unit = re.fullmatch(r"([0-9]+)(ms|s|m|h|d)", text).groups()
+        if int(value) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit] > 30:  # the "now" rules' irate over now_window (1m) needs two samples in it
+            raise argparse.ArgumentTypeError(f"at most 30s (the rules' 1-minute 'now' window needs two "
+                                             f"scrapes), got {text!r}")
+        return text
 
     p = argparse.ArgumentParser(prog="gpu-carbon-exporter stack",
                                 description="Run a local stack from local binaries: simulated exporters, Prometheus "
@@ -246,7 +251,7 @@ def _stack(argv: list[str]) -> int:
     p.add_argument("--budgets", metavar="FILE", help="budgets file (default: two demo budgets; an empty list: none)")
     p.add_argument("--scrape-interval", default=DEFAULT_SCRAPE_INTERVAL, type=interval, metavar="DURATION",
                    help="Prometheus's scrape and evaluation interval, also the Grafana datasource's timeInterval "
-                        "(default %(default)s)")
+                        "(at most 30s; default %(default)s)")
     p.add_argument("--alert-for", type=duration, metavar="DURATION",
                    help="set every generated alert's `for:` to DURATION in the stack's copy of the rules, to see "
                         "alerts fire within seconds (default: the generated durations)")

@@ -117,15 +117,17 @@ class Proc:
 
 
 def read_yaml(path: Path) -> Any:
-    """A budgets file's content; errors name the file (as the rules generator's do)."""
+    """A budgets file's content through the project's one YAML reader (duplicate keys refused, errors
+    naming the file, as the rules generator's); an empty file is no budgets."""
+    from .config import ConfigError
+    from .config import read_yaml as read_config_yaml
     from .mixin import BudgetError
 
     try:
-        return yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise BudgetError(f"{path}: cannot read: {err.strerror or err}") from err
-    except yaml.YAMLError as err:
-        raise BudgetError(f"{path}: not valid YAML: {err}") from err
+        data = read_config_yaml(path)
+    except ConfigError as err:
+        raise BudgetError(str(err)) from err
+    return {"budgets": []} if data is None else data
 
 
 def with_alert_for(content: dict, duration: str) -> dict:

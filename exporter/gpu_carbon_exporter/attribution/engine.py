@@ -132,11 +132,13 @@ class Attribution:
         ``held_s``: seconds of GPU time the holders held for embodied carbon (the sampled,
         monotonic duration; 0 for energy recovered over the exporter's downtime, as for the GPU)."""
         b = self.gpus.setdefault(device.uuid, GpuBuckets())
+        sampled = held_s is None or held_s > 0  # not energy recovered over the exporter's downtime
         for _, _, holders in self._holders.get(device.uuid, []):
             for h in holders:  # a job that expired while it still held the GPU comes back
                 jc = self.jobs.setdefault(h.job.key, JobCounters(h.job))
-                jc.held_from = t0 if jc.held_from is None else min(jc.held_from, t0)
-                jc.held_until = t1 if jc.held_until is None else max(jc.held_until, t1)
+                if sampled:  # its start and end: times it was seen holding the GPU, never a downtime's end
+                    jc.held_from = t0 if jc.held_from is None else min(jc.held_from, t0)
+                    jc.held_until = t1 if jc.held_until is None else max(jc.held_until, t1)
         idle_total = self.idle_w(device) * max(t1 - t0, 0.0)
         g_per_j = grams / joules if joules > 0 else 0.0
         slots = self._holders.get(device.uuid) or [(1.0, str(device.index), [])]

@@ -319,8 +319,10 @@ def _context(prom: Prometheus, report: JobReport, sel: str, cluster: str, step: 
     report.methods = sorted({s.labels["method"] for s in devices.values() if "method" in s.labels})
     util = {(s.labels.get("node", ""), s.labels.get("gpu", "")): s.samples[-1][1] for s in prom.instant(
         f"avg_over_time(gpu_carbon_gpu_utilization_ratio{{{where}}}[{window}s])", report.end)}
+    # each point the highest sample of the step before it: a burst between grid points is not thinned away
     power = {(s.labels.get("node", ""), s.labels.get("gpu", "")): s.samples for s in prom.range(
-        f"gpu_carbon_gpu_power_watts{{{where}}}", report.start, report.end, rstep)}
+        f"max_over_time(gpu_carbon_gpu_power_watts{{{where}}}[{max(int(rstep * 1000), 1)}ms])",
+        report.start, report.end, rstep)}
     for node, gpu in sorted(held):
         physical = gpu.split(".")[0]  # a MIG instance's GPU
         row = GpuRow(node, gpu)
@@ -332,6 +334,9 @@ def _context(prom: Prometheus, report: JobReport, sel: str, cluster: str, step: 
             row.peak_power_w = max(w for _, w in power[(node, physical)])
         report.gpus.append(row)
     report.peak_power_w = _capped_peak(report.peak_power_w, [power.get((node, g.split(".")[0])) for node, g in held])
+    if report.peak_power_w is not None and report.mean_power_w is not None:
+        # the gauge (an averaged reading on NVML) may read a little under the counters: never below the mean
+        report.peak_power_w = max(report.peak_power_w, report.mean_power_w)
     utils = [r.mean_utilization for r in report.gpus if r.mean_utilization is not None]
     report.mean_utilization = sum(utils) / len(utils) if utils else None
     for s in prom.range(f"gpu_carbon_grid_intensity_grams_per_kwh{{{nodes_only}}}", report.start, report.end, rstep):
