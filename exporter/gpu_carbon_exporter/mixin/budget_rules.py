@@ -70,7 +70,8 @@ def usage_groups(budgets: list[Budget], s: Settings) -> list[dict]:
             if (rule["record"], rule["expr"]) not in seen:
                 seen.add((rule["record"], rule["expr"]))
                 groups[group].append(rule)
-    return [{"name": "gpu_carbon_budget_usage", "rules": groups["fast"]},
+    # The short usage windows are exact growths too (promql.growth): refreshed every window_interval.
+    return [{"name": "gpu_carbon_budget_usage", "interval": s.window_interval, "rules": groups["fast"]},
             {"name": "gpu_carbon_budget_tiles", "interval": s.tile, "rules": groups["tile"]},
             {"name": "gpu_carbon_budget_usage_long", "interval": s.long_interval, "rules": groups["long"]}]
 

@@ -1,17 +1,18 @@
 """Recording rules: power and emission rates, kWh and g CO₂e windows, waste, efficiency, impact.
 
-Rates come from the energy and emission counters, never from power gauges, so they are
-exact over any window the counters cover; ``increase()`` bridges counter resets and scrape
-gaps. Energy windows are in kWh, emissions in grams, water in litres (docs/rules.md).
+Rates come from the energy and emission counters, never from power gauges. Windows and tiles
+are the counters' exact growth (``promql.growth``: last sample minus the last one before, no
+extrapolation), so a finished job reads what it used. Energy windows are in kWh, emissions in
+grams, water in litres (docs/rules.md).
 """
 from __future__ import annotations
 
 from .promql import (
     ALL_GRAMS, BOARD_ENERGY, BOARD_GRAMS, CPU_GRAMS, GPU_EMBODIED, GPU_ENERGY, GPU_GRAMS, GPU_WATER,
     JOB_EMBODIED, JOB_ENERGY, JOB_GRAMS, JOB_WATER, JOULES_PER_KWH, RAIL_ENERGY, accounted_energy, by,
-    cpu_accounted, node_zone, on, zero_if_absent,
+    cpu_accounted, growth, node_zone, on, zero_if_absent,
 )
-from .settings import FLEET, JOB, JOB_INFO_LABELS, NODE, SITE, Settings
+from .settings import FLEET, GAP_LOOKBACK, JOB, JOB_INFO_LABELS, NODE, SITE, Settings, lookback
 
 Rule = dict[str, object]
 JOB_INFO = "job:gpu_carbon_job_info:dedup"
@@ -105,29 +106,39 @@ def _kwh(expr: str) -> str:
     return f"{expr} / {JOULES_PER_KWH:g}"
 
 
-def _job_window_exprs(W: str) -> dict[str, str]:
-    """Per job (a multi-node job summed over its nodes): metric -> increase over ``W``."""
+def _job_window_exprs(W: str, back: str | None = None) -> dict[str, str]:
+    """Per job (a multi-node job summed over its nodes): metric -> exact growth over ``W``, looking
+    ``back`` (default ``lookback(W)``) before it for each counter's value. Job counters start at 0."""
+    def g(sel: str) -> str:
+        return f"{by(JOB)} ({growth(sel, W, back or lookback(W), from_zero=True)})"
+
     return {
-        "gpu_carbon_job_energy_kwh": _kwh(f"{by(JOB)} (increase({JOB_ENERGY}[{W}]))"),
-        "gpu_carbon_job_emissions_grams": f"{by(JOB)} (increase({JOB_GRAMS}[{W}]))",
-        "gpu_carbon_job_embodied_emissions_grams": f"{by(JOB)} (increase({JOB_EMBODIED}[{W}]))",
-        "gpu_carbon_job_water_liters": f"{by(JOB)} (increase({JOB_WATER}[{W}]))",
-        "gpu_carbon_job_gpu_hours": f"{by(JOB)} (increase(gpu_carbon_job_gpu_seconds_total[{W}])) / 3600",
+        "gpu_carbon_job_energy_kwh": _kwh(g(JOB_ENERGY)),
+        "gpu_carbon_job_emissions_grams": g(JOB_GRAMS),
+        "gpu_carbon_job_embodied_emissions_grams": g(JOB_EMBODIED),
+        "gpu_carbon_job_water_liters": g(JOB_WATER),
+        "gpu_carbon_job_gpu_hours": f"{g('gpu_carbon_job_gpu_seconds_total')} / 3600",
     }
 
 
-def _node_window_exprs(W: str) -> dict[str, str]:
-    """Per node: metric -> increase over ``W`` (every accounted device unless the name says which)."""
+def _node_window_exprs(W: str, back: str | None = None) -> dict[str, str]:
+    """Per node: metric -> exact growth over ``W`` (every accounted device unless the name says which)."""
+    def grow(sel: str, window: str) -> str:
+        return growth(sel, window, back or lookback(window), from_zero=False)
+
+    def g(sel: str) -> str:
+        return f"{by(NODE)} ({grow(sel, W)})"
+
     return {
-        "gpu_carbon_energy_kwh": _kwh(f"{by(NODE)} ({accounted_energy('increase', W)})"),
-        "gpu_carbon_emissions_grams": f"{by(NODE)} (increase({ALL_GRAMS}[{W}]))",
-        "gpu_carbon_embodied_emissions_grams": f"{by(NODE)} (increase({GPU_EMBODIED}[{W}]))",
-        "gpu_carbon_water_liters": f"{by(NODE)} (increase({GPU_WATER}[{W}]))",
-        "gpu_carbon_gpu_energy_kwh": _kwh(f"{by(NODE)} (increase({GPU_ENERGY}[{W}]))"),
-        "gpu_carbon_board_energy_kwh": _kwh(f"{by(NODE)} (increase({BOARD_ENERGY}[{W}]))"),
-        "gpu_carbon_board_emissions_grams": f"{by(NODE)} (increase({BOARD_GRAMS}[{W}]))",
-        "gpu_carbon_cpu_energy_kwh": _kwh(f"{by(NODE)} ({cpu_accounted('increase', W)})"),
-        "gpu_carbon_cpu_emissions_grams": f"{by(NODE)} (increase({CPU_GRAMS}[{W}]))",
+        "gpu_carbon_energy_kwh": _kwh(f"{by(NODE)} ({accounted_energy(grow, W)})"),
+        "gpu_carbon_emissions_grams": g(ALL_GRAMS),
+        "gpu_carbon_embodied_emissions_grams": g(GPU_EMBODIED),
+        "gpu_carbon_water_liters": g(GPU_WATER),
+        "gpu_carbon_gpu_energy_kwh": _kwh(g(GPU_ENERGY)),
+        "gpu_carbon_board_energy_kwh": _kwh(g(BOARD_ENERGY)),
+        "gpu_carbon_board_emissions_grams": g(BOARD_GRAMS),
+        "gpu_carbon_cpu_energy_kwh": _kwh(f"{by(NODE)} ({cpu_accounted(grow, W)})"),
+        "gpu_carbon_cpu_emissions_grams": g(CPU_GRAMS),
     }
 
 
@@ -147,22 +158,23 @@ def scope_window(scope: str, metric: str, ops: str, recorded: bool = True) -> Ru
 
 
 def scope_tile(scope: str, metric: str, tile: str) -> Rule:
-    """``scope``'s increase over the last tile, its jobs joined to the exposed job_info of that tile
-    (raw series only: promtool can backfill tiles in one pass)."""
+    """``scope``'s growth over the last tile, its jobs joined to the exposed job_info of that tile
+    (raw series only: promtool can backfill tiles in one pass). Each tile is the counters' last
+    value minus the one before the tile, so consecutive tiles add up to the window exactly."""
     return _r(f"{scope}:{metric}:tile{tile}",
-              f"sum by (cluster, {scope}) (({_job_window_exprs(tile)[metric]}) * {on(JOB)} group_left ({scope}) "
+              f"sum by (cluster, {scope}) (({_job_window_exprs(tile, GAP_LOOKBACK)[metric]}) * {on(JOB)} group_left ({scope}) "
               f"{job_labels(scope, 'gpu_carbon_job_info', tile)})")
 
 
 def job_tile(metric: str, tile: str, job_ids: str) -> Rule:
     """The tiles of the jobs ``job_ids`` (a regex) only: budgets on single jobs read them, and tiles
     of every job would keep a month of per-job series."""
-    expr = _job_window_exprs(tile)[metric].replace("_total{", f'_total{{job_id=~"{job_ids}",')
+    expr = _job_window_exprs(tile, GAP_LOOKBACK)[metric].replace("_total{", f'_total{{job_id=~"{job_ids}",')
     return _r(f"job:{metric}:tile{tile}", expr)
 
 
 def node_tile(metric: str, tile: str) -> Rule:
-    return _r(f"node:{metric}:tile{tile}", _node_window_exprs(tile)[metric])
+    return _r(f"node:{metric}:tile{tile}", _node_window_exprs(tile, GAP_LOOKBACK)[metric])
 
 
 def tiled_window(level: str, metric: str, W: str, tile: str) -> Rule:
@@ -236,16 +248,16 @@ def window_rules(W: str, s: Settings) -> list[Rule]:
 
 
 def tile_group(s: Settings) -> dict:
-    """Increases over one tile, every tile: what the windows longer than a day sum up."""
+    """Growth over one tile, every tile: what the windows longer than a day sum up."""
     rules = [node_tile(m, s.tile) for m in _node_window_exprs(s.tile)]
     rules += [scope_tile("team", m, s.tile) for m in TEAM_METRICS]
     return {"name": "gpu_carbon_tiles", "interval": s.tile, "rules": rules}
 
 
 def window_groups(s: Settings) -> list[dict]:
-    """Short windows at the global interval; 1d and longer in their own, slower group."""
+    """Windows under a day every ``window_interval``; 1d and longer in their own, slower group."""
     short = [r for W in s.short_windows() for r in window_rules(W, s)]
     long = [r for W in s.long_windows() for r in window_rules(W, s)]
     tiles = [tile_group(s)] if any(s.tiled(W) for W in s.windows) else []
-    return [{"name": "gpu_carbon_windows", "rules": short}, *tiles,
+    return [{"name": "gpu_carbon_windows", "interval": s.window_interval, "rules": short}, *tiles,
             {"name": "gpu_carbon_windows_long", "interval": s.long_interval, "rules": long}]
