@@ -48,10 +48,11 @@ def _usage_rules(scope: str, quantity: str, L: str, match: str, s: Settings) -> 
     group = "long" if seconds(L) >= 3600 else "fast"
     tile = s.tile if s.tiled(L) else None
     if _family(scope) == "node":
-        tiles = [("tile", node_tile(metric, s.tile))] if tile else []
+        tiles = [("tile", node_tile(metric, s.tile, s.tile_delay))] if tile else []
         return tiles + [(group, r) for r in node_window(metric, L, tile)]
     if tile:
-        first = scope_tile(scope, metric, s.tile) if scope in INFO_SCOPES else job_tile(metric, s.tile, match)
+        first = (scope_tile(scope, metric, s.tile, s.tile_delay) if scope in INFO_SCOPES
+                 else job_tile(metric, s.tile, match, s.tile_delay))
         return [("tile", first), (group, tiled_window(scope, metric, L, s.tile))]
     if scope in INFO_SCOPES:
         return [(group, scope_window(scope, metric, f"increase{L}", recorded=s.records_jobs(L)))]

@@ -42,6 +42,7 @@ def growth(sel: str, window: str, lookback: str, from_zero: bool, at: str = "") 
     a device counter falls back to ``increase()``, and so does a reset (the difference < 0) of a
     device counter; a reset job counter counts from its reset (never more than it used).
     docs/rules.md argues the choice."""
+    at = at if at and seconds(at) else ""
     shift = f" offset {at}" if at else ""
     last = f"last_over_time({sel}[{window}]{shift})"
     before = f"last_over_time({sel}[{lookback}] offset {_plus(window, at)})"

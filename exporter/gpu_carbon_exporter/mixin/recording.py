@@ -59,10 +59,11 @@ def _zone_rates(w: str) -> list[Rule]:
     return rules
 
 
-def job_labels(scope: str, source: str, window: str | None = None) -> str:
+def job_labels(scope: str, source: str, window: str | None = None, at: str = "") -> str:
     """A join table: one ``scope`` label per job, even where the job's labels changed within the
     window or two nodes disagree (a many-to-many join would fail every team's rule at once)."""
-    series = f"last_over_time({source}[{window}])" if window else source
+    shift = f" offset {at}" if at and at != "0s" else ""
+    series = f"last_over_time({source}[{window}]{shift})" if window else source
     return f"topk by ({', '.join(JOB)}) (1, max by ({', '.join((*JOB, scope))}) ({series}))"
 
 
@@ -106,11 +107,12 @@ def _kwh(expr: str) -> str:
     return f"{expr} / {JOULES_PER_KWH:g}"
 
 
-def _job_window_exprs(W: str, back: str | None = None) -> dict[str, str]:
-    """Per job (a multi-node job summed over its nodes): metric -> exact growth over ``W``, looking
-    ``back`` (default ``lookback(W)``) before it for each counter's value. Job counters start at 0."""
+def _job_window_exprs(W: str, back: str | None = None, at: str = "") -> dict[str, str]:
+    """Per job (a multi-node job summed over its nodes): metric -> exact growth over ``W`` (ending
+    ``at`` ago), looking ``back`` (default ``lookback(W)``) before it for each counter's value. Job
+    counters start at 0."""
     def g(sel: str) -> str:
-        return f"{by(JOB)} ({growth(sel, W, back or lookback(W), from_zero=True)})"
+        return f"{by(JOB)} ({growth(sel, W, back or lookback(W), from_zero=True, at=at)})"
 
     return {
         "gpu_carbon_job_energy_kwh": _kwh(g(JOB_ENERGY)),
@@ -121,10 +123,10 @@ def _job_window_exprs(W: str, back: str | None = None) -> dict[str, str]:
     }
 
 
-def _node_window_exprs(W: str, back: str | None = None) -> dict[str, str]:
+def _node_window_exprs(W: str, back: str | None = None, at: str = "") -> dict[str, str]:
     """Per node: metric -> exact growth over ``W`` (every accounted device unless the name says which)."""
     def grow(sel: str, window: str) -> str:
-        return growth(sel, window, back or lookback(window), from_zero=False)
+        return growth(sel, window, back or lookback(window), from_zero=False, at=at)
 
     def g(sel: str) -> str:
         return f"{by(NODE)} ({grow(sel, W)})"
@@ -157,24 +159,24 @@ def scope_window(scope: str, metric: str, ops: str, recorded: bool = True) -> Ru
                                          f"{job_labels(scope, JOB_INFO, W)})")
 
 
-def scope_tile(scope: str, metric: str, tile: str) -> Rule:
+def scope_tile(scope: str, metric: str, tile: str, delay: str = "") -> Rule:
     """``scope``'s growth over the last tile, its jobs joined to the exposed job_info of that tile
     (raw series only: promtool can backfill tiles in one pass). Each tile is the counters' last
-    value minus the one before the tile, so consecutive tiles add up to the window exactly."""
+    value minus the one before the tile, both ``delay`` ago, so consecutive tiles add up exactly."""
     return _r(f"{scope}:{metric}:tile{tile}",
-              f"sum by (cluster, {scope}) (({_job_window_exprs(tile, GAP_LOOKBACK)[metric]}) * {on(JOB)} group_left ({scope}) "
-              f"{job_labels(scope, 'gpu_carbon_job_info', tile)})")
+              f"sum by (cluster, {scope}) (({_job_window_exprs(tile, GAP_LOOKBACK, delay)[metric]}) * {on(JOB)} group_left ({scope}) "
+              f"{job_labels(scope, 'gpu_carbon_job_info', tile, delay)})")
 
 
-def job_tile(metric: str, tile: str, job_ids: str) -> Rule:
+def job_tile(metric: str, tile: str, job_ids: str, delay: str = "") -> Rule:
     """The tiles of the jobs ``job_ids`` (a regex) only: budgets on single jobs read them, and tiles
     of every job would keep a month of per-job series."""
-    expr = _job_window_exprs(tile, GAP_LOOKBACK)[metric].replace("_total{", f'_total{{job_id=~"{job_ids}",')
+    expr = _job_window_exprs(tile, GAP_LOOKBACK, delay)[metric].replace("_total{", f'_total{{job_id=~"{job_ids}",')
     return _r(f"job:{metric}:tile{tile}", expr)
 
 
-def node_tile(metric: str, tile: str) -> Rule:
-    return _r(f"node:{metric}:tile{tile}", _node_window_exprs(tile, GAP_LOOKBACK)[metric])
+def node_tile(metric: str, tile: str, delay: str = "") -> Rule:
+    return _r(f"node:{metric}:tile{tile}", _node_window_exprs(tile, GAP_LOOKBACK, delay)[metric])
 
 
 def tiled_window(level: str, metric: str, W: str, tile: str) -> Rule:
@@ -249,8 +251,8 @@ def window_rules(W: str, s: Settings) -> list[Rule]:
 
 def tile_group(s: Settings) -> dict:
     """Growth over one tile, every tile: what the windows longer than a day sum up."""
-    rules = [node_tile(m, s.tile) for m in _node_window_exprs(s.tile)]
-    rules += [scope_tile("team", m, s.tile) for m in TEAM_METRICS]
+    rules = [node_tile(m, s.tile, s.tile_delay) for m in _node_window_exprs(s.tile)]
+    rules += [scope_tile("team", m, s.tile, s.tile_delay) for m in TEAM_METRICS]
     return {"name": "gpu_carbon_tiles", "interval": s.tile, "rules": rules}
 
 

@@ -60,6 +60,9 @@ class Settings:
     # Windows longer than a day are sums of tiles: increases over `tile`, recorded every `tile`
     # (docs/rules.md). A raw 30-day increase() would read every sample of every GPU each time.
     tile: str = "5m"
+    # Tiles end this long before their evaluation: a scrape's samples carry the time it started and
+    # arrive up to the scrape timeout later; a tile that missed one would lose its growth for good.
+    tile_delay: str = "10s"
     impact_weights: ImpactWeights = field(default_factory=ImpactWeights)
     warning_share: float = 0.8
     budget_for: str = "5m"
