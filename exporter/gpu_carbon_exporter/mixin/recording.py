@@ -99,7 +99,7 @@ def power_group(s: Settings) -> dict:
     w = s.rate_window
     rules = [_r(f"gpu:gpu_carbon_power_watts:rate{w}", f"rate({GPU_ENERGY}[{w}])"),
              _r(f"gpu:gpu_carbon_emission_rate_grams_per_second:rate{w}", f"rate({GPU_GRAMS}[{w}])")]
-    rules += _node_rates(w) + _zone_rates(w) + _job_rates(w) + _waste(s.waste_window)
+    rules += _node_rates(w) + _zone_rates(w) + _job_rates(w)
     return {"name": "gpu_carbon_power", "rules": rules}
 
 
@@ -258,7 +258,9 @@ def tile_group(s: Settings) -> dict:
 
 def window_groups(s: Settings) -> list[dict]:
     """Windows under a day every ``window_interval``; 1d and longer in their own, slower group."""
-    short = [r for W in s.short_windows() for r in window_rules(W, s)]
+    # The waste ratios are rates over an hour: a minute's freshness is plenty, and every 15 s they
+    # read more samples than all the 5-minute rates together (docs/scale.md).
+    short = [r for W in s.short_windows() for r in window_rules(W, s)] + _waste(s.waste_window)
     long = [r for W in s.long_windows() for r in window_rules(W, s)]
     tiles = [tile_group(s)] if any(s.tiled(W) for W in s.windows) else []
     return [{"name": "gpu_carbon_windows", "interval": s.window_interval, "rules": short}, *tiles,
