@@ -11,7 +11,9 @@ NODES = {
     "e": {"cluster": "c1", "site": "s3", "fleet": "edge", "zone": "DE", "g_per_j": 1e-4},
 }
 INFO = {"7": {"team": "nlp", "account": "acc1", "namespace": "ml", "user": "ann"},
-        "8": {"team": "cv", "account": "acc2", "namespace": "ml", "user": "bob"}}
+        "8": {"team": "cv", "account": "acc2", "namespace": "ml", "user": "bob"},
+        "9": {"team": "nlp", "account": "acc1", "namespace": "ml", "user": "cat"}}
+LINGER = 300.0  # a finished job stays exposed, flat, for attribution.linger_seconds (at least one sample)
 EMBODIED_G_PER_S = 0.001  # per GPU
 WATER_L_PER_J = 1e-6  # WUE 3.6 L/kWh
 LEVELS = {"node": ("cluster", "site", "fleet", "node"), "site": ("cluster", "site", "fleet"), "fleet": ("fleet",),
@@ -20,13 +22,19 @@ LEVELS = {"node": ("cluster", "site", "fleet", "node"), "site": ("cluster", "sit
 
 @dataclass
 class Fact:
-    """One counter-bearing device or job share: constant watts from ``start`` seconds on."""
+    """One counter-bearing device or job share: constant watts from ``start`` seconds on (to ``end``:
+    a finished job, whose counters stay flat while it lingers and then disappear)."""
     kind: str  # gpu, board, cpu, cpu_core, node_rest, rail, job, unallocated, idle, unattributed
     node: str
     watts: float
     labels: dict = field(default_factory=dict)
     start: float = 0.0
     gpu_seconds: float = 0.0  # jobs: GPU-seconds per second
+    end: float | None = None
+
+    def seen(self, since: float) -> bool:
+        """Whether the series has samples after ``since`` (a finished job's vanish after its linger)."""
+        return self.end is None or self.end + LINGER > since
 
     def lab(self) -> dict:
         n = NODES[self.node]
@@ -46,7 +54,9 @@ class Fact:
                 "water": self.watts * WATER_L_PER_J, "gpu_seconds": self.gpu_seconds}[q]
 
 
-def facts(job8_start: float) -> list[Fact]:
+def facts(job8_start: float, job9: tuple[float, float]) -> list[Fact]:
+    """``job9``: (start, end) of a job that finishes within the windows: its flat end must count
+    exactly (increase() extrapolated past it)."""
     return [
         Fact("gpu", "a", 300, {"gpu": "0", "uuid": "GPU-a0", "method": "counter"}),
         Fact("gpu", "a", 100, {"gpu": "1", "uuid": "GPU-a1", "method": "counter"}),
@@ -54,6 +64,7 @@ def facts(job8_start: float) -> list[Fact]:
         Fact("job", "a", 150, {"job_id": "7", "scheduler": "slurm"}, gpu_seconds=1.0),
         Fact("job", "b", 50, {"job_id": "7", "scheduler": "slurm"}, gpu_seconds=1.0),
         Fact("job", "a", 100, {"job_id": "8", "scheduler": "slurm"}, start=job8_start, gpu_seconds=0.5),
+        Fact("job", "b", 70, {"job_id": "9", "scheduler": "slurm"}, start=job9[0], end=job9[1], gpu_seconds=1.0),
         Fact("unallocated", "a", 150, {"gpu": "0", "uuid": "GPU-a0"}),
         Fact("idle", "a", 60, {"gpu": "0", "uuid": "GPU-a0"}),
         Fact("unattributed", "a", 20, {"gpu": "0", "uuid": "GPU-a0"}),
@@ -83,39 +94,53 @@ def input_series(fs: list[Fact], step_s: int, steps: int) -> list[dict]:
              "cpu_core": "gpu_carbon_cpu", "rail": "gpu_carbon_rail", "node_rest": "gpu_carbon_node_rest"}
     out = []
 
-    def add(name: str, lab: dict, per_s: float, start: float) -> None:
-        skip = int(start // step_s)
-        blank = f"_x{skip} " if skip else ""
-        out.append({"series": _fmt(lab, name), "values": f"{blank}0+{per_s * step_s!r}x{steps - skip}"})
+    def timeline(f: Fact) -> tuple[int, int, int]:
+        """Blank steps before, steps running (from 0), steps lingering flat after (finished jobs)."""
+        skip = int(f.start // step_s)
+        if f.end is None:
+            return skip, steps - skip, 0
+        return skip, int((f.end - f.start) // step_s), max(1, int(LINGER // step_s))
+
+    def add(name: str, lab: dict, per_s: float, f: Fact) -> None:
+        skip, run, linger = timeline(f)
+        values = (f"_x{skip} " if skip else "") + f"0+{per_s * step_s!r}x{run}"
+        if linger:
+            rest = steps - skip - run - linger
+            final = 0.0
+            for _ in range(run):  # promtool's own sum, so the flat end repeats its last value exactly
+                final += per_s * step_s
+            values += f" {final!r}+0x{linger - 1}" + (f" _x{rest}" if rest else "")
+        out.append({"series": _fmt(lab, name), "values": values})
 
     for f in fs:
         lab = _series_labels(f)
         if f.kind in names:
-            add(f"{names[f.kind]}_energy_joules_total", lab, f.watts, f.start)
+            add(f"{names[f.kind]}_energy_joules_total", lab, f.watts, f)
         if f.kind in ("gpu", "board", "cpu"):
             plain = {k: v for k, v in lab.items() if k != "method"}
-            add(f"{names[f.kind]}_emissions_grams_total", plain, f.per_s("grams"), f.start)
+            add(f"{names[f.kind]}_emissions_grams_total", plain, f.per_s("grams"), f)
         if f.kind == "node_rest":
-            add("gpu_carbon_node_emissions_grams_total", lab, f.per_s("grams"), f.start)
+            add("gpu_carbon_node_emissions_grams_total", lab, f.per_s("grams"), f)
         if f.kind == "gpu":
             plain = {k: v for k, v in lab.items() if k != "method"}
-            add("gpu_carbon_gpu_embodied_emissions_grams_total", plain, f.per_s("embodied"), f.start)
-            add("gpu_carbon_gpu_water_liters_total", plain, f.per_s("water"), f.start)
+            add("gpu_carbon_gpu_embodied_emissions_grams_total", plain, f.per_s("embodied"), f)
+            add("gpu_carbon_gpu_water_liters_total", plain, f.per_s("water"), f)
         if f.kind in ("unallocated", "idle", "unattributed"):
-            add(f"gpu_carbon_gpu_{f.kind}_energy_joules_total", lab, f.watts, f.start)
+            add(f"gpu_carbon_gpu_{f.kind}_energy_joules_total", lab, f.watts, f)
         if f.kind == "job":
             for view in ("allocated", "active"):
                 w = f.watts if view == "allocated" else f.watts / 2
-                add("gpu_carbon_job_energy_joules_total", {**lab, "view": view}, w, f.start)
+                add("gpu_carbon_job_energy_joules_total", {**lab, "view": view}, w, f)
                 add("gpu_carbon_job_emissions_grams_total", {**lab, "view": view},
-                    w * NODES[f.node]["g_per_j"], f.start)
-            add("gpu_carbon_job_embodied_emissions_grams_total", lab, f.per_s("embodied"), f.start)
-            add("gpu_carbon_job_water_liters_total", lab, f.per_s("water"), f.start)
-            add("gpu_carbon_job_gpu_seconds_total", lab, f.per_s("gpu_seconds"), f.start)
+                    w * NODES[f.node]["g_per_j"], f)
+            add("gpu_carbon_job_embodied_emissions_grams_total", lab, f.per_s("embodied"), f)
+            add("gpu_carbon_job_water_liters_total", lab, f.per_s("water"), f)
+            add("gpu_carbon_job_gpu_seconds_total", lab, f.per_s("gpu_seconds"), f)
             info = {**lab, **INFO[lab["job_id"]], "pod": ""}
-            skip = int(f.start // step_s)
+            skip, run, linger = timeline(f)
+            rest = steps - skip - run - linger
             out.append({"series": _fmt(info, "gpu_carbon_job_info"),
-                        "values": (f"_x{skip} " if skip else "") + f"1x{steps - skip}"})
+                        "values": (f"_x{skip} " if skip else "") + f"1x{run + linger}" + (f" _x{rest}" if rest else "")})
     for node, n in NODES.items():
         lab = {"cluster": n["cluster"], "site": n["site"], "fleet": n["fleet"], "node": node, "zone": n["zone"]}
         out.append({"series": _fmt(lab, "gpu_carbon_grid_intensity_grams_per_kwh"),
@@ -167,13 +192,15 @@ def _window_s(ops: str, tile_s: float) -> float | None:
 def _amount(f: Fact, q: str, t: float, window: float | None) -> float:
     if window is None:
         return f.per_s(q) if t - 300 >= f.start else 0.0  # a 5-m rate fully inside the series
-    return f.per_s(q) * max(0.0, t - max(f.start, t - window))
+    end = t if f.end is None else min(t, f.end)  # a finished job's flat end adds nothing
+    return f.per_s(q) * max(0.0, end - max(f.start, t - window))
 
 
 def _grouped(fs: list[Fact], kinds, q, div, level_labels, t, window, extra=()) -> dict[tuple, float]:
     out: dict[tuple, float] = {}
     for f in fs:
-        if f.kind in kinds and (window is not None or t >= f.start + 300):
+        # a series with no sample in the window (a job gone before it) records nothing
+        if f.kind in kinds and (window is not None or t >= f.start + 300) and f.seen(t - (window or 300)):
             lab = f.lab()
             if "zone" in level_labels:  # the node's grid zone, joined from its intensity series
                 lab["zone"] = NODES[f.node]["zone"]
@@ -220,11 +247,12 @@ def expected(record: str, fs: list[Fact], t: float, tile_s: float = 300.0) -> di
         return {k: g[k] / v for k, v in e.items() if v}
     if record == "job:gpu_carbon_job_info:dedup":
         return {tuple(sorted({"cluster": "c1", "scheduler": "slurm", "job_id": j, **i}.items())): 1.0
-                for j, i in INFO.items() if any(f.kind == "job" and f.labels["job_id"] == j and f.start <= t for f in fs)}
+                for j, i in INFO.items()
+                if any(f.kind == "job" and f.labels["job_id"] == j and f.start <= t and f.seen(t) for f in fs)}
     if record == "node:gpu_carbon_job_info:count":  # job_info series per node
         out: dict[tuple, float] = {}
         for f in fs:
-            if f.kind == "job" and f.start <= t:
+            if f.kind == "job" and f.start <= t and f.seen(t):
                 key = tuple((k, f.lab()[k]) for k in LEVELS["node"])
                 out[key] = out.get(key, 0.0) + 1
         return out

@@ -194,7 +194,7 @@ def test_every_query_answers_on_a_real_prometheus(tmp_path):
     prom = require_binary("prometheus")
     budgets = tmp_path / "budgets.yml"
     budgets.write_text(yaml.safe_dump({
-        "settings": {"long_interval": "1s", "tile": "5s", "budget_for": "0s"},
+        "settings": {"long_interval": "1s", "window_interval": "1s", "tile": "5s", "budget_for": "0s"},
         # team search: the demo job that always runs (the others have idle stretches in the 30-min cycle);
         # a tiny budget on the datacenter fleet is exceeded at once, so its alert fires
         "budgets": [{"name": "search", "scope": "team", "match": "search", "limit": "1 kg", "window": "7d"},
@@ -297,7 +297,7 @@ def test_key_stats_agree_with_ground_truth(tmp_path):
     (tmp_path / "config.yml").write_text(yaml.safe_dump({"attribution": {"work_dir": str(tmp_path / "work")}}))
     budgets = tmp_path / "budgets.yml"
     # (the 7-day team panel sums tiles, whose evaluations a loaded test machine may skip: docs/rules.md)
-    budgets.write_text(yaml.safe_dump({"settings": {"long_interval": "1s", "tile": "5s"}, "budgets": [
+    budgets.write_text(yaml.safe_dump({"settings": {"long_interval": "1s", "window_interval": "1s", "tile": "5s"}, "budgets": [
         {"name": "nlp", "scope": "team", "match": "nlp", "limit": "1 kg", "window": "7d"}]}))
     rules = write_rules(tmp_path / "rules", budgets)
     port, prom_port = free_port(), free_port()

@@ -1,9 +1,13 @@
-"""End to end through the rules: two simulated exporters (jobs-mix's devices and jobs on node a,
-a multi-node job on both) scraped by a real Prometheus that evaluates the generated recording
-rules, alerts and a small budget, and a real Alertmanager that routes the budget alert, with the
-example configuration's routes, to a webhook this test runs. Mid-run, exporter a is killed with
-SIGKILL and restarted, and Prometheus is stopped for 60 s; per-job and per-team kWh and g CO2e
-read from the recording rules must still match the simulator's ground truth within 1 %."""
+"""End to end through the rules at the 15-s scrapes production runs: two simulated exporters
+(jobs-mix's devices and jobs on node a, a multi-node job on both) scraped by a real Prometheus that
+evaluates the generated recording rules, alerts and a small budget, and a real Alertmanager that
+routes the budget alert, with the example configuration's routes, to a webhook this test runs.
+Mid-run, exporter a is killed with SIGKILL and restarted, and Prometheus is stopped for 30 s.
+Every window read from the recording rules (job, team, node, site, fleet; energy and emissions)
+must match the simulator's ground truth within 0.1 % once its jobs have ended, from the first
+evaluation after their last growth on (no extrapolation past a finished job's flat end), and
+within 1 % for jobs still running; the 7d/30d team windows, sums of tiles, never more, and less
+by at most what the jobs used around the outage (tiles Prometheus did not evaluate)."""
 from __future__ import annotations
 
 import http.server
@@ -11,9 +15,11 @@ import json
 import signal
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from gpu_carbon_exporter.sim.scenario import GroundTruth, parse_scenario
@@ -25,31 +31,33 @@ from procs import query, wait_for_series
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
 H100 = "NVIDIA H100 80GB HBM3"
-O = 12.0  # scenario seconds before the first job: every process is up by then (8 s were tight on a busy CI)
-# Prometheus goes down after every job has started (a series first seen mid-life is counted only from
-# then: docs/rules.md) and before most end; it comes back after they all have.
-KILL_AT, PROM_STOP_AT, PROM_GAP = O + 10, O + 33, 60.0
-END = O + 80
+SCRAPE = 15.0  # prometheus/prometheus.yml's and docs/rules.md's interval
+O = 15.0  # scenario seconds before the first job: every process is up by then
+# Prometheus goes down while jobs run and comes back after job 9001 ended (its last growth is first
+# seen after the outage) and before the others end.
+KILL_AT, PROM_STOP_AT, PROM_GAP = O + 25, O + 55, 30.0
+END = O + 90
+WINDOWS = ["2m", "1h", "1d", "7d", "30d"]  # 2m: a node window that the run covers whole
+FINISHED_TOL, RUNNING_TOL = 0.001, 0.01
 
 
 def node_a(start: float) -> dict:
-    """jobs-mix's devices and jobs (churn, a 60/40 shared GPU, MIG, sub-second jobs) over 80 s, not
-    cyclic, plus a GPU for the multi-node job 9100. Jobs held to 1 % last 30 s or more: increase()
-    can miss up to about one scrape (250 ms) of a job's power at its start (docs/rules.md)."""
+    """jobs-mix's devices and jobs (churn, a 60/40 shared GPU, MIG, sub-second jobs) over 90 s, not
+    cyclic, plus a GPU for the multi-node job 9100."""
     return {
         "name": "e2e-a", "start_time": start, "zone": "DEU", "pue": 1.2,
         "intensity": {"DEU": [[0, 380], [O + 30, 250]]},
         "devices": [
-            {"model": H100, "power": {"pattern": "steps", "steps": [[0, 75], [O, 610], [O + 30, 90], [O + 31, 480],
-                                                                     [O + 61, 72]]}},
+            {"model": H100, "power": {"pattern": "steps", "steps": [[0, 75], [O, 610], [O + 40, 90], [O + 41, 480],
+                                                                     [O + 85, 72]]}},
             {"model": H100, "power": {"pattern": "square", "period_s": 0.01, "duty": 0.5, "high_w": 650, "low_w": 300}},
             {"model": H100, "mig_instances": 2, "power": {"pattern": "constant", "watts": 430}},
             {"model": H100, "power": {"pattern": "square", "period_s": 0.1, "duty": 0.5, "high_w": 500, "low_w": 200}},
             {"model": H100, "power": {"pattern": "constant", "watts": 500}},
         ],
         "jobs": [
-            {"id": "9001", "user": "ann", "team": "nlp", "start_s": O, "end_s": O + 30, "devices": [0]},
-            {"id": "9002", "user": "bob", "team": "nlp", "start_s": O + 31, "end_s": O + 61, "devices": [0]},
+            {"id": "9001", "user": "ann", "team": "nlp", "start_s": O, "end_s": O + 40, "devices": [0]},
+            {"id": "9002", "user": "bob", "team": "nlp", "start_s": O + 41, "end_s": O + 85, "devices": [0]},
             {"id": "9003", "user": "cat", "team": "vision", "start_s": O, "end_s": END, "devices": [1], "share": 0.6},
             {"id": "9004", "user": "dan", "team": "vision", "start_s": O, "end_s": END, "devices": [1], "share": 0.4},
             {"id": "9005", "user": "eve", "team": "rl", "start_s": O, "end_s": END, "devices": [2], "mig_instance": 0,
@@ -101,14 +109,61 @@ def by_label(rows: list[dict], label: str) -> dict[str, float]:
     return {r["metric"].get(label, ""): float(r["value"][1]) for r in rows}
 
 
-def test_rules_budget_alert_and_kwh_through_prometheus_and_alertmanager(tmp_path):
+def wait_until(check, timeout: float, what: str):
+    """``check()``'s first truthy value, polled until ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} within {timeout:.0f} s")
+
+
+Series = dict[tuple[str, ...], list[tuple[float, float]]]
+
+
+def history(base: str, selector: str, at: float, keys: tuple[str, ...]) -> Series:
+    """Every raw sample of ``selector`` in the 10 minutes before ``at``, keyed by ``keys`` labels."""
+    out: Series = {}
+    for r in query(base, f"{selector}[10m]", at):
+        key = tuple(r["metric"].get(k, "") for k in keys)
+        out[key] = sorted((float(ts), float(v)) for ts, v in r["values"])
+    return out
+
+
+def recent(values: list[tuple[float, float]], t: float) -> list[tuple[float, float]]:
+    """The last two samples at or before ``t``: the rule evaluated at ``t`` read one of them (a
+    scrape stamped just before an evaluation may be appended just after it), or none if the
+    series had fewer than two then (its first scrape may not have been appended yet)."""
+    before = [s for s in values if s[0] <= t]
+    return before[-2:][::-1] + ([(float("nan"), 0.0)] if len(before) < 2 else [])
+
+
+def closest(rule: float, parts: list[list[tuple[float, float]]]) -> tuple[float, list[float]]:
+    """The choice of one sample per part whose values add up closest to ``rule``: (relative gap,
+    the chosen samples' times). An exact rule matches some choice to rounding."""
+    best = (float("inf"), [])
+    choices: list[tuple[float, list[float]]] = [(0.0, [])]
+    for options in parts:
+        choices = [(v + value, ts + [t]) for v, ts in choices for t, value in options]
+    for total, ts in choices:
+        gap = abs(total - rule) / max(abs(rule), 1e-12)
+        best = min(best, (gap, ts))
+    return best
+
+
+def test_rules_budget_alert_and_windows_through_prometheus_and_alertmanager(tmp_path):
     require_binary("prometheus")
     require_binary("prometheus-alertmanager")
     start = time.time()
     scen = {"a": node_a(start), "b": node_b(start)}
     hook_port = free_port()
-    # The rules, generated with a tiny budget and fast evaluation of the long windows.
-    budgets = {"settings": {"long_interval": "1s", "budget_for": "0s"},
+    # The rules, generated with a tiny budget, a 2-minute window the run covers whole, and every group
+    # at the scrape interval so the test need not wait for the production minutes (exactness does not
+    # depend on them: the windows read samples, not evaluation times).
+    budgets = {"settings": {"long_interval": "15s", "window_interval": "15s", "tile": "15s", "budget_for": "0s",
+                            "windows": WINDOWS},
                "budgets": [{"name": "nlp-tiny", "scope": "team", "match": "nlp", "limit": "0.5 g", "window": "1d"}]}
     hook = http.server.ThreadingHTTPServer(("127.0.0.1", hook_port), Hook)
     Hook.received = []
@@ -117,14 +172,25 @@ def test_rules_budget_alert_and_kwh_through_prometheus_and_alertmanager(tmp_path
         (tmp_path / f"{n}.yaml").write_text(yaml.safe_dump(scen[n]))
     # The local stack users start with `gpu-carbon-exporter stack`, here with this test's nodes.
     stack = LocalStack(
-        tmp_path / "stack", budgets=budgets, scrape_interval="250ms", evaluation_interval="500ms",
+        tmp_path / "stack", budgets=budgets, scrape_interval="15s", evaluation_interval="15s",
         alertmanager_config=alertmanager_config(hook_port), grafana=False, prometheus_port=0, alertmanager_port=0,
         exporters=[Exporter(n, str(tmp_path / f"{n}.yaml"), site="s1", cluster="c1",
-                            args=("--sampling.interval", "0.1", "--state.path", str(tmp_path / f"state-{n}.json")))
+                            args=("--sampling.interval", "0.05", "--state.path", str(tmp_path / f"state-{n}.json")))
                    for n in ("a", "b")])
     stack.prepare()
     procs = stack.procs
     base = f"http://127.0.0.1:{stack.prometheus_port}"
+
+    def exceeded() -> list[tuple[str, dict]]:
+        return [(p, a) for p, body in list(Hook.received) for a in body["alerts"]
+                if a["labels"]["alertname"] == "GpuCarbonBudgetExceeded"]
+
+    def last_eval(group: str) -> float:
+        """When ``group`` last began an evaluation (Prometheus's rules API)."""
+        groups = requests.get(f"{base}/api/v1/rules", timeout=10).json()["data"]["groups"]
+        stamp = next(g["lastEvaluation"] for g in groups if g["name"] == group)
+        return datetime.fromisoformat(stamp[:26].rstrip("Z") + "+00:00").timestamp()
+
     try:
         stack.start()
         assert time.time() - start < O, "processes took too long to start"
@@ -135,60 +201,170 @@ def test_rules_budget_alert_and_kwh_through_prometheus_and_alertmanager(tmp_path
         sleep_until(KILL_AT)
         procs["a"].stop(signal.SIGKILL)  # a crash mid-job; the restart recovers the downtime
         procs["a"].start()
+        try:  # the budget alert reaches the webhook before Prometheus stops
+            wait_until(exceeded, start + PROM_STOP_AT - time.time(), "the budget alert")
+        except TimeoutError:
+            pass  # asserted below, after the stack is down
+        alert_seen = bool(exceeded())
+        running = {}  # the running jobs' windows just before the outage
+        for q in ("job:gpu_carbon_job_energy_kwh:increase1h", "job:gpu_carbon_job_emissions_grams:increase1h"):
+            running[q] = history(base, q, time.time(), ("job_id",))
         sleep_until(PROM_STOP_AT)
-        alert_seen = [p for p, body in Hook.received for a in body["alerts"]
-                      if a["labels"]["alertname"] == "GpuCarbonBudgetExceeded"]
         procs["prometheus"].stop()
         sleep_until(PROM_STOP_AT + PROM_GAP)
         restarted = time.time()
         procs["prometheus"].start()
         # Prometheus hands targets to its scrapers up to 5 s after start, and an instant query still
         # returns the samples from before the outage: wait for fresh scrapes of both targets.
-        wait_for_series(base, f'count(timestamp(up{{job="gpu-carbon-exporter"}}) > {restarted:.3f}) == 2', timeout=30)
-        time.sleep(3)
+        up = 'timestamp(up{job="gpu-carbon-exporter"})'
+        wait_for_series(base, f"count({up} > {restarted:.3f}) == 2", timeout=45)
+        # Every job has ended and lingers, flat: wait for a scrape of both nodes after the end, then for
+        # the windows, the tiles (which end tile_delay before their evaluation) and the long windows
+        # evaluated after it.
+        sleep_until(END + 1)
+        wait_for_series(base, f"count({up} > {start + END + 1:.3f}) == 2", timeout=45)
+        final_scrape = max(float(r["value"][1]) for r in query(base, up))
+        tiles = wait_until(lambda: (t := last_eval("gpu_carbon_tiles")) - 10 > final_scrape + 0.5 and t, 60,
+                           "a tile after the final scrape")
+        wait_until(lambda: min(last_eval("gpu_carbon_windows_long"), last_eval("gpu_carbon_windows")) > tiles + 0.5,
+                   60, "the windows after that tile")
         at = time.time()
-        got = {q: by_label(query(base, f"{q}", at), label) for q, label in (
-            ("job:gpu_carbon_job_energy_kwh:increase1h", "job_id"),
-            ("job:gpu_carbon_job_emissions_grams:increase1h", "job_id"),
-            ("team:gpu_carbon_job_energy_kwh:increase1h", "team"),
-            ("team:gpu_carbon_job_emissions_grams:increase1h", "team"))}
+        jobs_rule = {q: history(base, q, at, ("job_id",)) for q in (
+            "job:gpu_carbon_job_energy_kwh:increase1h", "job:gpu_carbon_job_emissions_grams:increase1h")}
+        latest = {q: by_label(query(base, q, at), label) for q, label in [
+            *((f"job:gpu_carbon_job_{m}:increase{w}", "job_id") for m in ("energy_kwh", "emissions_grams")
+              for w in ("1h", "1d")),
+            *((f"team:gpu_carbon_job_{m}:increase{w}", "team") for m in ("energy_kwh", "emissions_grams")
+              for w in ("1h", "1d", "7d", "30d")),
+            *((f"{lvl}:gpu_carbon_{m}:increase2m", lvl_label) for m in ("energy_kwh", "emissions_grams")
+              for lvl, lvl_label in (("node", "node"), ("site", "site"), ("fleet", "fleet")))]}
+        evaluated = {r["metric"]["node"]: float(r["value"][1])
+                     for r in query(base, "timestamp(node:gpu_carbon_energy_kwh:increase2m)", at)}
+        raw = {"job_j": history(base, 'gpu_carbon_job_energy_joules_total{view="allocated"}', at, ("node", "job_id")),
+               "job_g": history(base, 'gpu_carbon_job_emissions_grams_total{view="allocated"}', at, ("node", "job_id")),
+               "gpu_j": history(base, "gpu_carbon_gpu_energy_joules_total", at, ("node", "gpu")),
+               "gpu_g": history(base, "gpu_carbon_gpu_emissions_grams_total", at, ("node", "gpu"))}
     finally:
         stack.stop()
         hook.shutdown()
     # The budget alert reached the webhook, routed by severity (on-call) and by team, with its labels.
-    exceeded = [(p, a) for p, body in Hook.received for a in body["alerts"]
-                if a["labels"]["alertname"] == "GpuCarbonBudgetExceeded"]
     assert alert_seen, "the budget alert did not reach the webhook before Prometheus was stopped"
-    assert {p for p, _ in exceeded} >= {"/oncall", "/team-nlp"}
-    labels = exceeded[0][1]["labels"]
+    assert {p for p, _ in exceeded()} >= {"/oncall", "/team-nlp"}
+    labels = exceeded()[0][1]["labels"]
     assert (labels["budget"], labels["team"], labels["severity"], labels["scope"]) == \
         ("nlp-tiny", "nlp", "critical", "team")
-    assert "nlp" in exceeded[0][1]["annotations"]["description"]
-    # kWh and g CO2e per job and team against the ground truth (both nodes for job 9100).
+    assert "nlp" in exceeded()[0][1]["annotations"]["description"]
+
     truths = {n: GroundTruth(parse_scenario(scen[n])) for n in scen}
-    want = {"job_kwh": {}, "job_g": {}, "team_kwh": {}, "team_g": {}}
-    for n, truth in truths.items():
-        for job in truth.sc.jobs:
-            kwh = truth.job_allocated_j(job, 0, END + 10) / 3.6e6
-            g = truth.job_allocated_g(job, 0, END + 10)
-            for key, val, k in (("job_kwh", kwh, job.id), ("job_g", g, job.id), ("team_kwh", kwh, job.team),
-                                ("team_g", g, job.team)):
-                want[key][k] = want[key].get(k, 0.0) + val
-    rows = {"job_kwh": got["job:gpu_carbon_job_energy_kwh:increase1h"],
-            "job_g": got["job:gpu_carbon_job_emissions_grams:increase1h"],
-            "team_kwh": got["team:gpu_carbon_job_energy_kwh:increase1h"],
-            "team_g": got["team:gpu_carbon_job_emissions_grams:increase1h"]}
-    sub_second = {"9007", "9008", "search"}  # 0.5-s and 0.3-s jobs, shorter than a scrape interval
-    worst = 0.0
-    for key, expected in want.items():
-        for k, w in sorted(expected.items()):
-            err = rows[key][k] / w - 1
-            print(f"{key} {k}: rules {rows[key][k]:.6g}, truth {w:.6g}, error {100 * err:+.3f} %")
-            if k in sub_second:
-                # A job shorter than a scrape may be first scraped after it ended: increase() then misses
-                # what it used before its first scrape (docs/rules.md). It never counts more.
-                assert -1.0 <= err < 0.01, (key, k, err)
+    jobs = {(n, j.id): j for n, tr in truths.items() for j in tr.sc.jobs}
+    ended = {j.id: max(job.end_s for (_, jid), job in jobs.items() if jid == j.id) for j in (v for v in jobs.values())}
+    team_of = {j.id: j.team for j in jobs.values()}
+    started = {j.id: j.start_s for j in jobs.values()}
+    sub_second = {"9007", "9008"}  # their truth is finer than the exporter's 50-ms sampling
+    worst = {"finished": 0.0, "running": 0.0, "node": 0.0, "tiled": 0.0}
+
+    def job_truth(kind: str, job_id: str, times: dict[str, float]) -> float:
+        """The job's allocated J or g up to each node's sample time."""
+        fn = "job_allocated_j" if kind == "job_j" else "job_allocated_g"
+        return sum(getattr(truths[n], fn)(jobs[(n, job_id)], 0, t - start) for n, t in times.items())
+
+    def check_job_rule(name: str, kind: str, scale: float, job_id: str, t_e: float, value: float) -> str:
+        """One evaluation of a job's window against the raw counters it read and the ground truth."""
+        nodes = [n for n in scen if (n, job_id) in jobs]
+        gap, ts = closest(value * scale, [recent(raw[kind].get((n, job_id), []), t_e) for n in nodes])
+        assert gap < 1e-9, f"{name} {job_id} at {t_e}: not the counters' values (gap {gap:.2e})"
+        if any(t != t for t in ts):  # a node's share not scraped yet: the rules cannot know it
+            return f"{name} {job_id} at +{t_e - start:.0f} s: exact, a node not scraped yet"
+        times = dict(zip(nodes, ts))
+        truth = job_truth(kind, job_id, times)
+        finished = all(t - start > ended[job_id] for t in ts)
+        err = value * scale / truth - 1
+        state = "finished" if finished else "running"
+        # A job younger than a scrape interval is mostly the exporter's 50-ms sampling at its start
+        # (-1.8 % for a 2.7-s-old job in one run), not the rules: held to the targets from 15 s on.
+        young = not finished and min(t - start for t in ts) - started[job_id] < SCRAPE
+        if job_id not in sub_second and not young:
+            worst[state] = max(worst[state], abs(err))
+            assert abs(err) <= (FINISHED_TOL if finished else RUNNING_TOL), (name, job_id, t_e, state, err)
+        return f"{name} {job_id} at +{t_e - start:.0f} s ({state}{', young' if young else ''}): {100 * err:+.4f} %"
+
+    # Every evaluation of the 1h job windows Prometheus holds (before and after the outage, and from
+    # the first after each job's end on): exact counters, and the truth within the targets.
+    lines = []
+    for series in (running, jobs_rule):
+        for name, rows in series.items():
+            kind, scale = ("job_j", 3.6e6) if "energy" in name else ("job_g", 1.0)
+            for (job_id,), values in rows.items():
+                for t_e, value in values:
+                    lines.append(check_job_rule(name, kind, scale, job_id, t_e, value))
+    print("\n".join(sorted(set(lines))))
+    # The latest of every job and team window, all jobs ended: their totals within 0.1 %.
+    totals = {k: {} for k in ("job_j", "job_g")}
+    around_outage = {k: {} for k in ("job_j", "job_g")}
+    lost_from, lost_to = PROM_STOP_AT - 2 * (SCRAPE + 10), PROM_STOP_AT + PROM_GAP + 4 * SCRAPE
+    for (n, job_id), job in jobs.items():
+        for kind, fn in (("job_j", "job_allocated_j"), ("job_g", "job_allocated_g")):
+            totals[kind][job_id] = totals[kind].get(job_id, 0.0) + getattr(truths[n], fn)(job, 0, END + 10)
+            around_outage[kind][job_id] = (around_outage[kind].get(job_id, 0.0)
+                                           + getattr(truths[n], fn)(job, lost_from, lost_to))
+    for name, got in latest.items():
+        level, metric, ops = name.split(":")
+        if level not in ("job", "team"):
+            continue
+        kind, scale = ("job_j", 3.6e6) if "energy" in metric else ("job_g", 1.0)
+        want: dict[str, float] = {}
+        outage: dict[str, float] = {}  # what each job used around Prometheus's outage
+        for job_id, v in totals[kind].items():
+            key = job_id if level == "job" else team_of[job_id]
+            want[key] = want.get(key, 0.0) + v
+            outage[key] = outage.get(key, 0.0) + around_outage[kind][job_id]
+        assert set(got) == set(want), (name, sorted(got), sorted(want))
+        for k, w in sorted(want.items()):
+            err = got[k] * scale / w - 1
+            print(f"{name} {k}: rules {got[k] * scale:.6g}, truth {w:.6g}, error {100 * err:+.4f} %")
+            if k in sub_second or k == "search":
+                assert -1.0 <= err < RUNNING_TOL, (name, k, err)
+            elif ops in ("increase7d", "increase30d"):
+                # Sums of tiles: the tile evaluations Prometheus missed while down lose the growth
+                # between the tiles around them (docs/rules.md): never more, and at most what the
+                # jobs used from a tile before the outage to a tile after it.
+                worst["tiled"] = max(worst["tiled"], abs(err))
+                assert -outage[k] / w <= err <= FINISHED_TOL, (name, k, err, -outage[k] / w)
             else:
-                worst = max(worst, abs(err))
-                assert abs(err) < 0.01, (key, k, err)
-    print(f"worst error (jobs and teams of 30 s or more): {100 * worst:.3f} %")
+                worst["finished"] = max(worst["finished"], abs(err))
+                assert abs(err) <= FINISHED_TOL, (name, k, err)
+    # Node, site and fleet over a whole 2-minute window (across the exporter's restart and
+    # Prometheus's outage): each node's growth between the samples the rule read, against the truth.
+    for metric, kind in (("energy_kwh", "gpu_j"), ("emissions_grams", "gpu_g")):
+        scale = 3.6e6 if kind == "gpu_j" else 1.0
+        sums = {"site": 0.0, "fleet": 0.0}
+        for n, t_e in evaluated.items():
+            devices = sorted(k for k in raw[kind] if k[0] == n)
+            value = latest[f"node:gpu_carbon_{metric}:increase2m"][n] * scale
+            # one sample time per node (its devices are scraped together), at each end of the window
+            best = (float("inf"), 0.0, 0.0)
+            seen = [s for s in raw[kind][devices[0]] if s[0] <= t_e]  # the node's scrape times
+            for t1, _ in seen[-2:]:
+                for t0, _ in [s for s in seen if s[0] <= t_e - 120][-2:]:
+                    total = sum(dict(raw[kind][d])[t1] - dict(raw[kind][d])[t0] for d in devices)
+                    best = min(best, (abs(total - value) / value, t0, t1))
+            gap, t0, t1 = best
+            assert gap < 1e-9, f"node {n} {metric}: not the counters' growth (gap {gap:.2e})"
+            tr = truths[n]
+            if kind == "gpu_j":
+                truth = sum(tr.device_energy_j(int(d[1]), t0 - start, t1 - start) for d in devices)
+            else:
+                truth = sum(tr.device_emissions_g(int(d[1]), t0 - start, t1 - start) for d in devices)
+            err = value / truth - 1
+            worst["node"] = max(worst["node"], abs(err))
+            print(f"node:gpu_carbon_{metric}:increase2m {n} over {t1 - t0:.1f} s: rules {value:.6g}, "
+                  f"truth {truth:.6g}, error {100 * err:+.4f} %")
+            assert abs(err) <= FINISHED_TOL, (metric, n, err)
+            sums["site"] += value
+            sums["fleet"] += value
+        for level in ("site", "fleet"):
+            got = sum(latest[f"{level}:gpu_carbon_{metric}:increase2m"].values()) * scale
+            assert abs(got / sums[level] - 1) < 1e-9, (level, metric, got, sums[level])
+    print(f"worst errors: finished jobs and teams {100 * worst['finished']:.4f} %, running jobs "
+          f"{100 * worst['running']:.4f} %, nodes over a whole window {100 * worst['node']:.4f} %; "
+          f"7d/30d team windows (tiles, across the outage) {100 * worst['tiled']:.4f} %")

@@ -83,15 +83,16 @@ def test_promtool_unit_tests_the_committed_files():
 def test_every_recording_rule_matches_the_oracle(tmp_path, span):
     """Rates and 1h windows on 1-minute samples; tiles, 1d, 7d and 30d windows on 31 days of hourly
     samples (and hourly tiles: promtool evaluates every group at the file's one interval). A job
-    starts mid-window in both, so windows that begin before a series are covered."""
+    starts mid-window in both, so windows that begin before a series are covered, and another
+    finishes within the windows: its flat end and its vanished series must count exactly."""
     long = ("1d", "7d", "30d")
     if span == "short":
-        settings, step, steps, job8 = Settings(), 60, 90, 45 * 60.0
+        settings, step, steps, job8, job9 = Settings(), 60, 90, 45 * 60.0, (20 * 60.0, 70 * 60.0)
         names = [r for r in records(rule_files(settings)) if not r.endswith(long) and ":tile" not in r]
     else:
-        settings, step, steps, job8 = Settings(tile="1h"), 3600, 31 * 24, 10 * 86400.0
+        settings, step, steps, job8, job9 = Settings(tile="1h", tile_delay="0s"), 3600, 31 * 24, 10 * 86400.0, (5 * 86400.0, 12 * 86400.0)
         names = [r for r in records(rule_files(settings)) if r.endswith(long) or ":tile" in r]
-    fs = facts(job8)
+    fs = facts(job8, job9)
     built = cases(names, fs, float(step * steps), seconds(settings.tile))
     assert set(built["modelled"]) == set(names), f"not modelled: {set(names) - set(built['modelled'])}"
     files = rule_files(settings)

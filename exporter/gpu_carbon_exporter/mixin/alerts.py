@@ -132,5 +132,7 @@ def _readings(s: Settings) -> list[dict]:
 
 
 def health_group(s: Settings) -> dict:
-    return {"name": "gpu_carbon_health",
+    # Every condition here lasts minutes (each has a `for` of 5m or more, or is a state): a minute's
+    # interval costs a quarter of the evaluations (docs/scale.md) and delays no alert materially.
+    return {"name": "gpu_carbon_health", "interval": s.health_interval,
             "rules": _exporter(s) + _collectors(s) + _intensity(s) + _readings(s)}

@@ -57,10 +57,11 @@ def _usage_rules(scope: str, quantity: str, L: str, match: str, s: Settings) -> 
     group = "long" if seconds(L) >= 3600 else "fast"
     tile = s.tile if s.tiled(L) else None
     if _family(scope) == "node":
-        tiles = [("tile", node_tile(metric, s.tile))] if tile else []
+        tiles = [("tile", node_tile(metric, s.tile, s.tile_delay))] if tile else []
         return tiles + [(group, r) for r in node_window(metric, L, tile)]
     if tile:
-        first = scope_tile(scope, metric, s.tile) if scope in INFO_SCOPES else job_tile(metric, s.tile, match)
+        first = (scope_tile(scope, metric, s.tile, s.tile_delay) if scope in INFO_SCOPES
+                 else job_tile(metric, s.tile, match, s.tile_delay))
         return [("tile", first), (group, tiled_window(scope, metric, L, s.tile))]
     if scope in INFO_SCOPES:
         return [(group, scope_window(scope, metric, f"increase{L}", recorded=s.records_jobs(L)))]
@@ -79,7 +80,8 @@ def usage_groups(budgets: list[Budget], s: Settings) -> list[dict]:
             if (rule["record"], rule["expr"]) not in seen:
                 seen.add((rule["record"], rule["expr"]))
                 groups[group].append(rule)
-    return [{"name": "gpu_carbon_budget_usage", "rules": groups["fast"]},
+    # The short usage windows are exact growths too (promql.growth): refreshed every window_interval.
+    return [{"name": "gpu_carbon_budget_usage", "interval": s.window_interval, "rules": groups["fast"]},
             {"name": "gpu_carbon_budget_tiles", "interval": s.tile, "rules": groups["tile"]},
             {"name": "gpu_carbon_budget_usage_long", "interval": s.long_interval, "rules": groups["long"]}]
 

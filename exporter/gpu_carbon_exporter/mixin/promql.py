@@ -1,7 +1,9 @@
 """Small PromQL builders shared by the recording rules, alerts and budgets."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable, Union
+
+from .settings import seconds
 
 JOULES_PER_KWH = 3.6e6
 
@@ -26,6 +28,41 @@ STORAGE_GRAMS = "gpu_carbon_storage_emissions_grams_total"
 ALL_GRAMS = '{__name__=~"gpu_carbon_(gpu|board|hwmon|cpu|storage|node)_emissions_grams_total"}'
 
 
+# A range function by name ("rate", "increase") or a builder of the whole expression from a
+# selector and a window (``growth``'s partials): the accounted-energy helpers take either.
+RangeFn = Union[str, Callable[[str, str], str]]
+
+
+def growth(sel: str, window: str, lookback: str, from_zero: bool, at: str = "") -> str:
+    """The exact growth of the counters ``sel`` over ``window`` (ending ``at`` ago), per series, with
+    no extrapolation: the last sample in the window minus the last sample before it (looked for
+    ``lookback`` back). A finished job's flat end and a series' first sample count exactly, scrape
+    gaps inside the window lose nothing. A series with no sample before the window began in it:
+    job counters start at 0 with their job (``from_zero``), so their growth is their last value;
+    a device counter falls back to ``increase()``, and so does a reset (the difference < 0) of a
+    device counter; a reset job counter counts from its reset (never more than it used).
+    docs/rules.md argues the choice."""
+    at = at if at and seconds(at) else ""
+    shift = f" offset {at}" if at else ""
+    last = f"last_over_time({sel}[{window}]{shift})"
+    before = f"last_over_time({sel}[{lookback}] offset {_plus(window, at)})"
+    fallback = last if from_zero else f"increase({sel}[{window}]{shift})"
+    return f"({last} - {before} >= 0 or {fallback})"
+
+
+def _plus(a: str, b: str) -> str:
+    """The sum of two durations, in the larger unit that is exact (``5m`` + ``10s`` = ``310s``)."""
+    total = seconds(a) + (seconds(b) if b else 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if total % size == 0:
+            return f"{total // size}{unit}"
+    raise AssertionError(total)
+
+
+def _call(fn: RangeFn, sel: str, window: str) -> str:
+    return f"{fn}({sel}[{window}])" if isinstance(fn, str) else fn(sel, window)
+
+
 def by(labels: Iterable[str]) -> str:
     return f"sum by ({', '.join(labels)})"
 
@@ -38,25 +75,27 @@ def _sel(metric: str, matchers: str) -> str:
     return f"{metric}{{{matchers}}}" if matchers else metric
 
 
-def cpu_accounted(fn: str, window: str, matchers: str = "") -> str:
+def cpu_accounted(fn: RangeFn, window: str, matchers: str = "") -> str:
     """CPU zones that are accounted (those with an emissions counter), never core inside package."""
-    return f"({fn}({_sel(CPU_ENERGY, matchers)}[{window}]) and ignoring (method) {_sel(CPU_GRAMS, matchers)})"
+    return f"({_call(fn, _sel(CPU_ENERGY, matchers), window)} and ignoring (method) {_sel(CPU_GRAMS, matchers)})"
 
 
-def storage_accounted(fn: str, window: str, matchers: str = "") -> str:
+def storage_accounted(fn: RangeFn, window: str, matchers: str = "") -> str:
     """Estimated disks where no whole-node meter measures them already (those with emissions)."""
-    return f"({fn}({_sel(STORAGE_ENERGY, matchers)}[{window}]) and ignoring (method) {_sel(STORAGE_GRAMS, matchers)})"
+    return (f"({_call(fn, _sel(STORAGE_ENERGY, matchers), window)} and ignoring (method) "
+            f"{_sel(STORAGE_GRAMS, matchers)})")
 
 
-def accounted_energy(fn: str, window: str, matchers: str = "") -> str:
+def accounted_energy(fn: RangeFn, window: str, matchers: str = "") -> str:
     """``fn`` (rate or increase) of every accounted device's energy: GPUs, boards, hwmon sensors,
     CPUs, estimated disks, and the rest of a whole-node meter (BMC, ACPI meter, battery) — never the
     network's (outside the node).
     ``matchers``: label matchers added to every selector (dashboards filter by target labels)."""
     extra = f", {matchers}" if matchers else ""
-    return (f'{fn}({{__name__=~"gpu_carbon_(gpu|board|hwmon)_energy_joules_total"{extra}}}[{window}])'
+    devices = f'{{__name__=~"gpu_carbon_(gpu|board|hwmon)_energy_joules_total"{extra}}}'
+    return (f"{_call(fn, devices, window)}"
             f" or {cpu_accounted(fn, window, matchers)} or {storage_accounted(fn, window, matchers)}"
-            f" or {fn}({_sel(NODE_REST_ENERGY, matchers)}[{window}])")
+            f" or {_call(fn, _sel(NODE_REST_ENERGY, matchers), window)}")
 
 
 def zero_if_absent(expr: str, like: str) -> str:

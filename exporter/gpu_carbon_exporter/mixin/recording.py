@@ -1,17 +1,18 @@
 """Recording rules: power and emission rates, kWh and g CO₂e windows, waste, efficiency, impact.
 
-Rates come from the energy and emission counters, never from power gauges, so they are
-exact over any window the counters cover; ``increase()`` bridges counter resets and scrape
-gaps. Energy windows are in kWh, emissions in grams, water in litres (docs/rules.md).
+Rates come from the energy and emission counters, never from power gauges. Windows and tiles
+are the counters' exact growth (``promql.growth``: last sample minus the last one before, no
+extrapolation), so a finished job reads what it used. Energy windows are in kWh, emissions in
+grams, water in litres (docs/rules.md).
 """
 from __future__ import annotations
 
 from .promql import (
     ALL_GRAMS, BOARD_ENERGY, BOARD_GRAMS, CPU_GRAMS, GPU_EMBODIED, GPU_ENERGY, GPU_GRAMS, GPU_WATER,
     JOB_EMBODIED, JOB_ENERGY, JOB_GRAMS, JOB_WATER, JOULES_PER_KWH, RAIL_ENERGY, accounted_energy, by,
-    cpu_accounted, node_zone, on, zero_if_absent,
+    cpu_accounted, growth, node_zone, on, zero_if_absent,
 )
-from .settings import FLEET, JOB, JOB_INFO_LABELS, NODE, SITE, Settings
+from .settings import FLEET, GAP_LOOKBACK, JOB, JOB_INFO_LABELS, NODE, SITE, Settings, lookback
 
 Rule = dict[str, object]
 JOB_INFO = "job:gpu_carbon_job_info:dedup"
@@ -68,10 +69,11 @@ def _zone_rates(fn: str, w: str) -> list[Rule]:
             for metric in ("gpu_carbon_power_watts", "gpu_carbon_emission_rate_grams_per_second")]
 
 
-def job_labels(scope: str, source: str, window: str | None = None) -> str:
+def job_labels(scope: str, source: str, window: str | None = None, at: str = "") -> str:
     """A join table: one ``scope`` label per job, even where the job's labels changed within the
     window or two nodes disagree (a many-to-many join would fail every team's rule at once)."""
-    series = f"last_over_time({source}[{window}])" if window else source
+    shift = f" offset {at}" if at and at != "0s" else ""
+    series = f"last_over_time({source}[{window}]{shift})" if window else source
     return f"topk by ({', '.join(JOB)}) (1, max by ({', '.join((*JOB, scope))}) ({series}))"
 
 
@@ -121,8 +123,9 @@ def _rates(fn: str, w: str) -> list[Rule]:
 
 def power_group(s: Settings) -> dict:
     """Rates from the energy and emission counters, twice: 5-minute averages (``…rate5m``, smooth
-    curves) and "now" (``…irate``: the last two samples, so a step shows two scrapes later)."""
-    rules = [*_rates("rate", s.rate_window), *_rates("irate", s.now_window), *_waste(s.waste_window)]
+    curves) and "now" (``…irate``: the last two samples, so a step shows two scrapes later). The waste
+    ratios, rates over an hour, are in the windows group (every minute)."""
+    rules = [*_rates("rate", s.rate_window), *_rates("irate", s.now_window)]
     return {"name": "gpu_carbon_power", "rules": rules}
 
 
@@ -130,29 +133,40 @@ def _kwh(expr: str) -> str:
     return f"{expr} / {JOULES_PER_KWH:g}"
 
 
-def _job_window_exprs(W: str) -> dict[str, str]:
-    """Per job (a multi-node job summed over its nodes): metric -> increase over ``W``."""
+def _job_window_exprs(W: str, back: str | None = None, at: str = "") -> dict[str, str]:
+    """Per job (a multi-node job summed over its nodes): metric -> exact growth over ``W`` (ending
+    ``at`` ago), looking ``back`` (default ``lookback(W)``) before it for each counter's value. Job
+    counters start at 0."""
+    def g(sel: str) -> str:
+        return f"{by(JOB)} ({growth(sel, W, back or lookback(W), from_zero=True, at=at)})"
+
     return {
-        "gpu_carbon_job_energy_kwh": _kwh(f"{by(JOB)} (increase({JOB_ENERGY}[{W}]))"),
-        "gpu_carbon_job_emissions_grams": f"{by(JOB)} (increase({JOB_GRAMS}[{W}]))",
-        "gpu_carbon_job_embodied_emissions_grams": f"{by(JOB)} (increase({JOB_EMBODIED}[{W}]))",
-        "gpu_carbon_job_water_liters": f"{by(JOB)} (increase({JOB_WATER}[{W}]))",
-        "gpu_carbon_job_gpu_hours": f"{by(JOB)} (increase(gpu_carbon_job_gpu_seconds_total[{W}])) / 3600",
+        "gpu_carbon_job_energy_kwh": _kwh(g(JOB_ENERGY)),
+        "gpu_carbon_job_emissions_grams": g(JOB_GRAMS),
+        "gpu_carbon_job_embodied_emissions_grams": g(JOB_EMBODIED),
+        "gpu_carbon_job_water_liters": g(JOB_WATER),
+        "gpu_carbon_job_gpu_hours": f"{g('gpu_carbon_job_gpu_seconds_total')} / 3600",
     }
 
 
-def _node_window_exprs(W: str) -> dict[str, str]:
-    """Per node: metric -> increase over ``W`` (every accounted device unless the name says which)."""
+def _node_window_exprs(W: str, back: str | None = None, at: str = "") -> dict[str, str]:
+    """Per node: metric -> exact growth over ``W`` (every accounted device unless the name says which)."""
+    def grow(sel: str, window: str) -> str:
+        return growth(sel, window, back or lookback(window), from_zero=False, at=at)
+
+    def g(sel: str) -> str:
+        return f"{by(NODE)} ({grow(sel, W)})"
+
     return {
-        "gpu_carbon_energy_kwh": _kwh(f"{by(NODE)} ({accounted_energy('increase', W)})"),
-        "gpu_carbon_emissions_grams": f"{by(NODE)} (increase({ALL_GRAMS}[{W}]))",
-        "gpu_carbon_embodied_emissions_grams": f"{by(NODE)} (increase({GPU_EMBODIED}[{W}]))",
-        "gpu_carbon_water_liters": f"{by(NODE)} (increase({GPU_WATER}[{W}]))",
-        "gpu_carbon_gpu_energy_kwh": _kwh(f"{by(NODE)} (increase({GPU_ENERGY}[{W}]))"),
-        "gpu_carbon_board_energy_kwh": _kwh(f"{by(NODE)} (increase({BOARD_ENERGY}[{W}]))"),
-        "gpu_carbon_board_emissions_grams": f"{by(NODE)} (increase({BOARD_GRAMS}[{W}]))",
-        "gpu_carbon_cpu_energy_kwh": _kwh(f"{by(NODE)} ({cpu_accounted('increase', W)})"),
-        "gpu_carbon_cpu_emissions_grams": f"{by(NODE)} (increase({CPU_GRAMS}[{W}]))",
+        "gpu_carbon_energy_kwh": _kwh(f"{by(NODE)} ({accounted_energy(grow, W)})"),
+        "gpu_carbon_emissions_grams": g(ALL_GRAMS),
+        "gpu_carbon_embodied_emissions_grams": g(GPU_EMBODIED),
+        "gpu_carbon_water_liters": g(GPU_WATER),
+        "gpu_carbon_gpu_energy_kwh": _kwh(g(GPU_ENERGY)),
+        "gpu_carbon_board_energy_kwh": _kwh(g(BOARD_ENERGY)),
+        "gpu_carbon_board_emissions_grams": g(BOARD_GRAMS),
+        "gpu_carbon_cpu_energy_kwh": _kwh(f"{by(NODE)} ({cpu_accounted(grow, W)})"),
+        "gpu_carbon_cpu_emissions_grams": g(CPU_GRAMS),
     }
 
 
@@ -171,23 +185,24 @@ def scope_window(scope: str, metric: str, ops: str, recorded: bool = True) -> Ru
                                          f"{job_labels(scope, JOB_INFO, W)})")
 
 
-def scope_tile(scope: str, metric: str, tile: str) -> Rule:
-    """``scope``'s increase over the last tile, its jobs joined to the exposed job_info of that tile
-    (raw series only: promtool can backfill tiles in one pass)."""
+def scope_tile(scope: str, metric: str, tile: str, delay: str = "") -> Rule:
+    """``scope``'s growth over the last tile, its jobs joined to the exposed job_info of that tile
+    (raw series only: promtool can backfill tiles in one pass). Each tile is the counters' last
+    value minus the one before the tile, both ``delay`` ago, so consecutive tiles add up exactly."""
     return _r(f"{scope}:{metric}:tile{tile}",
-              f"sum by (cluster, {scope}) (({_job_window_exprs(tile)[metric]}) * {on(JOB)} group_left ({scope}) "
-              f"{job_labels(scope, 'gpu_carbon_job_info', tile)})")
+              f"sum by (cluster, {scope}) (({_job_window_exprs(tile, GAP_LOOKBACK, delay)[metric]}) * {on(JOB)} group_left ({scope}) "
+              f"{job_labels(scope, 'gpu_carbon_job_info', tile, delay)})")
 
 
-def job_tile(metric: str, tile: str, job_ids: str) -> Rule:
+def job_tile(metric: str, tile: str, job_ids: str, delay: str = "") -> Rule:
     """The tiles of the jobs ``job_ids`` (a regex) only: budgets on single jobs read them, and tiles
     of every job would keep a month of per-job series."""
-    expr = _job_window_exprs(tile)[metric].replace("_total{", f'_total{{job_id=~"{job_ids}",')
+    expr = _job_window_exprs(tile, GAP_LOOKBACK, delay)[metric].replace("_total{", f'_total{{job_id=~"{job_ids}",')
     return _r(f"job:{metric}:tile{tile}", expr)
 
 
-def node_tile(metric: str, tile: str) -> Rule:
-    return _r(f"node:{metric}:tile{tile}", _node_window_exprs(tile)[metric])
+def node_tile(metric: str, tile: str, delay: str = "") -> Rule:
+    return _r(f"node:{metric}:tile{tile}", _node_window_exprs(tile, GAP_LOOKBACK, delay)[metric])
 
 
 def tiled_window(level: str, metric: str, W: str, tile: str) -> Rule:
@@ -261,16 +276,18 @@ def window_rules(W: str, s: Settings) -> list[Rule]:
 
 
 def tile_group(s: Settings) -> dict:
-    """Increases over one tile, every tile: what the windows longer than a day sum up."""
-    rules = [node_tile(m, s.tile) for m in _node_window_exprs(s.tile)]
-    rules += [scope_tile("team", m, s.tile) for m in TEAM_METRICS]
+    """Growth over one tile, every tile: what the windows longer than a day sum up."""
+    rules = [node_tile(m, s.tile, s.tile_delay) for m in _node_window_exprs(s.tile)]
+    rules += [scope_tile("team", m, s.tile, s.tile_delay) for m in TEAM_METRICS]
     return {"name": "gpu_carbon_tiles", "interval": s.tile, "rules": rules}
 
 
 def window_groups(s: Settings) -> list[dict]:
-    """Short windows at the global interval; 1d and longer in their own, slower group."""
-    short = [r for W in s.short_windows() for r in window_rules(W, s)]
+    """Windows under a day every ``window_interval``; 1d and longer in their own, slower group."""
+    # The waste ratios are rates over an hour: a minute's freshness is plenty, and every 15 s they
+    # read more samples than all the 5-minute rates together (docs/scale.md).
+    short = [r for W in s.short_windows() for r in window_rules(W, s)] + _waste(s.waste_window)
     long = [r for W in s.long_windows() for r in window_rules(W, s)]
     tiles = [tile_group(s)] if any(s.tiled(W) for W in s.windows) else []
-    return [{"name": "gpu_carbon_windows", "rules": short}, *tiles,
+    return [{"name": "gpu_carbon_windows", "interval": s.window_interval, "rules": short}, *tiles,
             {"name": "gpu_carbon_windows_long", "interval": s.long_interval, "rules": long}]

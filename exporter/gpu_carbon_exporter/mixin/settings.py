@@ -14,12 +14,21 @@ FLEET = ("fleet",)
 JOB = ("cluster", "scheduler", "job_id")
 JOB_INFO_LABELS = ("user", "team", "account", "namespace")
 
+# How far before a window's (or tile's) start the exact windows look for a counter's value there:
+# a scrape gap longer than this across the start counts a job from 0 (docs/rules.md, "Windows").
+GAP_LOOKBACK = "1h"
 DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def seconds(duration: str) -> int:
     """Seconds in a Prometheus duration such as ``5m`` or ``30d`` (one unit only)."""
     return int(duration[:-1]) * DURATION_SECONDS[duration[-1]]
+
+
+def lookback(window: str) -> str:
+    """How far before ``window``'s start its exact growth looks for the counters' values: the window
+    itself up to an hour (so it costs at most one more read of the window)."""
+    return window if seconds(window) < seconds(GAP_LOOKBACK) else GAP_LOOKBACK
 
 
 @dataclass(frozen=True)
@@ -46,10 +55,20 @@ class Settings:
     # Windows also recorded per job; longer ones only per team (a per-job 30d window keeps a
     # series for every job of the last 30 days: docs/scale.md).
     job_windows: tuple[str, ...] = ("1h", "1d")
-    long_interval: str = "2m"  # the 1d/7d/30d group; under Prometheus's 5-m lookback so readers see it
+    # The 1d/7d/30d group; under Prometheus's 5-m lookback so readers see it. The exact 1d windows
+    # read the day about twice where increase() read it once: every 4 minutes they read no more
+    # samples per minute than increase() every 2 (docs/scale.md).
+    long_interval: str = "4m"
+    # The 1h windows' group. Exact windows read each sample of the window about twice (docs/rules.md),
+    # so they are not recomputed every 15 s: a minute is fresh enough for a window of an hour.
+    window_interval: str = "1m"
+    health_interval: str = "1m"  # the health alerts: slow-changing conditions, each with a `for` of minutes
     # Windows longer than a day are sums of tiles: increases over `tile`, recorded every `tile`
     # (docs/rules.md). A raw 30-day increase() would read every sample of every GPU each time.
     tile: str = "5m"
+    # Tiles end this long before their evaluation: a scrape's samples carry the time it started and
+    # arrive up to the scrape timeout later; a tile that missed one would lose its growth for good.
+    tile_delay: str = "10s"
     impact_weights: ImpactWeights = field(default_factory=ImpactWeights)
     warning_share: float = 0.8
     # Budget exceeded and warning fire at the first evaluation that sees them (a usage crossing does
