@@ -140,7 +140,8 @@ def input_series(fs: list[Fact], step_s: int, steps: int) -> list[dict]:
             skip, run, linger = timeline(f)
             rest = steps - skip - run - linger
             out.append({"series": _fmt(info, "gpu_carbon_job_info"),
-                        "values": (f"_x{skip} " if skip else "") + f"1x{run + linger}" + (f" _x{rest}" if rest else "")})
+                        "values": (f"_x{skip} " if skip else "") + f"1x{run + linger}"
+                                  + (f" _x{rest}" if rest else "")})
     for node, n in NODES.items():
         lab = {"cluster": n["cluster"], "site": n["site"], "fleet": n["fleet"], "node": node, "zone": n["zone"]}
         out.append({"series": _fmt(lab, "gpu_carbon_grid_intensity_grams_per_kwh"),

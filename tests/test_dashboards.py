@@ -297,7 +297,8 @@ def test_key_stats_agree_with_ground_truth(tmp_path):
     (tmp_path / "config.yml").write_text(yaml.safe_dump({"attribution": {"work_dir": str(tmp_path / "work")}}))
     budgets = tmp_path / "budgets.yml"
     # (the 7-day team panel sums tiles, whose evaluations a loaded test machine may skip: docs/rules.md)
-    budgets.write_text(yaml.safe_dump({"settings": {"long_interval": "1s", "window_interval": "1s", "tile": "5s"}, "budgets": [
+    settings = {"long_interval": "1s", "window_interval": "1s", "tile": "5s"}
+    budgets.write_text(yaml.safe_dump({"settings": settings, "budgets": [
         {"name": "nlp", "scope": "team", "match": "nlp", "limit": "1 kg", "window": "7d"}]}))
     rules = write_rules(tmp_path / "rules", budgets)
     port, prom_port = free_port(), free_port()

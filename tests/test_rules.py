@@ -90,7 +90,8 @@ def test_every_recording_rule_matches_the_oracle(tmp_path, span):
         settings, step, steps, job8, job9 = Settings(), 60, 90, 45 * 60.0, (20 * 60.0, 70 * 60.0)
         names = [r for r in records(rule_files(settings)) if not r.endswith(long) and ":tile" not in r]
     else:
-        settings, step, steps, job8, job9 = Settings(tile="1h", tile_delay="0s"), 3600, 31 * 24, 10 * 86400.0, (5 * 86400.0, 12 * 86400.0)
+        settings, step, steps = Settings(tile="1h", tile_delay="0s"), 3600, 31 * 24
+        job8, job9 = 10 * 86400.0, (5 * 86400.0, 12 * 86400.0)
         names = [r for r in records(rule_files(settings)) if r.endswith(long) or ":tile" in r]
     fs = facts(job8, job9)
     built = cases(names, fs, float(step * steps), seconds(settings.tile))

@@ -40,7 +40,8 @@ def test_recording_rules_on_victoriametrics_match_ground_truth(tmp_path):
                 "jobs": [{"id": "601", "user": "ann", "team": "nlp", "start_s": 10, "end_s": 32, "devices": [0]},
                          {"id": "602", "user": "bob", "team": "cv", "start_s": 10, "end_s": 32, "devices": [1]}]}
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(scenario))
-    (tmp_path / "budgets.yml").write_text(yaml.safe_dump({"settings": {"long_interval": "1s", "window_interval": "1s", "tile": "5s"}, "budgets": [
+    settings = {"long_interval": "1s", "window_interval": "1s", "tile": "5s"}
+    (tmp_path / "budgets.yml").write_text(yaml.safe_dump({"settings": settings, "budgets": [
         {"name": "nlp", "scope": "team", "match": "nlp", "limit": "1 kg", "window": "7d"}]}))
     rules = write_rules(tmp_path / "rules", tmp_path / "budgets.yml")
     port, vm_port, alert_port = free_port(), free_port(), free_port()

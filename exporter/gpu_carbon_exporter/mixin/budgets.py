@@ -134,7 +134,8 @@ def _setting_problem(key: str, value: Any, default: Any) -> str | None:
         ok = isinstance(value, list) and value and all(isinstance(d, str) and DURATION.match(d) for d in value)
         return None if ok else "expected a list of durations such as 1h, 1d"
     if isinstance(default, str) and DURATION.match(default):
-        ok = isinstance(value, str) and (DURATION.match(value) or (key in ("budget_for", "tile_delay") and value == "0s"))
+        zero_ok = key in ("budget_for", "tile_delay") and value == "0s"
+        ok = isinstance(value, str) and (DURATION.match(value) or zero_ok)
         if not ok:
             return f"expected a duration such as 5m, got {value!r}"
         if key in ("long_interval", "window_interval") and seconds(value) >= 300:

@@ -190,7 +190,8 @@ def scope_tile(scope: str, metric: str, tile: str, delay: str = "") -> Rule:
     (raw series only: promtool can backfill tiles in one pass). Each tile is the counters' last
     value minus the one before the tile, both ``delay`` ago, so consecutive tiles add up exactly."""
     return _r(f"{scope}:{metric}:tile{tile}",
-              f"sum by (cluster, {scope}) (({_job_window_exprs(tile, GAP_LOOKBACK, delay)[metric]}) * {on(JOB)} group_left ({scope}) "
+              f"sum by (cluster, {scope}) (({_job_window_exprs(tile, GAP_LOOKBACK, delay)[metric]}) "
+              f"* {on(JOB)} group_left ({scope}) "
               f"{job_labels(scope, 'gpu_carbon_job_info', tile, delay)})")
 
 
