@@ -39,6 +39,7 @@ KILL_AT, PROM_STOP_AT, PROM_GAP = O + 25, O + 55, 30.0
 END = O + 90
 WINDOWS = ["2m", "1h", "1d", "7d", "30d"]  # 2m: a node window that the run covers whole
 FINISHED_TOL, RUNNING_TOL, SUB_SECOND_TOL = 0.001, 0.01, 0.2
+LATE_S = 0.05  # how late the exporter's 50-ms samples may see a job start on a loaded machine
 
 
 def node_a(start: float) -> dict:
@@ -285,7 +286,10 @@ def test_rules_budget_alert_and_windows_through_prometheus_and_alertmanager(tmp_
         young = not finished and min(t - start for t in ts) - started[job_id] < SCRAPE
         if job_id not in sub_second and not young:
             worst[state] = max(worst[state], abs(err))
-            assert abs(err) <= (FINISHED_TOL if finished else RUNNING_TOL), (name, job_id, t_e, state, err)
+            # the exporter (not the rules: they equal its counters, above) sees a job start at a sample, which
+            # a busy 2-core machine can delay by up to LATE_S: what that moves is allowed for
+            late = LATE_S / (ended[job_id] - started[job_id])
+            assert abs(err) <= (FINISHED_TOL if finished else RUNNING_TOL) + late, (name, job_id, t_e, state, err)
         return f"{name} {job_id} at +{t_e - start:.0f} s ({state}{', young' if young else ''}): {100 * err:+.4f} %"
 
     # Every evaluation of the 1h job windows Prometheus holds (before and after the outage, and from
