@@ -253,8 +253,9 @@ def _stack(argv: list[str]) -> int:
                    help="Prometheus's scrape and evaluation interval, also the Grafana datasource's timeInterval "
                         "(at most 30s; default %(default)s)")
     p.add_argument("--alert-for", type=duration, metavar="DURATION",
-                   help="set every generated alert's `for:` to DURATION in the stack's copy of the rules, to see "
-                        "alerts fire within seconds (default: the generated durations)")
+                   help="set every generated alert's `for:` to DURATION in the stack's copy of the rules, and evaluate "
+                        "the alert groups at the scrape interval, to see alerts fire within seconds (default: the "
+                        "generated durations and intervals)")
     p.add_argument("--no-grafana", action="store_true", help="do not start Grafana even if it is installed")
     p.add_argument("--exporter-port", type=int, default=9842, metavar="PORT",
                    help="the first exporter's port, the next ones count up (default %(default)s); 0: any free ports")

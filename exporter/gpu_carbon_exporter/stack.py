@@ -131,9 +131,13 @@ def read_yaml(path: Path) -> Any:
 
 
 def with_alert_for(content: dict, duration: str) -> dict:
-    """A rule file's content with every alert's `for:` set to ``duration`` ("0s": none)."""
+    """A rule file's content with every alert's `for:` set to ``duration`` ("0s": none), and the groups
+    holding alerts evaluated at the stack's interval (the health group's own is a minute): to see an
+    alert fire within seconds."""
     groups = []
     for group in content["groups"]:
+        if any("alert" in rule for rule in group["rules"]):
+            group = {k: v for k, v in group.items() if k != "interval"}
         rules = []
         for rule in group["rules"]:
             if "alert" in rule:
