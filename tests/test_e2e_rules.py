@@ -229,6 +229,11 @@ def test_rules_budget_alert_and_windows_through_prometheus_and_alertmanager(tmp_
                            "a tile after the final scrape")
         wait_until(lambda: min(last_eval("gpu_carbon_windows_long"), last_eval("gpu_carbon_windows")) > tiles + 0.5,
                    60, "the windows after that tile")
+        # the 2-minute node windows must lie wholly after each node's first scrape (a loaded machine starts
+        # them late): else a device counter new in the window falls back to increase()
+        first = max(v[0][0] for v in history(base, 'up{job="gpu-carbon-exporter"}', time.time(), ("node",)).values())
+        wait_until(lambda: last_eval("gpu_carbon_windows") > first + 120 + SCRAPE, 120 + 2 * SCRAPE,
+                   "a 2-minute window wholly after both nodes' first scrapes")
         at = time.time()
         jobs_rule = {q: history(base, q, at, ("job_id",)) for q in (
             "job:gpu_carbon_job_energy_kwh:increase1h", "job:gpu_carbon_job_emissions_grams:increase1h")}

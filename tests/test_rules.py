@@ -71,18 +71,6 @@ def test_promtool_checks_the_committed_rules():
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def test_promtool_unit_tests_the_committed_files():
-    promtool = require_binary("promtool")
-    tests = sorted(map(str, PROMTOOL_TESTS.glob("*_test.yml")))
-    assert tests
-    # one promtool a file, side by side: the budget cases alone evaluate every group for 25 h at 1 m
-    runs = {t: subprocess.Popen([promtool, "test", "rules", t], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, cwd=ROOT) for t in tests}
-    for test, run in runs.items():
-        out = run.communicate(timeout=600)[0]
-        assert run.returncode == 0 and "SUCCESS" in out, f"{test}:\n{out}"
-
-
 @pytest.mark.parametrize("span", ["short", "long"])
 def test_every_recording_rule_matches_the_oracle(tmp_path, span):
     """Rates and 1h windows on 1-minute samples; tiles, 1d, 7d and 30d windows on 31 days of hourly

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -338,12 +339,16 @@ class LocalStack:
         return out
 
     def stop(self) -> None:
-        """Stop everything, Prometheus first (it flushes its head), exporters last (they persist)."""
-        for name in ("grafana", "prometheus", "alertmanager"):
-            if name in self.procs:
-                self.procs[name].stop()
-        for proc in self.procs.values():
-            proc.stop()
+        """Stop everything, Prometheus, Alertmanager and Grafana first (Prometheus flushes its head),
+        exporters last (they persist); each set side by side, so a loaded machine waits once, not once
+        a process."""
+        servers = [self.procs[n] for n in ("grafana", "prometheus", "alertmanager") if n in self.procs]
+        for batch in (servers, [p for p in self.procs.values() if p not in servers]):
+            threads = [threading.Thread(target=p.stop) for p in batch]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
 
     def __enter__(self) -> "LocalStack":
         return self.start()
