@@ -29,13 +29,25 @@ def pid_alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
+def ctrl_c(proc: subprocess.Popen) -> str:
+    """Ctrl-C to the stack; what it printed. A stack that does not stop within a generous ceiling (the
+    machine may be loaded) fails the test and is killed with its whole process group: nothing leaks."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.communicate(timeout=120)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+
+
 def test_stack_starts_answers_and_stops_everything_on_ctrl_c(tmp_path):
     require_binary("prometheus")
     require_binary("prometheus-alertmanager")
     proc = subprocess.Popen([sys.executable, "-m", "gpu_carbon_exporter", "stack", "--dir", str(tmp_path),
                              "--exporter-port", "0", "--prometheus-port", "0", "--alertmanager-port", "0",
                              "--grafana-port", "0", "--scrape-interval", "1s"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines = []
     try:
         for line in proc.stdout:
@@ -57,8 +69,7 @@ def test_stack_starts_answers_and_stops_everything_on_ctrl_c(tmp_path):
         active = requests.get(f"{base}/api/v1/alertmanagers", timeout=5).json()["data"]["activeAlertmanagers"]
         assert [a["url"].split("/api/")[0] for a in active] == [urls["alertmanager"]]
     finally:
-        proc.send_signal(signal.SIGINT)  # Ctrl-C
-        rest = proc.communicate(timeout=120)[0]  # a generous ceiling: the machine may be loaded
+        rest = ctrl_c(proc)
     assert proc.returncode == 0, rest
     assert "stopping" in rest
     deadline = time.monotonic() + 10
@@ -123,7 +134,7 @@ def test_an_exporters_exit_is_reported_its_alert_fires_and_the_rest_keeps_runnin
                              "--exporter", "node-a=edge-nano@edge", "--exporter", "node-b=edge-nano@edge",
                              "--exporter-port", "0", "--prometheus-port", "0", "--alertmanager-port", "0",
                              "--no-grafana", "--scrape-interval", "1s", "--alert-for", "1s"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         for line in proc.stdout:
             if "configs, data and logs in" in line:
@@ -160,8 +171,7 @@ def test_an_exporters_exit_is_reported_its_alert_fires_and_the_rest_keeps_runnin
         assert pid_alive(info["pids"]["node-a"]) and pid_alive(info["pids"]["prometheus"])
         assert proc.poll() is None  # the stack itself still runs
     finally:
-        proc.send_signal(signal.SIGINT)
-        rest = proc.communicate(timeout=120)[0]  # a generous ceiling: the machine may be loaded
+        rest = ctrl_c(proc)
     assert proc.returncode == 0, rest
     assert "node-b was killed by signal 9" in rest and "left down" in rest, rest
     assert rest.index("node-b was killed") < rest.index("stopping")

@@ -377,6 +377,9 @@ def run(workdir: Path, exporters: list[Exporter], budgets: Path | None, scrape_i
                        alert_for=alert_for, **ports)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    # Ctrl-C stops the stack even when started with SIGINT ignored (a background job of a script, nohup):
+    # Python then keeps the inherited SIG_IGN, and the stack would run on with nobody able to stop it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         stack.start()
     except StackError as err:
