@@ -5,6 +5,7 @@ Each attack is made as it was found (loopback only, bounded in time), and each t
 that the attack really holds what it claims to hold before it asserts that scrapes get through.
 """
 import base64
+import logging
 import secrets
 import socket
 import statistics
@@ -319,7 +320,30 @@ def test_a_bcrypt_cost_of_31_is_refused_at_load(tmp_path):
     assert time.monotonic() - started < 5
 
 
-def test_the_watcher_refuses_a_huge_cost_and_still_reloads_later_changes(clock, tmp_path, stop_servers, caplog):
+class _Records(logging.Handler):
+    """The web module's log records, whatever an earlier test in this worker did to the root logger."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_the_watcher_refuses_a_huge_cost_and_still_reloads_later_changes(clock, tmp_path, stop_servers):
+    records, web_log = _Records(), logging.getLogger("gpu_carbon_exporter.web")
+    level = web_log.level
+    web_log.addHandler(records)
+    web_log.setLevel(logging.DEBUG)  # an earlier test's CLI may have raised the root logger's level
+    try:
+        _watcher_refuses_a_huge_cost(clock, tmp_path, stop_servers, records)
+    finally:
+        web_log.removeHandler(records)
+        web_log.setLevel(level)
+
+
+def _watcher_refuses_a_huge_cost(clock, tmp_path, stop_servers, records):
     good = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
     server, port = serve(clock, f"basic_auth_users:\n  prom: '{good}'\n", tmp_path)
     stop_servers.append(server)
@@ -331,7 +355,7 @@ def test_the_watcher_refuses_a_huge_cost_and_still_reloads_later_changes(clock, 
         before = server.web
         # a size of its own: the watcher compares (mtime, size, inode), and an mtime can repeat within a tick
         path.write_text(f"# rotated\nbasic_auth_users:\n  prom: '{HUGE_COST}'\n")
-        wait_for(lambda: any("bcrypt cost 31" in r.getMessage() for r in caplog.records), "the refusal logged")
+        wait_for(lambda: any("bcrypt cost 31" in m for m in records.messages), "the refusal logged")
         assert server.web is before
         path.write_text("")  # the next change (auth off) is still picked up: the watcher did not hang
         wait_for(lambda: not server.web.users, "the later change reloaded")
