@@ -407,3 +407,20 @@ def test_an_http09_request_is_answered_400_without_waiting_for_headers(clock, tm
     out = exchange(port, b"GET /\r\n")  # read until the server closes the connection
     assert time.monotonic() - started < 5  # well inside the 10-s head deadline it used to wait out
     assert out.startswith(b"HTTP/1.1 400 ") and out.endswith(b"400 Bad request syntax\n")
+
+
+def test_a_change_made_before_the_watcher_starts_is_still_reloaded(clock, tmp_path, stop_servers):
+    """The watcher compares with the files as they were when loaded, not when its thread first runs (on a
+    busy machine a rotation could land in between and never be picked up)."""
+    server, port = serve(clock, "http_server_config:\n  headers:\n    X-Test: one\n", tmp_path)
+    stop_servers.append(server)
+    path = tmp_path / "web.yml"
+    path.write_text("http_server_config:\n  headers:\n    X-Test: two, rotated\n")  # before the watcher runs
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_web_config, args=(server, path, stop, 0.05), daemon=True)
+    watcher.start()
+    try:
+        wait_for(lambda: server.web.headers.get("X-Test") == "two, rotated", "the earlier change reloaded")
+    finally:
+        stop.set()
+        watcher.join(timeout=5)

@@ -67,6 +67,9 @@ class WebConfig:
     headers: dict[str, str] = field(default_factory=dict)
     # The web config and the certificate files it names: a change to any is reloaded.
     files: list[Path] = field(default_factory=list)
+    # Their (mtime, size, inode) taken before they were read: a change made while (or just after) they
+    # were loaded is still a change to the watcher, however late its thread starts.
+    signature: tuple | None = None
 
 
 def load_web_config(path: str | Path | None) -> WebConfig:
@@ -78,6 +81,7 @@ def load_web_config(path: str | Path | None) -> WebConfig:
     def fail(key: str, reason: str) -> None:
         raise ConfigError(f"{path}: {key}: {reason}")
 
+    before = _signature([path])
     data = read_yaml(path) or {}
     if not isinstance(data, dict):
         fail("(top level)", "expected a mapping")
@@ -114,8 +118,12 @@ def load_web_config(path: str | Path | None) -> WebConfig:
     cfg.files = [path]
     tls = data.get("tls_server_config")
     if tls:
+        certs = [path.parent / tls[k] for k in ("cert_file", "key_file", "client_ca_file")
+                 if isinstance(tls, dict) and isinstance(tls.get(k), str) and tls.get(k)]
+        before += _signature(certs)
         cfg.ssl_context = _ssl_context(tls, fail, path.parent)
-        cfg.files += [path.parent / tls[k] for k in ("cert_file", "key_file", "client_ca_file") if tls.get(k)]
+        cfg.files += certs
+    cfg.signature = before
     return cfg
 
 
@@ -558,12 +566,14 @@ def watch_web_config(server: ExporterServer, path: str | Path, stop: threading.E
                      interval_s: float = 5.0) -> None:
     """Reload the web config when it or a certificate it names changes (cert-manager rotates
     them in place)."""
-    seen = _signature(server.web.files)
+    seen = server.web.signature or _signature(server.web.files)
     while not stop.wait(interval_s):
         now = _signature(server.web.files)
         if now != seen:
-            reload(server, path, "web config or certificate changed")
-            seen = _signature(server.web.files)
+            if reload(server, path, "web config or certificate changed"):
+                seen = server.web.signature or _signature(server.web.files)
+            else:  # a broken file: tried again at its next change
+                seen = now
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:
