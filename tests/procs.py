@@ -76,6 +76,17 @@ def wait_for_series(base: str, promql: str, timeout: float = 30.0) -> float:
     raise TimeoutError(f"no data for {promql} within {timeout}s")
 
 
+def wait_until(check, timeout: float, what: str):
+    """``check()``'s first truthy value, polled until ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} within {timeout:.0f} s")
+
+
 def query(base: str, promql: str, at: float | None = None) -> list[dict]:
     params = {"query": promql}
     if at is not None:

@@ -26,7 +26,7 @@ from gpu_carbon_exporter.sim.scenario import GroundTruth, parse_scenario
 from gpu_carbon_exporter.stack import Exporter, LocalStack
 
 from conftest import free_port, require_binary
-from procs import query, wait_for_series
+from procs import query, wait_for_series, wait_until
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,20 +108,6 @@ def alertmanager_config(hook_port: int) -> dict:
 
 def by_label(rows: list[dict], label: str) -> dict[str, float]:
     return {r["metric"].get(label, ""): float(r["value"][1]) for r in rows}
-
-
-def wait_until(check, timeout: float, what: str):
-    """``check()``'s first truthy value, polled until ``timeout`` seconds have passed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise TimeoutError(f"{what} within {timeout:.0f} s")
-
-
-Series = dict[tuple[str, ...], list[tuple[float, float]]]
 
 
 def history(base: str, selector: str, at: float, keys: tuple[str, ...]) -> Series:

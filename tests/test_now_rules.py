@@ -11,7 +11,7 @@ import yaml
 
 from gpu_carbon_exporter.mixin import write as write_rules
 
-from procs import exporter, prometheus, query
+from procs import exporter, prometheus, query, wait_until
 
 pytestmark = pytest.mark.e2e
 H100 = "NVIDIA H100 80GB HBM3"
@@ -25,16 +25,6 @@ def samples(base: str, promql: str, at: float) -> list[tuple[float, float]]:
     """The raw (timestamp, value) samples of a single-series range selector."""
     rows = query(base, promql, at)
     return [(float(t), float(v)) for t, v in rows[0]["values"]] if rows else []
-
-
-def wait_until(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.5)
-    raise TimeoutError(f"{what} within {timeout:.0f}s")
 
 
 def test_now_rates_follow_a_step_within_two_scrapes(tmp_path):
