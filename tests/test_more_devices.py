@@ -13,10 +13,11 @@ import pytest
 from gpu_carbon_exporter.carbon.static import StaticIntensity
 from gpu_carbon_exporter.config import ConfigError, parse_config
 from gpu_carbon_exporter.meter import Meter
+from gpu_carbon_exporter.names import JOULES_PER_KWH
 from gpu_carbon_exporter.sources.base import DeviceLost, SourceUnavailable
 from gpu_carbon_exporter.sources.battery import BatterySource
 from gpu_carbon_exporter.sources.hwmon import HwmonSource
-from gpu_carbon_exporter.sources.network import J_PER_KWH, NetworkEstimate
+from gpu_carbon_exporter.sources.network import NetworkEstimate
 from gpu_carbon_exporter.sources.storage import StorageEstimate
 
 
@@ -178,7 +179,7 @@ def test_network_estimate_over_real_loopback_traffic():
     t.join(10)
     server.close()
     joules = (src.read(lo, slow=True).energy_mj - first) / 1000  # the cumulative estimate's rise
-    want = 2 * len(payload) * 0.06 * J_PER_KWH / 1e9  # rx + tx of every byte on lo
+    want = 2 * len(payload) * 0.06 * JOULES_PER_KWH / 1e9  # rx + tx of every byte on lo
     assert sum(received) == len(payload)
     assert want * 0.98 <= joules <= want * 1.25  # TCP/IP headers and other loopback traffic on top
 

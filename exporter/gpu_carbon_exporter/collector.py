@@ -16,6 +16,11 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .meter import DeviceSnapshot, Snapshot
+from .names import (
+    GPU_IDLE_EMISSIONS_GRAMS_TOTAL, GPU_IDLE_ENERGY_JOULES_TOTAL, GPU_UNALLOCATED_EMISSIONS_GRAMS_TOTAL,
+    GPU_UNALLOCATED_ENERGY_JOULES_TOTAL, GPU_UNATTRIBUTED_EMISSIONS_GRAMS_TOTAL, GPU_UNATTRIBUTED_ENERGY_JOULES_TOTAL,
+    INTENSITY_PROVIDER_REQUESTS_TOTAL, INTENSITY_PROVIDER_SUCCESSES_TOTAL, kind_families,
+)
 from .sources.base import JOULES_PER_KWH, MEGA, MILLI, PERCENT, kind_doc
 
 log = logging.getLogger(__name__)
@@ -160,16 +165,16 @@ class SnapshotCollector(Collector):
     def _other(self, kind: str, devices: list[DeviceSnapshot]) -> Iterator[Metric]:
         """Boards and rails (Jetson), CPU zones (RAPL, estimates), whole nodes (Redfish, IPMI)."""
         names = [k for k, _ in devices[0].identity.labels]
-        what = kind_doc(kind)
-        up = _gauge(f"{kind}_up", f"1 if the {what} answered its last sample.", names)
-        power = _gauge(f"{kind}_power_watts", f"Power of the {what} (W).", names + ["method"])
-        energy = _counter(f"{kind}_energy_joules", f"Energy of the {what} (J): method=counter (hardware "
-                          "counter), integrated (trapezoid of power) or estimated.", names + ["method"])
-        emissions = _counter(f"{kind}_emissions_grams", _EMISSIONS_DOC.get(kind, f"Operational emissions of the "
-                             f"{what} (gCO2e); absent for parts of another measured device."), names)
+        what, fam = kind_doc(kind), kind_families(kind)  # full names (CounterMetricFamily drops "_total")
+        up = GaugeMetricFamily(fam.up, f"1 if the {what} answered its last sample.", labels=names)
+        power = GaugeMetricFamily(fam.power, f"Power of the {what} (W).", labels=names + ["method"])
+        energy = CounterMetricFamily(fam.energy, f"Energy of the {what} (J): method=counter (hardware counter), "
+                                     "integrated (trapezoid of power) or estimated.", labels=names + ["method"])
+        emissions = CounterMetricFamily(fam.emissions, _EMISSIONS_DOC.get(kind, f"Operational emissions of the "
+                                        f"{what} (gCO2e); absent for parts of another measured device."), labels=names)
         rest = _counter("node_rest_energy_joules", "Energy of the node not measured by its GPUs and CPUs (J): "
                         "node energy minus theirs, never below 0; the node's emissions are this part's.", names)
-        util = _gauge(f"{kind}_gpu_utilization_ratio", f"GPU load of the {what} (0-1).", names)
+        util = GaugeMetricFamily(fam.utilization, f"GPU load of the {what} (0-1).", labels=names)
         for d in devices:
             labels = [v for _, v in d.identity.labels]
             up.add_metric(labels, 1 if d.up else 0)
@@ -244,11 +249,15 @@ class SnapshotCollector(Collector):
         att = snap.attribution
         by_uuid = {d.identity.uuid: d for d in snap.devices}
         fams = {}
-        for name, doc in (("unallocated", "allocated view: energy of the GPU while no job held it"),
-                          ("idle", "active view: idle energy of the GPU (idle power x time)"),
-                          ("unattributed", "active view: active energy with no job (unmapped processes)")):
-            fams[name] = (_counter(f"gpu_{name}_energy_joules", f"{doc.capitalize()} (J).", GPU_LABELS),
-                          _counter(f"gpu_{name}_emissions_grams", f"{doc.capitalize()} (gCO2e).", GPU_LABELS))
+        for name, doc, joules, grams in (
+                ("unallocated", "allocated view: energy of the GPU while no job held it",
+                 GPU_UNALLOCATED_ENERGY_JOULES_TOTAL, GPU_UNALLOCATED_EMISSIONS_GRAMS_TOTAL),
+                ("idle", "active view: idle energy of the GPU (idle power x time)",
+                 GPU_IDLE_ENERGY_JOULES_TOTAL, GPU_IDLE_EMISSIONS_GRAMS_TOTAL),
+                ("unattributed", "active view: active energy with no job (unmapped processes)",
+                 GPU_UNATTRIBUTED_ENERGY_JOULES_TOTAL, GPU_UNATTRIBUTED_EMISSIONS_GRAMS_TOTAL)):
+            fams[name] = (CounterMetricFamily(joules, f"{doc.capitalize()} (J).", labels=GPU_LABELS),
+                          CounterMetricFamily(grams, f"{doc.capitalize()} (gCO2e).", labels=GPU_LABELS))
         split = _gauge("gpu_attribution_info", "How the GPU's energy was last split: exclusive, sm, memory, equal, "
                        "mig or none; always 1.", GPU_LABELS + ["split"])
         for uuid, b in sorted(att.gpus.items()):
@@ -319,9 +328,11 @@ class SnapshotCollector(Collector):
         zone, stats, fc = snap.intensity.zone, snap.provider_stats, snap.forecast
         if stats is not None:
             labels = ["provider", "zone"]
-            for name, doc, value in (("requests", "HTTP requests made to the intensity API.", stats.requests),
-                                     ("successes", "Polls that stored a good value.", stats.successes)):
-                fam = _counter(f"intensity_provider_{name}", doc, labels)
+            for name, doc, value in ((INTENSITY_PROVIDER_REQUESTS_TOTAL, "HTTP requests made to the intensity API.",
+                                      stats.requests),
+                                     (INTENSITY_PROVIDER_SUCCESSES_TOTAL, "Polls that stored a good value.",
+                                      stats.successes)):
+                fam = CounterMetricFamily(name, doc, labels=labels)
                 fam.add_metric([stats.provider, zone], value)
                 yield fam
             errors = _counter("intensity_provider_errors", "Failed requests to the intensity API, by reason.",

@@ -2,15 +2,31 @@
 always carry a datasource, a unit and a description (grafana-foundation-sdk builders)."""
 from __future__ import annotations
 
+import re
+
 from grafana_foundation_sdk.builders import dashboard, heatmap, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.models.dashboard import (
     DashboardLinkType, DataSourceRef, DynamicConfigValue, GridPos, Threshold, ThresholdsMode, VariableRefresh,
 )
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
+from ..names import BUILD_INFO, JOB_INFO, JOULES_PER_KWH
+
 DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
 TARGETS = 'cluster=~"$cluster", fleet=~"$fleet", site=~"$site"'  # every fleet query filters by these
 NODES = TARGETS + ', node=~"$node"'
+
+
+def number(x: float) -> str:
+    """A constant as the dashboards' PromQL spells it: Python's shortest form with a bare exponent
+    (``3600``, ``0.5``, ``2.5e7`` where Python writes ``2.5e+07``). The rule files keep Python's
+    spelling (mixin/recording.py): each committed artefact stays as it was."""
+    return re.sub(r"e\+?(-?)0*(\d)", r"e\1\2", f"{x:g}")
+
+
+def kwh(joules: str) -> str:
+    """An expression in J, in kWh."""
+    return f"{joules} / {number(JOULES_PER_KWH)}"
 
 
 def variables(board: dashboard.Dashboard, node: bool = True, fleet: str | None = None,
@@ -22,13 +38,13 @@ def variables(board: dashboard.Dashboard, node: bool = True, fleet: str | None =
     ``cluster_only``: no fleet, site or node (job dashboards select by job)."""
     board = datasource_only(board)
     fleet_sel = f'fleet="{fleet}"' if fleet else 'fleet=~"$fleet"'
-    specs = [("cluster", "label_values(gpu_carbon_build_info, cluster)")]
+    specs = [("cluster", f"label_values({BUILD_INFO}, cluster)")]
     if fleet is None and not cluster_only:
-        specs.append(("fleet", 'label_values(gpu_carbon_build_info{cluster=~"$cluster"}, fleet)'))
+        specs.append(("fleet", f'label_values({BUILD_INFO}{{cluster=~"$cluster"}}, fleet)'))
     if not cluster_only:
-        specs.append(("site", f'label_values(gpu_carbon_build_info{{cluster=~"$cluster", {fleet_sel}}}, site)'))
+        specs.append(("site", f'label_values({BUILD_INFO}{{cluster=~"$cluster", {fleet_sel}}}, site)'))
     if node and not cluster_only:
-        specs.append(("node", f'label_values(gpu_carbon_build_info{{cluster=~"$cluster", {fleet_sel}, '
+        specs.append(("node", f'label_values({BUILD_INFO}{{cluster=~"$cluster", {fleet_sel}, '
                               f'site=~"$site"}}, node)'))
     for name, query in specs:
         board = board.with_variable(query_variable(name, name.capitalize(), query,
@@ -109,7 +125,7 @@ def table_panel(title: str, description: str, expr: str, unit: str, pos: tuple[i
 
 def team_variable() -> dashboard.QueryVariable:
     """Teams, from the jobs' owners (multi, All matches jobs without a team too)."""
-    return query_variable("team", "Team", 'label_values(gpu_carbon_job_info{cluster=~"$cluster"}, team)')
+    return query_variable("team", "Team", f'label_values({JOB_INFO}{{cluster=~"$cluster"}}, team)')
 
 
 def data_link(title: str, uid: str, params: str) -> dashboard.DashboardLink:
@@ -127,7 +143,7 @@ def link(title: str, uid: str) -> dashboard.DashboardLink:
 def job_variable(name: str, label: str) -> dashboard.QueryVariable:
     """A job picker (searchable in Grafana's dropdown), from the job ids exposed in the dashboard's
     range, narrowed by the team variable."""
-    return query_variable(name, label, 'label_values(gpu_carbon_job_info{cluster=~"$cluster", team=~"$team"}, job_id)',
+    return query_variable(name, label, f'label_values({JOB_INFO}{{cluster=~"$cluster", team=~"$team"}}, job_id)',
                           multi=False)
 
 

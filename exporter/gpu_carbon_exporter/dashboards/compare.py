@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard
 
-from .common import job_variable, link, query, series_panel, stat_panel, team_variable, variables
+from ..names import (
+    JOB_EMISSIONS_GRAMS_TOTAL, JOB_ENERGY_JOULES_TOTAL, JOB_GPU_SECONDS_TOTAL, JOB_WORK_UNITS_TOTAL, JOULES_PER_WH,
+    SECONDS_PER_HOUR,
+)
+from .common import job_variable, kwh, link, query, series_panel, stat_panel, team_variable, variables
 
 UID = "gpu-carbon-job-compare"
 TITLE = "GPU carbon / Job comparison"
@@ -12,28 +16,28 @@ TITLE = "GPU carbon / Job comparison"
 
 def _for(job: str) -> dict[str, tuple[str, str]]:
     sel = f'cluster=~"$cluster", job_id="${job}"'
-    energy = f'sum(increase(gpu_carbon_job_energy_joules_total{{{sel}, view="allocated"}}[$__range]))'
+    energy = f'sum(increase({JOB_ENERGY_JOULES_TOTAL}{{{sel}, view="allocated"}}[$__range]))'
     # Seconds the job's counter rose, on a fixed 15-s grid (a stat panel's $__interval is range ÷ width:
     # far too coarse). idelta compares the last two scrapes, so the count stops with the job (within a
     # scrape), not a rate window later while the finished job lingers; 2m holds two scrapes at 1/min.
-    duration = (f'count_over_time((sum(idelta(gpu_carbon_job_energy_joules_total{{{sel}, view="allocated"}}[2m])) '
+    duration = (f'count_over_time((sum(idelta({JOB_ENERGY_JOULES_TOTAL}{{{sel}, view="allocated"}}[2m])) '
                 "> 0)[$__range:15s]) * 15")
     return {
-        "Energy": (f"{energy} / 3.6e6", "kwatth"),
-        "Operational CO₂e": (f'sum(increase(gpu_carbon_job_emissions_grams_total{{{sel}, view="allocated"}}'
+        "Energy": (kwh(energy), "kwatth"),
+        "Operational CO₂e": (f'sum(increase({JOB_EMISSIONS_GRAMS_TOTAL}{{{sel}, view="allocated"}}'
                              f"[$__range]))", "suffix: g CO₂e"),
         "Duration": (f"sum({duration})", "s"),
         "Mean power": (f"{energy} / sum({duration})", "watt"),
-        "Energy per GPU-hour": (f"({energy} / 3.6e6) / (sum(increase(gpu_carbon_job_gpu_seconds_total{{{sel}}}"
-                                f"[$__range])) / 3600)", "suffix: kWh/GPU-h"),
+        "Energy per GPU-hour": (f"({kwh(energy)}) / (sum(increase({JOB_GPU_SECONDS_TOTAL}{{{sel}}}"
+                                f"[$__range])) / {SECONDS_PER_HOUR})", "suffix: kWh/GPU-h"),
         # Units of work the job declared (attribution.work_dir): the count it reached, summed over its
         # nodes, per unit. max_over_time, not increase(): the count is cumulative from the job's start.
-        "Energy per unit of work": (f"({energy} / 3600) / on () group_right sum by (unit) "
-                                    f"(max_over_time(gpu_carbon_job_work_units_total{{{sel}}}[$__range]))",
+        "Energy per unit of work": (f"({energy} / {JOULES_PER_WH}) / on () group_right sum by (unit) "
+                                    f"(max_over_time({JOB_WORK_UNITS_TOTAL}{{{sel}}}[$__range]))",
                                     "suffix: Wh/unit"),
-        "CO₂e per unit of work": (f'sum(increase(gpu_carbon_job_emissions_grams_total{{{sel}, view="allocated"}}'
+        "CO₂e per unit of work": (f'sum(increase({JOB_EMISSIONS_GRAMS_TOTAL}{{{sel}, view="allocated"}}'
                                   f"[$__range])) / on () group_right sum by (unit) "
-                                  f"(max_over_time(gpu_carbon_job_work_units_total{{{sel}}}[$__range]))",
+                                  f"(max_over_time({JOB_WORK_UNITS_TOTAL}{{{sel}}}[$__range]))",
                                   "suffix: g CO₂e/unit"),
     }
 
@@ -53,7 +57,7 @@ def panels() -> list:
                        legend="A $job {{unit}}" if per_unit else "A $job")
         out.append(p.with_target(query(b[title][0], "B $job_b {{unit}}" if per_unit else "B $job_b", instant=True,
                                        ref="B")))
-    power = ('sum by (job_id, node) (rate(gpu_carbon_job_energy_joules_total{{cluster=~"$cluster", job_id="${}", '
+    power = (f'sum by (job_id, node) (rate({JOB_ENERGY_JOULES_TOTAL}{{{{cluster=~"$cluster", job_id="${{}}", '
              'view="allocated"}}[$__rate_interval]))')
     out.append(series_panel("Power", "Both jobs' power per node, allocated view (rate of "
                             "gpu_carbon_job_energy_joules_total).",

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard
 
-from .common import ANY, UP, link, series_panel, stat_panel, table_panel, variables
+from ..names import (
+    BOARD, COLLECTOR_LAST_RUN_AGE_SECONDS, COLLECTOR_SUCCESS, NODE__BOARD_POWER_WATTS__SUM_RATE5M,
+    NODE__CPU_POWER_WATTS__SUM_RATE5M, NODE__POWER_WATTS__SUM_IRATE, NODE__RAIL_POWER_WATTS__SUM_RATE5M,
+    SITE__BOARD_ENERGY_KWH__INCREASE, SITE__EMISSIONS_GRAMS__INCREASE,
+)
+from .common import ANY, UP, kwh, link, series_panel, stat_panel, table_panel, variables
 
 UID = "gpu-carbon-edge"
 TITLE = "GPU carbon / Edge fleet"
@@ -20,36 +25,36 @@ def panels() -> list:
                    f"count(up{{{EDGE}}} == 0) or vector(0)", "none", (4, 0, 4, 4), thresholds=ANY),
         stat_panel("Devices with a stale sampler", "Edge devices with a collector that was working and has not "
                    "run for over 60 s (gpu_carbon_collector_last_run_age_seconds, gpu_carbon_collector_success).",
-                   f"count(count by (cluster, site, node) (gpu_carbon_collector_last_run_age_seconds{{{EDGE}}} > 60 "
-                   f"and gpu_carbon_collector_success{{{EDGE}}} == 1)) or vector(0)", "none", (8, 0, 4, 4),
+                   f"count(count by (cluster, site, node) ({COLLECTOR_LAST_RUN_AGE_SECONDS}{{{EDGE}}} > 60 "
+                   f"and {COLLECTOR_SUCCESS}{{{EDGE}}} == 1)) or vector(0)", "none", (8, 0, 4, 4),
                    thresholds=ANY),
         stat_panel("Edge power now", "Every accounted edge device, from the energy counters' last two scrapes "
                    "(node:gpu_carbon_power_watts:sum_irate); the curves below are 5-minute averages.",
-                   f"sum(node:gpu_carbon_power_watts:sum_irate{{{EDGE}}})", "watt", (12, 0, 6, 4), 1),
+                   f"sum({NODE__POWER_WATTS__SUM_IRATE}{{{EDGE}}})", "watt", (12, 0, 6, 4), 1),
         stat_panel("Edge CO₂e, last day", "site:gpu_carbon_emissions_grams:increase1d for the edge fleet.",
-                   'sum(site:gpu_carbon_emissions_grams:increase1d{fleet="edge", cluster=~"$cluster", '
+                   f'sum({SITE__EMISSIONS_GRAMS__INCREASE}1d{{fleet="edge", cluster=~"$cluster", '
                    'site=~"$site"})', "suffix: g CO₂e", (18, 0, 6, 4), 1),
         series_panel("Board power by device", "Total input power of each board, from its energy counter "
                      "(node:gpu_carbon_board_power_watts:sum_rate5m).",
-                     [(f"node:gpu_carbon_board_power_watts:sum_rate5m{{{EDGE}}}", "{{node}}")], "watt",
+                     [(f"{NODE__BOARD_POWER_WATTS__SUM_RATE5M}{{{EDGE}}}", "{{node}}")], "watt",
                      (0, 4, 12, 8)),
         series_panel("Rails", "Each power rail (VDD_IN, CPU/GPU/SOC, …) of each board "
                      "(node:gpu_carbon_rail_power_watts:sum_rate5m); inside the board total.",
-                     [(f"node:gpu_carbon_rail_power_watts:sum_rate5m{{{EDGE}}}", "{{node}} {{rail}}")], "watt",
+                     [(f"{NODE__RAIL_POWER_WATTS__SUM_RATE5M}{{{EDGE}}}", "{{node}} {{rail}}")], "watt",
                      (12, 4, 12, 8)),
         table_panel("Energy per device, dashboard range", "increase() of each board's energy counter over the "
                     "range, in kWh.",
-                    f"sum by (site, node) (increase(gpu_carbon_board_energy_joules_total{{{EDGE}}}[$__range])) / 3.6e6",
+                    kwh(f"sum by (site, node) (increase({BOARD.energy}{{{EDGE}}}[$__range]))"),
                     "kwatth", (0, 12, 8, 8)),
         table_panel("CO₂e per device, dashboard range", "increase() of each board's emissions counter over the "
-                    "range.", f"sum by (site, node) (increase(gpu_carbon_board_emissions_grams_total{{{EDGE}}}"
+                    "range.", f"sum by (site, node) (increase({BOARD.emissions}{{{EDGE}}}"
                     "[$__range]))", "suffix: g CO₂e", (8, 12, 8, 8)),
         table_panel("Energy per site, last day", "site:gpu_carbon_board_energy_kwh:increase1d.",
-                    'site:gpu_carbon_board_energy_kwh:increase1d{fleet="edge", cluster=~"$cluster", site=~"$site"}',
+                    f'{SITE__BOARD_ENERGY_KWH__INCREASE}1d{{fleet="edge", cluster=~"$cluster", site=~"$site"}}',
                     "kwatth", (16, 12, 8, 8)),
         series_panel("CPU power (RAPL)", "Accounted CPU zones where the device has RAPL "
                      "(node:gpu_carbon_cpu_power_watts:sum_rate5m).",
-                     [(f"node:gpu_carbon_cpu_power_watts:sum_rate5m{{{EDGE}}}", "{{node}}")], "watt", (0, 20, 12, 8)),
+                     [(f"{NODE__CPU_POWER_WATTS__SUM_RATE5M}{{{EDGE}}}", "{{node}}")], "watt", (0, 20, 12, 8)),
         series_panel("Other sensors and whole-device meters", "Devices measured by a generic hwmon sensor "
                      "(gpu_carbon_hwmon_energy_joules_total), or as a whole by a sensor on their input or their "
                      "battery's discharge power (gpu_carbon_node_energy_joules_total, source label: the battery "
@@ -59,7 +64,7 @@ def panels() -> list:
                      "watt", (0, 28, 24, 8)),
         table_panel("Last sample age", "Seconds since each edge collector last ran "
                     "(gpu_carbon_collector_last_run_age_seconds): old means a stuck or offline device.",
-                    f"gpu_carbon_collector_last_run_age_seconds{{{EDGE}}}", "s", (12, 20, 12, 8)),
+                    f"{COLLECTOR_LAST_RUN_AGE_SECONDS}{{{EDGE}}}", "s", (12, 20, 12, 8)),
     ]
 
 

@@ -7,7 +7,12 @@ from grafana_foundation_sdk.models.common import BigValueTextMode
 from grafana_foundation_sdk.models.dashboard import DynamicConfigValue
 
 from ..mixin.settings import JOB as JOB_LABELS, JOB_INFO_LABELS
-from .common import data_link, link, job_variable, query, series_panel, stat_panel, table_panel, team_variable, variables
+from ..names import (
+    GPU_UTILIZATION_RATIO, GRAMS_PER_KG, JOB_EMBODIED_EMISSIONS_GRAMS_TOTAL, JOB_EMISSIONS_GRAMS_TOTAL,
+    JOB_ENERGY_JOULES_TOTAL, JOB_GPU_INFO, JOB_GPU_SECONDS_TOTAL, JOB_INFO, JOB_WATER_LITERS_TOTAL, SECONDS_PER_HOUR,
+)
+from .common import (data_link, kwh, link, job_variable, query, series_panel, stat_panel, table_panel, team_variable,
+                     variables)
 
 UID = "gpu-carbon-job"
 TITLE = "GPU carbon / Job"
@@ -15,7 +20,7 @@ JOB = 'cluster=~"$cluster", job_id="$job"'  # one job: an id is unique within it
 # Every node of a multi-node job exposes its job_info (with its own node and pod labels): one row per
 # job, with the owner labels only, the first if two nodes disagree (as job:gpu_carbon_job_info:dedup).
 OWNER = (f"topk by (cluster, scheduler, job_id) (1, max by ({', '.join((*JOB_LABELS, *JOB_INFO_LABELS))}) "
-         f"(last_over_time(gpu_carbon_job_info{{{JOB}}}[$__range])))")
+         f"(last_over_time({JOB_INFO}{{{JOB}}}[$__range])))")
 
 
 def _range(metric: str, extra: str = "") -> str:
@@ -25,8 +30,9 @@ def _range(metric: str, extra: str = "") -> str:
 def disclosure(energy: str, grams: str):
     """The sentence to quote: "This job used X kWh · Y kg CO₂e · at Z g CO₂e/kWh" (each figure a
     query of its own, so each keeps its unit)."""
-    parts = [("This job used", f"{energy} / 3.6e6", "kwatth", 3), ("and emitted", f"{grams} / 1000", "suffix: kg CO₂e", 3),
-             ("at", f"{grams} / ({energy} / 3.6e6)", "suffix: g CO₂e/kWh", 0)]
+    parts = [("This job used", kwh(energy), "kwatth", 3),
+             ("and emitted", f"{grams} / {GRAMS_PER_KG}", "suffix: kg CO₂e", 3),
+             ("at", f"{grams} / ({kwh(energy)})", "suffix: g CO₂e/kWh", 0)]
     p = stat_panel("Disclosure", "A line to quote: the job's allocated energy over the dashboard's time range (widen it "
                    "to cover the whole job: a job outside the range is not counted), its operational "
                    "emissions (PUE included) and the intensity it paid — emissions ÷ energy, which weights the grid "
@@ -40,46 +46,46 @@ def disclosure(energy: str, grams: str):
 
 
 def panels() -> list:
-    energy = _range("gpu_carbon_job_energy_joules_total", ', view="allocated"')
-    grams = _range("gpu_carbon_job_emissions_grams_total", ', view="allocated"')
+    energy = _range(JOB_ENERGY_JOULES_TOTAL, ', view="allocated"')
+    grams = _range(JOB_EMISSIONS_GRAMS_TOTAL, ', view="allocated"')
     return [disclosure(energy, grams),
         stat_panel("Energy", "The job's GPU energy over the dashboard range, allocated view: its share of active "
                    "energy plus an equal share of idle (gpu_carbon_job_energy_joules_total).",
-                   f"{energy} / 3.6e6", "kwatth", (0, 3, 4, 4), 3),
+                   kwh(energy), "kwatth", (0, 3, 4, 4), 3),
         stat_panel("Operational CO₂e", "Emissions of that energy at the grid intensity in force, PUE included "
                    "(gpu_carbon_job_emissions_grams_total).", grams, "suffix: g CO₂e", (4, 3, 4, 4), 1),
         stat_panel("Embodied CO₂e", "Embodied carbon of the GPU time held (gpu_carbon_job_embodied_emissions_grams_"
                    "total; only with carbon.embodied configured).",
-                   _range("gpu_carbon_job_embodied_emissions_grams_total"), "suffix: g CO₂e", (8, 3, 4, 4), 1),
+                   _range(JOB_EMBODIED_EMISSIONS_GRAMS_TOTAL), "suffix: g CO₂e", (8, 3, 4, 4), 1),
         stat_panel("Water", "Water for the job's energy at the configured WUE (gpu_carbon_job_water_liters_total; "
-                   "only with carbon.wue_liters_per_kwh).", _range("gpu_carbon_job_water_liters_total"),
+                   "only with carbon.wue_liters_per_kwh).", _range(JOB_WATER_LITERS_TOTAL),
                    "litre", (12, 3, 4, 4), 2),
         stat_panel("GPU-hours", "GPU time held (gpu_carbon_job_gpu_seconds_total): a shared GPU split equally, a MIG "
-                   "instance by its share.", f"{_range('gpu_carbon_job_gpu_seconds_total')} / 3600", "h",
+                   "instance by its share.", f"{_range(JOB_GPU_SECONDS_TOTAL)} / {SECONDS_PER_HOUR}", "h",
                    (16, 3, 4, 4), 2),
         stat_panel("Intensity paid", "Operational emissions ÷ energy over the range (g CO₂e per kWh, PUE included): "
-                   "this job used the energy above at this intensity.", f"{grams} / ({energy} / 3.6e6)",
+                   "this job used the energy above at this intensity.", f"{grams} / ({kwh(energy)})",
                    "suffix: g/kWh", (20, 3, 4, 4), 0),
         series_panel("Power", "The job's power on each of its nodes, allocated view (rate of "
                      "gpu_carbon_job_energy_joules_total); job:gpu_carbon_job_power_watts:sum_rate5m is their sum.",
-                     [(f"sum by (node) (rate(gpu_carbon_job_energy_joules_total{{{JOB}, view=\"allocated\"}}"
+                     [(f"sum by (node) (rate({JOB_ENERGY_JOULES_TOTAL}{{{JOB}, view=\"allocated\"}}"
                        "[$__rate_interval]))", "{{node}}")], "watt", (0, 7, 12, 8)),
         series_panel("Allocated and active energy", "Energy per second in both views, per node: allocated (active "
                      "share + equal idle share) and active only (gpu_carbon_job_energy_joules_total by view).",
-                     [(f"sum by (node, view) (rate(gpu_carbon_job_energy_joules_total{{{JOB}}}[$__rate_interval]))",
+                     [(f"sum by (node, view) (rate({JOB_ENERGY_JOULES_TOTAL}{{{JOB}}}[$__rate_interval]))",
                        "{{node}} {{view}}")], "watt", (12, 7, 12, 8)),
         series_panel("GPU utilisation", "Utilisation of the GPUs the job holds (gpu_carbon_gpu_utilization_ratio "
                      "joined to gpu_carbon_job_gpu_info): the whole GPU's, also on a GPU the job shares, and "
                      "while a finished job lingers; MIG instances have no utilisation of their own.",
-                     [("avg by (node, gpu) (gpu_carbon_gpu_utilization_ratio * on (cluster, site, fleet, node, gpu) "
+                     [(f"avg by (node, gpu) ({GPU_UTILIZATION_RATIO} * on (cluster, site, fleet, node, gpu) "
                        "group_left (job_id) max by (cluster, site, fleet, node, gpu, job_id) "
-                       f"(gpu_carbon_job_gpu_info{{{JOB}}}))", "{{node}} GPU {{gpu}}")], "percentunit",
+                       f"({JOB_GPU_INFO}{{{JOB}}}))", "{{node}} GPU {{gpu}}")], "percentunit",
                      (0, 21, 24, 8)),
         table_panel("GPUs and nodes", "Every GPU (or MIG instance) the job held in the range, by node "
                     "(gpu_carbon_job_gpu_info; a finished job is exposed only for attribution.linger_seconds, so "
                     "the range must reach back to when it ran). `device` is the physical GPU of a MIG instance; "
                     "click a row for it on the node dashboard.",
-                    'label_replace(last_over_time(gpu_carbon_job_gpu_info{' + JOB + '}[$__range]), "device", "$1", '
+                    f'label_replace(last_over_time({JOB_GPU_INFO}{{{JOB}}}[$__range]), "device", "$1", '
                     '"gpu", "([0-9]+).*")', "none", (0, 15, 12, 6),
                     links=[data_link("GPU ${__data.fields.device} on ${__data.fields.node}", "gpu-carbon-node",
                                      "var-node=${__data.fields.node}&var-gpu=${__data.fields.device}")]),

@@ -3,26 +3,27 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Union
 
-from .settings import seconds
+from .. import names
+from ..names import JOULES_PER_KWH  # noqa: F401 - the rules read it here
+from .settings import DURATION_SECONDS, seconds
 
-JOULES_PER_KWH = 3.6e6
-
-GPU_ENERGY = "gpu_carbon_gpu_energy_joules_total"
-GPU_GRAMS = "gpu_carbon_gpu_emissions_grams_total"
-GPU_EMBODIED = "gpu_carbon_gpu_embodied_emissions_grams_total"
-GPU_WATER = "gpu_carbon_gpu_water_liters_total"
-JOB_ENERGY = 'gpu_carbon_job_energy_joules_total{view="allocated"}'
-JOB_GRAMS = 'gpu_carbon_job_emissions_grams_total{view="allocated"}'
-JOB_EMBODIED = "gpu_carbon_job_embodied_emissions_grams_total"
-JOB_WATER = "gpu_carbon_job_water_liters_total"
-BOARD_ENERGY = "gpu_carbon_board_energy_joules_total"
-BOARD_GRAMS = "gpu_carbon_board_emissions_grams_total"
-RAIL_ENERGY = "gpu_carbon_rail_energy_joules_total"
-CPU_ENERGY = "gpu_carbon_cpu_energy_joules_total"
-CPU_GRAMS = "gpu_carbon_cpu_emissions_grams_total"
-NODE_REST_ENERGY = "gpu_carbon_node_rest_energy_joules_total"
-STORAGE_ENERGY = "gpu_carbon_storage_energy_joules_total"
-STORAGE_GRAMS = "gpu_carbon_storage_emissions_grams_total"
+# Short names of the families the rules read most (names.py defines them).
+GPU_ENERGY = names.GPU_ENERGY_JOULES_TOTAL
+GPU_GRAMS = names.GPU_EMISSIONS_GRAMS_TOTAL
+GPU_EMBODIED = names.GPU_EMBODIED_EMISSIONS_GRAMS_TOTAL
+GPU_WATER = names.GPU_WATER_LITERS_TOTAL
+JOB_ENERGY = f'{names.JOB_ENERGY_JOULES_TOTAL}{{view="allocated"}}'
+JOB_GRAMS = f'{names.JOB_EMISSIONS_GRAMS_TOTAL}{{view="allocated"}}'
+JOB_EMBODIED = names.JOB_EMBODIED_EMISSIONS_GRAMS_TOTAL
+JOB_WATER = names.JOB_WATER_LITERS_TOTAL
+BOARD_ENERGY = names.BOARD.energy
+BOARD_GRAMS = names.BOARD.emissions
+RAIL_ENERGY = names.RAIL.energy
+CPU_ENERGY = names.CPU.energy
+CPU_GRAMS = names.CPU.emissions
+NODE_REST_ENERGY = names.NODE_REST_ENERGY_JOULES_TOTAL
+STORAGE_ENERGY = names.STORAGE.energy
+STORAGE_GRAMS = names.STORAGE.emissions
 # Every accounted device has an emissions counter, and each joule is in exactly one of them. The
 # estimated network energy (spent outside the node) is never part of a node's or fleet's total.
 ALL_GRAMS = '{__name__=~"gpu_carbon_(gpu|board|hwmon|cpu|storage|node)_emissions_grams_total"}'
@@ -53,7 +54,7 @@ def growth(sel: str, window: str, lookback: str, from_zero: bool, at: str = "") 
 def _plus(a: str, b: str) -> str:
     """The sum of two durations, in the larger unit that is exact (``5m`` + ``10s`` = ``310s``)."""
     total = seconds(a) + (seconds(b) if b else 0)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+    for unit, size in sorted(DURATION_SECONDS.items(), key=lambda u: -u[1]):
         if total % size == 0:
             return f"{total // size}{unit}"
     raise AssertionError(total)
@@ -105,5 +106,5 @@ def zero_if_absent(expr: str, like: str) -> str:
 
 def node_zone() -> str:
     """One zone per node, as a 1-valued join table (a node reports one grid zone)."""
-    return "(node:gpu_carbon_grid_intensity_grams_per_kwh:topk1 * 0 + 1)"
+    return f"({names.NODE__GRID_INTENSITY_GRAMS_PER_KWH__TOPK1} * 0 + 1)"
 

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..names import WH_PER_KWH
 from .collect import collect
 from .local import from_exporter
 from .model import JobReport
@@ -124,7 +125,7 @@ def _comparison(variants: list[render.Variant], fmt: str, out: Path | None) -> N
             images = plots.comparison_plot(
                 [v.name for v in variants], [sum(r.kwh for r in v.runs) / len(v.runs) for v in variants],
                 [sum(r.grams for r in v.runs) / len(v.runs) for v in variants],
-                [pu[0] * 1000 for pu in per_unit] if per_unit and all(per_unit) else None, unit, out)
+                [pu[0] * WH_PER_KWH for pu in per_unit] if per_unit and all(per_unit) else None, unit, out)
         (out / "comparison.txt").write_text(render.comparison_text(variants))
         (out / "comparison.html").write_text(render.comparison_html(variants, {k: plots.data_uri(v)
                                                                                for k, v in images.items()}))

@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-J_PER_KWH = 3.6e6
+from ..names import JOULES_PER_KWH, SECONDS_PER_HOUR
+
 # The bound the tests hold every report total to against ground truth (docs/report.md), as a
 # relative standard uncertainty of one job's measured energy and emissions.
 MEASUREMENT_REL_UNCERTAINTY = 0.01
@@ -109,11 +110,11 @@ class JobReport:
 
     @property
     def gpu_hours(self) -> float:
-        return sum(n.gpu_seconds for n in self.nodes) / 3600
+        return sum(n.gpu_seconds for n in self.nodes) / SECONDS_PER_HOUR
 
     @property
     def kwh(self) -> float:
-        return self.energy_j / J_PER_KWH
+        return self.energy_j / JOULES_PER_KWH
 
     @property
     def intensity_paid(self) -> float | None:
@@ -136,7 +137,8 @@ class JobReport:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["totals"] = {"duration_s": self.duration_s, "energy_kwh": self.kwh, "active_kwh": self.active_j / J_PER_KWH,
+        data["totals"] = {"duration_s": self.duration_s, "energy_kwh": self.kwh,
+                          "active_kwh": self.active_j / JOULES_PER_KWH,
                           "operational_g": self.grams, "embodied_g": self.embodied_g,
                           "total_g": self.grams + self.embodied_g, "water_l": self.water_l, "gpu_hours": self.gpu_hours,
                           "mean_power_w": self.mean_power_w, "intensity_paid_g_per_kwh": self.intensity_paid,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from .model import J_PER_KWH, JobReport
+from ..names import JOULES_PER_KWH
+from .model import JobReport
 
 
 def available() -> bool:
@@ -127,7 +128,7 @@ def job_plots(r: JobReport, out: Path) -> dict[str, Path]:
     if r.cumulative:
         fig, (ax,) = _figure("Cumulative energy and emissions", "kWh")
         xs = [(t - r.start) / 60 for t, _, _ in r.cumulative]
-        kwh = [j / J_PER_KWH for _, j, _ in r.cumulative]
+        kwh = [j / JOULES_PER_KWH for _, j, _ in r.cumulative]
         grams = [g for _, _, g in r.cumulative]
         # Each axis spans its own line, so at a constant intensity the two lie on top of each other.
         same = len(overlapping({"kwh": _scaled(xs, kwh), "g": _scaled(xs, grams)})) == 1

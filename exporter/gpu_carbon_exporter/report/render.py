@@ -8,7 +8,8 @@ import json
 import math
 from dataclasses import dataclass
 
-from .model import J_PER_KWH, MEASUREMENT_REL_UNCERTAINTY, JobReport
+from ..names import GRAMS_PER_KG, JOULES_PER_KWH, SECONDS_PER_HOUR, WH_PER_KWH
+from .model import MEASUREMENT_REL_UNCERTAINTY, JobReport
 
 NOT_INCLUDED = ("CPU, memory, storage and network energy", "cooling and power distribution beyond the PUE factor",
                 "the manufacture of anything but the GPUs (embodied carbon, where shown, is the GPUs' share)")
@@ -19,7 +20,7 @@ def when(t: float) -> str:
 
 
 def duration(s: float) -> str:
-    h, rem = divmod(int(round(s)), 3600)
+    h, rem = divmod(int(round(s)), SECONDS_PER_HOUR)
     m, sec = divmod(rem, 60)
     return f"{h}h {m:02d}m {sec:02d}s" if h else f"{m}m {sec:02d}s"
 
@@ -37,7 +38,7 @@ def fmt(value: float | None, unit: str, digits: int = 3) -> str:
 
 
 def mass(grams: float) -> str:
-    return fmt(grams / 1000, "kg CO₂e") if abs(grams) >= 1000 else fmt(grams, "g CO₂e")
+    return fmt(grams / GRAMS_PER_KG, "kg CO₂e") if abs(grams) >= GRAMS_PER_KG else fmt(grams, "g CO₂e")
 
 
 def disclosure(r: JobReport) -> str:
@@ -63,7 +64,7 @@ def disclosure(r: JobReport) -> str:
         parts.append(f"Its energy used about {fmt(r.water_l, 'L')} of water at the site's WUE.")
     for unit, (kwh, g) in r.per_unit().items():
         said = "declared by the job" if r.work_source == "exporter" else "as given for the report"
-        parts.append(f"It did {r.work[unit]:,.0f} {unit} of work ({said}): {fmt(kwh * 1000, 'Wh')} and "
+        parts.append(f"It did {r.work[unit]:,.0f} {unit} of work ({said}): {fmt(kwh * WH_PER_KWH, 'Wh')} and "
                      f"{fmt(g, 'g CO₂e')} per unit.")
     parts.append(f"Measured from the GPUs' {', '.join(r.methods) or 'counter'} energy readings by gpu-carbon-exporter "
                  f"{r.version}, per job and per node, read from {r.source}; within ±1 % of a simulated ground truth "
@@ -81,7 +82,7 @@ def totals_rows(r: JobReport) -> list[tuple[str, str]]:
             ("Status", f"PARTIAL: the job {r.partial_reason}" if r.partial else "finished"),
             ("GPUs / nodes", f"{len(r.gpus)} / {len(r.nodes)}"),
             ("Energy (allocated)", fmt(r.kwh, "kWh")),
-            ("Energy (active only)", fmt(r.active_j / J_PER_KWH, "kWh")),
+            ("Energy (active only)", fmt(r.active_j / JOULES_PER_KWH, "kWh")),
             ("Operational CO₂e", mass(r.grams)),
             ("Embodied CO₂e", mass(r.embodied_g) if r.embodied_g else "not configured"),
             ("Total CO₂e", mass(r.grams + r.embodied_g)),
@@ -101,17 +102,17 @@ def totals_rows(r: JobReport) -> list[tuple[str, str]]:
         rows.append(("On fallback", f"{100 * r.fallback_share:.0f} % of the time"))
     for unit, (kwh, g) in r.per_unit().items():
         rows.append((f"Work ({r.work_source})", f"{r.work[unit]:,.0f} {unit}"))
-        rows.append((f"Per unit ({unit})", f"{fmt(kwh * 1000, 'Wh')}, {fmt(g, 'g CO₂e')}"))
+        rows.append((f"Per unit ({unit})", f"{fmt(kwh * WH_PER_KWH, 'Wh')}, {fmt(g, 'g CO₂e')}"))
     return rows
 
 
 def node_rows(r: JobReport) -> list[list[str]]:
-    return [[n.node or "-", fmt(n.energy_j / J_PER_KWH, "kWh"), mass(n.grams), fmt(n.gpu_seconds / 3600, "h")]
-            for n in r.nodes]
+    return [[n.node or "-", fmt(n.energy_j / JOULES_PER_KWH, "kWh"), mass(n.grams),
+             fmt(n.gpu_seconds / SECONDS_PER_HOUR, "h")] for n in r.nodes]
 
 
 def gpu_rows(r: JobReport) -> list[list[str]]:
-    return [[g.node or "-", g.gpu, fmt(g.gpu_energy_j / J_PER_KWH if g.gpu_energy_j is not None else None, "kWh"),
+    return [[g.node or "-", g.gpu, fmt(g.gpu_energy_j / JOULES_PER_KWH if g.gpu_energy_j is not None else None, "kWh"),
              fmt(100 * g.mean_utilization, "%") if g.mean_utilization is not None else "n/a",
              fmt(g.peak_power_w, "W")] for g in r.gpus]
 
@@ -272,11 +273,11 @@ def comparison_rows(variants: list[Variant]) -> tuple[list[str], list[list[str]]
         grams = sum(r.grams for r in v.runs) / n
         dur = sum(r.duration_s for r in v.runs) / n
         gpu_h = sum(r.gpu_hours for r in v.runs) / n
-        row = [v.name, str(n), fmt(kwh, "kWh"), mass(grams), duration(dur), fmt(kwh * J_PER_KWH / dur if dur else None, "W"),
-               fmt(kwh / gpu_h if gpu_h else None, "")]
+        row = [v.name, str(n), fmt(kwh, "kWh"), mass(grams), duration(dur),
+               fmt(kwh * JOULES_PER_KWH / dur if dur else None, "W"), fmt(kwh / gpu_h if gpu_h else None, "")]
         pu = v.per_unit(unit) if unit else None
         if unit:
-            row += [fmt(pu[0] * 1000, "") if pu else "n/a", fmt(pu[1], "") if pu else "n/a"]
+            row += [fmt(pu[0] * WH_PER_KWH, "") if pu else "n/a", fmt(pu[1], "") if pu else "n/a"]
         rows.append(row)
         if pu and base and v is not variants[0]:
             for i, what in ((0, "energy"), (1, "CO₂e")):

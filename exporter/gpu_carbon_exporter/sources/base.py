@@ -2,10 +2,10 @@
 
 Units: sources read and report the hardware's native units — names say which
 (``power_mw``, ``energy_mj``, ``sm_clock_mhz``, ``gpu_util_pct``). They become base units
-(W, J, Hz, ratio 0-1) exactly once, with the constants below: in the meter for energy
-(mJ -> J) and power it integrates (mW -> W), in the collector for every gauge it
-exposes. Carbon is grams; intensity gCO2e/kWh (the tariff every source quotes), turned
-into g/J with ``JOULES_PER_KWH``.
+(W, J, Hz, ratio 0-1) exactly once, with the constants of ``names.py`` (re-exported here):
+in the meter for energy (mJ -> J) and power it integrates (mW -> W), in the collector for
+every gauge it exposes. Carbon is grams; intensity gCO2e/kWh (the tariff every source
+quotes), turned into g/J with ``JOULES_PER_KWH``.
 """
 from __future__ import annotations
 
@@ -13,11 +13,8 @@ import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-
-JOULES_PER_KWH = 3.6e6
-MILLI = 1e-3  # mW -> W, mJ -> J
-PERCENT = 1e-2  # percent -> ratio
-MEGA = 1e6  # MHz -> Hz
+# Defined in names.py; the meter, the collector and the simulator import them from here.
+from ..names import JOULES_PER_KWH, MEGA, MILLI, PERCENT  # noqa: F401
 
 
 class SourceUnavailable(RuntimeError):

@@ -22,13 +22,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..names import JOULES_PER_KWH
 from ..plugins import SourceContext, register
 from ..schema import names, positive
 from .base import DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
 
 KIND = "network"
 DEFAULT_KWH_PER_GB = 0.06
-J_PER_KWH = 3.6e6
 
 
 def read_bytes(proc_net_dev: Path) -> dict[str, int]:
@@ -49,7 +49,7 @@ class NetworkEstimate(DeviceSource):
     def __init__(self, root: str | Path = "/", kwh_per_gb: float = DEFAULT_KWH_PER_GB,
                  include: tuple[str, ...] = (), exclude: tuple[str, ...] = (), clock=time.monotonic) -> None:
         self.root, self.include, self.exclude, self.clock = Path(root), include, exclude, clock
-        self.j_per_byte = kwh_per_gb * J_PER_KWH / 1e9
+        self.j_per_byte = kwh_per_gb * JOULES_PER_KWH / 1e9
         self._last: dict[str, tuple[int, float]] = {}
 
     def _physical(self, name: str) -> bool:
