@@ -9,18 +9,24 @@ from collections import defaultdict
 from typing import Iterable
 
 from .. import __version__
+from ..names import (
+    GPU_ENERGY_JOULES_TOTAL, GPU_POWER_WATTS, GPU_UTILIZATION_RATIO, GRID_INTENSITY_FALLBACK,
+    GRID_INTENSITY_GRAMS_PER_KWH, GRID_INTENSITY_SOURCE_INFO, JOB_EMBODIED_EMISSIONS_GRAMS_TOTAL,
+    JOB_EMISSIONS_GRAMS_TOTAL, JOB_END_TIME_SECONDS, JOB_ENERGY_JOULES_TOTAL, JOB_GPU_INFO, JOB_GPU_SECONDS_TOTAL,
+    JOB_INFO, JOB_START_TIME_SECONDS, JOB_WATER_LITERS_TOTAL, JOB_WORK_UNITS_TOTAL, PUE_RATIO,
+)
 from .model import Gap, GpuRow, IntensitySource, JobReport, NodeTotals
 from .prom import Prometheus, ReportError, Series
 
 OWNER = ("user", "team", "account", "namespace", "pod")
 # Node totals read from the job's counters: field -> (metric, extra matchers)
 COUNTERS = {
-    "energy_j": ("gpu_carbon_job_energy_joules_total", ', view="allocated"'),
-    "active_j": ("gpu_carbon_job_energy_joules_total", ', view="active"'),
-    "grams": ("gpu_carbon_job_emissions_grams_total", ', view="allocated"'),
-    "embodied_g": ("gpu_carbon_job_embodied_emissions_grams_total", ""),
-    "water_l": ("gpu_carbon_job_water_liters_total", ""),
-    "gpu_seconds": ("gpu_carbon_job_gpu_seconds_total", ""),
+    "energy_j": (JOB_ENERGY_JOULES_TOTAL, ', view="allocated"'),
+    "active_j": (JOB_ENERGY_JOULES_TOTAL, ', view="active"'),
+    "grams": (JOB_EMISSIONS_GRAMS_TOTAL, ', view="allocated"'),
+    "embodied_g": (JOB_EMBODIED_EMISSIONS_GRAMS_TOTAL, ""),
+    "water_l": (JOB_WATER_LITERS_TOTAL, ""),
+    "gpu_seconds": (JOB_GPU_SECONDS_TOTAL, ""),
 }
 
 
@@ -80,7 +86,7 @@ def counter_between(samples: list[tuple[float, float]], start: float, end: float
 
 # The span each node's exporter saw the job hold a GPU (docs/metrics.md). While the job runs, the end
 # is the time of the sample behind every job counter in the same scrape.
-SPAN = ("gpu_carbon_job_start_time_seconds", "gpu_carbon_job_end_time_seconds")
+SPAN = (JOB_START_TIME_SECONDS, JOB_END_TIME_SECONDS)
 
 
 def _scrape_key(s: Series) -> tuple:
@@ -146,7 +152,7 @@ def collect(prom: Prometheus, job_id: str, cluster: str | None = None, since_s: 
 
     now = time.time() if now is None else now
     sel = f"job_id={quote(job_id)}" + (f", cluster={quote(cluster)}" if cluster is not None else "")
-    info = prom.instant(f"last_over_time(gpu_carbon_job_info{{{sel}}}[{int(since_s)}s])", now)
+    info = prom.instant(f"last_over_time({JOB_INFO}{{{sel}}}[{int(since_s)}s])", now)
     if not info:
         raise ReportError(f"no job {job_id!r}{f' in cluster {cluster!r}' if cluster else ''} in {prom.url} over the "
                           f"last {since_s / 86400:g} days (--since)")
@@ -173,7 +179,7 @@ def collect(prom: Prometheus, job_id: str, cluster: str | None = None, since_s: 
             n = nodes.setdefault(node, NodeTotals(node))
             setattr(n, name, getattr(n, name) + counter_total(samples))
             restarted += restarts(samples) if name == "energy_j" else 0
-    for (node, unit), samples in merged(raw_chunked(prom, f"gpu_carbon_job_work_units_total{{{sel}}}",
+    for (node, unit), samples in merged(raw_chunked(prom, f"{JOB_WORK_UNITS_TOTAL}{{{sel}}}",
                                                     now - since_s, now)).items():
         n = nodes.setdefault(node, NodeTotals(node))
         n.work[unit or "units"] = n.work.get(unit or "units", 0.0) + counter_total(samples)
@@ -307,21 +313,21 @@ def _context(prom: Prometheus, report: JobReport, sel: str, cluster: str, step: 
     """GPUs and their energy, power and utilisation; intensity, its sources and fallback; PUE."""
     node_re = "|".join(re.escape(n.node) for n in report.nodes if n.node) or ".*"
     held = {(s.labels.get("node", ""), s.labels.get("gpu", ""))
-            for s in prom.instant(f"last_over_time(gpu_carbon_job_gpu_info{{{sel}}}[{int(since_s)}s])", now)}
+            for s in prom.instant(f"last_over_time({JOB_GPU_INFO}{{{sel}}}[{int(since_s)}s])", now)}
     gpu_re = "|".join(sorted({re.escape(g.split(".")[0]) for _, g in held})) or ".*"
     nodes_only = f"cluster={quote(cluster)}, node=~{quote(node_re)}"
     where = f"{nodes_only}, gpu=~{quote(gpu_re)}"
     window = max(int(report.end - report.start + step), int(step))
     rstep = max(step, (report.end - report.start) / 600)
     devices = {(s.labels.get("node", ""), s.labels.get("gpu", "")): s
-               for s in prom.raw(f"gpu_carbon_gpu_energy_joules_total{{{where}}}", report.start - 2 * step,
+               for s in prom.raw(f"{GPU_ENERGY_JOULES_TOTAL}{{{where}}}", report.start - 2 * step,
                                  report.end + step)}
     report.methods = sorted({s.labels["method"] for s in devices.values() if "method" in s.labels})
     util = {(s.labels.get("node", ""), s.labels.get("gpu", "")): s.samples[-1][1] for s in prom.instant(
-        f"avg_over_time(gpu_carbon_gpu_utilization_ratio{{{where}}}[{window}s])", report.end)}
+        f"avg_over_time({GPU_UTILIZATION_RATIO}{{{where}}}[{window}s])", report.end)}
     # each point the highest sample of the step before it: a burst between grid points is not thinned away
     power = {(s.labels.get("node", ""), s.labels.get("gpu", "")): s.samples for s in prom.range(
-        f"max_over_time(gpu_carbon_gpu_power_watts{{{where}}}[{max(int(rstep * 1000), 1)}ms])",
+        f"max_over_time({GPU_POWER_WATTS}{{{where}}}[{max(int(rstep * 1000), 1)}ms])",
         report.start, report.end, rstep)}
     for node, gpu in sorted(held):
         physical = gpu.split(".")[0]  # a MIG instance's GPU
@@ -339,18 +345,18 @@ def _context(prom: Prometheus, report: JobReport, sel: str, cluster: str, step: 
         report.peak_power_w = max(report.peak_power_w, report.mean_power_w)
     utils = [r.mean_utilization for r in report.gpus if r.mean_utilization is not None]
     report.mean_utilization = sum(utils) / len(utils) if utils else None
-    for s in prom.range(f"gpu_carbon_grid_intensity_grams_per_kwh{{{nodes_only}}}", report.start, report.end, rstep):
+    for s in prom.range(f"{GRID_INTENSITY_GRAMS_PER_KWH}{{{nodes_only}}}", report.start, report.end, rstep):
         report.intensity[f"{s.labels.get('node', '')} ({s.labels.get('zone', '')})"] = s.samples
     sources: dict[tuple[str, str, str], int] = defaultdict(int)
     per_zone: dict[str, int] = defaultdict(int)  # each source's share of its own zone's time
-    for s in prom.range(f"gpu_carbon_grid_intensity_source_info{{{nodes_only}}}", report.start, report.end, rstep):
+    for s in prom.range(f"{GRID_INTENSITY_SOURCE_INFO}{{{nodes_only}}}", report.start, report.end, rstep):
         key = (s.labels.get("zone", ""), s.labels.get("source", ""), s.labels.get("signal", ""))
         sources[key] += len(s.samples)
         per_zone[key[0]] += len(s.samples)
     report.intensity_sources = [IntensitySource(z, src, sig, n / per_zone[z])
                                 for (z, src, sig), n in sorted(sources.items())]
     sub = f"[{window}s:{max(int(rstep * 1000), 1)}ms]"
-    share = prom.instant(f"avg_over_time(max(gpu_carbon_grid_intensity_fallback{{{nodes_only}}}){sub})", report.end)
+    share = prom.instant(f"avg_over_time(max({GRID_INTENSITY_FALLBACK}{{{nodes_only}}}){sub})", report.end)
     report.fallback_share = share[0].samples[-1][1] if share else None
-    pue = prom.instant(f"avg(last_over_time(gpu_carbon_pue_ratio{{{nodes_only}}}[{window}s]))", report.end)
+    pue = prom.instant(f"avg(last_over_time({PUE_RATIO}{{{nodes_only}}}[{window}s]))", report.end)
     report.pue = pue[0].samples[-1][1] if pue else None

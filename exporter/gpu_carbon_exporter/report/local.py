@@ -11,16 +11,21 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from .. import __version__
+from ..names import (
+    GRID_INTENSITY_SOURCE_INFO, JOB_EMBODIED_EMISSIONS_GRAMS_TOTAL, JOB_EMISSIONS_GRAMS_TOTAL, JOB_END_TIME_SECONDS,
+    JOB_ENERGY_JOULES_TOTAL, JOB_GPU_INFO, JOB_GPU_SECONDS_TOTAL, JOB_INFO, JOB_START_TIME_SECONDS,
+    JOB_WATER_LITERS_TOTAL, JOB_WORK_UNITS_TOTAL, PUE_RATIO,
+)
 from .collect import OWNER
 from .model import GpuRow, IntensitySource, JobReport, NodeTotals
 from .prom import ReportError
 
-FIELDS = {("gpu_carbon_job_energy_joules_total", "allocated"): "energy_j",
-          ("gpu_carbon_job_energy_joules_total", "active"): "active_j",
-          ("gpu_carbon_job_emissions_grams_total", "allocated"): "grams",
-          ("gpu_carbon_job_embodied_emissions_grams_total", None): "embodied_g",
-          ("gpu_carbon_job_water_liters_total", None): "water_l",
-          ("gpu_carbon_job_gpu_seconds_total", None): "gpu_seconds"}
+FIELDS = {(JOB_ENERGY_JOULES_TOTAL, "allocated"): "energy_j",
+          (JOB_ENERGY_JOULES_TOTAL, "active"): "active_j",
+          (JOB_EMISSIONS_GRAMS_TOTAL, "allocated"): "grams",
+          (JOB_EMBODIED_EMISSIONS_GRAMS_TOTAL, None): "embodied_g",
+          (JOB_WATER_LITERS_TOTAL, None): "water_l",
+          (JOB_GPU_SECONDS_TOTAL, None): "gpu_seconds"}
 
 
 def from_exporter(url: str, job_id: str, timeout: float = 30.0) -> JobReport:
@@ -43,22 +48,22 @@ def from_exporter(url: str, job_id: str, timeout: float = 30.0) -> JobReport:
     for family in families:
         for s in family.samples:
             labels = s.labels
-            if s.name == "gpu_carbon_pue_ratio":
+            if s.name == PUE_RATIO:
                 pue = s.value
-            if s.name == "gpu_carbon_grid_intensity_source_info":
+            if s.name == GRID_INTENSITY_SOURCE_INFO:
                 sources.append(IntensitySource(labels.get("zone", ""), labels.get("source", ""),
                                                labels.get("signal", ""), 1.0))
             if labels.get("job_id") != job_id:
                 continue
             found = True
             scheduler = labels.get("scheduler", scheduler)
-            if s.name == "gpu_carbon_job_info":
+            if s.name == JOB_INFO:
                 owner = {k: labels[k] for k in OWNER if labels.get(k)}
-            elif s.name == "gpu_carbon_job_gpu_info":
+            elif s.name == JOB_GPU_INFO:
                 gpus.append(GpuRow(node.node, labels.get("gpu", "")))
-            elif s.name in ("gpu_carbon_job_start_time_seconds", "gpu_carbon_job_end_time_seconds"):
-                span[s.name.split("_")[3]] = s.value
-            elif s.name == "gpu_carbon_job_work_units_total":
+            elif s.name in (JOB_START_TIME_SECONDS, JOB_END_TIME_SECONDS):
+                span["start" if s.name == JOB_START_TIME_SECONDS else "end"] = s.value
+            elif s.name == JOB_WORK_UNITS_TOTAL:
                 node.work[labels.get("unit", "units")] = s.value
             else:
                 field = FIELDS.get((s.name, labels.get("view")))
