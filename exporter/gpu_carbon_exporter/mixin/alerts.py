@@ -2,6 +2,11 @@
 description that names the node and the value, and a runbook_url into docs/runbooks.md."""
 from __future__ import annotations
 
+from ..names import (
+    COLLECTOR_LAST_RUN_AGE_SECONDS, COLLECTOR_SUCCESS, GPU__POWER_WATTS__RATE, GPU_POWER_LIMIT_WATTS,
+    GRID_INTENSITY_AGE_SECONDS, GRID_INTENSITY_FALLBACK, GRID_INTENSITY_SOURCE_INFO, INTENSITY_PROVIDER_UP,
+    NODE__GPU_UNATTRIBUTED_ENERGY_RATIO__RATE, NODE__JOB_INFO__COUNT, SCRAPE_ERRORS_TOTAL, STATE_DISCARDED_ENTRIES,
+)
 from .promql import by, on
 from .settings import NODE, Settings, seconds
 
@@ -42,22 +47,22 @@ def _collectors(s: Settings) -> list[dict]:
     return [
         # Device sources only: the intensity provider has its own signal (GpuCarbonIntensityProviderFailing;
         # exporters before it reported collector="carbon" here) and the state file its own alert.
-        alert(s, "GpuCarbonCollectorFailing", 'gpu_carbon_collector_success{collector!~"carbon|state"} == 0', "warning",
+        alert(s, "GpuCarbonCollectorFailing", f'{COLLECTOR_SUCCESS}{{collector!~"carbon|state"}} == 0', "warning",
               "A gpu-carbon-exporter device source is failing.",
               f"Device source {{{{ $labels.collector }}}} on {WHERE} reached none of its devices in its last run.",
               "10m"),
-        alert(s, "GpuCarbonStatePersistFailing", 'gpu_carbon_collector_success{collector="state"} == 0', "warning",
+        alert(s, "GpuCarbonStatePersistFailing", f'{COLLECTOR_SUCCESS}{{collector="state"}} == 0', "warning",
               "gpu-carbon-exporter cannot save its counters.",
               f"The exporter on {WHERE} failed to write its state file in its last attempt: after a restart its "
               "counters resume from the last good save.", "10m"),
         alert(s, "GpuCarbonSamplerStale",
               # Only collectors that ran: a source that never opened reports an ever-growing age.
-              f"gpu_carbon_collector_last_run_age_seconds > {s.sampler_stale_seconds:g} "
-              "and gpu_carbon_collector_success == 1", "critical",
+              f"{COLLECTOR_LAST_RUN_AGE_SECONDS} > {s.sampler_stale_seconds:g} "
+              f"and {COLLECTOR_SUCCESS} == 1", "critical",
               "The gpu-carbon-exporter sampler is stuck.",
               f"Collector {{{{ $labels.collector }}}} on {WHERE} last ran {{{{ $value | humanizeDuration }}}} ago.",
               "5m"),
-        alert(s, "GpuCarbonScrapeSectionFailing", "increase(gpu_carbon_scrape_errors_total[10m]) > 0", "warning",
+        alert(s, "GpuCarbonScrapeSectionFailing", f"increase({SCRAPE_ERRORS_TOTAL}[10m]) > 0", "warning",
               "A section of the gpu-carbon-exporter exposition fails to build.",
               f"Section {{{{ $labels.section }}}} on {WHERE} failed {{{{ $value | humanize }}}} times "
               "in 10 minutes and was left out of /metrics.", "10m"),
@@ -66,7 +71,7 @@ def _collectors(s: Settings) -> list[dict]:
               "{{ $labels.__name__ }}{{ with $labels.uuid }} ({{ . }}){{ end }}{{ with $labels.rail }} ({{ . }})"
               f"{{{{ end }}}}{{{{ with $labels.zone }}}} ({{{{ . }}}}){{{{ end }}}} on {WHERE} "
               "is down: its energy is not counted until it answers again.", "5m"),
-        alert(s, "GpuCarbonStateDiscarded", "gpu_carbon_state_discarded_entries > 0", "info",
+        alert(s, "GpuCarbonStateDiscarded", f"{STATE_DISCARDED_ENTRIES} > 0", "info",
               "Damaged entries of the saved counters were set aside at start-up.",
               f"{{{{ $value }}}} entries of the state file on {WHERE} were damaged; a copy is kept beside it.", None),
         alert(s, "GpuCarbonCounterReset",
@@ -83,21 +88,21 @@ def _intensity(s: Settings) -> list[dict]:
     node_zone = ", ".join((*NODE, "zone"))
     # The value in force comes from the configured fallback (not the live provider's last good value):
     # its source is not the live provider's name.
-    live = 'label_replace(gpu_carbon_intensity_provider_up, "source", "$1", "provider", "(.*)")'
+    live = f'label_replace({INTENSITY_PROVIDER_UP}, "source", "$1", "provider", "(.*)")'
     return [
-        alert(s, "GpuCarbonIntensityProviderFailing", "gpu_carbon_intensity_provider_up == 0", "warning",
+        alert(s, "GpuCarbonIntensityProviderFailing", f"{INTENSITY_PROVIDER_UP} == 0", "warning",
               "A grid intensity provider is failing; emissions use its last good or the fallback value.",
               f"The {{{{ $labels.provider }}}} intensity provider for zone {{{{ $labels.zone }}}} on {WHERE} has "
               "failed for 10 minutes. Degraded, not dead: energy is counted as before, and emissions use the last "
               "good value (up to max_age_seconds), then the configured fallback.", "10m"),
         alert(s, "GpuCarbonIntensityFallback",
-              f"gpu_carbon_grid_intensity_source_info and on ({node_zone}) (gpu_carbon_grid_intensity_fallback == 1) "
+              f"{GRID_INTENSITY_SOURCE_INFO} and on ({node_zone}) ({GRID_INTENSITY_FALLBACK} == 1) "
               f"unless on ({node_zone}, source) {live}", "warning",
               "Grid intensity is on its configured fallback value.",
               f"Emissions for zone {{{{ $labels.zone }}}} on {WHERE} use the configured fallback "
               "({{ $labels.source }}): the live provider has failed past the age of its last good value.", "15m"),
         alert(s, "GpuCarbonIntensityStale",
-              f"gpu_carbon_grid_intensity_age_seconds > {s.intensity_stale_seconds:g}", "warning",
+              f"{GRID_INTENSITY_AGE_SECONDS} > {s.intensity_stale_seconds:g}", "warning",
               "Grid intensity has not been refreshed.",
               f"The intensity for zone {{{{ $labels.zone }}}} on {WHERE} is {{{{ $value | humanizeDuration }}}} old.",
               "15m"),
@@ -106,9 +111,9 @@ def _intensity(s: Settings) -> list[dict]:
 
 def _readings(s: Settings) -> list[dict]:
     gpu = (*NODE, "uuid")
-    rate = f"gpu:gpu_carbon_power_watts:rate{s.rate_window}"
-    limit = f"max by ({', '.join(gpu)}) (gpu_carbon_gpu_power_limit_watts)"
-    unattributed = f"node:gpu_carbon_gpu_unattributed_energy_ratio:rate{s.waste_window}"
+    rate = f"{GPU__POWER_WATTS__RATE}{s.rate_window}"
+    limit = f"max by ({', '.join(gpu)}) ({GPU_POWER_LIMIT_WATTS})"
+    unattributed = f"{NODE__GPU_UNATTRIBUTED_ENERGY_RATIO__RATE}{s.waste_window}"
     return [
         alert(s, "GpuCarbonPowerAtLimit",
               f"max by ({', '.join((*gpu, 'gpu'))}) ({rate}) >= {on(gpu)} group_left () "
@@ -124,7 +129,7 @@ def _readings(s: Settings) -> list[dict]:
               f"{s.implausible_share:g} times its power limit: a counter or driver fault.", "10m"),
         alert(s, "GpuCarbonUnattributedHigh",
               f"{unattributed} > {s.unattributed_share:g} and {on(NODE)} "
-              "max_over_time(node:gpu_carbon_job_info:count[1d])", "warning",
+              f"max_over_time({NODE__JOB_INFO__COUNT}[1d])", "warning",
               "Much GPU energy is not attributed to any job on a node that runs jobs.",
               f"{{{{ $value | humanizePercentage }}}} of the GPU energy on {WHERE} ran with no job over the last "
               f"{s.waste_window}: a job mapper may be failing.", "1h"),

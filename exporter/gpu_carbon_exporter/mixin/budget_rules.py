@@ -3,6 +3,12 @@ from __future__ import annotations
 
 import re
 
+from ..names import (
+    BUDGET__BUDGET_BURN_RATE__RATIO_INCREASE as BURN_RATE, BUDGET__BUDGET_LIMIT__VALUE as LIMIT,
+    BUDGET__BUDGET_TIME_LEFT_SECONDS__RATE_INCREASE as TIME_LEFT, BUDGET__BUDGET_USAGE__INCREASE as USAGE,
+    BUDGET__BUDGET_USAGE__PREDICT_LINEAR as PROJECTED, BUDGET__BUDGET_USAGE__RATIO as USAGE_RATIO,
+    BUDGET__BUDGET_USAGE__UPPER_INCREASE as UPPER_USAGE, BUDGET__BUDGET_WARNING__RATIO as WARNING, SECONDS_PER_HOUR,
+)
 from .alerts import alert
 from .budgets import Budget
 from .recording import (
@@ -54,7 +60,7 @@ def _usage_rules(scope: str, quantity: str, L: str, match: str, s: Settings) -> 
     ``match``: a regex of the job ids of job-scope budgets (tiles are recorded for those jobs only)."""
     metric = METRIC[(_family(scope), quantity)]
     # Burn-rate windows of an hour and more need no 15-s freshness: the slower group keeps them cheap.
-    group = "long" if seconds(L) >= 3600 else "fast"
+    group = "long" if seconds(L) >= SECONDS_PER_HOUR else "fast"
     tile = s.tile if s.tiled(L) else None
     if _family(scope) == "node":
         tiles = [("tile", node_tile(metric, s.tile, s.tile_delay))] if tile else []
@@ -96,45 +102,44 @@ def _per_budget(b: Budget, s: Settings) -> list[dict]:
     one = f'{{budget="{b.name}"}}'
     W = seconds(b.window)
     rules = [
-        {"record": "budget:gpu_carbon_budget_limit:value", "expr": f"vector({b.limit:g})", "labels": labels},
-        {"record": "budget:gpu_carbon_budget_warning:ratio", "expr": f"vector({b.warning_share:g})", "labels": labels},
+        {"record": LIMIT, "expr": f"vector({b.limit:g})", "labels": labels},
+        {"record": WARNING, "expr": f"vector({b.warning_share:g})", "labels": labels},
         # The window, or the recent stretch where that is more: a burst shows at once, not a long_interval later.
-        {"record": "budget:gpu_carbon_budget_usage:increase", "expr": f"({window} >= {latest}) or {latest}",
+        {"record": USAGE, "expr": f"({window} >= {latest}) or {latest}",
          "labels": labels},
         # At least the usage now: the window as last recorded plus all of the recent stretch (what the
         # window may not hold yet). The warning reads it, so it never comes after the exceeded alert.
-        {"record": "budget:gpu_carbon_budget_usage:upper_increase", "expr": f"({window} or vector(0)) + {latest}",
+        {"record": UPPER_USAGE, "expr": f"({window} or vector(0)) + {latest}",
          "labels": labels},
     ]
     for L in sorted({x for t in tiers(b, s) for x in t[:2]}, key=seconds):
-        rules.append({"record": f"budget:gpu_carbon_budget_burn_rate:ratio_increase{L}",
+        rules.append({"record": f"{BURN_RATE}{L}",
                       "expr": f"sum({usage_metric(b, L)}{sel}) / {seconds(L)} / ({b.limit:g} / {W})",
                       "labels": labels})
     for L in sorted({t[0] for t in tiers(b, s)}, key=seconds):
         # What is left of the limit at the pace of the last L, in whole seconds: the burn-rate alert's description.
-        rules.append({"record": f"budget:gpu_carbon_budget_time_left_seconds:rate_increase{L}",
-                      "expr": f"round(clamp_min(budget:gpu_carbon_budget_limit:value{one} - "
-                              f"budget:gpu_carbon_budget_usage:increase{one}, 0) / on () group_left () "
+        rules.append({"record": f"{TIME_LEFT}{L}",
+                      "expr": f"round(clamp_min({LIMIT}{one} - {USAGE}{one}, 0) / on () group_left () "
                               f"(sum({usage_metric(b, L)}{sel}) / {seconds(L)}))",
                       "labels": labels})
     horizon = min(W // 4, 86400)
-    rules.append({"record": "budget:gpu_carbon_budget_usage:predict_linear",
-                  "expr": f'predict_linear(budget:gpu_carbon_budget_usage:increase{{budget="{b.name}"}}'
+    rules.append({"record": PROJECTED,
+                  "expr": f'predict_linear({USAGE}{{budget="{b.name}"}}'
                           f"[{s.forecast_trend}], {horizon})",
-                  "labels": {**labels, "horizon": f"{horizon // 3600}h"}})
+                  "labels": {**labels, "horizon": f"{horizon // SECONDS_PER_HOUR}h"}})
     return rules
 
 
 def _alerts(budgets: list[Budget], s: Settings) -> list[dict]:
-    ratio = "budget:gpu_carbon_budget_usage:ratio"
-    upper = "budget:gpu_carbon_budget_usage:upper_increase / budget:gpu_carbon_budget_limit:value"
+    ratio = USAGE_RATIO
+    upper = f"{UPPER_USAGE} / {LIMIT}"
     rules = [
         alert(s, "GpuCarbonBudgetExceeded", f"{ratio} >= 1", "critical", "A carbon or energy budget is used up.",
               f"{DESCRIBE} has used {{{{ $value | humanizePercentage }}}} of its limit.", s.budget_for),
         # Fires while the usage, counting what its window may not hold yet, is at or past the warning share:
         # so also while the budget is exceeded, never after the exceeded alert however fast it burns
         # (Alertmanager's example inhibits it then).
-        alert(s, "GpuCarbonBudgetWarning", f"{ratio} and ({upper} >= budget:gpu_carbon_budget_warning:ratio)",
+        alert(s, "GpuCarbonBudgetWarning", f"{ratio} and ({upper} >= {WARNING})",
               "warning", "A carbon or energy budget is nearly used up.",
               f"{DESCRIBE} has used {{{{ $value | humanizePercentage }}}} of its limit and, with its latest usage, "
               "reached its warning share.", s.budget_for),
@@ -142,12 +147,11 @@ def _alerts(budgets: list[Budget], s: Settings) -> list[dict]:
     for long, short, factor in s.burn_rate_tiers:
         if not any((long, short, factor) in tiers(b, s) for b in budgets):
             continue
-        left = (f"{{{{ with printf \"budget:gpu_carbon_budget_time_left_seconds:rate_increase{long}{{budget='%s'}}\" "
+        left = (f"{{{{ with printf \"{TIME_LEFT}{long}{{budget='%s'}}\" "
                 "$labels.budget | query }}{{ . | first | value | humanizeDuration }}{{ end }}")
         rule = alert(
             s, "GpuCarbonBudgetBurnRate",
-            f"budget:gpu_carbon_budget_burn_rate:ratio_increase{long} > {factor:g} and "
-            f"budget:gpu_carbon_budget_burn_rate:ratio_increase{short} > {factor:g}",
+            f"{BURN_RATE}{long} > {factor:g} and {BURN_RATE}{short} > {factor:g}",
             s.burn_rate_severity, "A budget is being spent much faster than it lasts.",
             f"{DESCRIBE} is being spent at {{{{ $value | humanize }}}} times its sustainable rate over the last {long} "
             f"(and over {short}, both above {factor:g}): at that pace what is left of its limit lasts {left}.", None)
@@ -155,7 +159,7 @@ def _alerts(budgets: list[Budget], s: Settings) -> list[dict]:
         rules.append(rule)
     rules.append(alert(
         s, "GpuCarbonBudgetExhaustionForecast",
-        f"budget:gpu_carbon_budget_usage:predict_linear >= ignoring (horizon) group_left budget:gpu_carbon_budget_limit:value "
+        f"{PROJECTED} >= ignoring (horizon) group_left {LIMIT} "
         f"unless ignoring (horizon) {ratio} >= 1",
         "warning", "A budget is forecast to run out.",
         f"{DESCRIBE} will reach its limit within {{{{ $labels.horizon }}}} at the trend of the last "
@@ -165,7 +169,6 @@ def _alerts(budgets: list[Budget], s: Settings) -> list[dict]:
 
 def budget_groups(budgets: list[Budget], s: Settings) -> list[dict]:
     rules = [r for b in budgets for r in _per_budget(b, s)]
-    rules.append({"record": "budget:gpu_carbon_budget_usage:ratio",
-                  "expr": "budget:gpu_carbon_budget_usage:increase / budget:gpu_carbon_budget_limit:value"})
+    rules.append({"record": USAGE_RATIO, "expr": f"{USAGE} / {LIMIT}"})
     return usage_groups(budgets, s) + [{"name": "gpu_carbon_budgets", "rules": rules},
                                        {"name": "gpu_carbon_budget_alerts", "rules": _alerts(budgets, s)}]

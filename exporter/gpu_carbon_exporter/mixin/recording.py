@@ -7,6 +7,11 @@ grams, water in litres (docs/rules.md).
 """
 from __future__ import annotations
 
+from ..names import (
+    GPU_IDLE_ENERGY_JOULES_TOTAL, GPU_UNALLOCATED_ENERGY_JOULES_TOTAL, GPU_UNATTRIBUTED_ENERGY_JOULES_TOTAL,
+    GRAMS_PER_KG, GRID_INTENSITY_GRAMS_PER_KWH, JOB__JOB_INFO__DEDUP as JOB_INFO, JOB_GPU_SECONDS_TOTAL,
+    JOB_INFO as JOB_INFO_FAMILY, NODE__GRID_INTENSITY_GRAMS_PER_KWH__TOPK1, NODE__JOB_INFO__COUNT, SECONDS_PER_HOUR,
+)
 from .promql import (
     ALL_GRAMS, BOARD_ENERGY, BOARD_GRAMS, CPU_GRAMS, GPU_EMBODIED, GPU_ENERGY, GPU_GRAMS, GPU_WATER,
     JOB_EMBODIED, JOB_ENERGY, JOB_GRAMS, JOB_WATER, JOULES_PER_KWH, RAIL_ENERGY, accounted_energy, by,
@@ -15,7 +20,6 @@ from .promql import (
 from .settings import FLEET, GAP_LOOKBACK, JOB, JOB_INFO_LABELS, NODE, SITE, Settings, lookback
 
 Rule = dict[str, object]
-JOB_INFO = "job:gpu_carbon_job_info:dedup"
 
 
 def _r(record: str, expr: str) -> Rule:
@@ -57,9 +61,9 @@ def _node_rates(fn: str, w: str) -> list[Rule]:
 
 
 def _zone_join() -> Rule:
-    return _r("node:gpu_carbon_grid_intensity_grams_per_kwh:topk1",
+    return _r(NODE__GRID_INTENSITY_GRAMS_PER_KWH__TOPK1,
               f"max by ({', '.join((*NODE, 'zone'))}) "
-              f"(topk by ({', '.join(NODE)}) (1, gpu_carbon_grid_intensity_grams_per_kwh))")
+              f"(topk by ({', '.join(NODE)}) (1, {GRID_INTENSITY_GRAMS_PER_KWH}))")
 
 
 def _zone_rates(fn: str, w: str) -> list[Rule]:
@@ -81,9 +85,9 @@ def _job_joins() -> list[Rule]:
     info_labels = ", ".join((*JOB, *JOB_INFO_LABELS))
     return [
         # Jobs a node exposes: the unattributed alert looks a day back on this small series, not on job_info.
-        _r("node:gpu_carbon_job_info:count", f"count by ({', '.join(NODE)}) (gpu_carbon_job_info)"),
+        _r(NODE__JOB_INFO__COUNT, f"count by ({', '.join(NODE)}) ({JOB_INFO_FAMILY})"),
         # One label set per job even if two nodes disagree, so joins never fail on duplicates.
-        _r(JOB_INFO, f"max by ({info_labels}) (topk by ({', '.join(JOB)}) (1, gpu_carbon_job_info))"),
+        _r(JOB_INFO, f"max by ({info_labels}) (topk by ({', '.join(JOB)}) (1, {JOB_INFO_FAMILY}))"),
     ]
 
 
@@ -103,9 +107,10 @@ def _job_rates(fn: str, w: str) -> list[Rule]:
 def _waste(w: str) -> list[Rule]:
     """Unallocated (allocated view), idle and unattributed (active view) shares of GPU energy."""
     rules: list[Rule] = []
-    for part in ("unallocated", "idle", "unattributed"):
+    for part, family in (("unallocated", GPU_UNALLOCATED_ENERGY_JOULES_TOTAL), ("idle", GPU_IDLE_ENERGY_JOULES_TOTAL),
+                         ("unattributed", GPU_UNATTRIBUTED_ENERGY_JOULES_TOTAL)):
         for level, labels in (("node", NODE), ("fleet", FLEET)):
-            expr = (f"{by(labels)} (rate(gpu_carbon_gpu_{part}_energy_joules_total[{w}])) / "
+            expr = (f"{by(labels)} (rate({family}[{w}])) / "
                     f"{by(labels)} (rate({GPU_ENERGY}[{w}]))")
             rules.append(_r(f"{level}:gpu_carbon_gpu_{part}_energy_ratio:rate{w}", expr))
     return rules
@@ -145,7 +150,7 @@ def _job_window_exprs(W: str, back: str | None = None, at: str = "") -> dict[str
         "gpu_carbon_job_emissions_grams": g(JOB_GRAMS),
         "gpu_carbon_job_embodied_emissions_grams": g(JOB_EMBODIED),
         "gpu_carbon_job_water_liters": g(JOB_WATER),
-        "gpu_carbon_job_gpu_hours": f"{g('gpu_carbon_job_gpu_seconds_total')} / 3600",
+        "gpu_carbon_job_gpu_hours": f"{g(JOB_GPU_SECONDS_TOTAL)} / {SECONDS_PER_HOUR}",
     }
 
 
@@ -264,8 +269,8 @@ def _impact(W: str, s: Settings) -> list[Rule]:
         name = lambda m: f"{level}:{prefix}{m}:increase{W}"  # noqa: E731
         energy = name("energy_kwh")
         expr = (f"{wt.energy_kwh:g} * {energy}"
-                f" + {wt.operational_kg:g} * {name('emissions_grams')} / 1000"
-                f" + {wt.embodied_kg:g} * {zero_if_absent(name('embodied_emissions_grams'), energy)} / 1000"
+                f" + {wt.operational_kg:g} * {name('emissions_grams')} / {GRAMS_PER_KG}"
+                f" + {wt.embodied_kg:g} * {zero_if_absent(name('embodied_emissions_grams'), energy)} / {GRAMS_PER_KG}"
                 f" + {wt.water_liters:g} * {zero_if_absent(name('water_liters'), energy)}")
         rules.append(_r(f"{level}:gpu_carbon_impact_score:weighted_increase{W}", expr))
     return rules
