@@ -1,8 +1,9 @@
 """Builds Prometheus metric families from a meter snapshot, fresh on each scrape.
 
-This is the only module that knows metric names; it converts native units
-(mW, mJ, MHz, percent) to base units (W, J, Hz, ratio). docs/metrics.md lists
-every family.
+Family names are defined in names.py (the per-kind, remainder and provider families are
+looked up there; tests/test_names.py holds the rest, spelled here, to it); this module
+converts native units (mW, mJ, MHz, percent) to base units (W, J, Hz, ratio).
+docs/metrics.md lists every family.
 """
 from __future__ import annotations
 
