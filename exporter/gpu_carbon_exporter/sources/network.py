@@ -103,6 +103,7 @@ def _from_config(section: dict[str, Any], ctx: SourceContext) -> list[DeviceSour
 
 
 register("source", "network", _from_config, "estimated energy of this node's network traffic (outside the node)",
+         kept_in_simulation=True,  # the host's own counters: a simulated node carries them too
          schema={"enabled": (bool, False, None), "root": (str, "/", None),
                  "kwh_per_gb": (float, DEFAULT_KWH_PER_GB, positive(100)),
                  "include": (list, None, names("interface names")), "exclude": (list, None, names("interface names"))})

@@ -317,7 +317,7 @@ class NvmlSource(DeviceSource):
 
 
 def _from_config(section: dict, ctx: SourceContext) -> list[DeviceSource]:
-    return [NvmlSource(read_processes=ctx.read_processes)] if section["enabled"] else []
+    return [NvmlSource(ctx.libraries.get("nvml"), read_processes=ctx.read_processes)] if section["enabled"] else []
 
 
 register("source", "nvml", _from_config, "NVIDIA GPUs through NVML (the default on a GPU node)",

@@ -116,4 +116,5 @@ def _from_config(section: dict[str, Any], ctx: SourceContext) -> list[DeviceSour
 
 
 register("source", "storage", _from_config, "estimated energy of this node's disks (busy time × power by class)",
+         kept_in_simulation=True,  # the host's own counters: a simulated node carries them too
          schema={"enabled": (bool, False, None), "root": (str, "/", None), "watts": (dict, None, _watts)})
