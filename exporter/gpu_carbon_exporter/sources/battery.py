@@ -18,7 +18,7 @@ from typing import Any
 
 from ..plugins import SourceContext, register
 from .base import SYSFS_SCHEMA, DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
-from .node import NODE
+from .whole_node import NODE
 
 
 def _read(path: Path) -> str:

@@ -28,7 +28,7 @@ from ..kinds import Accounting, DeviceKind, register_kind
 from ..plugins import SourceContext, register
 from ..schema import names
 from .base import DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
-from .node import NODE
+from .whole_node import NODE
 
 log = logging.getLogger(__name__)
 # A sensor of a part of the node; whole-node sensors are the node kind.

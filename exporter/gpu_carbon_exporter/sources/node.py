@@ -10,16 +10,12 @@ import re
 import subprocess
 from typing import Any
 
-from ..kinds import Accounting, DeviceKind, register_kind
 from ..plugins import SourceContext, register
 from ..schema import HOUR, between, positive
 from .base import DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
+from .whole_node import NODE
 
 log = logging.getLogger(__name__)
-# Whole-node meters (BMCs here; ACPI meters and sensors on a board's input in hwmon.py, batteries in
-# battery.py): only their rest counts, what the GPUs and CPU zones did not measure on their own.
-NODE = register_kind(DeviceKind(name="node", label="node", doc="whole node (from its BMC)",
-                                accounting=Accounting.REST, order=80))
 
 
 def _node_identity(source: str, key: str, name: str) -> DeviceIdentity:
