@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard
 
-from ..mixin.promql import ALL_GRAMS, accounted_energy
+from ..kinds import kinds
+from ..mixin.promql import accounted_energy, all_grams, kind_family
 from ..mixin.recording import JOB_INFO
 from .common import (ANY, NODES, TARGETS, USED, data_link, heatmap_panel, link, query, series_panel, stat_panel,
                      table_panel, team_variable, variables)
@@ -29,6 +30,27 @@ def _range_kwh() -> str:
     return f'sum({accounted_energy("increase", "$__range", TARGETS)}) / 3.6e6'
 
 
+def _estimates() -> list[tuple[str, str]]:
+    """(query, legend) of each estimated kind's energy over the range (kinds.py: ``estimate``), those
+    spent outside the nodes first: never in the totals above."""
+    estimated = sorted((k for k in kinds() if k.estimate), key=lambda k: k.inside_node)  # stable: in order
+    return [(f"sum(increase({kind_family(k.name, 'energy_joules_total')}{{{TARGETS}}}[$__range])) / 3.6e6",
+             (k.legend or k.name) + ("" if k.inside_node else " (outside the nodes)")) for k in estimated]
+
+
+def _estimates_panel():
+    (first, legend), *more = _estimates()
+    p = stat_panel("Estimated network and disk energy, dashboard range", "Estimates (method=\"estimated\"): the "
+                   "network's energy is spent outside the nodes (bytes × kWh/GB) and is never in the totals above; "
+                   "the disks' (busy time × power by class) is, where no whole-node meter measures them already "
+                   "(gpu_carbon_network_energy_joules_total, gpu_carbon_storage_energy_joules_total; only where "
+                   "sources.network or sources.storage is on; docs/edge.md).",
+                   first, "kwatth", (0, 56, 24, 4), 3, legend=legend)
+    for i, (expr, legend) in enumerate(more, start=1):
+        p = p.with_target(query(expr, legend, instant=True, ref=chr(ord("A") + i)))
+    return p
+
+
 def panels() -> list:
     now = [
         stat_panel("Power now", "Every accounted device (GPUs, boards, accounted CPU zones, the rest of each node), "
@@ -44,7 +66,7 @@ def panels() -> list:
                    "time range, in kWh.", _range_kwh(), "kwatth", (8, 0, 4, 4), 2),
         stat_panel("Emissions, dashboard range", "increase() of every emissions counter over the dashboard's "
                    "time range (operational, PUE included), in kg CO₂e.",
-                   f'sum(increase({ALL_GRAMS[:-1]}, {TARGETS}}}[$__range])) / 1000', "suffix: kg CO₂e",
+                   f'sum(increase({all_grams(TARGETS)}[$__range])) / 1000', "suffix: kg CO₂e",
                    (12, 0, 4, 4), 3),
         stat_panel("GPUs up / total", "GPUs answering NVML (gpu_carbon_gpu_up == 1) and all GPUs known.",
                    f"sum(gpu_carbon_gpu_up{{{TARGETS}}})", "none", (16, 0, 4, 4), legend="up")
@@ -119,15 +141,7 @@ def panels() -> list:
                       "(gpu:gpu_carbon_power_watts:rate5m), one row per GPU.",
                       f"gpu:gpu_carbon_power_watts:rate5m{{{NODES}}}",
                       "{{node}} GPU {{gpu}}", "watt", (0, 38, 24, 10)),
-        stat_panel("Estimated network and disk energy, dashboard range", "Estimates (method=\"estimated\"): the "
-                   "network's energy is spent outside the nodes (bytes × kWh/GB) and is never in the totals above; "
-                   "the disks' (busy time × power by class) is, where no whole-node meter measures them already "
-                   "(gpu_carbon_network_energy_joules_total, gpu_carbon_storage_energy_joules_total; only where "
-                   "sources.network or sources.storage is on; docs/edge.md).",
-                   f"sum(increase(gpu_carbon_network_energy_joules_total{{{TARGETS}}}[$__range])) / 3.6e6",
-                   "kwatth", (0, 56, 24, 4), 3, legend="network (outside the nodes)")
-        .with_target(query(f"sum(increase(gpu_carbon_storage_energy_joules_total{{{TARGETS}}}[$__range])) / 3.6e6",
-                           "disks", instant=True, ref="B")),
+        _estimates_panel(),
         table_panel("GPUs by power now", "Each GPU's power from its energy counter's last two scrapes "
                     "(gpu:gpu_carbon_power_watts:irate), highest first. Click a row for that GPU on the node "
                     "dashboard.",

@@ -2,7 +2,8 @@
 description that names the node and the value, and a runbook_url into docs/runbooks.md."""
 from __future__ import annotations
 
-from .promql import by, on
+from ..kinds import kinds
+from .promql import by, kinds_selector, on
 from .settings import NODE, Settings, seconds
 
 WHERE = "{{ $labels.node }}{{ with $labels.site }} (site {{ . }}){{ end }}"
@@ -61,7 +62,7 @@ def _collectors(s: Settings) -> list[dict]:
               "A section of the gpu-carbon-exporter exposition fails to build.",
               f"Section {{{{ $labels.section }}}} on {WHERE} failed {{{{ $value | humanize }}}} times "
               "in 10 minutes and was left out of /metrics.", "10m"),
-        alert(s, "GpuCarbonDeviceDown", '{__name__=~"gpu_carbon_(gpu|board|rail|hwmon|cpu|storage|network|node)_up"} == 0', "warning",
+        alert(s, "GpuCarbonDeviceDown", f'{kinds_selector((k.name for k in kinds()), "up")} == 0', "warning",
               "A GPU or power sensor stopped answering.",
               "{{ $labels.__name__ }}{{ with $labels.uuid }} ({{ . }}){{ end }}{{ with $labels.rail }} ({{ . }})"
               f"{{{{ end }}}}{{{{ with $labels.zone }}}} ({{{{ . }}}}){{{{ end }}}} on {WHERE} "
@@ -72,11 +73,16 @@ def _collectors(s: Settings) -> list[dict]:
         alert(s, "GpuCarbonCounterReset",
               # The device energy counters: distinct label sets once resets() drops the names (a GPU's
               # emission, embodied and water counters share theirs), and a lost state resets them all.
-              f'{by(NODE)} (resets({{__name__=~"gpu_carbon_(gpu|board|rail|hwmon|cpu|node)_energy_joules_total"}}[1h])) > 0',
+              f'{by(NODE)} (resets({kinds_selector(_measured(), "energy_joules_total")}[1h])) > 0',
               "warning", "gpu-carbon-exporter energy counters went backwards.",
               f"{{{{ $value }}}} counter resets on {WHERE} in the last hour: the exporter lost its state "
               "(no state.path, or a damaged or foreign state file).", None),
     ]
+
+
+def _measured() -> list[str]:
+    """Kinds whose energy is measured, not estimated (kinds.py): the counters a lost state resets."""
+    return [k.name for k in kinds() if not k.estimate]
 
 
 def _intensity(s: Settings) -> list[dict]:

@@ -12,13 +12,14 @@ from typing import Any
 
 from ..plugins import SourceContext, register
 from ..schema import HOUR, between, positive
-from .base import DeviceIdentity, DeviceKind, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
+from .base import DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
+from .whole_node import NODE
 
 log = logging.getLogger(__name__)
 
 
 def _node_identity(source: str, key: str, name: str) -> DeviceIdentity:
-    return DeviceIdentity(index=0, uuid=f"{source}:{key}", name=name, kind=DeviceKind.NODE, has_energy_counter=False,
+    return DeviceIdentity(index=0, uuid=f"{source}:{key}", name=name, kind=NODE.name, has_energy_counter=False,
                           fast_integration=False, labels=(("source", source),))
 
 
