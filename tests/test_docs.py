@@ -301,6 +301,13 @@ def test_rules_md_groups_and_intervals_are_the_generated_ones():
         assert documented == generated, f"docs/rules.md: {path}"
 
 
+def test_install_md_quotes_the_measured_exposure_of_the_unit():
+    # tests/test_deploy_systemd.py measures each unit's exposure against docs/security.md's table
+    measured = re.search(r"^\| base unit \| ([\d.]+) \|", (ROOT / "docs" / "security.md").read_text(), re.M)
+    assert measured and f"`systemd-analyze security`: {measured.group(1)} for the base unit" in \
+        prose(ROOT / "docs" / "install.md")
+
+
 def test_configuration_md_error_examples_are_what_check_config_prints(tmp_path):
     # The file behind each documented error: the example names the key, and this is the file that breaks it.
     files = {"carbon.pue": "carbon:\n  pue: 0.9\n", "zone": "# exporter.yml\nzone: DE\nx: 1\nzone: FR\n"}
