@@ -301,6 +301,22 @@ def test_rules_md_groups_and_intervals_are_the_generated_ones():
         assert documented == generated, f"docs/rules.md: {path}"
 
 
+def test_readme_usage_names_real_flags_and_the_defaults_help_prints():
+    usage = re.search(r"^## Usage\n\n```\n(.*?)^```", (ROOT / "README.md").read_text(), re.M | re.S).group(1)
+    synopses = re.split(r"\n(?=gpu-carbon-exporter)", usage.strip())
+    for synopsis in synopses:
+        words = synopsis.split()
+        sub = [w for w in words[1:2] if w in SUBCOMMANDS]
+        help_text = subprocess.run(exporter_argv([*sub, "--help"]), capture_output=True, text=True, timeout=60).stdout
+        flat = " ".join(help_text.split())
+        for flag in re.findall(r"--[\w.-]+", synopsis):
+            assert flag in help_text, f"README.md: {synopsis.splitlines()[0]}: {flag} is not in its --help"
+        for flag, default in re.findall(r"\[(--[\w.-]+) \w+ \((\w+)\)\]", synopsis):  # "[--flag V (default)]"
+            assert f"default {default})" in flat, f"README.md: {flag} ({default}): --help gives another default"
+            if flag == "--scrape-interval":
+                assert f"`--scrape-interval` (default {default}," in prose(ROOT / "docs" / "install.md")
+
+
 def test_install_md_quotes_the_measured_exposure_of_the_unit():
     # tests/test_deploy_systemd.py measures each unit's exposure against docs/security.md's table
     measured = re.search(r"^\| base unit \| ([\d.]+) \|", (ROOT / "docs" / "security.md").read_text(), re.M)
