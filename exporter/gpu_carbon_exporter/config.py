@@ -7,27 +7,19 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import os
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
+from .address import listen_address_problem
+from .errors import ConfigError
 from .plugins import family
-from .schema import DAY, HOUR, documented_type, key_name, leaf_keys, show  # noqa: F401 - re-exported
+from .schema import DAY, HOUR, key_name, leaf_keys, show
 from .schema import between as _between
 from .schema import hz as _hz
 from .schema import not_empty as _not_empty
 from .schema import one_of as _one_of
 from .schema import positive as _positive
-
-# World average grid intensity 2023, Ember Global Electricity Review 2024 (gCO2e/kWh).
-WORLD_AVERAGE_G_PER_KWH = 480.0
-
-
-class ConfigError(ValueError):
-    """Invalid configuration; the message names the file, key and reason."""
-
+from .yamlio import read_yaml
 
 def schema_keys(schema: dict[str, Any] | None = None, prefix: str = "") -> dict[str, tuple]:
     """Every leaf key of the schema, dotted."""
@@ -48,7 +40,7 @@ def _union(schemas: Any) -> dict[str, Any]:
 # key -> (type, default, check) or a nested schema dict. A default of None means optional.
 SCHEMA: dict[str, Any] = {
     "web": {
-        "listen_address": (str, ":9842", lambda v: _listen_address(v)),
+        "listen_address": (str, ":9842", listen_address_problem),
         "config_file": (str, None, None),
         "read_timeout_seconds": (float, 10.0, _between(0.1, HOUR)),
         "max_connections": (int, 64, _between(1, 10000)),
@@ -236,19 +228,6 @@ def _validate_zones(cfg: dict[str, Any], source: str) -> None:
         cfg["carbon"]["zones"][zone] = _validate_zone(spec, source, f"carbon.zones.{zone}.", str(zone))
 
 
-def read_secret(spec: dict[str, Any], env_key: str, file_key: str, where: str) -> str:
-    """A secret from an environment variable or a file, never from the command line or a label."""
-    if spec.get(env_key):
-        value = os.environ.get(spec[env_key])
-        if not value:
-            raise ConfigError(f"{where}.{env_key}: environment variable {spec[env_key]} is not set")
-        return value.strip()
-    try:
-        return Path(spec[file_key]).read_text().strip()
-    except OSError as err:
-        raise ConfigError(f"{where}.{file_key}: cannot read: {err.strerror}") from err
-
-
 def check_zone(cfg: dict[str, Any], source: str) -> None:
     """The selected zone must be defined in carbon.zones or be a country of the bundled table
     (ISO 3166 alpha-2 or alpha-3, any case); a country is normalised to its alpha-3 code."""
@@ -350,16 +329,6 @@ def parse_config(data: Any, source: str = "<config>") -> Section:
     return _typed_config(cfg)
 
 
-def _listen_address(value: str) -> str | None:
-    from .web import parse_listen_address
-
-    try:
-        parse_listen_address(value)
-    except ValueError as err:
-        return str(err)
-    return None
-
-
 def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]] | None = None) -> Section:
     """Load and validate a config file (``None``: the defaults); ``overrides`` (command-line flags,
     ``{section: {key: value}}``) are merged in first and validated exactly like the file's keys."""
@@ -378,66 +347,3 @@ def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]] | 
             data[section] = {**merged, **values}
         source = f"{source} + command line" if path is not None else "<command line>"
     return parse_config(data, source)
-
-
-def read_yaml(path: Path) -> Any:
-    """A YAML file's data; every malformed input (unreadable, huge, not UTF-8, bad YAML, too deep,
-    a key given twice in one mapping) is one ConfigError naming the file."""
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
-    if len(raw) > 1024 * 1024:
-        raise ConfigError(f"{path}: larger than 1 MiB; not a configuration file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from err
-    return parse_yaml(text, str(path))
-
-
-def parse_yaml(text: str, source: str) -> Any:
-    """YAML text's data, refusing a key given twice in one mapping (YAML would keep the last one
-    silently); errors are ConfigErrors naming ``source``."""
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except _DuplicateKey as dup:
-        raise ConfigError(f"{source}: {key_name(dup.key)}: duplicate key at line {dup.line} (first at line "
-                          f"{dup.first_line}); remove one of them") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{source}: invalid YAML: {str(err)[:500]}") from err
-    except RecursionError as err:
-        raise ConfigError(f"{source}: invalid YAML: nested too deeply") from err
-    except ValueError as err:  # e.g. an integer longer than Python converts (4 300 digits)
-        raise ConfigError(f"{source}: invalid YAML: {str(err)[:200]}") from err
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, key: Any, first_line: int, line: int) -> None:
-        super().__init__(key)
-        self.key, self.first_line, self.line = key, first_line, line
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader refusing duplicate keys. Checked where PyYAML flattens a mapping, before merge
-    keys (``<<: *base``) are expanded: a key that overrides a merged one is no duplicate."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._checked: set[int] = set()
-
-    def flatten_mapping(self, node: yaml.MappingNode) -> None:
-        if id(node) not in self._checked:  # flattening rewrites node.value: check the original once
-            self._checked.add(id(node))
-            first: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
-                try:
-                    if key in first:
-                        raise _DuplicateKey(key, first[key], line)
-                except TypeError:  # an unhashable key: construct_mapping reports it
-                    continue
-                first[key] = line
-        super().flatten_mapping(node)

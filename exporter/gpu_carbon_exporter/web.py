@@ -22,7 +22,10 @@ from typing import Any, Callable
 from prometheus_client.exposition import choose_encoder
 
 from . import __version__
-from .config import ConfigError, key_name, read_yaml, show
+from .address import format_address, parse_listen_address  # noqa: F401 - re-exported
+from .errors import ConfigError
+from .schema import key_name, show
+from .yamlio import read_yaml
 from .exposition import TEXT_CONTENT_TYPE, Exposition
 from .webauth import MAX_BCRYPT_COST, MIN_BCRYPT_COST, BasicAuth, bcrypt_cost
 
@@ -574,19 +577,3 @@ def watch_web_config(server: ExporterServer, path: str | Path, stop: threading.E
                 seen = server.web.signature or _signature(server.web.files)
             else:  # a broken file: tried again at its next change
                 seen = now
-
-
-def parse_listen_address(value: str) -> tuple[str, int]:
-    """``host:port``, ``:port`` or ``[v6]:port`` -> (host, port); raises ValueError."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError("must be host:port, :port or [v6addr]:port")
-    if not 0 <= int(port) <= 65535:
-        raise ValueError(f"port {int(port)} is out of range (0-65535)")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port)
-
-
-def format_address(host: str, port: int) -> str:
-    """host:port, with an IPv6 host in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
+from ..yamlio import read_yaml  # the one YAML reader
 from .settings import ImpactWeights, Settings, seconds, settings_keys, with_overrides
 
 # scope -> (the label it matches, the level whose rules it reads)
@@ -179,8 +181,6 @@ def parse_budgets(data: Any, source: str = "<budgets>") -> tuple[Settings, list[
 
 
 def load_budgets(path: str | Path) -> tuple[Settings, list[Budget]]:
-    from ..config import ConfigError, read_yaml  # noqa: PLC0415 - the one YAML reader
-
     try:
         data = read_yaml(Path(path))
     except ConfigError as err:

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..carbon.timeline import Timeline, intensity_problem
-from ..config import parse_yaml, show
+from ..errors import ConfigError
+from ..schema import show
+from ..yamlio import parse_yaml, read_yaml
 from ..sources.base import JOULES_PER_KWH
 from . import patterns as P
 
@@ -351,8 +353,6 @@ def load_scenario(path: str | Path | None) -> Scenario:
     if not path.exists():
         raise ScenarioError(f"{path}: no such scenario file, and not a built-in scenario "
                             f"({', '.join(BUILTIN)})")
-    from ..config import ConfigError, read_yaml
-
     try:
         data = read_yaml(path)
     except ConfigError as err:

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..plugins import SourceContext, register
 from ..schema import HOUR, between, positive
+from ..secret import read_secret
 from .base import DeviceIdentity, DeviceKind, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,6 @@ class IpmiSource(DeviceSource):
 def _redfish(section: dict, ctx: SourceContext) -> list[DeviceSource]:
     if not section["url"]:
         return []
-    from ..config import read_secret
     from .polled import polled
 
     password = read_secret(section, "password_env", "password_file", "sources.redfish") \
