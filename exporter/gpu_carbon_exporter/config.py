@@ -1,25 +1,25 @@
-"""The YAML configuration: schema, defaults, validation. Every key is in docs/configuration.md.
+"""The YAML configuration: its schema, built from the core keys and the plug-ins' registries, and
+the checks across keys (zones, providers, mappers). Every key is in docs/configuration.md.
 
-Errors name the file, the dotted key and the reason (``ConfigError``).
+The checking itself is the schema engine's (``schema.py``); errors name the file, the dotted key
+and the reason (``ConfigError``).
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
-import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .address import listen_address_problem
 from .errors import ConfigError
 from .plugins import family
-from .schema import DAY, HOUR, key_name, leaf_keys, show
+from .schema import DAY, HOUR, Problems, Section, key_name, leaf_keys, show, typed, validate
 from .schema import between as _between
 from .schema import hz as _hz
 from .schema import not_empty as _not_empty
 from .schema import one_of as _one_of
 from .schema import positive as _positive
 from .yamlio import read_yaml
+
 
 def schema_keys(schema: dict[str, Any] | None = None, prefix: str = "") -> dict[str, tuple]:
     """Every leaf key of the schema, dotted."""
@@ -102,96 +102,8 @@ ZONE_SCHEMA: dict[str, Any] = {
 }
 
 
-def _type_name(kind: type) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-            dict: "a mapping", list: "a list"}[kind]
-
-
-class _Errors:
-    """Every problem found in one pass, reported together (file: key: reason, one per line)."""
-
-    def __init__(self, source: str) -> None:
-        self.source, self.messages = source, []
-
-    def add(self, key: str, reason: str) -> None:
-        self.messages.append(f"{self.source}: {key}: {reason}")
-
-    def raise_if_any(self) -> None:
-        if self.messages:
-            raise ConfigError("\n".join(self.messages[:50]) + (f"\n... and {len(self.messages) - 50} more"
-                                                               if len(self.messages) > 50 else ""))
-
-
-def _validate(data: Any, schema: dict[str, Any], source: str, path: str,
-              errors: _Errors | None = None) -> dict[str, Any]:
-    """``data`` checked against ``schema``, defaults filled in; a bad value is reported and replaced
-    by its default so the rest is checked too. Raises ConfigError with every problem found."""
-    own = errors is None
-    errors = errors or _Errors(source)
-    out = _validate_into(data, schema, path, errors)
-    if own:
-        errors.raise_if_any()
-    return out
-
-
-def _validate_into(data: Any, schema: dict[str, Any], path: str, errors: _Errors) -> dict[str, Any]:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        errors.add(path.rstrip(".") or "(top level)", "expected a mapping")
-        data = {}
-    out: dict[str, Any] = {}
-    for key in data:
-        if key not in schema:
-            errors.add(f"{path}{key_name(key)}", f"unknown key; allowed here: {', '.join(schema)}")
-    for key, spec in schema.items():
-        dotted = f"{path}{key}"
-        if isinstance(spec, dict):
-            out[key] = _validate_into(data.get(key), spec, f"{dotted}.", errors)
-            continue
-        out[key] = _value(data, key, spec, dotted, errors)
-    return out
-
-
-class _Bad(Exception):
-    """One value is wrong (already reported)."""
-
-
-def _value(data: dict, key: str, spec: tuple, dotted: str, errors: _Errors) -> Any:
-    """One checked value, or its default after reporting why the given one is wrong."""
-    kind, default, check = spec
-    try:
-        if key not in data or data[key] is None:
-            if default is ...:
-                _report(errors, dotted, "required key is missing")
-            return copy.deepcopy(default)
-        return _checked(data[key], kind, check, dotted, errors)
-    except _Bad:
-        return copy.deepcopy(default) if default is not ... else None
-
-
-def _report(errors: _Errors, key: str, reason: str) -> None:
-    errors.add(key, reason)
-    raise _Bad
-
-
-def _checked(value: Any, kind: type, check: Callable | None, dotted: str, errors: _Errors) -> Any:
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        try:
-            value = float(value)
-        except OverflowError:
-            _report(errors, dotted, f"number out of range (got {show(value)})")
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        _report(errors, dotted, f"expected {_type_name(kind)}, got {show(value)}")
-    if kind is float and not math.isfinite(value):
-        _report(errors, dotted, f"must be a finite number (got {show(value)})")
-    if check and (reason := check(value)):
-        _report(errors, dotted, f"{reason} (got {show(value)})")
-    return value
-
-
 def _validate_zone(spec: Any, source: str, prefix: str, zone: str) -> dict[str, Any]:
-    z = _validate(spec, ZONE_SCHEMA, source, prefix)
+    z = validate(spec, ZONE_SCHEMA, source, prefix)
     provider = z["provider"]
     plugin = family("provider")[provider]
     for alternatives in plugin.requires:
@@ -267,65 +179,30 @@ def _validate_attribution(a: dict[str, Any], source: str) -> None:
                                   f"got {show(team)}")
 
 
-class Section:
-    """A validated configuration section: a frozen dataclass whose fields are the documented
-    keys (``cfg.sampling.interval_seconds``). It also reads as a mapping (``section["key"]``,
-    ``.get``, ``**section``), which plug-in factories use to read their own keys by name."""
-
-    def __getitem__(self, key: str) -> Any:
-        try:
-            return getattr(self, key)
-        except AttributeError:
-            raise KeyError(key) from None
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key, default)
-
-    def keys(self) -> list[str]:
-        return [f.name for f in dataclasses.fields(self)]
-
-
-_SECTION_CLASSES: dict[tuple[str, tuple[str, ...]], type] = {}
-
-
-def _section_class(name: str, schema: dict[str, Any]) -> type:
-    key = (name, tuple(schema))
-    if key not in _SECTION_CLASSES:
-        _SECTION_CLASSES[key] = dataclasses.make_dataclass(
-            name, [(k, Any) for k in schema], bases=(Section,), frozen=True)
-    return _SECTION_CLASSES[key]
-
-
-def _typed(data: dict[str, Any], schema: dict[str, Any], name: str) -> Section:
-    values = {k: _typed(data[k], spec, f"{name}{k.title().replace('_', '')}") if isinstance(spec, dict) else data[k]
-              for k, spec in schema.items()}
-    return _section_class(name, schema)(**values)
-
-
 def _zone(spec: dict[str, Any] | None) -> Section | None:
     if spec is None:
         return None
-    return _typed({**spec, "fallback": _zone(spec["fallback"])}, ZONE_SCHEMA, "ZoneConfig")
+    return typed({**spec, "fallback": _zone(spec["fallback"])}, ZONE_SCHEMA, "ZoneConfig")
 
 
 def _typed_config(cfg: dict[str, Any]) -> Section:
     carbon = {**cfg["carbon"], "zones": {zone: _zone(spec) for zone, spec in cfg["carbon"]["zones"].items()}}
-    return _typed({**cfg, "carbon": carbon}, SCHEMA, "Config")
+    return typed({**cfg, "carbon": carbon}, SCHEMA, "Config")
 
 
 def parse_config(data: Any, source: str = "<config>") -> Section:
     """Validate ``data``, fill defaults, and return the typed configuration (``Config``: one frozen
     section per schema section, fields named as the documented keys). Raises ConfigError listing
     every problem found."""
-    cfg = _validate(data, SCHEMA, source, "")
-    errors = _Errors(source)
+    cfg = validate(data, SCHEMA, source)
+    problems = Problems(source)
     for check in (lambda: _validate_attribution(cfg["attribution"], source), lambda: _validate_zones(cfg, source),
                   lambda: check_zone(cfg, source)):
         try:
             check()
         except ConfigError as err:
-            errors.messages.append(str(err))
-    errors.raise_if_any()
+            problems.messages.append(str(err))  # already "file: key: reason"
+    problems.raise_if_any()
     return _typed_config(cfg)
 
 
