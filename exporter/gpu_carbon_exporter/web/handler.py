@@ -64,6 +64,8 @@ def negotiate(accept: str | None) -> tuple[str, str]:
 
 
 class Handler(BaseHTTPRequestHandler):
+    """One connection's requests, answered one after another (HTTP/1.1 keep-alive)."""
+
     server: ExporterServer
     protocol_version = "HTTP/1.1"
     server_version = f"gpu-carbon-exporter/{__version__}"
