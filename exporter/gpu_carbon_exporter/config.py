@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .address import listen_address_problem
+from .carbon.zones import UnknownZone, country_code
 from .errors import ConfigError
 from .plugins import family
 from .schema import DAY, HOUR, Problems, Section, key_name, leaf_keys, show, typed, validate
@@ -122,8 +123,6 @@ def _validate_zone(spec: Any, source: str, prefix: str, zone: str) -> dict[str, 
     if z["fallback"] is not None:
         raise ConfigError(f"{source}: {prefix}fallback: only live providers take a fallback")
     if provider == "country":
-        from .carbon.zones import UnknownZone, country_code
-
         try:
             z["country"] = country_code(z["country"] or str(zone))
         except UnknownZone as err:
@@ -143,8 +142,6 @@ def _validate_zones(cfg: dict[str, Any], source: str) -> None:
 def check_zone(cfg: dict[str, Any], source: str) -> None:
     """The selected zone must be defined in carbon.zones or be a country of the bundled table
     (ISO 3166 alpha-2 or alpha-3, any case); a country is normalised to its alpha-3 code."""
-    from .carbon.zones import UnknownZone, country_code
-
     zone = cfg["carbon"]["zone"]
     if zone is None or zone in cfg["carbon"]["zones"]:
         return
