@@ -396,7 +396,8 @@ def test_scenario_examples_parse(tmp_path):
 
 
 def test_every_numeric_key_is_documented_with_its_bounds():
-    from gpu_carbon_exporter.config import documented_type, schema_keys
+    from gpu_carbon_exporter.config import schema_keys
+    from gpu_carbon_exporter.schema import documented_type
 
     text = (ROOT / "docs" / "configuration.md").read_text()
     rows = dict(re.findall(r"^\| `([\w.]+)`[^|]*\| ([^|]+?) \|", text, re.M))
@@ -406,7 +407,8 @@ def test_every_numeric_key_is_documented_with_its_bounds():
 
 
 def test_live_provider_keys_are_documented_with_their_bounds():
-    from gpu_carbon_exporter.config import ZONE_SCHEMA, documented_type
+    from gpu_carbon_exporter.config import ZONE_SCHEMA
+    from gpu_carbon_exporter.schema import documented_type
 
     text = (ROOT / "docs" / "carbon.md").read_text()
     rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+?) \|", text, re.M))

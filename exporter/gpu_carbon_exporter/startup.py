@@ -16,7 +16,7 @@ from .carbon.base import IntensityProvider
 from .carbon.select import build_provider
 from .carbon.static import TimelineIntensity
 from .collector import SnapshotCollector
-from .config import Section
+from .schema import Section
 from .meter import Embodied, Meter
 from .sources.base import DeviceSource
 from .state import StateStore

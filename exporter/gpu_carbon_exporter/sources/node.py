@@ -12,6 +12,7 @@ from typing import Any
 
 from ..plugins import SourceContext, register
 from ..schema import HOUR, between, positive
+from ..secret import read_secret
 from .base import DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
 from .whole_node import NODE
 
@@ -149,7 +150,6 @@ class IpmiSource(DeviceSource):
 def _redfish(section: dict, ctx: SourceContext) -> list[DeviceSource]:
     if not section["url"]:
         return []
-    from ..config import read_secret
     from .polled import polled
 
     password = read_secret(section, "password_env", "password_file", "sources.redfish") \
