@@ -125,7 +125,7 @@ def test_pipelining_slow_readers_cannot_lock_out_scrapes_or_healthz(clock, tmp_p
 def test_a_full_server_evicts_the_writer_with_the_least_progress(clock, tmp_path, stop_servers):
     """Progress counts the current run of back-to-back responses, and a run younger than
     EVICTABLE_AFTER_S is never cut."""
-    from gpu_carbon_exporter.web import _Conn
+    from gpu_carbon_exporter.web.server import _Conn
 
     server = serve_gpus(clock, 1, max_connections=3)
     stop_servers.append(server)
@@ -150,7 +150,7 @@ def test_a_full_server_evicts_the_writer_with_the_least_progress(clock, tmp_path
 def test_a_keep_alive_scrapers_new_response_is_not_evicted_for_a_pipeliner(clock, tmp_path, stop_servers):
     """A keep-alive scraper's average since it connected is low (it idles between scrapes); its
     current response is what counts, and a pipeliner stuck on a full buffer goes first."""
-    from gpu_carbon_exporter.web import _Conn
+    from gpu_carbon_exporter.web.server import _Conn
 
     server = serve_gpus(clock, 1, max_connections=2)
     stop_servers.append(server)
@@ -178,7 +178,7 @@ def test_a_keep_alive_scrapers_new_response_is_not_evicted_for_a_pipeliner(clock
 def test_a_busy_pool_never_remembers_good_credentials_as_wrong():
     """A check that found no room in the bcrypt pool knows nothing: it is refused, not cached as a
     failure nor charged to the address, so the same credentials pass once the pool is free."""
-    from gpu_carbon_exporter import webauth
+    from gpu_carbon_exporter.web import auth as webauth
 
     auth = webauth.BasicAuth({"prom": bcrypt.hashpw(b"pw", bcrypt.gensalt(4))})
     good = "Basic " + base64.b64encode(b"prom:pw").decode()
@@ -194,7 +194,7 @@ def test_a_busy_pool_never_remembers_good_credentials_as_wrong():
 
 
 def test_concurrent_failures_from_one_address_cannot_overdraw_its_budget():
-    from gpu_carbon_exporter import webauth
+    from gpu_carbon_exporter.web import auth as webauth
 
     auth = webauth.BasicAuth({"prom": bcrypt.hashpw(b"pw", bcrypt.gensalt(6))})
     checked = []
@@ -290,7 +290,7 @@ def test_good_scrapes_are_served_under_a_wrong_password_flood(clock, tmp_path, s
 
 
 def test_a_failed_password_is_refused_from_the_cache_and_the_budget_runs_out():
-    from gpu_carbon_exporter.webauth import FAILURE_BURST, BasicAuth
+    from gpu_carbon_exporter.web.auth import FAILURE_BURST, BasicAuth
 
     auth = BasicAuth({"prom": bcrypt.hashpw(b"pw", bcrypt.gensalt(4))})
 

@@ -16,7 +16,7 @@ from gpu_carbon_exporter.startup import make_collector
 from gpu_carbon_exporter.config import ConfigError, load_config, parse_config
 from gpu_carbon_exporter.exposition import Exposition
 from gpu_carbon_exporter.logfmt import LogfmtFormatter
-from gpu_carbon_exporter.webauth import BasicAuth
+from gpu_carbon_exporter.web.auth import BasicAuth
 from gpu_carbon_exporter.web import (LISTEN_BACKLOG, ExporterServer, accepts_gzip, load_web_config,
                                      watch_web_config)
 

@@ -9,18 +9,23 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from prometheus_client.exposition import generate_latest
 
 from . import __version__
+from .address import format_address, parse_listen_address
 from .carbon.select import build_provider
 from .config import ConfigError, load_config
 from .meter import Meter
+from .schema import Section
 from .sim.scenario import BUILTIN as BUILTIN_SCENARIOS
 from .sources.base import SourceUnavailable
 from .startup import build_meter, build_sources, make_collector, make_registry
 from .state import StateError, StateStore
+
+if TYPE_CHECKING:
+    from .web import WebConfig
 
 log = logging.getLogger("gpu_carbon_exporter")
 
@@ -56,12 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _web_config(cfg: dict[str, Any]) -> Any:
+def _web_config(cfg: Section) -> WebConfig:
     """The web config named by web.config_file, its errors prefixed with that key."""
     from .web import load_web_config
 
     try:
-        return load_web_config(cfg["web"]["config_file"])
+        return load_web_config(cfg.web.config_file)
     except ConfigError as err:
         raise ConfigError(f"web.config_file: {err}") from None
 
@@ -105,12 +110,12 @@ def _setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
 
 
-def _serve(meter: Meter, cfg: dict[str, Any]) -> int:
-    from .web import ExporterServer, format_address, parse_listen_address
+def _serve(meter: Meter, cfg: Section) -> int:
+    from .web import ExporterServer
 
     web = _web_config(cfg)
     try:
-        host, port = parse_listen_address(cfg["web"]["listen_address"])
+        host, port = parse_listen_address(cfg.web.listen_address)
     except ValueError as err:
         raise ConfigError(f"web.listen_address: {err}") from None
     meter.start()
@@ -123,8 +128,8 @@ def _serve(meter: Meter, cfg: dict[str, Any]) -> int:
 
     try:
         server = ExporterServer((host, port), make_collector(meter, cfg), web, health,
-                                read_timeout_seconds=cfg["web"]["read_timeout_seconds"],
-                                max_connections=cfg["web"]["max_connections"])
+                                read_timeout_seconds=cfg.web.read_timeout_seconds,
+                                max_connections=cfg.web.max_connections)
     except OSError as err:
         meter.stop()
         raise ConfigError(f"web.listen_address: cannot listen on {format_address(host, port)}: "
@@ -141,16 +146,16 @@ def _serve(meter: Meter, cfg: dict[str, Any]) -> int:
     def reload(_signum: int, _frame: Any) -> None:
         from .web import reload as reload_web
 
-        threading.Thread(target=reload_web, args=(server, cfg["web"]["config_file"], "received SIGHUP"),
+        threading.Thread(target=reload_web, args=(server, cfg.web.config_file, "received SIGHUP"),
                          name="reload", daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, reload)
-    if cfg["web"]["config_file"]:
+    if cfg.web.config_file:
         from .web import watch_web_config
 
-        threading.Thread(target=watch_web_config, args=(server, cfg["web"]["config_file"], threading.Event()),
+        threading.Thread(target=watch_web_config, args=(server, cfg.web.config_file, threading.Event()),
                          name="web-config-watch", daemon=True).start()
     try:
         server.serve_forever(poll_interval=1.0)

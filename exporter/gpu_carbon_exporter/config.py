@@ -1,32 +1,25 @@
-"""The YAML configuration: schema, defaults, validation. Every key is in docs/configuration.md.
+"""The YAML configuration: its schema, built from the core keys and the plug-ins' registries, and
+the checks across keys (zones, providers, mappers). Every key is in docs/configuration.md.
 
-Errors name the file, the dotted key and the reason (``ConfigError``).
+The checking itself is the schema engine's (``schema.py``); errors name the file, the dotted key
+and the reason (``ConfigError``).
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
-import math
-import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import yaml
-
+from .address import listen_address_problem
+from .carbon.zones import UnknownZone, country_code
+from .errors import ConfigError
 from .plugins import family
-from .schema import DAY, HOUR, documented_type, key_name, leaf_keys, show  # noqa: F401 - re-exported
+from .schema import DAY, HOUR, Problems, Section, key_name, leaf_keys, show, typed, validate
 from .schema import between as _between
 from .schema import hz as _hz
 from .schema import not_empty as _not_empty
 from .schema import one_of as _one_of
 from .schema import positive as _positive
-
-# World average grid intensity 2023, Ember Global Electricity Review 2024 (gCO2e/kWh).
-WORLD_AVERAGE_G_PER_KWH = 480.0
-
-
-class ConfigError(ValueError):
-    """Invalid configuration; the message names the file, key and reason."""
+from .yamlio import read_yaml
 
 
 def schema_keys(schema: dict[str, Any] | None = None, prefix: str = "") -> dict[str, tuple]:
@@ -48,7 +41,7 @@ def _union(schemas: Any) -> dict[str, Any]:
 # key -> (type, default, check) or a nested schema dict. A default of None means optional.
 SCHEMA: dict[str, Any] = {
     "web": {
-        "listen_address": (str, ":9842", lambda v: _listen_address(v)),
+        "listen_address": (str, ":9842", listen_address_problem),
         "config_file": (str, None, None),
         "read_timeout_seconds": (float, 10.0, _between(0.1, HOUR)),
         "max_connections": (int, 64, _between(1, 10000)),
@@ -110,96 +103,8 @@ ZONE_SCHEMA: dict[str, Any] = {
 }
 
 
-def _type_name(kind: type) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-            dict: "a mapping", list: "a list"}[kind]
-
-
-class _Errors:
-    """Every problem found in one pass, reported together (file: key: reason, one per line)."""
-
-    def __init__(self, source: str) -> None:
-        self.source, self.messages = source, []
-
-    def add(self, key: str, reason: str) -> None:
-        self.messages.append(f"{self.source}: {key}: {reason}")
-
-    def raise_if_any(self) -> None:
-        if self.messages:
-            raise ConfigError("\n".join(self.messages[:50]) + (f"\n... and {len(self.messages) - 50} more"
-                                                               if len(self.messages) > 50 else ""))
-
-
-def _validate(data: Any, schema: dict[str, Any], source: str, path: str,
-              errors: _Errors | None = None) -> dict[str, Any]:
-    """``data`` checked against ``schema``, defaults filled in; a bad value is reported and replaced
-    by its default so the rest is checked too. Raises ConfigError with every problem found."""
-    own = errors is None
-    errors = errors or _Errors(source)
-    out = _validate_into(data, schema, path, errors)
-    if own:
-        errors.raise_if_any()
-    return out
-
-
-def _validate_into(data: Any, schema: dict[str, Any], path: str, errors: _Errors) -> dict[str, Any]:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        errors.add(path.rstrip(".") or "(top level)", "expected a mapping")
-        data = {}
-    out: dict[str, Any] = {}
-    for key in data:
-        if key not in schema:
-            errors.add(f"{path}{key_name(key)}", f"unknown key; allowed here: {', '.join(schema)}")
-    for key, spec in schema.items():
-        dotted = f"{path}{key}"
-        if isinstance(spec, dict):
-            out[key] = _validate_into(data.get(key), spec, f"{dotted}.", errors)
-            continue
-        out[key] = _value(data, key, spec, dotted, errors)
-    return out
-
-
-class _Bad(Exception):
-    """One value is wrong (already reported)."""
-
-
-def _value(data: dict, key: str, spec: tuple, dotted: str, errors: _Errors) -> Any:
-    """One checked value, or its default after reporting why the given one is wrong."""
-    kind, default, check = spec
-    try:
-        if key not in data or data[key] is None:
-            if default is ...:
-                _report(errors, dotted, "required key is missing")
-            return copy.deepcopy(default)
-        return _checked(data[key], kind, check, dotted, errors)
-    except _Bad:
-        return copy.deepcopy(default) if default is not ... else None
-
-
-def _report(errors: _Errors, key: str, reason: str) -> None:
-    errors.add(key, reason)
-    raise _Bad
-
-
-def _checked(value: Any, kind: type, check: Callable | None, dotted: str, errors: _Errors) -> Any:
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        try:
-            value = float(value)
-        except OverflowError:
-            _report(errors, dotted, f"number out of range (got {show(value)})")
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        _report(errors, dotted, f"expected {_type_name(kind)}, got {show(value)}")
-    if kind is float and not math.isfinite(value):
-        _report(errors, dotted, f"must be a finite number (got {show(value)})")
-    if check and (reason := check(value)):
-        _report(errors, dotted, f"{reason} (got {show(value)})")
-    return value
-
-
 def _validate_zone(spec: Any, source: str, prefix: str, zone: str) -> dict[str, Any]:
-    z = _validate(spec, ZONE_SCHEMA, source, prefix)
+    z = validate(spec, ZONE_SCHEMA, source, prefix)
     provider = z["provider"]
     plugin = family("provider")[provider]
     for alternatives in plugin.requires:
@@ -218,8 +123,6 @@ def _validate_zone(spec: Any, source: str, prefix: str, zone: str) -> dict[str, 
     if z["fallback"] is not None:
         raise ConfigError(f"{source}: {prefix}fallback: only live providers take a fallback")
     if provider == "country":
-        from .carbon.zones import UnknownZone, country_code
-
         try:
             z["country"] = country_code(z["country"] or str(zone))
         except UnknownZone as err:
@@ -236,24 +139,9 @@ def _validate_zones(cfg: dict[str, Any], source: str) -> None:
         cfg["carbon"]["zones"][zone] = _validate_zone(spec, source, f"carbon.zones.{zone}.", str(zone))
 
 
-def read_secret(spec: dict[str, Any], env_key: str, file_key: str, where: str) -> str:
-    """A secret from an environment variable or a file, never from the command line or a label."""
-    if spec.get(env_key):
-        value = os.environ.get(spec[env_key])
-        if not value:
-            raise ConfigError(f"{where}.{env_key}: environment variable {spec[env_key]} is not set")
-        return value.strip()
-    try:
-        return Path(spec[file_key]).read_text().strip()
-    except OSError as err:
-        raise ConfigError(f"{where}.{file_key}: cannot read: {err.strerror}") from err
-
-
 def check_zone(cfg: dict[str, Any], source: str) -> None:
     """The selected zone must be defined in carbon.zones or be a country of the bundled table
     (ISO 3166 alpha-2 or alpha-3, any case); a country is normalised to its alpha-3 code."""
-    from .carbon.zones import UnknownZone, country_code
-
     zone = cfg["carbon"]["zone"]
     if zone is None or zone in cfg["carbon"]["zones"]:
         return
@@ -288,76 +176,31 @@ def _validate_attribution(a: dict[str, Any], source: str) -> None:
                                   f"got {show(team)}")
 
 
-class Section:
-    """A validated configuration section: a frozen dataclass whose fields are the documented
-    keys (``cfg.sampling.interval_seconds``). It also reads as a mapping (``section["key"]``,
-    ``.get``, ``**section``), which plug-in factories use to read their own keys by name."""
-
-    def __getitem__(self, key: str) -> Any:
-        try:
-            return getattr(self, key)
-        except AttributeError:
-            raise KeyError(key) from None
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key, default)
-
-    def keys(self) -> list[str]:
-        return [f.name for f in dataclasses.fields(self)]
-
-
-_SECTION_CLASSES: dict[tuple[str, tuple[str, ...]], type] = {}
-
-
-def _section_class(name: str, schema: dict[str, Any]) -> type:
-    key = (name, tuple(schema))
-    if key not in _SECTION_CLASSES:
-        _SECTION_CLASSES[key] = dataclasses.make_dataclass(
-            name, [(k, Any) for k in schema], bases=(Section,), frozen=True)
-    return _SECTION_CLASSES[key]
-
-
-def _typed(data: dict[str, Any], schema: dict[str, Any], name: str) -> Section:
-    values = {k: _typed(data[k], spec, f"{name}{k.title().replace('_', '')}") if isinstance(spec, dict) else data[k]
-              for k, spec in schema.items()}
-    return _section_class(name, schema)(**values)
-
-
 def _zone(spec: dict[str, Any] | None) -> Section | None:
     if spec is None:
         return None
-    return _typed({**spec, "fallback": _zone(spec["fallback"])}, ZONE_SCHEMA, "ZoneConfig")
+    return typed({**spec, "fallback": _zone(spec["fallback"])}, ZONE_SCHEMA, "ZoneConfig")
 
 
 def _typed_config(cfg: dict[str, Any]) -> Section:
     carbon = {**cfg["carbon"], "zones": {zone: _zone(spec) for zone, spec in cfg["carbon"]["zones"].items()}}
-    return _typed({**cfg, "carbon": carbon}, SCHEMA, "Config")
+    return typed({**cfg, "carbon": carbon}, SCHEMA, "Config")
 
 
 def parse_config(data: Any, source: str = "<config>") -> Section:
     """Validate ``data``, fill defaults, and return the typed configuration (``Config``: one frozen
     section per schema section, fields named as the documented keys). Raises ConfigError listing
     every problem found."""
-    cfg = _validate(data, SCHEMA, source, "")
-    errors = _Errors(source)
+    cfg = validate(data, SCHEMA, source)
+    problems = Problems(source)
     for check in (lambda: _validate_attribution(cfg["attribution"], source), lambda: _validate_zones(cfg, source),
                   lambda: check_zone(cfg, source)):
         try:
             check()
         except ConfigError as err:
-            errors.messages.append(str(err))
-    errors.raise_if_any()
+            problems.messages.append(str(err))  # already "file: key: reason"
+    problems.raise_if_any()
     return _typed_config(cfg)
-
-
-def _listen_address(value: str) -> str | None:
-    from .web import parse_listen_address
-
-    try:
-        parse_listen_address(value)
-    except ValueError as err:
-        return str(err)
-    return None
 
 
 def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]] | None = None) -> Section:
@@ -378,66 +221,3 @@ def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]] | 
             data[section] = {**merged, **values}
         source = f"{source} + command line" if path is not None else "<command line>"
     return parse_config(data, source)
-
-
-def read_yaml(path: Path) -> Any:
-    """A YAML file's data; every malformed input (unreadable, huge, not UTF-8, bad YAML, too deep,
-    a key given twice in one mapping) is one ConfigError naming the file."""
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
-    if len(raw) > 1024 * 1024:
-        raise ConfigError(f"{path}: larger than 1 MiB; not a configuration file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from err
-    return parse_yaml(text, str(path))
-
-
-def parse_yaml(text: str, source: str) -> Any:
-    """YAML text's data, refusing a key given twice in one mapping (YAML would keep the last one
-    silently); errors are ConfigErrors naming ``source``."""
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except _DuplicateKey as dup:
-        raise ConfigError(f"{source}: {key_name(dup.key)}: duplicate key at line {dup.line} (first at line "
-                          f"{dup.first_line}); remove one of them") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{source}: invalid YAML: {str(err)[:500]}") from err
-    except RecursionError as err:
-        raise ConfigError(f"{source}: invalid YAML: nested too deeply") from err
-    except ValueError as err:  # e.g. an integer longer than Python converts (4 300 digits)
-        raise ConfigError(f"{source}: invalid YAML: {str(err)[:200]}") from err
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, key: Any, first_line: int, line: int) -> None:
-        super().__init__(key)
-        self.key, self.first_line, self.line = key, first_line, line
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader refusing duplicate keys. Checked where PyYAML flattens a mapping, before merge
-    keys (``<<: *base``) are expanded: a key that overrides a merged one is no duplicate."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._checked: set[int] = set()
-
-    def flatten_mapping(self, node: yaml.MappingNode) -> None:
-        if id(node) not in self._checked:  # flattening rewrites node.value: check the original once
-            self._checked.add(id(node))
-            first: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
-                try:
-                    if key in first:
-                        raise _DuplicateKey(key, first[key], line)
-                except TypeError:  # an unhashable key: construct_mapping reports it
-                    continue
-                first[key] = line
-        super().flatten_mapping(node)

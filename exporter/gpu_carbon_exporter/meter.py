@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable
 
 from .carbon.base import Intensity, IntensityProvider
+from .kinds import covered_by_node_meter, outside_node
 from .sources.base import (JOULES_PER_KWH, MILLI, DeviceIdentity, DeviceLost, DeviceReading, DeviceSource,
                            DeviceStale, SourceUnavailable, kind_label)
 from .state import StateStore
@@ -23,10 +24,6 @@ if TYPE_CHECKING:
     from .attribution.engine import Attribution
 
 log = logging.getLogger(__name__)
-# Kinds whose energy is spent outside this node (the network's equipment): never part of a
-# whole-node meter's reading. Estimates of parts inside the node that a whole-node meter covers.
-OUTSIDE_NODE = frozenset({"network"})
-INSIDE_NODE_ESTIMATES = frozenset({"storage"})
 SECONDS_PER_YEAR = 365.25 * 86400
 # Saved counters of a device that did not open are kept this long (s), then forgotten.
 ABSENT_DEVICE_EXPIRY_S = 30 * 86400
@@ -260,7 +257,7 @@ class Meter:
                         d.identity.uuid)
             d.identity = replace(d.identity, accounted=False)
         for d in self._devices:
-            if nodes and d.identity.kind in INSIDE_NODE_ESTIMATES and d.identity.accounted:
+            if nodes and covered_by_node_meter(d.identity.kind) and d.identity.accounted:
                 log.info("%s: a whole-node meter measures it already; its estimate is exposed, not accounted",
                          d.identity.uuid)
                 d.identity = replace(d.identity, accounted=False)
@@ -332,10 +329,10 @@ class Meter:
             return
         if dev.identity.kind == "node":
             joules = self._node_rest(dev, joules)
-        elif dev.identity.kind not in OUTSIDE_NODE:
+        elif not outside_node(dev.identity.kind):
             self._parts_since_node += joules
         grams = self._grams(joules, w0, w1)
-        if dev.identity.kind in OUTSIDE_NODE:  # not this site's: no PUE, no water
+        if outside_node(dev.identity.kind):  # not this site's: no PUE, no water
             c.emissions_g += grams
             return
         c.emissions_g += grams * self.pue

@@ -1,15 +1,21 @@
 """One registry per plug-in family: power sources, intensity providers, job mappers.
 
 Each plug-in declares itself in its own module with ``register``: its name, its config
-keys (a schema, see ``schema.py``), a factory and a one-line description. ``config.py``
-builds the configuration schema from the registries and ``cli.py`` builds what the config
-enables from them, so adding a plug-in is one new module plus one line in
-``BUILTIN_MODULES`` (docs/contributing.md).
+keys (a schema, see ``schema.py``), a factory and a one-line description; a source module
+also declares the device kinds it reports (``kinds.register_kind``), and with them every rule
+the meter, the recording rules, the alerts and the dashboards apply to them. ``config.py``
+builds the configuration schema from the registries and ``startup.py`` builds what the config
+enables from them (a simulated node too: ``sim/hardware.py`` says which sources read its fake
+hardware), so adding a plug-in is one new module plus one line in ``BUILTIN_MODULES``
+(docs/contributing.md).
 
 Factories, by family:
 
 - ``source``: ``factory(section, ctx) -> list[DeviceSource]`` — ``section`` is the validated
-  ``sources.<name>`` mapping, ``ctx`` a ``SourceContext``; an empty list when not enabled.
+  ``sources.<name>`` mapping, ``ctx`` a ``SourceContext``; an empty list when not enabled. A source
+  whose hardware may be absent marks its sources ``optional``: "nothing here" is not an error.
+  ``kept_in_simulation``: it reads this host, not hardware a simulator imitates (the network and
+  disk estimates), so a simulated node builds it from the config as a real one does.
 - ``provider``: ``factory(zone, spec, where) -> IntensityProvider`` — ``spec`` is the
   validated ``carbon.zones.<zone>`` mapping, ``where`` its dotted key for errors. Live
   providers (``live=True``) are wrapped with polling and a fallback by ``carbon.select``;
@@ -22,7 +28,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 FAMILIES = ("source", "provider", "mapper")
 # The built-in plug-ins: importing a module registers what it defines.
@@ -48,11 +54,15 @@ class Plugin:
     auto: Callable[[Any], bool] | None = None
     # a check of the whole section beyond its keys: returns (dotted key, reason) or None
     validate: Callable[[Any], "tuple[str, str] | None"] | None = None
+    # sources: built from the config on a simulated node too (they read this host)
+    kept_in_simulation: bool = False
 
 
 @dataclass(frozen=True)
 class SourceContext:
     read_processes: bool = False  # attribution needs the processes on each GPU
+    # Libraries to read instead of the host's, by source name: the simulator's NVML under --simulate.
+    libraries: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,11 @@ def register(family: str, name: str, factory: Callable[..., Any], doc: str, **kw
     plugin = Plugin(family, name, factory, doc, **kw)
     _REGISTRY[family][name] = plugin
     return plugin
+
+
+def unregister(family: str, name: str) -> None:
+    """Forget a plug-in (tests that register one of their own)."""
+    _REGISTRY[family].pop(name, None)
 
 
 def family(name: str) -> dict[str, Plugin]:

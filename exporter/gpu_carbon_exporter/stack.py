@@ -120,8 +120,8 @@ class Proc:
 def read_yaml(path: Path) -> Any:
     """A budgets file's content through the project's one YAML reader (duplicate keys refused, errors
     naming the file, as the rules generator's); an empty file is no budgets."""
-    from .config import ConfigError
-    from .config import read_yaml as read_config_yaml
+    from .errors import ConfigError
+    from .yamlio import read_yaml as read_config_yaml
     from .mixin import BudgetError
 
     try:

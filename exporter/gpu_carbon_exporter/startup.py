@@ -6,11 +6,9 @@ The CLI, the benches and the tests all start the exporter through these function
 """
 from __future__ import annotations
 
-import atexit
 import logging
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.registry import CollectorRegistry
 
@@ -18,10 +16,13 @@ from .carbon.base import IntensityProvider
 from .carbon.select import build_provider
 from .carbon.static import TimelineIntensity
 from .collector import SnapshotCollector
-from .config import Section
+from .schema import Section
 from .meter import Embodied, Meter
 from .sources.base import DeviceSource
 from .state import StateStore
+
+if TYPE_CHECKING:
+    from .sim.hardware import SimulatedHardware
 
 log = logging.getLogger("gpu_carbon_exporter")
 
@@ -49,11 +50,10 @@ def build_meter(cfg: Section, simulate: str | None) -> tuple[Meter, list[DeviceS
     return meter, sources
 
 
-def _simulated(cfg: dict[str, Any], simulate: str, emb_rate: float) -> tuple:
+def _simulated(cfg: Section, simulate: str, emb_rate: float) -> tuple:
     """Sources, intensity, PUE and attribution of a simulated node (``--simulate``)."""
-    from .sim.nvml import SimulatedNvml
+    from .sim.hardware import remove_stale_sim_trees, simulated_hardware, temporary
     from .sim.scenario import load_scenario
-    from .sources.nvml import NvmlSource
 
     remove_stale_sim_trees()
     scenario = load_scenario(simulate)
@@ -68,14 +68,10 @@ def _simulated(cfg: dict[str, Any], simulate: str, emb_rate: float) -> tuple:
         acfg = {**cfg.attribution, "slurm_environ": True, "mappers": "slurm"}
         acfg["idle_watts"] = {d.model.name: d.model.idle_w for d in scenario.devices} | acfg["idle_watts"]
         acfg["teams"] = {**cfg.attribution.teams, "accounts": {j.team: j.team for j in scenario.jobs if j.team}}
-        attribution = build_attribution(acfg, proc_root=_temporary(write_procfs(scenario)),
+        attribution = build_attribution(acfg, proc_root=temporary(write_procfs(scenario)),
                                         embodied_g_per_s=emb_rate)
-    sources: list[DeviceSource] = []
-    if scenario.devices:
-        sources.append(NvmlSource(SimulatedNvml(scenario, lambda: time.time() - epoch),
-                                  read_processes=attribution is not None))
-    sources += _simulated_sysfs_sources(scenario, lambda: time.time() - epoch)
-    sources += _estimates(cfg)
+    hardware = simulated_hardware(scenario, lambda: time.time() - epoch)
+    sources = _simulated_sources(cfg, hardware, read_processes=attribution is not None)
     timeline = scenario.intensity.get(scenario.zone)
     intensity: IntensityProvider
     if cfg["carbon"]["zone"] is None and timeline is not None:
@@ -86,83 +82,20 @@ def _simulated(cfg: dict[str, Any], simulate: str, emb_rate: float) -> tuple:
     return sources, intensity, scenario.pue, attribution
 
 
-def _estimates(cfg: dict[str, Any]) -> list[DeviceSource]:
-    """The network and storage estimates where configured: they read this host's counters, so a
-    simulated node carries them too."""
+def _simulated_sources(cfg: Section, hardware: SimulatedHardware, read_processes: bool) -> list[DeviceSource]:
+    """A simulated node's sources, built through the registry as a real node's are: those that read
+    the simulated hardware, with the settings the simulator gives them (``sim/hardware.py``), then
+    those that read this host whatever is simulated (``kept_in_simulation``: the network and disk
+    estimates), as configured."""
+    from .config import parse_config
     from .plugins import SourceContext, family
 
-    return [s for name in ("network", "storage") for s in family("source")[name].factory(cfg["sources"][name],
-                                                                                           SourceContext())]
-
-
-SIM_TREE_PREFIXES = ("gpu-carbon-proc-", "gpu-carbon-sysfs-")
-OWNER_FILE = ".owner-pid"
-
-
-def _temporary(path: str) -> str:
-    """Remove a simulator's temporary tree when the exporter exits; mark it with our pid, so that a
-    later start removes it if we were killed before we could (SIGKILL runs no exit handler)."""
-    import os
-    import shutil
-
-    Path(path, OWNER_FILE).write_text(str(os.getpid()))
-    atexit.register(shutil.rmtree, path, True)
-    return path
-
-
-def remove_stale_sim_trees(tmp: str | None = None) -> int:
-    """Delete simulator trees whose owning process is gone; returns how many."""
-    import os
-    import shutil
-    import tempfile
-
-    removed = 0
-    for d in Path(tmp or tempfile.gettempdir()).glob("gpu-carbon-*-*"):
-        if not d.name.startswith(SIM_TREE_PREFIXES) or not d.is_dir():
-            continue
-        try:
-            pid = int((d / OWNER_FILE).read_text())
-        except (OSError, ValueError):
-            continue  # not (yet) marked: may be another exporter's tree being laid out
-        if pid == os.getpid() or Path(f"/proc/{pid}").exists():
-            continue
-        shutil.rmtree(d, ignore_errors=True)
-        removed += 1
-    if removed:
-        log.info("removed %d simulator tree(s) left under /tmp by killed runs", removed)
-    return removed
-
-
-def _simulated_sysfs_sources(scenario: Any, clock: Any) -> list[DeviceSource]:
-    """Edge boards and RAPL zones of a scenario: a live fake sysfs tree read by the real sources."""
-    import tempfile
-
-    from .sim.sysfs import EdgeBoard, SysfsSimulator
-    from .sources.jetson import JetsonSource
-    from .sources.rapl import RaplSource
-
-    e = scenario.edge
-    if e.board is None and e.rapl_pattern is None:
-        return []
-    root = _temporary(tempfile.mkdtemp(prefix="gpu-carbon-sysfs-"))
-    sim = SysfsSimulator(root, EdgeBoard(e.board, e.board_pattern) if e.board else None, e.rapl_pattern,
-                         rapl_packages=e.rapl_packages, psys=e.psys)
-    sim.update(clock())
-    sim.run(clock)
-    atexit.register(sim.stop)  # runs before the tree is removed (atexit is last in, first out)
-    log.info("simulated sysfs tree (%s%s) under %s", e.board or "", " + RAPL" if e.rapl_pattern else "", root)
-    board: list[DeviceSource] = []
-    if e.board == "rpi":
-        from .sources.hwmon import HwmonSource
-
-        board = [HwmonSource(root, whole_device=("ina219",))]  # on the Pi's 5-V input: the whole board
-    elif e.board == "laptop":
-        from .sources.battery import BatterySource
-
-        board = [BatterySource(root)]
-    elif e.board:
-        board = [JetsonSource(root)]
-    return board + ([RaplSource(root)] if e.rapl_pattern else [])
+    plugins = family("source")
+    sections = parse_config({"sources": hardware.sections}, "<simulated hardware>").sources
+    ctx = SourceContext(read_processes=read_processes, libraries=hardware.libraries)
+    sources = [source for name in hardware.sections for source in plugins[name].factory(sections[name], ctx)]
+    return sources + [source for name, plugin in plugins.items() if plugin.kept_in_simulation
+                      for source in plugin.factory(cfg["sources"][name], SourceContext())]
 
 
 def build_attribution(acfg: dict[str, Any], proc_root: str | None = None, embodied_g_per_s: float = 0.0):

@@ -1,14 +1,13 @@
-"""Validation of saved state: every value is checked before it becomes a counter.
+"""Validation of saved state: every value is checked, by the schema engine, before it becomes a counter.
 
 A damaged entry (wrong type, NaN, negative, absurdly large) is set aside whole and
 reported, never exposed and never fatal: a state file must not crash-loop the exporter.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from .schema import show
+from .schema import Check, Invalid, Wording, between, checked, show
 
 # 1e15 J is 278 GWh, far beyond any device's lifetime; anything above is damage.
 MAX_COUNTER = 1e15
@@ -30,24 +29,27 @@ def number(entry: dict[str, Any], key: str, *, default: float | None = None, hi:
             return default
         raise BadEntry(f"{key}: missing")
     value = entry[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadEntry(f"{key}: not a number ({show(value)})")
-    if isinstance(value, int) and abs(value) > hi:
-        raise BadEntry(f"{key}: out of range ({show(value)})")
-    value = float(value)
-    if not math.isfinite(value) or not 0.0 <= value <= hi:
-        raise BadEntry(f"{key}: out of range ({show(value)})")
-    return value
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > hi:
+        raise BadEntry(f"{key}: out of range ({show(value)})")  # shown as saved, not as a float
+    return _checked(key, value, float, between(0, hi), _NUMBER)
 
 
 def text(entry: dict[str, Any], key: str, default: str = "") -> str:
-    value = mapping(entry, key).get(key, default)
-    if not isinstance(value, str):
-        raise BadEntry(f"{key}: not a string ({show(value)})")
-    return value
+    return _checked(key, mapping(entry, key).get(key, default), str, None, _TEXT)
 
 
 def mapping(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise BadEntry(f"{what}: not a mapping ({show(value)})")
-    return value
+    return _checked(what, value, dict, None, _MAPPING)
+
+
+# The saved state's words for a damaged value: "energy_j: not a number ('x')", "out of range (-1.0)".
+_NUMBER = Wording(wrong_type="not a number ({value})", reason="out of range ({value})")
+_TEXT = Wording(wrong_type="not a string ({value})")
+_MAPPING = Wording(wrong_type="not a mapping ({value})")
+
+
+def _checked(what: str, value: Any, kind: type, check: Check | None, wording: Wording) -> Any:
+    try:
+        return checked(value, kind, check, wording)
+    except Invalid as bad:
+        raise BadEntry(f"{what}: {bad.reason}") from None

@@ -10,6 +10,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+# World average grid intensity 2023, Ember Global Electricity Review 2024 (gCO2e/kWh): the
+# intensity of a node with no zone configured.
+WORLD_AVERAGE_G_PER_KWH = 480.0
+
 
 @dataclass(frozen=True)
 class Intensity:

@@ -15,6 +15,7 @@ import os
 import threading
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..plugins import register
 from .base import Intensity, IntensityProvider
 from .timeline import Timeline, intensity_problem, parse_time
@@ -101,8 +102,6 @@ class FileIntensity(IntensityProvider):
 
 
 def _file(zone: str, spec: dict, where: str) -> IntensityProvider:
-    from ..config import ConfigError
-
     try:
         return FileIntensity(zone, spec["path"])
     except ValueError as err:

@@ -4,9 +4,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..config import WORLD_AVERAGE_G_PER_KWH
 from ..plugins import family
-from .base import IntensityProvider
+from .base import WORLD_AVERAGE_G_PER_KWH, IntensityProvider
 from .static import StaticIntensity, country_intensity
 
 log = logging.getLogger(__name__)

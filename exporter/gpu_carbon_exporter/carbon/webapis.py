@@ -12,6 +12,7 @@ import time
 from abc import ABC, abstractmethod
 from ..plugins import register
 from ..schema import between, http_url, one_of
+from ..secret import read_secret
 from .http import JsonHttp, ProviderError, field, number, timestamp
 from .timeline import Timeline
 
@@ -181,16 +182,12 @@ def _base(spec: dict) -> dict:
 
 
 def _electricitymaps(zone: str, spec: dict, where: str) -> LiveSource:
-    from ..config import read_secret
-
     return ElectricityMaps(read_secret(spec, "token_env", "token_file", where), zone=spec["zone_id"],
                            lat=spec["lat"], lon=spec["lon"], forecast=spec["forecast"],
                            emission_factor_type=spec["emission_factor_type"], **_base(spec))
 
 
 def _watttime(zone: str, spec: dict, where: str) -> LiveSource:
-    from ..config import read_secret
-
     return WattTime(spec["username"], read_secret(spec, "password_env", "password_file", where), spec["region"],
                     **_base(spec))
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard
 
+from ..kinds import kinds
+from ..mixin.promql import kinds_selector
 from ..names import (
     BOARD, COLLECTOR_LAST_RUN_AGE_SECONDS, COLLECTOR_SUCCESS, NODE__BOARD_POWER_WATTS__SUM_RATE5M,
     NODE__CPU_POWER_WATTS__SUM_RATE5M, NODE__POWER_WATTS__SUM_IRATE, NODE__RAIL_POWER_WATTS__SUM_RATE5M,
@@ -14,6 +16,15 @@ from .common import ANY, UP, kwh, link, series_panel, stat_panel, table_panel, v
 UID = "gpu-carbon-edge"
 TITLE = "GPU carbon / Edge fleet"
 EDGE = 'fleet="edge", cluster=~"$cluster", site=~"$site", node=~"$node"'
+# Kinds with panels of their own here (boards, rails, CPU zones) or on other dashboards (GPUs): every
+# other measured kind (kinds.py) is in "Other sensors and whole-device meters".
+OWN_PANELS = ("gpu", "board", "rail", "cpu")
+
+
+def _other_energy() -> str:
+    """The energy counters of every measured kind without a panel of its own."""
+    others = [k.name for k in kinds() if not k.estimate and k.name not in OWN_PANELS]
+    return kinds_selector(others, "energy_joules_total", EDGE)
 
 
 def panels() -> list:
@@ -59,8 +70,8 @@ def panels() -> list:
                      "(gpu_carbon_hwmon_energy_joules_total), or as a whole by a sensor on their input or their "
                      "battery's discharge power (gpu_carbon_node_energy_joules_total, source label: the battery "
                      "reads 0 while charging, docs/edge.md).",
-                     [('sum by (node, driver, label, source) (rate({__name__=~"gpu_carbon_(hwmon|node)_energy_'
-                       f'joules_total", {EDGE}}}[$__rate_interval]))', "{{node}} {{driver}}{{source}} {{label}}")],
+                     [(f"sum by (node, driver, label, source) (rate({_other_energy()}[$__rate_interval]))",
+                       "{{node}} {{driver}}{{source}} {{label}}")],
                      "watt", (0, 28, 24, 8)),
         table_panel("Last sample age", "Seconds since each edge collector last ran "
                     "(gpu_carbon_collector_last_run_age_seconds): old means a stuck or offline device.",

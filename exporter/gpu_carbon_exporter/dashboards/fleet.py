@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard
 
-from ..mixin.promql import ALL_GRAMS, accounted_energy
+from ..kinds import kinds
+from ..mixin.promql import accounted_energy, all_grams, kind_family
 from ..names import (
     BUDGET__BUDGET_USAGE__RATIO, GPU__POWER_WATTS__IRATE, GPU__POWER_WATTS__RATE, GPU_UP, GPU_UTILIZATION_RATIO,
     GRAMS_PER_KG, GRID_INTENSITY_FALLBACK, GRID_INTENSITY_GRAMS_PER_KWH, GRID_INTENSITY_LOWEST_WINDOW_START_SECONDS,
     GRID_INTENSITY_SOURCE_INFO, JOB__JOB_EMISSIONS_GRAMS__INCREASE, JOB__JOB_INFO__DEDUP,
     NODE__EMISSION_RATE_GRAMS_PER_SECOND__SUM_IRATE, NODE__GPU_IDLE_ENERGY_RATIO__RATE,
-    NODE__GPU_UNALLOCATED_ENERGY_RATIO__RATE, NODE__POWER_WATTS__SUM_IRATE, NODE__POWER_WATTS__SUM_RATE5M, NETWORK,
-    PUE_RATIO, SECONDS_PER_HOUR, SITE__EMISSIONS_GRAMS__INCREASE, SITE__ENERGY_KWH__INCREASE, STORAGE,
-    TEAM__JOB_EMISSIONS_GRAMS__INCREASE, TEAM__JOB_ENERGY_KWH__INCREASE, TEAM__JOB_GPU_HOURS__INCREASE,
+    NODE__GPU_UNALLOCATED_ENERGY_RATIO__RATE, NODE__POWER_WATTS__SUM_IRATE, NODE__POWER_WATTS__SUM_RATE5M, PUE_RATIO,
+    SECONDS_PER_HOUR, SITE__EMISSIONS_GRAMS__INCREASE, SITE__ENERGY_KWH__INCREASE, TEAM__JOB_EMISSIONS_GRAMS__INCREASE,
+    TEAM__JOB_ENERGY_KWH__INCREASE, TEAM__JOB_GPU_HOURS__INCREASE,
 )
 from .common import (ANY, NODES, TARGETS, USED, data_link, heatmap_panel, kwh, link, query, series_panel, stat_panel,
                      table_panel, team_variable, variables)
@@ -37,6 +38,27 @@ def _range_kwh() -> str:
     return kwh(f'sum({accounted_energy("increase", "$__range", TARGETS)})')
 
 
+def _estimates() -> list[tuple[str, str]]:
+    """(query, legend) of each estimated kind's energy over the range (kinds.py: ``estimate``), those
+    spent outside the nodes first: never in the totals above."""
+    estimated = sorted((k for k in kinds() if k.estimate), key=lambda k: k.inside_node)  # stable: in order
+    return [(kwh(f"sum(increase({kind_family(k.name, 'energy_joules_total')}{{{TARGETS}}}[$__range]))"),
+             (k.legend or k.name) + ("" if k.inside_node else " (outside the nodes)")) for k in estimated]
+
+
+def _estimates_panel():
+    (first, legend), *more = _estimates()
+    p = stat_panel("Estimated network and disk energy, dashboard range", "Estimates (method=\"estimated\"): the "
+                   "network's energy is spent outside the nodes (bytes × kWh/GB) and is never in the totals above; "
+                   "the disks' (busy time × power by class) is, where no whole-node meter measures them already "
+                   "(gpu_carbon_network_energy_joules_total, gpu_carbon_storage_energy_joules_total; only where "
+                   "sources.network or sources.storage is on; docs/edge.md).",
+                   first, "kwatth", (0, 56, 24, 4), 3, legend=legend)
+    for i, (expr, legend) in enumerate(more, start=1):
+        p = p.with_target(query(expr, legend, instant=True, ref=chr(ord("A") + i)))
+    return p
+
+
 def panels() -> list:
     now = [
         stat_panel("Power now", "Every accounted device (GPUs, boards, accounted CPU zones, the rest of each node), "
@@ -52,7 +74,7 @@ def panels() -> list:
                    "time range, in kWh.", _range_kwh(), "kwatth", (8, 0, 4, 4), 2),
         stat_panel("Emissions, dashboard range", "increase() of every emissions counter over the dashboard's "
                    "time range (operational, PUE included), in kg CO₂e.",
-                   f'sum(increase({ALL_GRAMS[:-1]}, {TARGETS}}}[$__range])) / {GRAMS_PER_KG}', "suffix: kg CO₂e",
+                   f'sum(increase({all_grams(TARGETS)}[$__range])) / {GRAMS_PER_KG}', "suffix: kg CO₂e",
                    (12, 0, 4, 4), 3),
         stat_panel("GPUs up / total", "GPUs answering NVML (gpu_carbon_gpu_up == 1) and all GPUs known.",
                    f"sum({GPU_UP}{{{TARGETS}}})", "none", (16, 0, 4, 4), legend="up")
@@ -127,15 +149,7 @@ def panels() -> list:
                       "(gpu:gpu_carbon_power_watts:rate5m), one row per GPU.",
                       f"{GPU__POWER_WATTS__RATE}5m{{{NODES}}}",
                       "{{node}} GPU {{gpu}}", "watt", (0, 38, 24, 10)),
-        stat_panel("Estimated network and disk energy, dashboard range", "Estimates (method=\"estimated\"): the "
-                   "network's energy is spent outside the nodes (bytes × kWh/GB) and is never in the totals above; "
-                   "the disks' (busy time × power by class) is, where no whole-node meter measures them already "
-                   "(gpu_carbon_network_energy_joules_total, gpu_carbon_storage_energy_joules_total; only where "
-                   "sources.network or sources.storage is on; docs/edge.md).",
-                   kwh(f"sum(increase({NETWORK.energy}{{{TARGETS}}}[$__range]))"),
-                   "kwatth", (0, 56, 24, 4), 3, legend="network (outside the nodes)")
-        .with_target(query(kwh(f"sum(increase({STORAGE.energy}{{{TARGETS}}}[$__range]))"), "disks", instant=True,
-                           ref="B")),
+        _estimates_panel(),
         table_panel("GPUs by power now", "Each GPU's power from its energy counter's last two scrapes "
                     "(gpu:gpu_carbon_power_watts:irate), highest first. Click a row for that GPU on the node "
                     "dashboard.",

@@ -2,12 +2,13 @@
 description that names the node and the value, and a runbook_url into docs/runbooks.md."""
 from __future__ import annotations
 
+from ..kinds import kinds
 from ..names import (
     COLLECTOR_LAST_RUN_AGE_SECONDS, COLLECTOR_SUCCESS, GPU__POWER_WATTS__RATE, GPU_POWER_LIMIT_WATTS,
     GRID_INTENSITY_AGE_SECONDS, GRID_INTENSITY_FALLBACK, GRID_INTENSITY_SOURCE_INFO, INTENSITY_PROVIDER_UP,
     NODE__GPU_UNATTRIBUTED_ENERGY_RATIO__RATE, NODE__JOB_INFO__COUNT, SCRAPE_ERRORS_TOTAL, STATE_DISCARDED_ENTRIES,
 )
-from .promql import by, on
+from .promql import by, kinds_selector, on
 from .settings import NODE, Settings, seconds
 
 WHERE = "{{ $labels.node }}{{ with $labels.site }} (site {{ . }}){{ end }}"
@@ -66,7 +67,7 @@ def _collectors(s: Settings) -> list[dict]:
               "A section of the gpu-carbon-exporter exposition fails to build.",
               f"Section {{{{ $labels.section }}}} on {WHERE} failed {{{{ $value | humanize }}}} times "
               "in 10 minutes and was left out of /metrics.", "10m"),
-        alert(s, "GpuCarbonDeviceDown", '{__name__=~"gpu_carbon_(gpu|board|rail|hwmon|cpu|storage|network|node)_up"} == 0', "warning",
+        alert(s, "GpuCarbonDeviceDown", f'{kinds_selector((k.name for k in kinds()), "up")} == 0', "warning",
               "A GPU or power sensor stopped answering.",
               "{{ $labels.__name__ }}{{ with $labels.uuid }} ({{ . }}){{ end }}{{ with $labels.rail }} ({{ . }})"
               f"{{{{ end }}}}{{{{ with $labels.zone }}}} ({{{{ . }}}}){{{{ end }}}} on {WHERE} "
@@ -77,11 +78,16 @@ def _collectors(s: Settings) -> list[dict]:
         alert(s, "GpuCarbonCounterReset",
               # The device energy counters: distinct label sets once resets() drops the names (a GPU's
               # emission, embodied and water counters share theirs), and a lost state resets them all.
-              f'{by(NODE)} (resets({{__name__=~"gpu_carbon_(gpu|board|rail|hwmon|cpu|node)_energy_joules_total"}}[1h])) > 0',
+              f'{by(NODE)} (resets({kinds_selector(_measured(), "energy_joules_total")}[1h])) > 0',
               "warning", "gpu-carbon-exporter energy counters went backwards.",
               f"{{{{ $value }}}} counter resets on {WHERE} in the last hour: the exporter lost its state "
               "(no state.path, or a damaged or foreign state file).", None),
     ]
+
+
+def _measured() -> list[str]:
+    """Kinds whose energy is measured, not estimated (kinds.py): the counters a lost state resets."""
+    return [k.name for k in kinds() if not k.estimate]
 
 
 def _intensity(s: Settings) -> list[dict]:

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
+from ..schema import Problems
+from ..yamlio import read_yaml  # the one YAML reader
 from .settings import ImpactWeights, Settings, seconds, settings_keys, with_overrides
 
 # scope -> (the label it matches, the level whose rules it reads)
@@ -49,69 +52,69 @@ class Budget:
                 "window": self.window, "quantity": self.quantity}
 
 
-def _limit(text: Any, errors: list[str], where: str) -> tuple[float, str] | None:
+def _limit(text: Any, problems: Problems, where: str) -> tuple[float, str] | None:
     m = LIMIT.match(str(text)) if isinstance(text, str) else None
     if m is None:
-        errors.append(f"{where}: expected a number and a unit (g, kg, t CO2e or kWh, MWh), got {text!r}")
+        problems.add(where, f"expected a number and a unit (g, kg, t CO2e or kWh, MWh), got {text!r}")
         return None
     value, unit = float(m.group(1)), m.group(2).lower()
     if unit not in UNITS:
-        errors.append(f"{where}: unknown unit {m.group(2)!r} (g, kg, t CO2e or kWh, MWh)")
+        problems.add(where, f"unknown unit {m.group(2)!r} (g, kg, t CO2e or kWh, MWh)")
         return None
     if value <= 0:
-        errors.append(f"{where}: the limit must be above 0, got {m.group(1)}")
+        problems.add(where, f"the limit must be above 0, got {m.group(1)}")
         return None
     quantity, factor = UNITS[unit]
     return value * factor, quantity
 
 
-def _budget(item: Any, i: int, s: Settings, errors: list[str]) -> Budget | None:
+def _budget(item: Any, i: int, s: Settings, problems: Problems) -> Budget | None:
     where = f"budgets[{i}]"
     if not isinstance(item, dict):
-        errors.append(f"{where}: expected a mapping with name, scope, match, limit and window")
+        problems.add(where, "expected a mapping with name, scope, match, limit and window")
         return None
-    before = len(errors)
+    before = len(problems.messages)
     unknown = set(item) - {"name", "scope", "match", "limit", "window", "warning_share"}
     for key in sorted(unknown):
-        errors.append(f"{where}.{key}: unknown key (name, scope, match, limit, window, warning_share)")
+        problems.add(f"{where}.{key}", "unknown key (name, scope, match, limit, window, warning_share)")
     name = item.get("name")
     if not isinstance(name, str) or not NAME.match(name):
-        errors.append(f"{where}.name: expected 1-64 letters, digits, '_', '.' or '-', got {name!r}")
+        problems.add(f"{where}.name", f"expected 1-64 letters, digits, '_', '.' or '-', got {name!r}")
     scope = item.get("scope")
     if scope not in SCOPES:
-        errors.append(f"{where}.scope: unknown scope {scope!r} (one of {', '.join(SCOPES)})")
+        problems.add(f"{where}.scope", f"unknown scope {scope!r} (one of {', '.join(SCOPES)})")
     match = item.get("match")
     if not isinstance(match, (str, int)) or str(match) == "" or '"' in str(match) or "\\" in str(match):
-        errors.append(f"{where}.match: expected the {scope if scope in SCOPES else 'scope'}'s label value, "
+        problems.add(f"{where}.match", f"expected the {scope if scope in SCOPES else 'scope'}'s label value, "
                       f"got {match!r}")
     window = item.get("window")
     if window not in BUDGET_WINDOWS:
-        errors.append(f"{where}.window: unknown window {window!r} (one of {', '.join(BUDGET_WINDOWS)})")
-    limit = _limit(item.get("limit"), errors, f"{where}.limit")
+        problems.add(f"{where}.window", f"unknown window {window!r} (one of {', '.join(BUDGET_WINDOWS)})")
+    limit = _limit(item.get("limit"), problems, f"{where}.limit")
     share = item.get("warning_share", s.warning_share)
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1:
-        errors.append(f"{where}.warning_share: expected a share between 0 and 1 (exclusive), got {share!r}")
-    if len(errors) > before or limit is None:
+        problems.add(f"{where}.warning_share", f"expected a share between 0 and 1 (exclusive), got {share!r}")
+    if len(problems.messages) > before or limit is None:
         return None
     return Budget(name, scope, str(match), limit[0], limit[1], window, float(share))
 
 
-def _settings(raw: Any, errors: list[str]) -> Settings:
+def _settings(raw: Any, problems: Problems) -> Settings:
     if raw is None:
         return Settings()
     if not isinstance(raw, dict):
-        errors.append("settings: expected a mapping")
+        problems.add("settings", "expected a mapping")
         return Settings()
     defaults = settings_keys()
     good: dict[str, Any] = {}
     for key, value in raw.items():
         where = f"settings.{key}"
         if key not in defaults:
-            errors.append(f"{where}: unknown key (one of {', '.join(defaults)})")
+            problems.add(where, f"unknown key (one of {', '.join(defaults)})")
             continue
         problem = _setting_problem(key, value, defaults[key])
         if problem:
-            errors.append(f"{where}: {problem}")
+            problems.add(where, problem)
         else:
             good[key] = value
     return with_overrides(Settings(), good)
@@ -153,34 +156,31 @@ def _setting_problem(key: str, value: Any, default: Any) -> str | None:
 
 def parse_budgets(data: Any, source: str = "<budgets>") -> tuple[Settings, list[Budget]]:
     """Validate a budgets document; raises BudgetError listing every problem."""
-    errors: list[str] = []
+    problems = Problems(source, BudgetError, shown=None)  # every problem, one per line
     if not isinstance(data, dict):
         raise BudgetError(f"{source}: expected a mapping with 'budgets' (and optional 'settings')")
     for key in sorted(set(data) - {"settings", "budgets"}):
-        errors.append(f"{key}: unknown key (settings, budgets)")
-    settings = _settings(data.get("settings"), errors)
+        problems.add(key, "unknown key (settings, budgets)")
+    settings = _settings(data.get("settings"), problems)
     items = data.get("budgets")
     if not isinstance(items, list) or not items:
-        errors.append("budgets: expected a non-empty list")
+        problems.add("budgets", "expected a non-empty list")
         items = []
     budgets, seen = [], set()
     for i, item in enumerate(items):
-        b = _budget(item, i, settings, errors)
+        b = _budget(item, i, settings, problems)
         if b is None:
             continue
         if b.name in seen:
-            errors.append(f"budgets[{i}].name: duplicate budget name {b.name!r}")
+            problems.add(f"budgets[{i}].name", f"duplicate budget name {b.name!r}")
             continue
         seen.add(b.name)
         budgets.append(b)
-    if errors:
-        raise BudgetError("\n".join(f"{source}: {e}" for e in errors))
+    problems.raise_if_any()
     return settings, budgets
 
 
 def load_budgets(path: str | Path) -> tuple[Settings, list[Budget]]:
-    from ..config import ConfigError, read_yaml  # noqa: PLC0415 - the one YAML reader
-
     try:
         data = read_yaml(Path(path))
     except ConfigError as err:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Callable, Iterable, Union
 
 from .. import names
+from ..kinds import Accounting, kinds
 from ..names import JOULES_PER_KWH  # noqa: F401 - the rules read it here
 from .settings import DURATION_SECONDS, seconds
 
@@ -21,12 +22,6 @@ BOARD_GRAMS = names.BOARD.emissions
 RAIL_ENERGY = names.RAIL.energy
 CPU_ENERGY = names.CPU.energy
 CPU_GRAMS = names.CPU.emissions
-NODE_REST_ENERGY = names.NODE_REST_ENERGY_JOULES_TOTAL
-STORAGE_ENERGY = names.STORAGE.energy
-STORAGE_GRAMS = names.STORAGE.emissions
-# Every accounted device has an emissions counter, and each joule is in exactly one of them. The
-# estimated network energy (spent outside the node) is never part of a node's or fleet's total.
-ALL_GRAMS = '{__name__=~"gpu_carbon_(gpu|board|hwmon|cpu|storage|node)_emissions_grams_total"}'
 
 
 # A range function by name ("rate", "increase") or a builder of the whole expression from a
@@ -76,27 +71,48 @@ def _sel(metric: str, matchers: str) -> str:
     return f"{metric}{{{matchers}}}" if matchers else metric
 
 
+def kind_family(kind: str, suffix: str) -> str:
+    """A device kind's family: ``gpu_carbon_<kind>_<suffix>`` (names.py spells out the built-in
+    kinds' families; tests/test_names.py holds them to this pattern)."""
+    return f"{names.PREFIX}_{kind}_{suffix}"
+
+
+def kinds_selector(names: Iterable[str], suffix: str, matchers: str = "") -> str:
+    """One selector of a family over several kinds: ``{__name__=~"gpu_carbon_(gpu|board)_<suffix>"}``."""
+    extra = f", {matchers}" if matchers else ""
+    return f'{{__name__=~"gpu_carbon_({"|".join(names)})_{suffix}"{extra}}}'
+
+
+def all_grams(matchers: str = "") -> str:
+    """Every emissions counter in a node's total (kinds.py: ``in_node_total``): each accounted joule
+    is in exactly one of them. The network's (spent outside the node) never is."""
+    return kinds_selector((k.name for k in kinds() if k.in_node_total), "emissions_grams_total", matchers)
+
+
+def _marked(kind: str, fn: RangeFn, window: str, matchers: str) -> str:
+    """A kind's devices that are accounted (those with an emissions counter, ``Accounting.MARKED``)."""
+    energy, grams = kind_family(kind, "energy_joules_total"), kind_family(kind, "emissions_grams_total")
+    return f"({_call(fn, _sel(energy, matchers), window)} and ignoring (method) {_sel(grams, matchers)})"
+
+
 def cpu_accounted(fn: RangeFn, window: str, matchers: str = "") -> str:
     """CPU zones that are accounted (those with an emissions counter), never core inside package."""
-    return f"({_call(fn, _sel(CPU_ENERGY, matchers), window)} and ignoring (method) {_sel(CPU_GRAMS, matchers)})"
-
-
-def storage_accounted(fn: RangeFn, window: str, matchers: str = "") -> str:
-    """Estimated disks where no whole-node meter measures them already (those with emissions)."""
-    return (f"({_call(fn, _sel(STORAGE_ENERGY, matchers), window)} and ignoring (method) "
-            f"{_sel(STORAGE_GRAMS, matchers)})")
+    return _marked("cpu", fn, window, matchers)
 
 
 def accounted_energy(fn: RangeFn, window: str, matchers: str = "") -> str:
-    """``fn`` (rate or increase) of every accounted device's energy: GPUs, boards, hwmon sensors,
-    CPUs, estimated disks, and the rest of a whole-node meter (BMC, ACPI meter, battery) — never the
-    network's (outside the node).
+    """``fn`` (rate or increase) of every accounted device's energy, as each kind's ``accounting``
+    says (kinds.py): every device of some kinds (GPUs, boards, hwmon sensors), the accounted devices
+    of others (CPU zones, estimated disks no whole-node meter covers), the rest of a whole-node meter
+    (BMC, ACPI meter, battery) — never a kind outside the node (the network's).
     ``matchers``: label matchers added to every selector (dashboards filter by target labels)."""
-    extra = f", {matchers}" if matchers else ""
-    devices = f'{{__name__=~"gpu_carbon_(gpu|board|hwmon)_energy_joules_total"{extra}}}'
-    return (f"{_call(fn, devices, window)}"
-            f" or {cpu_accounted(fn, window, matchers)} or {storage_accounted(fn, window, matchers)}"
-            f" or {_call(fn, _sel(NODE_REST_ENERGY, matchers), window)}")
+    total = [k for k in kinds() if k.in_node_total]
+    every = [k.name for k in total if k.accounting is Accounting.EVERY]
+    parts = [_call(fn, kinds_selector(every, "energy_joules_total", matchers), window)] if every else []
+    parts += [_marked(k.name, fn, window, matchers) for k in total if k.accounting is Accounting.MARKED]
+    parts += [_call(fn, _sel(kind_family(k.name, "rest_energy_joules_total"), matchers), window)
+              for k in total if k.accounting is Accounting.REST]
+    return " or ".join(parts)
 
 
 def zero_if_absent(expr: str, like: str) -> str:

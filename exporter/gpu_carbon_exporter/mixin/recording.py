@@ -13,8 +13,8 @@ from ..names import (
     JOB_INFO as JOB_INFO_FAMILY, NODE__GRID_INTENSITY_GRAMS_PER_KWH__TOPK1, NODE__JOB_INFO__COUNT, SECONDS_PER_HOUR,
 )
 from .promql import (
-    ALL_GRAMS, BOARD_ENERGY, BOARD_GRAMS, CPU_GRAMS, GPU_EMBODIED, GPU_ENERGY, GPU_GRAMS, GPU_WATER,
-    JOB_EMBODIED, JOB_ENERGY, JOB_GRAMS, JOB_WATER, JOULES_PER_KWH, RAIL_ENERGY, accounted_energy, by,
+    BOARD_ENERGY, BOARD_GRAMS, CPU_GRAMS, GPU_EMBODIED, GPU_ENERGY, GPU_GRAMS, GPU_WATER,
+    JOB_EMBODIED, JOB_ENERGY, JOB_GRAMS, JOB_WATER, JOULES_PER_KWH, RAIL_ENERGY, accounted_energy, all_grams, by,
     cpu_accounted, growth, node_zone, on, zero_if_absent,
 )
 from .settings import FLEET, GAP_LOOKBACK, JOB, JOB_INFO_LABELS, NODE, SITE, Settings, lookback
@@ -45,7 +45,7 @@ def _node_rates(fn: str, w: str) -> list[Rule]:
         "gpu_carbon_gpu_power_watts": f"{fn}({GPU_ENERGY}[{w}])",
         "gpu_carbon_gpu_emission_rate_grams_per_second": f"{fn}({GPU_GRAMS}[{w}])",
         "gpu_carbon_power_watts": accounted_energy(fn, w),
-        "gpu_carbon_emission_rate_grams_per_second": f"{fn}({ALL_GRAMS}[{w}])",
+        "gpu_carbon_emission_rate_grams_per_second": f"{fn}({all_grams()}[{w}])",
         "gpu_carbon_board_power_watts": f"{fn}({BOARD_ENERGY}[{w}])",
         "gpu_carbon_board_emission_rate_grams_per_second": f"{fn}({BOARD_GRAMS}[{w}])",
         "gpu_carbon_cpu_power_watts": cpu_accounted(fn, w),
@@ -164,7 +164,7 @@ def _node_window_exprs(W: str, back: str | None = None, at: str = "") -> dict[st
 
     return {
         "gpu_carbon_energy_kwh": _kwh(f"{by(NODE)} ({accounted_energy(grow, W)})"),
-        "gpu_carbon_emissions_grams": g(ALL_GRAMS),
+        "gpu_carbon_emissions_grams": g(all_grams()),
         "gpu_carbon_embodied_emissions_grams": g(GPU_EMBODIED),
         "gpu_carbon_water_liters": g(GPU_WATER),
         "gpu_carbon_gpu_energy_kwh": _kwh(g(GPU_ENERGY)),

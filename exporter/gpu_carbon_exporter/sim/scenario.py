@@ -10,14 +10,14 @@ import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ..carbon.timeline import Timeline, intensity_problem
-from ..config import parse_yaml, show
+from ..errors import ConfigError
+from ..schema import Check, Invalid, Problems, Wording, checked, show
 from ..sources.base import JOULES_PER_KWH
+from ..yamlio import parse_yaml, read_yaml
 from . import patterns as P
-
-
 
 log = logging.getLogger(__name__)
 
@@ -144,36 +144,38 @@ class Scenario:
         return CYCLE_ANCHOR if self.cycle_s is not None else None
 
 
+# The scenario reader's words for a wrong value ("expected float, got 'x'", "must be >= 0, got -1").
+_WORDING = Wording(kind=lambda kind: str(getattr(kind, "__name__", kind)), reason="{reason}, got {value}")
+
+
+def _at_least(minimum: float | None) -> Check | None:
+    if minimum is None:
+        return None
+    return lambda value: f"must be >= {minimum}" if value < minimum else None
+
+
 class _Reader:
-    """Typed access to a YAML mapping with error messages naming file and key."""
+    """Typed access to a YAML mapping, checked by the schema engine; the first problem stops the
+    reading (a later key often depends on this one) with a message naming file and key."""
 
     def __init__(self, source: str, data: Any, path: str = "") -> None:
         self.source, self.data, self.path = source, data, path
         if not isinstance(data, dict):
             self.fail(f"expected a mapping, got {type(data).__name__}")
 
-    def fail(self, reason: str, key: str | None = None) -> None:
+    def fail(self, reason: str, key: str | None = None) -> NoReturn:
         where = ".".join(p for p in (self.path, key) if p) or "(top level)"
-        raise ScenarioError(f"{self.source}: {where}: {reason}")
+        Problems(self.source, ScenarioError).fail(where, reason)
 
     def get(self, key: str, kind: type | tuple, default: Any = ..., minimum: float | None = None) -> Any:
         if key not in self.data:
             if default is ...:
                 self.fail("required key is missing", key)
             return default
-        value = self.data[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            try:
-                value = float(value)
-            except OverflowError:
-                self.fail(f"number out of range, got {show(value)}", key)
-        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-            self.fail(f"expected {getattr(kind, '__name__', kind)}, got {show(value)}", key)
-        if kind is float and not math.isfinite(value):
-            self.fail(f"must be a finite number, got {show(value)}", key)
-        if minimum is not None and value < minimum:
-            self.fail(f"must be >= {minimum}, got {show(value)}", key)
-        return value
+        try:
+            return checked(self.data[key], kind, _at_least(minimum), _WORDING)
+        except Invalid as bad:
+            self.fail(bad.reason, key)
 
     def child(self, key: str, value: Any) -> "_Reader":
         return _Reader(self.source, value, f"{self.path}.{key}" if self.path else key)
@@ -221,7 +223,6 @@ def _pattern(r: _Reader, base: Path) -> P.Pattern:
     except (ValueError, TypeError, IndexError, OSError) as err:
         r.fail(f"invalid {kind} pattern: {err}")
     r.fail(f"unknown pattern {show(kind)}; use constant, steps, square, bursts, schedule or replay", "pattern")
-    raise AssertionError  # unreachable
 
 
 def _devices(r: _Reader, base: Path) -> list[SimDevice]:
@@ -351,8 +352,6 @@ def load_scenario(path: str | Path | None) -> Scenario:
     if not path.exists():
         raise ScenarioError(f"{path}: no such scenario file, and not a built-in scenario "
                             f"({', '.join(BUILTIN)})")
-    from ..config import ConfigError, read_yaml
-
     try:
         data = read_yaml(path)
     except ConfigError as err:

@@ -20,6 +20,11 @@ JETSONS = ("orin", "xavier", "nano", "thor")
 # and a laptop on its battery (power_supply). Read by the hwmon and battery sources.
 OTHER_DEVICES = ("rpi", "laptop")
 BOARDS = JETSONS + OTHER_DEVICES
+# The registered source (plugins.py) that reads each simulated board, and the settings its owner
+# would configure (docs/edge.md): a Pi's INA219 sits on its 5-V input, so it measures the whole board.
+READ_BY: dict[str, tuple[str, dict]] = {**{board: ("jetson", {}) for board in JETSONS},
+                                        "rpi": ("hwmon", {"enabled": True, "whole_device": ["ina219"]}),
+                                        "laptop": ("battery", {"enabled": True})}
 MODELS = {"orin": "NVIDIA Jetson AGX Orin Developer Kit", "xavier": "NVIDIA Jetson AGX Xavier Developer Kit",
           "nano": "NVIDIA Jetson Nano Developer Kit", "thor": "NVIDIA Jetson AGX Thor Developer Kit",
           "rpi": "Raspberry Pi 5 Model B Rev 1.0"}

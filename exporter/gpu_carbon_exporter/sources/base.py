@@ -9,10 +9,12 @@ quotes), turned into g/J with ``JOULES_PER_KWH``.
 """
 from __future__ import annotations
 
-import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+# What a device is, and the rules that follow from it, are declared with its source (``kinds.py``);
+# re-exported for the collector and the meter, which name devices by kind.
+from ..kinds import kind_doc as kind_doc, kind_label as kind_label  # noqa: F401
 # Defined in names.py; the meter, the collector and the simulator import them from here.
 from ..names import JOULES_PER_KWH, MEGA, MILLI, PERCENT  # noqa: F401
 
@@ -31,44 +33,6 @@ class DeviceStale(RuntimeError):
 
 class DeviceUnreadable(DeviceLost):
     """A device that exists but cannot be read (e.g. permission denied)."""
-
-
-class DeviceKind(enum.StrEnum):
-    """What a device is; the value is the metric prefix (``gpu_carbon_<kind>_...``).
-
-    A string enum: a kind compares equal to, and formats as, its value."""
-
-    GPU = "gpu"
-    BOARD = "board"
-    RAIL = "rail"
-    CPU = "cpu"
-    NODE = "node"
-
-    @property
-    def doc(self) -> str:
-        return _KIND_DOCS[self]
-
-    @property
-    def label(self) -> str:
-        """How logs name a device of this kind."""
-        return _KIND_LABELS[self]
-
-
-_KIND_DOCS = {DeviceKind.GPU: "GPU", DeviceKind.BOARD: "edge board (total input power)",
-              DeviceKind.RAIL: "power rail", DeviceKind.CPU: "CPU power zone",
-              DeviceKind.NODE: "whole node (from its BMC)"}
-_KIND_LABELS = {DeviceKind.GPU: "GPU", DeviceKind.BOARD: "board", DeviceKind.RAIL: "rail", DeviceKind.CPU: "CPU zone",
-                DeviceKind.NODE: "node"}
-
-
-def kind_doc(kind: str) -> str:
-    """The documentation of a kind; an unknown kind is its own name (never an error in a scrape)."""
-    return DeviceKind(kind).doc if kind in DeviceKind.__members__.values() else str(kind)
-
-
-def kind_label(kind: str) -> str:
-    """How logs name a device of a kind; an unknown kind is its own name."""
-    return DeviceKind(kind).label if kind in DeviceKind.__members__.values() else str(kind)
 
 
 @dataclass(frozen=True)
@@ -93,8 +57,8 @@ class DeviceIdentity:
     has_energy_counter: bool = True
     mig_enabled: bool = False
     mig_instances: tuple[MigInstance, ...] = ()
-    # What the device is (DeviceKind; a plain string for a kind a plug-in adds).
-    kind: str = DeviceKind.GPU
+    # What the device is: the name of a registered kind (kinds.py; GPUs, sources/nvml.py, by default).
+    kind: str = "gpu"
     # Kind-specific labels (name, value), the same names for every device of a kind.
     labels: tuple[tuple[str, str], ...] = ()
     # False for a part of another accounted device (a sub-rail, a nested RAPL zone):

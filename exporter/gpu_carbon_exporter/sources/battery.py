@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..plugins import SourceContext, register
-from .base import SYSFS_SCHEMA, DeviceIdentity, DeviceKind, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
+from .base import SYSFS_SCHEMA, DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
+from .whole_node import NODE
 
 
 def _read(path: Path) -> str:
@@ -55,7 +56,7 @@ class BatterySource(DeviceSource):
         # Integrated at sampling.integration_hz like any power gauge: a fuel gauge that updates once a
         # second is then read as the step function it is, not a line between one-second points.
         return [DeviceIdentity(index=0, uuid="battery", name="+".join(d.name for d in self._paths),
-                               kind=DeviceKind.NODE, has_energy_counter=False, labels=(("source", "battery"),))]
+                               kind=NODE.name, has_energy_counter=False, labels=(("source", "battery"),))]
 
     def _one_mw(self, d: Path) -> int:
         if _read(d / "status") != "Discharging":

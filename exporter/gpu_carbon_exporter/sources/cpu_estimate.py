@@ -8,7 +8,8 @@ from typing import Callable
 
 from ..plugins import SourceContext, register
 from ..schema import between, positive
-from .base import DeviceIdentity, DeviceKind, DeviceReading, DeviceSource
+from .base import DeviceIdentity, DeviceReading, DeviceSource
+from .rapl import CPU
 
 
 class EstimatedCpuSource(DeviceSource):
@@ -24,7 +25,7 @@ class EstimatedCpuSource(DeviceSource):
 
     def open(self) -> list[DeviceIdentity]:
         self.utilisation()  # psutil's first call primes its counters
-        return [DeviceIdentity(index=0, uuid="cpu:estimated", name="CPU (estimated)", kind=DeviceKind.CPU,
+        return [DeviceIdentity(index=0, uuid="cpu:estimated", name="CPU (estimated)", kind=CPU.name,
                                has_energy_counter=False, fast_integration=False, method_without_counter="estimated",
                                labels=(("zone", "estimated"), ("domain", "package")))]
 

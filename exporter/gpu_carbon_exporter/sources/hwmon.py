@@ -24,12 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..kinds import Accounting, DeviceKind, register_kind
 from ..plugins import SourceContext, register
 from ..schema import names
-from .base import DeviceIdentity, DeviceKind, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
+from .base import DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
+from .whole_node import NODE
 
 log = logging.getLogger(__name__)
-KIND = "hwmon"
+# A sensor of a part of the node; whole-node sensors are the node kind.
+HWMON = register_kind(DeviceKind(name="hwmon", label="hwmon", doc="hwmon", accounting=Accounting.EVERY, order=40))
 # ina3221/ina238: the Jetson source's; amd_energy: RAPL's registers again; GPUs have their own source.
 DEFAULT_DENY = ("ina3221", "ina238", "amd_energy", "amdgpu", "nouveau", "coretemp", "k10temp")
 # Whole-node meters: the ACPI power meter's driver calls itself "power_meter".
@@ -118,7 +121,7 @@ class HwmonSource(DeviceSource):
                 node = driver in self.whole
                 devices.append(DeviceIdentity(
                     index=len(devices), uuid=key, name=f"{driver} {ch.label}",
-                    kind=DeviceKind.NODE if node else KIND, has_energy_counter=ch.energy is not None,
+                    kind=NODE.name if node else HWMON.name, has_energy_counter=ch.energy is not None,
                     labels=(("source", driver),) if node else
                     (("sensor", sensor), ("driver", driver), ("channel", ch.channel), ("label", ch.label)),
                     fast_integration=driver not in WHOLE_NODE))  # ACPI meters average over seconds

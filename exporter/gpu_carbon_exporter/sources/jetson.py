@@ -18,11 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..kinds import Accounting, DeviceKind, register_kind
 from ..plugins import register
-from .base import (DeviceIdentity, DeviceKind, DeviceLost, DeviceReading, DeviceSource, SYSFS_SCHEMA,
+from .base import (DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, SYSFS_SCHEMA,
                    SourceUnavailable, sysfs_factory)
 
 log = logging.getLogger(__name__)
+# The board's total input power counts in the node's total; its rails are inside that total, never counted.
+BOARD = register_kind(DeviceKind(name="board", label="board", doc="edge board (total input power)",
+                                 accounting=Accounting.EVERY, order=20))
+RAIL = register_kind(DeviceKind(name="rail", label="rail", doc="power rail", accounting=Accounting.NEVER, order=30))
 
 TOTAL_RAILS = ("VDD_IN", "POM_5V_IN")
 # GPU load (0-1000), first that exists: Nano/TX2/Xavier, platform variant, Orin (JP5), Orin (JP6), Xavier (gv11b).
@@ -105,13 +110,13 @@ class JetsonSource(DeviceSource):
         model_file = next((self.root / p for p in ("proc/device-tree/model", "sys/firmware/devicetree/base/model")
                            if (self.root / p).exists()), None)
         model = model_file.read_text().strip("\x00\n ") if model_file else "jetson"
-        devices = [DeviceIdentity(index=0, uuid="jetson:board", name=model, kind=DeviceKind.BOARD,
+        devices = [DeviceIdentity(index=0, uuid="jetson:board", name=model, kind=BOARD.name,
                                   has_energy_counter=False, labels=(("model", model),))]
         for i, rail in enumerate(rails, start=1):
             key = f"jetson:{rail.sensor}:{rail.name}"
             self._rails[key] = rail
             # Every rail is inside the board total (or is part of the sum that makes it): not accounted.
-            devices.append(DeviceIdentity(index=i, uuid=key, name=rail.name, kind=DeviceKind.RAIL, has_energy_counter=False,
+            devices.append(DeviceIdentity(index=i, uuid=key, name=rail.name, kind=RAIL.name, has_energy_counter=False,
                                           labels=(("sensor", rail.sensor), ("rail", rail.name)), accounted=False))
         log.info("Jetson %s: %d rails, board total from %s, GPU load from %s", model, len(rails),
                  "+".join(r.name for r in self._total), self._load or "nowhere")
@@ -132,7 +137,7 @@ class JetsonSource(DeviceSource):
 
     def read_power_mw(self, device: DeviceIdentity) -> int | None:
         try:
-            if device.kind == "board":
+            if device.kind == BOARD.name:
                 return sum(self._rail_mw(r) for r in self._total)
             return self._rail_mw(self._rails[device.uuid])
         except (OSError, ValueError) as err:
@@ -140,7 +145,7 @@ class JetsonSource(DeviceSource):
 
     def read(self, device: DeviceIdentity, *, slow: bool) -> DeviceReading:
         reading = DeviceReading(power_mw=self.read_power_mw(device))
-        if device.kind == "board" and self._load is not None:
+        if device.kind == BOARD.name and self._load is not None:
             try:
                 reading.gpu_util_pct = round(int(self._load.read_text().strip()) / 10)
             except (OSError, ValueError) as err:

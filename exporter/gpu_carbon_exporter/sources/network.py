@@ -22,12 +22,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..kinds import Accounting, DeviceKind, register_kind
 from ..names import JOULES_PER_KWH
 from ..plugins import SourceContext, register
 from ..schema import names, positive
 from .base import DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
 
-KIND = "network"
+# Spent outside this node: never in its total, never taken out of a whole-node meter's reading.
+NETWORK = register_kind(DeviceKind(name="network", label="network", doc="network", accounting=Accounting.EVERY,
+                                   inside_node=False, estimate=True, legend="network", order=70))
 DEFAULT_KWH_PER_GB = 0.06
 
 
@@ -69,7 +72,7 @@ class NetworkEstimate(DeviceSource):
         # A cumulative counter (bytes since the interface appeared × J/byte): the meter takes its
         # deltas, so no byte is lost between samples or while the exporter is down, and a counter
         # reset (the interface recreated) is a reset.
-        return [DeviceIdentity(index=i, uuid=f"net:{n}", name=n, kind=KIND, has_energy_counter=True,
+        return [DeviceIdentity(index=i, uuid=f"net:{n}", name=n, kind=NETWORK.name, has_energy_counter=True,
                                counter_method="estimated", fast_integration=False,
                                labels=(("interface", n), ("scope", "network")))
                 for i, n in enumerate(chosen)]
@@ -100,6 +103,7 @@ def _from_config(section: dict[str, Any], ctx: SourceContext) -> list[DeviceSour
 
 
 register("source", "network", _from_config, "estimated energy of this node's network traffic (outside the node)",
+         kept_in_simulation=True,  # the host's own counters: a simulated node carries them too
          schema={"enabled": (bool, False, None), "root": (str, "/", None),
                  "kwh_per_gb": (float, DEFAULT_KWH_PER_GB, positive(100)),
                  "include": (list, None, names("interface names")), "exclude": (list, None, names("interface names"))})

@@ -12,13 +12,15 @@ from typing import Any
 
 from ..plugins import SourceContext, register
 from ..schema import HOUR, between, positive
-from .base import DeviceIdentity, DeviceKind, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
+from ..secret import read_secret
+from .base import DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
+from .whole_node import NODE
 
 log = logging.getLogger(__name__)
 
 
 def _node_identity(source: str, key: str, name: str) -> DeviceIdentity:
-    return DeviceIdentity(index=0, uuid=f"{source}:{key}", name=name, kind=DeviceKind.NODE, has_energy_counter=False,
+    return DeviceIdentity(index=0, uuid=f"{source}:{key}", name=name, kind=NODE.name, has_energy_counter=False,
                           fast_integration=False, labels=(("source", source),))
 
 
@@ -148,7 +150,6 @@ class IpmiSource(DeviceSource):
 def _redfish(section: dict, ctx: SourceContext) -> list[DeviceSource]:
     if not section["url"]:
         return []
-    from ..config import read_secret
     from .polled import polled
 
     password = read_secret(section, "password_env", "password_file", "sources.redfish") \

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import pynvml as N  # error and field names only: the library itself loads in nvmlInit, through self._nvml
 
+from ..kinds import Accounting, DeviceKind, register_kind
 from ..plugins import SourceContext, register
 from .base import (DeviceIdentity, DeviceLost, DeviceReading, DeviceSource,
                    MigInstance, ProcessInfo, SourceUnavailable)
@@ -23,6 +24,8 @@ NO_LIBRARY_HINT = (
     "NVML is not available: {err}. Install the NVIDIA driver (it provides "
     "libnvidia-ml.so.1), or run with --simulate to use a simulated GPU fleet.")
 
+# The default kind of a DeviceIdentity: every GPU counts in the node's total.
+GPU = register_kind(DeviceKind(name="gpu", label="GPU", doc="GPU", accounting=Accounting.EVERY, order=10))
 # Per-process utilisation of a shared GPU is re-read at most this often (s) while its processes stay the same.
 PROCESS_UTIL_REFRESH_S = 5.0
 
@@ -314,7 +317,7 @@ class NvmlSource(DeviceSource):
 
 
 def _from_config(section: dict, ctx: SourceContext) -> list[DeviceSource]:
-    return [NvmlSource(read_processes=ctx.read_processes)] if section["enabled"] else []
+    return [NvmlSource(ctx.libraries.get("nvml"), read_processes=ctx.read_processes)] if section["enabled"] else []
 
 
 register("source", "nvml", _from_config, "NVIDIA GPUs through NVML (the default on a GPU node)",

@@ -15,11 +15,15 @@ import logging
 import time
 from pathlib import Path
 
+from ..kinds import Accounting, DeviceKind, register_kind
 from ..plugins import register
-from .base import (DeviceIdentity, DeviceKind, DeviceLost, DeviceReading, DeviceSource, DeviceUnreadable,
+from .base import (DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, DeviceUnreadable,
                    SYSFS_SCHEMA, SourceUnavailable, sysfs_factory)
 
 log = logging.getLogger(__name__)
+# CPU zones, RAPL's and estimated ones: only the accounted zones count (core and uncore are inside the package).
+CPU = register_kind(DeviceKind(name="cpu", label="CPU zone", doc="CPU power zone", accounting=Accounting.MARKED,
+                               order=50))
 
 PERMISSION_HINT = ("{path}: permission denied. Since CVE-2020-8694 energy_uj is readable by root only: "
                    "run the exporter as root, or make it readable at boot (e.g. a udev rule or "
@@ -67,7 +71,7 @@ class RaplSource(DeviceSource):
             accounted = z.domain == "psys" if has_psys else (top and z.domain == "package") or z.domain == "dram"
             key = f"rapl:{z.path.name}"
             self._zones[key] = z
-            devices.append(DeviceIdentity(index=i, uuid=key, name=z.name, kind=DeviceKind.CPU, has_energy_counter=True,
+            devices.append(DeviceIdentity(index=i, uuid=key, name=z.name, kind=CPU.name, has_energy_counter=True,
                                           labels=(("zone", z.path.name), ("domain", z.domain)), accounted=accounted,
                                           energy_wrap_mj=z.max_uj / 1000.0))
         return devices

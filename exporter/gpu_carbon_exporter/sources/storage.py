@@ -17,10 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..kinds import Accounting, DeviceKind, register_kind
 from ..plugins import SourceContext, register
 from .base import DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, SourceUnavailable
 
-KIND = "storage"
+# Inside the node, so a whole-node meter measures the disks already: accounted only where none is.
+STORAGE = register_kind(DeviceKind(name="storage", label="storage", doc="storage", accounting=Accounting.MARKED,
+                                   covered_by_node_meter=True, estimate=True, legend="disks", order=60))
 DEFAULT_WATTS = {"hdd": (5.0, 8.0), "ssd": (0.5, 3.0), "nvme": (3.0, 8.0)}
 
 
@@ -69,7 +72,7 @@ class StorageEstimate(DeviceSource):
             self._class[name] = cls
             # A cumulative counter since boot: idle power × uptime + (active − idle) × busy time, so
             # no busy millisecond is lost between samples or while the exporter is down.
-            devices.append(DeviceIdentity(index=len(devices), uuid=f"disk:{name}", name=name, kind=KIND,
+            devices.append(DeviceIdentity(index=len(devices), uuid=f"disk:{name}", name=name, kind=STORAGE.name,
                                           has_energy_counter=True, counter_method="estimated", fast_integration=False,
                                           labels=(("device", name), ("class", cls))))
         if not devices:
@@ -113,4 +116,5 @@ def _from_config(section: dict[str, Any], ctx: SourceContext) -> list[DeviceSour
 
 
 register("source", "storage", _from_config, "estimated energy of this node's disks (busy time × power by class)",
+         kept_in_simulation=True,  # the host's own counters: a simulated node carries them too
          schema={"enabled": (bool, False, None), "root": (str, "/", None), "watts": (dict, None, _watts)})

@@ -27,7 +27,8 @@ import threading
 import time
 from collections import OrderedDict
 
-log = logging.getLogger(__name__)
+# The logger keeps the name it had as webauth.py, which operators' log filters may name.
+log = logging.getLogger("gpu_carbon_exporter.webauth")
 
 # bcrypt's cost is log2 of its rounds: each step doubles the time. Cost 14 is about 0.8 s per check
 # on this project's 2-core test machine; Go's bcrypt.DefaultCost (exporter-toolkit's docs) is 10.

@@ -1,0 +1,105 @@
+"""A scenario's simulated hardware, laid out where the real sources look for it.
+
+The simulator imitates hardware, never sources: GPUs are a pynvml-shaped library (``nvml.py``),
+edge boards and RAPL zones a live fake sysfs tree (``sysfs.py``). ``simulated_hardware`` lays
+them out and says, as a node's configuration would, which registered source reads each part and
+with which settings; start-up then builds those sources through the registry, as on a real node,
+and names no source class.
+
+The temporary trees (this sysfs tree, the procfs tree of simulated jobs) are marked with the
+exporter's pid and removed when it exits, or by a later start if it was killed
+(``remove_stale_sim_trees``).
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .scenario import Scenario
+
+# The exporter's logger, as start-up's: these lines moved here from there and read the same.
+log = logging.getLogger("gpu_carbon_exporter")
+
+SIM_TREE_PREFIXES = ("gpu-carbon-proc-", "gpu-carbon-sysfs-")
+OWNER_FILE = ".owner-pid"
+
+
+@dataclass
+class SimulatedHardware:
+    """What a simulated node's sources read, by source name (``plugins.family("source")``)."""
+
+    # Each source's config section, in the order its sources are built: the keys the scenario sets
+    # (the schema's defaults fill the rest).
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The libraries a source reads instead of the host's (``SourceContext.libraries``).
+    libraries: dict[str, Any] = field(default_factory=dict)
+
+
+def simulated_hardware(scenario: Scenario, clock: Callable[[], float]) -> SimulatedHardware:
+    """Lay out the scenario's hardware, read at scenario time ``clock()``: GPUs first, then the
+    edge board, then the RAPL zones (the order their sources are built and sampled in)."""
+    from .sysfs import READ_BY
+
+    hw = SimulatedHardware()
+    if scenario.devices:
+        from .nvml import SimulatedNvml
+
+        hw.sections["nvml"] = {"enabled": True}
+        hw.libraries["nvml"] = SimulatedNvml(scenario, clock)
+    root = _sysfs_tree(scenario, clock)
+    if root is not None and scenario.edge.board:
+        name, settings = READ_BY[scenario.edge.board]
+        hw.sections[name] = {**settings, "sysfs_root": root}
+    if root is not None and scenario.edge.rapl_pattern:
+        hw.sections["rapl"] = {"enabled": True, "sysfs_root": root}
+    return hw
+
+
+def _sysfs_tree(scenario: Scenario, clock: Callable[[], float]) -> str | None:
+    """The edge board's and RAPL zones' live fake sysfs tree, or None where the scenario has neither."""
+    from .sysfs import EdgeBoard, SysfsSimulator
+
+    e = scenario.edge
+    if e.board is None and e.rapl_pattern is None:
+        return None
+    root = temporary(tempfile.mkdtemp(prefix="gpu-carbon-sysfs-"))
+    sim = SysfsSimulator(root, EdgeBoard(e.board, e.board_pattern) if e.board else None, e.rapl_pattern,
+                         rapl_packages=e.rapl_packages, psys=e.psys)
+    sim.update(clock())
+    sim.run(clock)
+    atexit.register(sim.stop)  # runs before the tree is removed (atexit is last in, first out)
+    log.info("simulated sysfs tree (%s%s) under %s", e.board or "", " + RAPL" if e.rapl_pattern else "", root)
+    return root
+
+
+def temporary(path: str) -> str:
+    """Remove a simulator's temporary tree when the exporter exits; mark it with our pid, so that a
+    later start removes it if we were killed before we could (SIGKILL runs no exit handler)."""
+    Path(path, OWNER_FILE).write_text(str(os.getpid()))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def remove_stale_sim_trees(tmp: str | None = None) -> int:
+    """Delete simulator trees whose owning process is gone; returns how many."""
+    removed = 0
+    for d in Path(tmp or tempfile.gettempdir()).glob("gpu-carbon-*-*"):
+        if not d.name.startswith(SIM_TREE_PREFIXES) or not d.is_dir():
+            continue
+        try:
+            pid = int((d / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not (yet) marked: may be another exporter's tree being laid out
+        if pid == os.getpid() or Path(f"/proc/{pid}").exists():
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        removed += 1
+    if removed:
+        log.info("removed %d simulator tree(s) left under /tmp by killed runs", removed)
+    return removed
