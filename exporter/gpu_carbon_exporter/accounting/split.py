@@ -10,8 +10,10 @@ Active energy is shared by per-process SM utilisation, else by GPU memory, else 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from .model import Holder
+if TYPE_CHECKING:
+    from ..attribution.model import Holder
 
 
 @dataclass
