@@ -9,14 +9,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING, Callable
 
 from .accounting.devices import Device, Embodied, Ledger, mark_node_devices, node_rest_power
 from .accounting.jobs import add_water
 from .carbon.base import IntensityProvider
 from .persistence import Persistence, read_boot_id
-from .snapshot import CollectorStatus, Counters, DeviceSnapshot, Snapshot
+from .snapshot import CollectorStatus, Counters, DeviceSnapshot, Snapshot, shallow_copy
 from .sources.base import DeviceLost, DeviceReading, DeviceSource, DeviceStale, SourceUnavailable
 from .state import StateStore
 
@@ -270,7 +269,7 @@ class Meter:
     def _build_snapshot(self, now: float) -> Snapshot:
         wall_now = self.wall()
         intensity = self.intensity.current(wall_now)
-        devices = tuple(DeviceSnapshot(d.identity, d.source.name, d.up, d.method, d.reading, replace(d.counters),
+        devices = tuple(DeviceSnapshot(d.identity, d.source.name, d.up, d.method, d.reading, shallow_copy(d.counters),
                                        self.ledger.emission_rate(d, intensity)) for d in self._devices)
         attribution = None
         if self.attribution is not None:

@@ -13,13 +13,26 @@ named here for type checkers only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from .attribution.model import Job
     from .carbon.base import Intensity
     from .carbon.live import Forecast, ProviderStats
     from .sources.base import DeviceIdentity, DeviceReading
+
+
+_T = TypeVar("_T")
+
+
+def shallow_copy(obj: _T) -> _T:
+    """A shallow copy of a counters record (its containers, if any, are shared: copy those too).
+
+    Several times faster than ``dataclasses.replace`` (which re-runs ``__init__``): every sample
+    copies every device's and job's counters into its snapshot."""
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__)
+    return new
 
 
 @dataclass

@@ -4,10 +4,9 @@ saved state. The split of each accounting step among the holders is ``accounting
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 from ..accounting.jobs import account_step
-from ..snapshot import AttributionSnapshot, GpuBuckets, JobCounters
+from ..snapshot import AttributionSnapshot, GpuBuckets, JobCounters, shallow_copy
 from ..sources.base import MILLI, DeviceIdentity, DeviceReading, ProcessInfo
 from ..statecheck import BadEntry, mapping, number, text
 from .mappers import Mapper
@@ -120,9 +119,8 @@ class Attribution:
                 self._holders[uuid] = [(w, slot, [h for h in hs if h.job.key not in gone]) for w, slot, hs in slots]
 
     def snapshot(self) -> AttributionSnapshot:
-        return AttributionSnapshot(
-            tuple(replace(j, gpus=set(j.gpus), work=dict(j.work)) for j in self.jobs.values()),
-            {u: replace(b) for u, b in self.gpus.items()})
+        return AttributionSnapshot(tuple(_copy_job(j) for j in self.jobs.values()),
+                                   {u: shallow_copy(b) for u, b in self.gpus.items()})
 
     # -- persistence ----------------------------------------------------------------
     def state(self, mono: float, wall: float) -> dict:
@@ -175,6 +173,13 @@ class Attribution:
                               memory_bytes=number(h, "memory_bytes", optional=True)) for h in hs]
             slots.append((weight, str(slot), holders))
         return slots
+
+
+def _copy_job(j: JobCounters) -> JobCounters:
+    """A job's counters for a snapshot: its own set of GPUs and units of work."""
+    c = shallow_copy(j)
+    c.gpus, c.work = set(j.gpus), dict(j.work)
+    return c
 
 
 def _mig_slot(device: DeviceIdentity, mig) -> str:
