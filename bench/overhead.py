@@ -51,8 +51,14 @@ def scenario(gpus: int, procs: int) -> dict:
                                    "low_w": 200}}], "jobs": jobs}
 
 
-def read_calls(path: Path) -> int:
-    return int(path.read_text().split()[0])
+def read_calls(path: Path) -> tuple[int, float]:
+    """The simulator's NVML call count and the wall time it wrote it (at most once a second, at a call)."""
+    count, at = path.read_text().split()[:2]
+    return int(count), float(at)
+
+
+def calls_per_s(a: tuple[int, float], b: tuple[int, float]) -> float:
+    return (b[0] - a[0]) / (b[1] - a[1]) if b[1] > a[1] else float("nan")
 
 
 def cpu(p: psutil.Process) -> float:
@@ -83,10 +89,10 @@ def measure(cmd: list[str], env: dict, tmp: Path, counts: Path, port: int, gpus:
             scraper.get()
             time.sleep(1)
         time.sleep(1.5)  # the simulator writes its counts once a second
-        c0, n0, t0 = cpu(ps), read_calls(counts), time.monotonic()
+        c0, k0, t0 = cpu(ps), read_calls(counts), time.monotonic()
         time.sleep(idle_s)
         time.sleep(1.2)
-        c1, n1, t1 = cpu(ps), read_calls(counts), time.monotonic()
+        c1, k1, t1 = cpu(ps), read_calls(counts), time.monotonic()
         idle = (c1 - c0) / (t1 - t0)
         scraper = Scraper(port)  # the server closed the idle connection meanwhile (its read timeout)
         scraper.get()
@@ -99,19 +105,21 @@ def measure(cmd: list[str], env: dict, tmp: Path, counts: Path, port: int, gpus:
         c2, t2 = cpu(ps), time.monotonic()
         per_scrape = max(c2 - c1 - idle * (t2 - t1), 0.0) / 300
         time.sleep(1.5)
-        c3, n3, t3 = cpu(ps), read_calls(counts), time.monotonic()
+        c3, k3, t3 = cpu(ps), read_calls(counts), time.monotonic()
         scrapes = 0
         while time.monotonic() - t3 < paced_s:
             scraper.get()
             scrapes += 1
             time.sleep(max(0.0, t3 + scrapes - time.monotonic()))
         time.sleep(1.2)
-        c4, n4, t4 = cpu(ps), read_calls(counts), time.monotonic()
+        c4, k4, t4 = cpu(ps), read_calls(counts), time.monotonic()
         lat.sort()
-        return {"idle_pct": 100 * idle, "calls_per_gpu_s": (n1 - n0) / (t1 - t0) / gpus,
+        # Calls between two of the simulator's writes, over the time between them: both exporters sample once
+        # a second, so calls per second are calls per sample (and, scraped once a second, per scrape).
+        return {"idle_pct": 100 * idle, "calls_per_gpu_s": calls_per_s(k0, k1) / gpus,
                 "p50": 1e3 * statistics.median(lat), "p99": 1e3 * lat[int(0.99 * len(lat)) - 1],
                 "cpu_ms_per_scrape": 1e3 * per_scrape, "cpu_s_per_h": (c4 - c3) / (t4 - t3) * 3600,
-                "rss": ps.memory_info().rss / 1e6, "calls_per_scrape": (n4 - n3) / scrapes}
+                "rss": ps.memory_info().rss / 1e6, "calls_per_scrape": calls_per_s(k3, k4) * (t4 - t3) / scrapes}
 
 
 COLUMNS = ("idle_pct", "calls_per_gpu_s", "p50", "p99", "cpu_ms_per_scrape", "cpu_s_per_h", "rss",
