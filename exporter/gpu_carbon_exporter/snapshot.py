@@ -8,7 +8,7 @@ counters. Units are base units here (J, g, L, W, s), already converted.
 
 A bottom module: it imports nothing of the package at run time. The device, intensity, job
 and provider types its fields name are defined by the layers that produce them, and are
-named here for type checkers only.
+named here for type checkers only; a job's identity (``Job``) is defined here.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
-    from .attribution.model import Job
     from .carbon.base import Intensity
     from .carbon.live import Forecast, ProviderStats
     from .sources.base import DeviceIdentity, DeviceReading
@@ -65,6 +64,24 @@ class CollectorStatus:
     success: bool
     duration_s: float
     last_time: float  # monotonic clock
+
+
+@dataclass(frozen=True)
+class Job:
+    """A unit of attribution. ``key`` is unique per node: ``scheduler/id``."""
+
+    id: str
+    scheduler: str  # "slurm", "kubernetes", "process", "mapping"
+    user: str = ""  # only filled when user labels are enabled
+    team: str = ""
+    account: str = ""
+    namespace: str = ""
+    pod: str = ""
+    container: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.scheduler}/{self.id}"
 
 
 @dataclass

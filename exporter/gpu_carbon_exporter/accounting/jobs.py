@@ -6,17 +6,12 @@ Who holds each GPU is the attribution engine's to know; it passes its holders in
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ..snapshot import AttributionSnapshot, GpuBuckets, JobCounters
 from ..sources.base import JOULES_PER_KWH
-from .split import split
-
-if TYPE_CHECKING:
-    from ..attribution.model import Holder
+from .split import Holder, split
 
 # One GPU's holders: (share of the GPU, slot name, holders) per part (the whole GPU, or each MIG instance).
-Slots = list[tuple[float, str, list["Holder"]]]
+Slots = list[tuple[float, str, list[Holder]]]
 
 
 def account_step(jobs: dict[str, JobCounters], b: GpuBuckets, slots: Slots, *, idle_w: float,
