@@ -15,7 +15,7 @@ from .accounting.devices import Device, Embodied, Ledger, mark_node_devices, nod
 from .accounting.jobs import add_water
 from .carbon.base import IntensityProvider
 from .persistence import Persistence, read_boot_id
-from .snapshot import CollectorStatus, Counters, DeviceSnapshot, Snapshot, shallow_copy
+from .snapshot import AttributionSnapshot, CollectorStatus, Counters, DeviceSnapshot, Snapshot, shallow_copy
 from .sources.base import DeviceLost, DeviceReading, DeviceSource, DeviceStale, SourceUnavailable
 from .state import StateStore
 
@@ -123,7 +123,8 @@ class Meter:
             raise SourceUnavailable("; ".join(errors) or "no source enabled or detected")
         for err in errors:
             log.warning("source unavailable, continuing without it: %s", err)
-        self.persistence.prepare(self._devices)  # StateError: not even the checkpoints' space can be had
+        # StateError: not even the checkpoints' space can be had
+        self.persistence.prepare(self._devices, self._attribution_snapshot())
 
     def start(self, ready_timeout_s: float = 5.0) -> None:
         self.open()
@@ -271,10 +272,7 @@ class Meter:
         intensity = self.intensity.current(wall_now)
         devices = tuple(DeviceSnapshot(d.identity, d.source.name, d.up, d.method, d.reading, shallow_copy(d.counters),
                                        self.ledger.emission_rate(d, intensity)) for d in self._devices)
-        attribution = None
-        if self.attribution is not None:
-            attribution = self.attribution.snapshot()
-            add_water(attribution, self.wue)
+        attribution = self._attribution_snapshot()
         p = self.persistence
         return Snapshot(time=wall_now, mono=now, devices=devices, intensity=intensity, pue=self.pue,
                         wue_liters_per_kwh=self.wue,
@@ -284,6 +282,13 @@ class Meter:
                         provider_stats=self.intensity.stats(), forecast=self.intensity.forecast(wall_now),
                         provider_up=(self.intensity.name, self.intensity.healthy()),
                         attribution=attribution, node_rest_power=node_rest_power(devices))
+
+    def _attribution_snapshot(self) -> AttributionSnapshot | None:
+        if self.attribution is None:
+            return None
+        att = self.attribution.snapshot()
+        add_water(att, self.wue)
+        return att
 
     def persist(self) -> bool:
         """Durable write of the counters; False (logged, health metric) when it failed."""

@@ -110,12 +110,11 @@ class Persistence:
                 log.info("%s did not open; its saved counters are kept until it is back", uuid)
                 self._absent[uuid] = {**vars(counters), "last_seen": last_seen}
 
-    def prepare(self, devices: list[Device]) -> None:
-        """Remember the restored counters as saved, and reserve the checkpoints' space.
-        Raises StateError when not even that can be had."""
+    def prepare(self, devices: list[Device], attribution: AttributionSnapshot | None) -> None:
+        """Remember the restored counters (and the jobs', ``attribution``) as saved, and reserve the
+        checkpoints' space. Raises StateError when not even that can be had."""
         self._saved_counters = {d.identity.uuid: replace(d.counters) for d in devices}
-        if self.attribution is not None:
-            self._saved_attribution = self.attribution.snapshot()
+        self._saved_attribution = attribution
         if self.state:
             self.state.prepare(self.state_data(devices))
 
