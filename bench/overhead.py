@@ -116,13 +116,13 @@ def measure(cmd: list[str], env: dict, tmp: Path, counts: Path, port: int, gpus:
         lat.sort()
         # Calls between two of the simulator's writes, over the time between them: both exporters sample once
         # a second, so calls per second are calls per sample (and, scraped once a second, per scrape).
-        return {"idle_pct": 100 * idle, "calls_per_gpu_s": calls_per_s(k0, k1) / gpus,
+        return {"idle_pct": 100 * idle, "calls_per_gpu_s": calls_per_s(k0, k1) / gpus, "window_s": k1[1] - k0[1],
                 "p50": 1e3 * statistics.median(lat), "p99": 1e3 * lat[int(0.99 * len(lat)) - 1],
                 "cpu_ms_per_scrape": 1e3 * per_scrape, "cpu_s_per_h": (c4 - c3) / (t4 - t3) * 3600,
                 "rss": ps.memory_info().rss / 1e6, "calls_per_scrape": calls_per_s(k3, k4) * (t4 - t3) / scrapes}
 
 
-COLUMNS = ("idle_pct", "calls_per_gpu_s", "p50", "p99", "cpu_ms_per_scrape", "cpu_s_per_h", "rss",
+COLUMNS = ("idle_pct", "calls_per_gpu_s", "window_s", "p50", "p99", "cpu_ms_per_scrape", "cpu_s_per_h", "rss",
            "calls_per_scrape")
 HEADER = ("| GPUs | procs | exporter | idle CPU (% of a core) | NVML calls/GPU/s idle | scrape p50 | scrape p99 "
           "| CPU per scrape | CPU s/hour (1 scrape/s) | RSS | NVML calls/scrape |")
@@ -149,10 +149,14 @@ def targets(results: dict[tuple[int, int], dict[str, dict]]) -> list[str]:
         if procs and gpus in IDLE_TARGETS:
             out.append(_check(f"idle CPU, {gpus} GPUs with processes", o["idle_pct"], IDLE_TARGETS[gpus], "%"))
         if procs:
-            out.append(_check(f"NVML calls per GPU per sample, {gpus} GPUs with processes", o["calls_per_gpu_s"],
-                              CALLS_PER_GPU_TARGET, ""))
+            # The simulator writes its count at a call, anywhere inside a sample's burst of calls: a window
+            # is off by up to one sample's calls, 1/seconds of the figure.
+            value, res = o["calls_per_gpu_s"], o["calls_per_gpu_s"] / o["window_s"]
+            met = value <= CALLS_PER_GPU_TARGET + res
+            out.append(f"- NVML calls per GPU per sample, {gpus} GPUs with processes: {value:.2f} ± {res:.2f} "
+                       f"(the window's resolution) (target ≤ {CALLS_PER_GPU_TARGET:g}): {'met' if met else 'NOT met'}")
         out.append(_check(f"RSS, {gpus} GPUs, {procs} processes", o["rss"], RSS_TARGET_MB, " MB"))
-        if gpus == 8 and p is not None:
+        if gpus == 8 and procs and p is not None:  # the targets are with two processes per GPU
             for key, what in (("p50", "scrape p50"), ("cpu_ms_per_scrape", "CPU per scrape")):
                 better = p[key] / o[key] if o[key] else float("inf")
                 met = better >= VS_NVITOP_TARGET

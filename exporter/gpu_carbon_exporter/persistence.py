@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 # Saved counters of a device that did not open are kept this long (s), then forgotten.
 ABSENT_DEVICE_EXPIRY_S = 30 * 86400
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
-COUNTER_FIELDS = tuple(Counters.__dataclass_fields__)
 
 
 def read_boot_id(path: str = BOOT_ID_PATH) -> str | None:
@@ -143,9 +142,8 @@ class Persistence:
     def state_data(self, devices: list[Device]) -> dict:
         wall_now = self.wall()
         saved = dict(self._absent)
-        for d in devices:
-            c = d.counters
-            saved[d.identity.uuid] = {**{k: getattr(c, k) for k in COUNTER_FIELDS}, "last_seen": wall_now}
+        for d in devices:  # written after every sample: the counters' own fields, in order, without getattr
+            saved[d.identity.uuid] = {**vars(d.counters), "last_seen": wall_now}
         data = {"saved_at": wall_now, "boot_id": self.boot_id, "devices": saved}
         if self.attribution is not None:
             data["attribution"] = self.attribution.state(self.clock(), wall_now)
