@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from gpu_carbon_exporter.attribution.engine import Attribution
 from gpu_carbon_exporter.attribution.mappers import Mapper
 from gpu_carbon_exporter.attribution.model import Holder, Job
-from gpu_carbon_exporter.attribution.split import split, weights
+from gpu_carbon_exporter.accounting.split import split, weights
 from gpu_carbon_exporter.sources.base import DeviceIdentity, DeviceReading, MigInstance
 
 finite = st.floats(min_value=0, max_value=1e6, allow_nan=False, allow_infinity=False)

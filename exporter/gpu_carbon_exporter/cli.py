@@ -119,15 +119,8 @@ def _serve(meter: Meter, cfg: Section) -> int:
     except ValueError as err:
         raise ConfigError(f"web.listen_address: {err}") from None
     meter.start()
-    interval = meter.interval_seconds  # read once, by the meter
-
-    def health() -> tuple[bool, str]:
-        age = time.monotonic() - meter.snapshot.mono
-        ok = age < max(3 * interval, 5.0)
-        return ok, "ok" if ok else f"stale: last sample {age:.1f}s ago"
-
     try:
-        server = ExporterServer((host, port), make_collector(meter, cfg), web, health,
+        server = ExporterServer((host, port), make_collector(meter, cfg), web, meter.health,
                                 read_timeout_seconds=cfg.web.read_timeout_seconds,
                                 max_connections=cfg.web.max_connections)
     except OSError as err:

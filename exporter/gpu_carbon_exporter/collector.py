@@ -2,8 +2,10 @@
 
 Family names are defined in names.py (the per-kind, remainder and provider families are
 looked up there; tests/test_names.py holds the rest, spelled here, to it); this module
-converts native units (mW, mJ, MHz, percent) to base units (W, J, Hz, ratio).
-docs/metrics.md lists every family.
+converts native units (mW, mJ, MHz, percent) to base units (W, J, Hz, ratio). It renders one
+typed snapshot (``snapshot.Snapshot``) and computes nothing else: every counter and derived
+figure (the node's rest power, the jobs' water) is the accounting's. docs/metrics.md lists
+every family.
 """
 from __future__ import annotations
 
@@ -16,12 +18,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from . import __version__
-from .meter import DeviceSnapshot, Snapshot
 from .names import (
     GPU_IDLE_EMISSIONS_GRAMS_TOTAL, GPU_IDLE_ENERGY_JOULES_TOTAL, GPU_UNALLOCATED_EMISSIONS_GRAMS_TOTAL,
     GPU_UNALLOCATED_ENERGY_JOULES_TOTAL, GPU_UNATTRIBUTED_EMISSIONS_GRAMS_TOTAL, GPU_UNATTRIBUTED_ENERGY_JOULES_TOTAL,
     INTENSITY_PROVIDER_REQUESTS_TOTAL, INTENSITY_PROVIDER_SUCCESSES_TOTAL, kind_families,
 )
+from .snapshot import DeviceSnapshot, NodeRestPower, Snapshot
 from .sources.base import JOULES_PER_KWH, MEGA, MILLI, PERCENT, kind_doc
 
 log = logging.getLogger(__name__)
@@ -56,10 +58,8 @@ class SnapshotCollector(Collector):
     """A ``Collector`` whose ``collect()`` reads ``get_snapshot()`` and nothing else."""
 
     def __init__(self, get_snapshot: Callable[[], Snapshot], *, embodied: bool = False,
-                 water: bool = False, wue_liters_per_kwh: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 water: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
         self.get_snapshot, self.embodied, self.water, self.clock = get_snapshot, embodied, water, clock
-        self.wue = wue_liters_per_kwh
         self._errors: dict[str, int] = {}
         self._section_names: set[str] = {"health"}  # of the last bulk render: the labels of scrape_errors
         self._lock = threading.Lock()
@@ -97,7 +97,7 @@ class SnapshotCollector(Collector):
         for kind in sorted({d.identity.kind for d in snap.devices} - {"gpu"}):
             sections.append((kind, lambda kind=kind: self._other(kind, [d for d in snap.devices
                                                                         if d.identity.kind == kind])))
-        sections.append(("node_rest", lambda: self._rest_of_node(snap.devices)))
+        sections.append(("node_rest", lambda: self._rest_of_node(snap.node_rest_power)))
         if snap.attribution is not None:
             sections.append(("jobs", lambda: self._jobs(snap)))
             sections.append(("gpu_remainders", lambda: self._remainders(snap)))
@@ -238,11 +238,11 @@ class SnapshotCollector(Collector):
             for jc in sorted(att.jobs, key=lambda j: j.job.key):
                 emb.add_metric([jc.job.id, jc.job.scheduler], jc.embodied_g)
             yield emb
-        if self.water and self.wue is not None:
+        if self.water and snap.wue_liters_per_kwh is not None:
             water = _counter("job_water_liters", "Water for the job's allocated energy at the configured WUE (L).",
                              keys)
             for jc in sorted(att.jobs, key=lambda j: j.job.key):
-                water.add_metric([jc.job.id, jc.job.scheduler], jc.energy_allocated_j / JOULES_PER_KWH * self.wue)
+                water.add_metric([jc.job.id, jc.job.scheduler], jc.water_l)
             yield water
 
     def _remainders(self, snap: Snapshot) -> Iterator[Metric]:
@@ -274,21 +274,15 @@ class SnapshotCollector(Collector):
             yield from (fe, fg)
         yield split
 
-    def _rest_of_node(self, devices: tuple[DeviceSnapshot, ...]) -> Iterator[Metric]:
-        """Node power minus GPUs minus measured CPU, only when every part is known."""
-        nodes = [d for d in devices if d.identity.kind == "node" and d.up and d.reading and d.reading.power_mw]
-        gpus = [d for d in devices if d.identity.kind == "gpu"]
-        cpus = [d for d in devices if d.identity.kind == "cpu" and d.identity.accounted]
-        parts = gpus + cpus
-        if not nodes or not cpus or any(d.method == "estimated" for d in cpus) or \
-                any(not d.up or not d.reading or d.reading.power_mw is None for d in parts):
+    @staticmethod
+    def _rest_of_node(rest: NodeRestPower | None) -> Iterator[Metric]:
+        """Node power not drawn by GPUs or CPU, where the accounting could tell it."""
+        if rest is None:
             return
-        rest = _gauge("node_rest_power_watts", "Node power not drawn by GPUs or CPU (W): node power "
-                      "(BMC) minus GPU board power minus measured CPU power, never below 0.", ["source"])
-        node = nodes[0]
-        watts = (node.reading.power_mw - sum(d.reading.power_mw for d in parts)) * MILLI
-        rest.add_metric([dict(node.identity.labels).get("source", "")], max(watts, 0.0))
-        yield rest
+        fam = _gauge("node_rest_power_watts", "Node power not drawn by GPUs or CPU (W): node power "
+                     "(BMC) minus GPU board power minus measured CPU power, never below 0.", ["source"])
+        fam.add_metric([rest.source], rest.watts)
+        yield fam
 
     def _carbon(self, snap: Snapshot) -> Iterator[Metric]:
         intensity = _gauge("grid_intensity_grams_per_kwh", "Grid carbon intensity in force (gCO2e/kWh).", ["zone"])

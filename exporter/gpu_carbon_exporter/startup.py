@@ -131,7 +131,7 @@ def build_sources(scfg: dict[str, Any], read_processes: bool = False) -> list[De
 def make_collector(meter: Meter, cfg: dict[str, Any]) -> SnapshotCollector:
     return SnapshotCollector(
         lambda: meter.snapshot, embodied=bool(cfg["carbon"]["embodied"]["kg_co2e_per_device"]),
-        water=cfg["carbon"]["wue_liters_per_kwh"] is not None, wue_liters_per_kwh=cfg["carbon"]["wue_liters_per_kwh"])
+        water=cfg["carbon"]["wue_liters_per_kwh"] is not None)
 
 
 def make_registry(meter: Meter, cfg: dict[str, Any]) -> CollectorRegistry:

@@ -1,58 +1,19 @@
-"""Per-job accounting: holders per GPU each sample, energy split at every accounting step.
-
-Conservation holds at every step, for energy and emissions, in both views:
-Σ jobs (allocated) + unallocated = Σ jobs (active) + idle + unattributed = the GPU's energy.
+"""Who holds each GPU: holders per GPU each sample, the jobs' lifetimes, units of work, and their
+saved state. The split of each accounting step among the holders is ``accounting.jobs``'s.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
 
+from ..accounting.jobs import account_step
+from ..snapshot import AttributionSnapshot, GpuBuckets, JobCounters, shallow_copy
 from ..sources.base import MILLI, DeviceIdentity, DeviceReading, ProcessInfo
 from ..statecheck import BadEntry, mapping, number, text
 from .mappers import Mapper
 from .model import Holder, Job
-from .split import split
 from .work import WorkReader
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class JobCounters:
-    job: Job
-    energy_allocated_j: float = 0.0
-    energy_active_j: float = 0.0
-    emissions_allocated_g: float = 0.0
-    emissions_active_g: float = 0.0
-    embodied_g: float = 0.0  # allocated view: embodied carbon of the GPU time held
-    gpus: set[str] = field(default_factory=set)  # GPU indices (and MIG "gpu.gi")
-    first_seen: float = 0.0
-    last_seen: float = 0.0
-    gpu_seconds: float = 0.0  # GPU time held (s); shared GPUs split equally, MIG by SM share
-    work: dict[str, float] = field(default_factory=dict)  # units of work the job declared: unit -> count
-    # Wall clock (unix s) of the first and last accounting step in which the job held a GPU: the span its
-    # energy covers, which the report takes as the job's own start and end (persisted, never moved back).
-    held_from: float | None = None
-    held_until: float | None = None
-
-
-@dataclass
-class GpuBuckets:
-    unallocated_j: float = 0.0
-    unallocated_g: float = 0.0
-    idle_j: float = 0.0
-    idle_g: float = 0.0
-    unattributed_j: float = 0.0
-    unattributed_g: float = 0.0
-    unallocated_embodied_g: float = 0.0
-    method: str = "none"
-
-
-@dataclass(frozen=True)
-class AttributionSnapshot:
-    jobs: tuple[JobCounters, ...]
-    gpus: dict[str, GpuBuckets]  # uuid -> buckets
 
 
 class Attribution:
@@ -127,49 +88,14 @@ class Attribution:
     # -- per accounting step -------------------------------------------------------
     def account(self, device: DeviceIdentity, joules: float, grams: float, t0: float, t1: float,
                 held_s: float | None = None) -> None:
-        """Split ``joules`` (and ``grams``) used over [t0, t1] among the GPU's holders; never negative.
+        """Split ``joules`` (and ``grams``) used over [t0, t1] among the GPU's holders (``accounting.jobs``).
 
         ``held_s``: seconds of GPU time the holders held for embodied carbon (the sampled,
         monotonic duration; 0 for energy recovered over the exporter's downtime, as for the GPU)."""
-        b = self.gpus.setdefault(device.uuid, GpuBuckets())
-        sampled = held_s is None or held_s > 0  # not energy recovered over the exporter's downtime
-        for _, _, holders in self._holders.get(device.uuid, []):
-            for h in holders:  # a job that expired while it still held the GPU comes back
-                jc = self.jobs.setdefault(h.job.key, JobCounters(h.job))
-                if sampled:  # its start and end: times it was seen holding the GPU, never a downtime's end
-                    jc.held_from = t0 if jc.held_from is None else min(jc.held_from, t0)
-                    jc.held_until = t1 if jc.held_until is None else max(jc.held_until, t1)
-        idle_total = self.idle_w(device) * max(t1 - t0, 0.0)
-        g_per_j = grams / joules if joules > 0 else 0.0
-        slots = self._holders.get(device.uuid) or [(1.0, str(device.index), [])]
-        # Parts of one GPU: MIG instances by SM share, the last taking the remainder.
-        energy_parts = [joules * w for w, _, _ in slots[:-1]]
-        energy_parts.append(max(joules - sum(energy_parts), 0.0))
-        for (w, _, holders), e in zip(slots, energy_parts):
-            held = max(t1 - t0 if held_s is None else held_s, 0.0) * w
-            embodied = self.embodied_g_per_s * held
-            if holders:
-                for h in holders:  # GPU time held: shared equally, like idle
-                    self.jobs[h.job.key].embodied_g += embodied / len(holders)
-                    self.jobs[h.job.key].gpu_seconds += held / len(holders)
-            else:
-                b.unallocated_embodied_g += embodied
-            s = split(e, idle_total * w, holders)
-            b.method = s.method if len(slots) == 1 else "mig"
-            b.unallocated_j += s.unallocated
-            b.unallocated_g += s.unallocated * g_per_j
-            b.idle_j += s.idle
-            b.idle_g += s.idle * g_per_j
-            b.unattributed_j += s.unattributed
-            b.unattributed_g += s.unattributed * g_per_j
-            for key, part in s.allocated.items():
-                jc = self.jobs[key]
-                jc.energy_allocated_j += part
-                jc.emissions_allocated_g += part * g_per_j
-            for key, part in s.active.items():
-                jc = self.jobs[key]
-                jc.energy_active_j += part
-                jc.emissions_active_g += part * g_per_j
+        account_step(self.jobs, self.gpus.setdefault(device.uuid, GpuBuckets()),
+                     self._holders.get(device.uuid) or [(1.0, str(device.index), [])],
+                     idle_w=self.idle_w(device), embodied_g_per_s=self.embodied_g_per_s,
+                     joules=joules, grams=grams, t0=t0, t1=t1, held_s=held_s)
 
     def read_work(self, now: float) -> None:
         """Units of work the jobs declared (attribution.work_dir), every ``work_poll_seconds``; a count
@@ -193,9 +119,8 @@ class Attribution:
                 self._holders[uuid] = [(w, slot, [h for h in hs if h.job.key not in gone]) for w, slot, hs in slots]
 
     def snapshot(self) -> AttributionSnapshot:
-        return AttributionSnapshot(
-            tuple(replace(j, gpus=set(j.gpus), work=dict(j.work)) for j in self.jobs.values()),
-            {u: replace(b) for u, b in self.gpus.items()})
+        return AttributionSnapshot(tuple(_copy_job(j) for j in self.jobs.values()),
+                                   {u: shallow_copy(b) for u, b in self.gpus.items()})
 
     # -- persistence ----------------------------------------------------------------
     def state(self, mono: float, wall: float) -> dict:
@@ -248,6 +173,13 @@ class Attribution:
                               memory_bytes=number(h, "memory_bytes", optional=True)) for h in hs]
             slots.append((weight, str(slot), holders))
         return slots
+
+
+def _copy_job(j: JobCounters) -> JobCounters:
+    """A job's counters for a snapshot: its own set of GPUs and units of work."""
+    c = shallow_copy(j)
+    c.gpus, c.work = set(j.gpus), dict(j.work)
+    return c
 
 
 def _mig_slot(device: DeviceIdentity, mig) -> str:

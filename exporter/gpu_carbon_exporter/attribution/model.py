@@ -3,23 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..snapshot import Job
 
-@dataclass(frozen=True)
-class Job:
-    """A unit of attribution. ``key`` is unique per node: ``scheduler/id``."""
-
-    id: str
-    scheduler: str  # "slurm", "kubernetes", "process", "mapping"
-    user: str = ""  # only filled when user labels are enabled
-    team: str = ""
-    account: str = ""
-    namespace: str = ""
-    pod: str = ""
-    container: str = ""
-
-    @property
-    def key(self) -> str:
-        return f"{self.scheduler}/{self.id}"
+__all__ = ["Holder", "Job"]  # a job's identity is part of the snapshot model (snapshot.py)
 
 
 @dataclass

@@ -2,10 +2,10 @@
 
 Units: sources read and report the hardware's native units — names say which
 (``power_mw``, ``energy_mj``, ``sm_clock_mhz``, ``gpu_util_pct``). They become base units
-(W, J, Hz, ratio 0-1) exactly once, with the constants of ``names.py`` (re-exported here):
-in the meter for energy (mJ -> J) and power it integrates (mW -> W), in the collector for
-every gauge it exposes. Carbon is grams; intensity gCO2e/kWh (the tariff every source
-quotes), turned into g/J with ``JOULES_PER_KWH``.
+(W, J, Hz, ratio 0-1) exactly once, with the constants of ``names.py`` (re-exported here): in the accounting
+(``accounting/devices.py``) for energy (mJ -> J) and power it integrates (mW -> W), in the
+collector for every gauge it exposes. Carbon is grams; intensity gCO2e/kWh (the tariff every
+source quotes), turned into g/J with ``JOULES_PER_KWH``.
 """
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from ..kinds import Accounting, DeviceKind, register_kind
 from ..plugins import SourceContext, register
 from .base import (DeviceIdentity, DeviceLost, DeviceReading, DeviceSource,
                    MigInstance, ProcessInfo, SourceUnavailable)
+from .nvml_direct import DirectCalls
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,16 @@ NO_LIBRARY_HINT = (
 GPU = register_kind(DeviceKind(name="gpu", label="GPU", doc="GPU", accounting=Accounting.EVERY, order=10))
 # Per-process utilisation of a shared GPU is re-read at most this often (s) while its processes stay the same.
 PROCESS_UTIL_REFRESH_S = 5.0
+# Gauges that no accounting reads, only scrapes (query name, reading attributes). A sample reads every
+# GPU's power, power fields (with the energy counter) and compute processes, and one query more: the
+# per-process utilisation when it is due, else a slow value when one is due (the power limit, then the
+# graphics processes, after each slow tick), else the next of these gauges in turn; the others keep
+# their last values. So a GPU costs 4 NVML calls a sample, not 8, and at 1-s sampling each gauge is a
+# few seconds old at most, well inside a scrape interval. A GPU's first read (and its first after it
+# was lost) reads them all.
+GAUGES = ("utilization", "memory", "temperature", "sm_clock")
+_GAUGE_ATTRS = {"utilization": ("gpu_util_pct", "memory_util_pct"), "memory": ("memory_used_bytes", "memory_total_bytes"),
+                "temperature": ("temperature_c",), "sm_clock": ("sm_clock_mhz",)}
 
 
 class Outcome(enum.Enum):
@@ -93,6 +104,10 @@ class NvmlSource(DeviceSource):
         self._unidentified: set[int] = set()
         self._unsupported: dict[int, set[str]] = {}
         self._info: dict[str, str] = {}
+        self._gauges: dict[int, dict[str, Any]] = {}  # index -> the gauges' last values, by reading attribute
+        self._turn: dict[int, int] = {}  # index -> the gauge read next
+        self._due: dict[int, list[str]] = {}  # index -> slow queries waiting for a spare query
+        self._direct: dict[int, DirectCalls] = {}  # index -> its buffers, with the real library (not a fake)
 
     # -- lifecycle -------------------------------------------------------
     def open(self) -> list[DeviceIdentity]:
@@ -137,6 +152,8 @@ class NvmlSource(DeviceSource):
         nv = self._nvml
         handle = nv.nvmlDeviceGetHandleByIndex(index)
         self._handles[index] = handle
+        if hasattr(nv, "_nvmlGetFunctionPointer"):  # pynvml itself: the hot queries go through ctypes directly
+            self._direct[index] = DirectCalls(nv, handle)
         self._unsupported[index] = set()
         try:
             nv.nvmlDeviceGetTotalEnergyConsumption(handle)
@@ -206,6 +223,7 @@ class NvmlSource(DeviceSource):
         except self._nvml.NVMLError as err:
             kind = outcome(err)
             if kind is Outcome.LOST:
+                self._gauges.pop(device.index, None)  # back, it is read in full
                 raise DeviceLost(f"GPU {device.index} ({device.uuid}): {err}") from err
             if kind is Outcome.UNSUPPORTED:
                 log.info("GPU %d: %s not supported, dropping that metric", device.index, what)
@@ -241,9 +259,8 @@ class NvmlSource(DeviceSource):
         r = DeviceReading()
         if device.index in self._unidentified:
             self._call(device, "identity", None)  # raises DeviceLost
-        call = lambda what, fn, *a: self._call(device, what, fn, *a, reading=r)  # noqa: E731
-        r.power_mw = call("power", nv.nvmlDeviceGetPowerUsage)
-        fields = call("power_fields", nv.nvmlDeviceGetFieldValues, [_FIELD_INSTANT, _FIELD_AVERAGE, _FIELD_ENERGY])
+        r.power_mw = self._call(device, "power", nv.nvmlDeviceGetPowerUsage, reading=r)
+        fields = self._call(device, "power_fields", self._field_values, device.index, reading=r)
         if fields is not None:
             r.power_instant_mw, r.power_average_mw, energy = (_field_value(f) for f in fields)
             if device.has_energy_counter:
@@ -251,58 +268,113 @@ class NvmlSource(DeviceSource):
             if r.power_instant_mw is None and r.power_average_mw is None and energy is None:
                 self._unsupported[device.index].add("power_fields")
         if device.has_energy_counter and r.energy_mj is None:
-            r.energy_mj = call("energy", nv.nvmlDeviceGetTotalEnergyConsumption)
-        util = call("utilization", nv.nvmlDeviceGetUtilizationRates)
-        if util is not None:
-            r.gpu_util_pct, r.memory_util_pct = int(util.gpu), int(util.memory)
-        mem = call("memory", nv.nvmlDeviceGetMemoryInfo)
-        if mem is not None:
-            r.memory_used_bytes, r.memory_total_bytes = int(mem.used), int(mem.total)
-        r.temperature_c = call("temperature", nv.nvmlDeviceGetTemperature, nv.NVML_TEMPERATURE_GPU)
-        r.sm_clock_mhz = call("sm_clock", nv.nvmlDeviceGetClockInfo, nv.NVML_CLOCK_SM)
-        if slow:
-            r.power_limit_mw = call("power_limit", nv.nvmlDeviceGetEnforcedPowerLimit)
+            r.energy_mj = self._call(device, "energy", nv.nvmlDeviceGetTotalEnergyConsumption, reading=r)
+        first = device.index not in self._gauges
+        due = self._due.setdefault(device.index, [])
+        if slow and not first:
+            due[:] = ["power_limit", "graphics_processes"]
+        spare = not first  # the one query a sample makes beyond power, power fields and processes
         if self.read_processes:
-            r.processes = self._processes(device, r, slow)
+            r.processes, used = self._processes(device, r, slow and first, spare)
+            spare = spare and not used
+        if slow and first or spare and due[:1] == ["power_limit"]:
+            r.power_limit_mw = self._call(device, "power_limit", nv.nvmlDeviceGetEnforcedPowerLimit, reading=r)
+            if not first:
+                due.pop(0)
+                spare = False
+        self._read_gauges(device, r, GAUGES if first else self._next_gauge(device) if spare else ())
         return r
 
-    def _processes(self, device: DeviceIdentity, r: DeviceReading, slow: bool) -> list:
-        """Compute processes each sample (graphics ones on slow samples: rare on datacenter GPUs), with
-        per-process SM utilisation only where several processes share the GPU (it only serves splitting)."""
+    def _next_gauge(self, device: DeviceIdentity) -> tuple[str, ...]:
+        """The next gauge in turn that the GPU supports (none when it supports none)."""
+        skip, turn = self._unsupported[device.index], self._turn.get(device.index, 0)
+        for k in range(len(GAUGES)):
+            name = GAUGES[(turn + k) % len(GAUGES)]
+            if name not in skip:
+                self._turn[device.index] = turn + k + 1
+                return (name,)
+        return ()
+
+    def _read_gauges(self, device: DeviceIdentity, r: DeviceReading, names: tuple[str, ...]) -> None:
+        """Read ``names`` into the GPU's last gauge values, then give the reading all of them."""
         nv = self._nvml
+        last = self._gauges.setdefault(device.index, {})
+        for name in names:
+            if name == "utilization":
+                util = self._call(device, name, nv.nvmlDeviceGetUtilizationRates, reading=r)
+                values = (None, None) if util is None else (int(util.gpu), int(util.memory))
+            elif name == "memory":
+                mem = self._call(device, name, nv.nvmlDeviceGetMemoryInfo, reading=r)
+                values = (None, None) if mem is None else (int(mem.used), int(mem.total))
+            elif name == "temperature":
+                values = (self._call(device, name, nv.nvmlDeviceGetTemperature, nv.NVML_TEMPERATURE_GPU, reading=r),)
+            else:
+                values = (self._call(device, name, nv.nvmlDeviceGetClockInfo, nv.NVML_CLOCK_SM, reading=r),)
+            last.update(zip(_GAUGE_ATTRS[name], values))
+        for attr, value in last.items():
+            setattr(r, attr, value)
+
+    def _processes(self, device: DeviceIdentity, r: DeviceReading, slow_first: bool,
+                   spare: bool) -> tuple[list[ProcessInfo], bool]:
+        """Compute processes each sample (graphics ones when due: rare on datacenter GPUs), with
+        per-process SM utilisation only where several processes share the GPU (it only serves splitting).
+        Also whether the sample's spare query went to them."""
         found: dict[int, tuple[int | None, int | None]] = {}
-        queries = [("compute_processes", nv.nvmlDeviceGetComputeRunningProcesses)]
-        if slow or self._graphics.get(device.index):
-            queries.append(("graphics_processes", nv.nvmlDeviceGetGraphicsRunningProcesses))
-        for what, fn in queries:
-            procs = self._call(device, what, fn, reading=r) or []
+        due = self._due[device.index]
+        queries = ["compute_processes"]
+        graphics, used = slow_first or self._graphics.get(device.index, False), False
+        if not graphics and spare and due[:1] == ["graphics_processes"]:
+            due.pop(0)
+            graphics = used = True
+        if graphics:
+            queries.append("graphics_processes")
+        for what in queries:
+            procs = self._call(device, what, self._list_processes, what, device.index, reading=r) or []
             if what == "graphics_processes":
                 self._graphics[device.index] = bool(procs)
-            for p in procs:
-                gi = getattr(p, "gpuInstanceId", None)
-                mem = getattr(p, "usedGpuMemory", None)
-                found[int(p.pid)] = (None if mem is None else int(mem), None if gi in (None, 0xFFFFFFFF) else int(gi))
-        util = self._process_util(device, found) if len(found) > 1 else {}
-        return [ProcessInfo(pid, mem, util.get(pid), gi) for pid, (mem, gi) in sorted(found.items())]
+            for pid, mem, gi in procs:
+                found[pid] = (mem, gi)
+        util, read = self._process_util(device, found) if len(found) > 1 else ({}, False)
+        procs = [ProcessInfo(pid, mem, util.get(pid), gi) for pid, (mem, gi) in sorted(found.items())]
+        return procs, used or read
 
-    def _process_util(self, device: DeviceIdentity, found: dict) -> dict[int, int]:
+    def _field_values(self, handle: Any, index: int) -> Any:
+        """Instant and average power and the energy counter, in one call."""
+        direct = self._direct.get(index)
+        if direct is not None:
+            return direct.field_values([_FIELD_INSTANT, _FIELD_AVERAGE, _FIELD_ENERGY])
+        return self._nvml.nvmlDeviceGetFieldValues(handle, [_FIELD_INSTANT, _FIELD_AVERAGE, _FIELD_ENERGY])
+
+    def _list_processes(self, handle: Any, what: str, index: int) -> list[tuple[int, int | None, int | None]]:
+        """(pid, used memory, GPU instance) of the running processes (``what``: compute or graphics)."""
+        direct = self._direct.get(index)
+        if direct is not None:
+            procs = direct.processes(what)
+        elif what == "compute_processes":
+            procs = self._nvml.nvmlDeviceGetComputeRunningProcesses(handle)
+        else:
+            procs = self._nvml.nvmlDeviceGetGraphicsRunningProcesses(handle)
+        return [(int(p.pid), _memory(getattr(p, "usedGpuMemory", None)), _instance(getattr(p, "gpuInstanceId", None)))
+                for p in procs]
+
+    def _process_util(self, device: DeviceIdentity, found: dict) -> tuple[dict[int, int], bool]:
         """Per-process SM utilisation (percent) of a shared GPU, averaged over NVML's samples since the
-        last read. Read when the GPU's processes change, else at most every PROCESS_UTIL_REFRESH_S
-        (pynvml spends two calls on it; the split weights it feeds change slowly)."""
+        last read, and whether it was read now. Read when the GPU's processes change, else at most every
+        PROCESS_UTIL_REFRESH_S (the split weights it feeds change slowly)."""
         nv = self._nvml
         pids = frozenset(found)
         cached = self._util_cache.get(device.index)
         now = self.clock()
         if cached is not None and cached[0] == pids and now - cached[1] < PROCESS_UTIL_REFRESH_S:
-            return cached[2]
+            return cached[2], False
         if "process_utilization" in self._unsupported[device.index]:
-            return {}
+            return {}, False
         try:
-            samples = nv.nvmlDeviceGetProcessUtilization(self._handles[device.index],
-                                                         self._util_seen_us.get(device.index, 0))
+            samples = self._utilization_samples(device.index, self._util_seen_us.get(device.index, 0))
         except nv.NVMLError as err:
             kind = outcome(err)
             if kind is Outcome.LOST:
+                self._gauges.pop(device.index, None)
                 raise DeviceLost(f"GPU {device.index} ({device.uuid}): {err}") from err
             if kind is Outcome.UNSUPPORTED:
                 self._unsupported[device.index].add("process_utilization")
@@ -313,7 +385,22 @@ class NvmlSource(DeviceSource):
             self._util_seen_us[device.index] = max(self._util_seen_us.get(device.index, 0), int(s.timeStamp))
         util = {pid: round(sum(v) / len(v)) for pid, v in seen.items()}
         self._util_cache[device.index] = (pids, now, util)
-        return util
+        return util, True
+
+    def _utilization_samples(self, index: int, since_us: int) -> list:
+        direct = self._direct.get(index)
+        if direct is not None:
+            return direct.process_utilization(since_us)
+        return self._nvml.nvmlDeviceGetProcessUtilization(self._handles[index], since_us)
+
+
+def _memory(value: Any) -> int | None:
+    """Used GPU memory of a process; None where the driver cannot tell (WDDM)."""
+    return None if value is None or value == N.NVML_VALUE_NOT_AVAILABLE_ulonglong.value else int(value)
+
+
+def _instance(gi: Any) -> int | None:
+    return None if gi in (None, 0xFFFFFFFF) else int(gi)
 
 
 def _from_config(section: dict, ctx: SourceContext) -> list[DeviceSource]:

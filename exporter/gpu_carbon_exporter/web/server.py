@@ -130,6 +130,7 @@ class ExporterServer(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self._stop_watchdog = threading.Event()
+        self._conn_opened = threading.Event()  # wakes the watchdog, which sleeps while there is no connection
         super().__init__(address, Handler)
         threading.Thread(target=self._watchdog, name="http-deadlines", daemon=True).start()
 
@@ -139,6 +140,7 @@ class ExporterServer(ThreadingHTTPServer):
 
     def server_close(self) -> None:
         self._stop_watchdog.set()
+        self._conn_opened.set()
         super().server_close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -154,6 +156,7 @@ class ExporterServer(ThreadingHTTPServer):
                 return
             conn = _Conn(request, self.read_timeout_seconds)
             self._conns[id(conn)] = conn
+            self._conn_opened.set()
             self._starting[id(request)] = conn  # handed to the connection's thread
         super().process_request(request, client_address)
 
@@ -195,7 +198,16 @@ class ExporterServer(ThreadingHTTPServer):
             conn.sent += n
 
     def _watchdog(self) -> None:
-        while not self._stop_watchdog.wait(0.1):
+        while not self._stop_watchdog.is_set():
+            with self._lock:
+                idle = not self._conns
+                if idle:
+                    self._conn_opened.clear()
+            if idle:  # nothing to cut: no ticks until a connection opens (an idle exporter stays asleep)
+                self._conn_opened.wait()
+                continue
+            if self._stop_watchdog.wait(0.1):
+                return
             now = time.monotonic()
             with self._lock:
                 late = [c for c in self._conns.values() if now > c.deadline]

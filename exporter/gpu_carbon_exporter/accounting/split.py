@@ -10,8 +10,17 @@ Active energy is shared by per-process SM utilisation, else by GPU memory, else 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from .model import Holder
+from ..snapshot import Job
+
+
+class Holder(Protocol):
+    """A job holding (part of) a GPU during one sample (``attribution.model.Holder``): what splitting reads."""
+
+    job: Job
+    sm_util: float | None  # summed per-process SM utilisation, percent
+    memory_bytes: int | None  # summed per-process GPU memory
 
 
 @dataclass
