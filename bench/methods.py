@@ -16,12 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from conftest import ManualClock, sim_nvml  # noqa: E402
+from conftest import ManualClock, sim_nvml
 
-from gpu_carbon_exporter.carbon.static import StaticIntensity  # noqa: E402
-from gpu_carbon_exporter.meter import Meter  # noqa: E402
-from gpu_carbon_exporter.sim.scenario import GroundTruth  # noqa: E402
-from gpu_carbon_exporter.sources.nvml import NvmlSource  # noqa: E402
+from gpu_carbon_exporter.carbon.static import StaticIntensity
+from gpu_carbon_exporter.meter import Meter
+from gpu_carbon_exporter.sim.scenario import GroundTruth
+from gpu_carbon_exporter.sources.nvml import NvmlSource
 
 PERIODS_S = (0.2, 0.35, 0.7, 1.3, 2.1, 3.7)
 

@@ -24,14 +24,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from conftest import ManualClock, sim_nvml  # noqa: E402
+from conftest import ManualClock, sim_nvml
 
-from gpu_carbon_exporter.attribution.engine import Attribution  # noqa: E402
-from gpu_carbon_exporter.attribution.model import Holder, Job  # noqa: E402
-from gpu_carbon_exporter.carbon.static import StaticIntensity  # noqa: E402
-from gpu_carbon_exporter.meter import Meter  # noqa: E402
-from gpu_carbon_exporter.sources.nvml import NvmlSource  # noqa: E402
-from gpu_carbon_exporter.state import StateStore  # noqa: E402
+from gpu_carbon_exporter.attribution.engine import Attribution
+from gpu_carbon_exporter.attribution.model import Holder, Job
+from gpu_carbon_exporter.carbon.static import StaticIntensity
+from gpu_carbon_exporter.meter import Meter
+from gpu_carbon_exporter.sources.nvml import NvmlSource
+from gpu_carbon_exporter.state import StateStore
 
 
 class OneJobPerGpu:

@@ -34,7 +34,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         api: FakeApi = self.server.api
         parts = urlsplit(self.path)
         req = {"time": time.monotonic(), "path": parts.path, "query": parse_qs(parts.query),

@@ -17,7 +17,7 @@ from procs import exporter, prometheus, query
 
 pytestmark = pytest.mark.e2e
 H100 = "NVIDIA H100 80GB HBM3"
-O = 30.0  # scenario seconds: the job starts once the exporter and Prometheus are up
+O = 30.0  # noqa: E741 — scenario seconds: the job starts once the exporter and Prometheus are up
 WATTS, LIMIT_KWH, LONG_INTERVAL = 500.0, 0.001, 20.0  # 3600 J at 500 W: 7.2 s; 80 % at 5.76 s
 
 

@@ -186,7 +186,8 @@ def check_script_flags(doc: str, command: str) -> None:
 
 # --- Figures a command prints, against what it prints -------------------------------------------------
 
-PROMETHEUS_PER_TARGET = 5  # up, scrape_duration_seconds, scrape_samples_scraped, …_post_metric_relabeling, scrape_series_added
+# up, scrape_duration_seconds, scrape_samples_scraped, …_post_metric_relabeling, scrape_series_added
+PROMETHEUS_PER_TARGET = 5
 ATTRIBUTION = re.compile(r"gpu_carbon_gpu_((unallocated|idle|unattributed)_(energy_joules|emissions_grams)_total"
                          r"|attribution_info)")
 # docs/scale.md's write_relabel_configs example for a fleet view

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
 H100 = "NVIDIA H100 80GB HBM3"
 SCRAPE = 15.0  # prometheus/prometheus.yml's and docs/rules.md's interval
-O = 15.0  # scenario seconds before the first job: every process is up by then
+O = 15.0  # noqa: E741 — scenario seconds before the first job: every process is up by then
 # Prometheus goes down while jobs run and comes back after job 9001 ended (its last growth is first
 # seen after the outage) and before the others end.
 KILL_AT, PROM_STOP_AT, PROM_GAP = O + 25, O + 55, 30.0
@@ -90,7 +90,7 @@ def node_b(start: float) -> dict:
 class Hook(http.server.BaseHTTPRequestHandler):
     received: list[tuple[str, dict]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         Hook.received.append((self.path, body))
         self.send_response(200)
@@ -108,6 +108,9 @@ def alertmanager_config(hook_port: int) -> dict:
         for w in r.get("webhook_configs", []):
             w["url"] = f"http://127.0.0.1:{hook_port}/{r['name']}"
     return cfg
+
+
+Series = dict[tuple[str, ...], list[tuple[float, float]]]  # label values -> [(time, value)]
 
 
 def by_label(rows: list[dict], label: str) -> dict[str, float]:

@@ -273,7 +273,7 @@ def test_rest_of_node_power(tmp_path, bmc):
     reg.register(SnapshotCollector(lambda: meter.snapshot, clock=clock))
     text = generate_latest(reg).decode()
     # 1500 W node - 2 x 400 W GPUs - (300 W packages + 30 W DRAM) = 370 W
-    line = next(l for l in text.splitlines() if l.startswith("gpu_carbon_node_rest_power_watts{"))
+    line = next(x for x in text.splitlines() if x.startswith("gpu_carbon_node_rest_power_watts{"))
     assert float(line.rsplit(" ", 1)[1]) == pytest.approx(370.0, abs=1.0)
     assert 'gpu_carbon_node_power_watts{method="integrated",source="redfish"} 1500.0' in text
 

@@ -360,7 +360,8 @@ def test_log_lines_stay_one_parsable_line():
     assert line.endswith('msg="bad \\"value\\"\\nsecond line \\\\ end"') and "level=error" in line
 
 
-# -- 10. listen backlog --------------------------------------------------------------------------------------------------
+# -- 10. listen backlog
+# --------------------------------------------------------------------------------------------------
 def test_listen_backlog_holds_a_burst_of_new_connections(clock, tmp_path):
     """With the accept loop not yet running, the kernel completes handshakes up to the backlog."""
     from gpu_carbon_exporter.carbon.static import StaticIntensity

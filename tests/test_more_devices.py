@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 
 from gpu_carbon_exporter.carbon.static import StaticIntensity
-from gpu_carbon_exporter.config import ConfigError, parse_config
 from gpu_carbon_exporter.meter import Meter
 from gpu_carbon_exporter.names import JOULES_PER_KWH
-from gpu_carbon_exporter.sources.base import DeviceLost, SourceUnavailable
+from gpu_carbon_exporter.sources.base import DeviceLost
 from gpu_carbon_exporter.sources.battery import BatterySource
 from gpu_carbon_exporter.sources.hwmon import HwmonSource
 from gpu_carbon_exporter.sources.network import NetworkEstimate

@@ -13,7 +13,7 @@ from gpu_carbon_exporter.sim.scenario import GroundTruth, parse_scenario
 from gpu_carbon_exporter.sim.trace import write_trace
 
 sys.path.insert(0, str(Path(__file__).parent / "nvml_sim"))
-from build import build  # noqa: E402
+from build import build
 
 SCENARIO = {
     "devices": [

@@ -25,7 +25,7 @@ from gpu_carbon_exporter.stack import Exporter, LocalStack
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
 H100 = "NVIDIA H100 80GB HBM3"
-O = 8.0  # every process is up by then
+O = 8.0  # noqa: E741 — every process is up by then
 END = O + 24
 KILL_AT = O + 9
 TOKENS = 6000

@@ -233,7 +233,8 @@ def _stack(argv: list[str]) -> int:
             raise argparse.ArgumentTypeError(f"expected a duration above zero such as 15s, got {text!r}")
         text = duration(text)
         value, unit = re.fullmatch(r"([0-9]+)(ms|s|m|h|d)", text).groups()
-        if int(value) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit] > 30:  # the "now" rules' irate over now_window (1m) needs two samples in it
+        # the "now" rules' irate over now_window (1m) needs two samples in it
+        if int(value) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit] > 30:
             raise argparse.ArgumentTypeError(f"at most 30s (the rules' 1-minute 'now' window needs two "
                                              f"scrapes), got {text!r}")
         return text

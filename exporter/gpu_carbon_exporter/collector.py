@@ -24,7 +24,7 @@ from .names import (
     INTENSITY_PROVIDER_REQUESTS_TOTAL, INTENSITY_PROVIDER_SUCCESSES_TOTAL, kind_families,
 )
 from .snapshot import DeviceSnapshot, NodeRestPower, Snapshot
-from .sources.base import JOULES_PER_KWH, MEGA, MILLI, PERCENT, kind_doc
+from .sources.base import MEGA, MILLI, PERCENT, kind_doc
 
 log = logging.getLogger(__name__)
 PREFIX = "gpu_carbon"
@@ -108,7 +108,7 @@ class SnapshotCollector(Collector):
         """A section's families, or none of them if one fails: a bad value never fails the whole scrape."""
         try:
             return list(build_section())
-        except Exception:  # noqa: BLE001 - logged and counted; the other sections are served
+        except Exception:
             with self._lock:
                 self._errors[name] = self._errors.get(name, 0) + 1
             log.exception("building the %s metrics failed; serving the rest of the scrape", name)

@@ -34,7 +34,7 @@ def parse_yaml(text: str, source: str) -> Any:
     """YAML text's data, refusing a key given twice in one mapping (YAML would keep the last one
     silently); errors are ConfigErrors naming ``source``."""
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_StrictLoader)
     except _DuplicateKey as dup:
         raise ConfigError(f"{source}: {key_name(dup.key)}: duplicate key at line {dup.line} (first at line "
                           f"{dup.first_line}); remove one of them") from None

@@ -282,7 +282,7 @@ class KubernetesPodResourcesMapper(Mapper):
         while not self._stop.is_set():
             try:
                 self._fetch()
-            except Exception:  # noqa: BLE001 - a decoding bug: logged, this mapper unhealthy, thread alive
+            except Exception:
                 self.healthy = False
                 log.exception("kubelet PodResources at %s: unexpected error", self.socket)
             self.fetched.set()

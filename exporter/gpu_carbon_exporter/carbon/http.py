@@ -56,9 +56,9 @@ class JsonHttp:
     """GET JSON within a total deadline per request; follows redirects only within the same host."""
 
     def __init__(self, timeout_seconds: float, max_redirects: int = 3) -> None:
-        import requests  # noqa: PLC0415 - only with a live provider configured (it is heavy)
+        import requests
 
-        from .deadline import deadline_session  # noqa: PLC0415 - imports requests
+        from .deadline import deadline_session
 
         self._requests = requests
         self.session = deadline_session()
@@ -85,7 +85,7 @@ class JsonHttp:
                auth: tuple[str, str] | None) -> tuple[int, str, str | None, bytes]:
         """One request, whole (connect, headers, body), within timeout_seconds: status, Location,
         Retry-After and the body."""
-        from .deadline import Deadline  # noqa: PLC0415 - imports requests
+        from .deadline import Deadline
 
         with Deadline(self.timeout_seconds) as deadline:
             try:

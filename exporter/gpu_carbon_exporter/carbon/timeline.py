@@ -47,7 +47,7 @@ def parse_time(value: object) -> float:
 
 
 @dataclass(frozen=True)
-class Timeline:  # noqa: PLW1641 - cached_property needs a __dict__, frozen dataclasses have one
+class Timeline:
     """Points (start time, gCO2e/kWh), sorted by time, each holding until the next; before the
     first point the first value holds. With ``period_s`` the points (from t = 0) repeat."""
 

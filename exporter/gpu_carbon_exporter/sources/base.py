@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 # What a device is, and the rules that follow from it, are declared with its source (``kinds.py``);
 # re-exported for the collector and the meter, which name devices by kind.
-from ..kinds import kind_doc as kind_doc, kind_label as kind_label  # noqa: F401
+from ..kinds import kind_doc as kind_doc, kind_label as kind_label
 # Defined in names.py; the meter, the collector and the simulator import them from here.
 from ..names import JOULES_PER_KWH, MEGA, MILLI, PERCENT  # noqa: F401
 

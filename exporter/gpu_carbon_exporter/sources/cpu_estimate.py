@@ -18,7 +18,7 @@ class EstimatedCpuSource(DeviceSource):
     def __init__(self, tdp_watts: float, idle_fraction: float = 0.0,
                  utilisation: Callable[[], float] | None = None) -> None:
         if utilisation is None:
-            import psutil  # noqa: PLC0415 - only with an estimated CPU configured
+            import psutil
 
             utilisation = lambda: psutil.cpu_percent(interval=None)  # noqa: E731
         self.tdp_w, self.idle_fraction, self.utilisation = tdp_watts, idle_fraction, utilisation

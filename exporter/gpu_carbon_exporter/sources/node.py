@@ -33,7 +33,7 @@ class RedfishSource(DeviceSource):
     def __init__(self, url: str, username: str | None = None, password: str | None = None, *,
                  verify: bool | str = True, timeout_seconds: float = 5.0, chassis: str | None = None) -> None:
         self.base, self.chassis, self.timeout_seconds = url.rstrip("/"), chassis, timeout_seconds
-        import requests  # noqa: PLC0415 - only with Redfish configured (it is heavy)
+        import requests
 
         self._requests = requests
         self.session = requests.Session()

@@ -93,7 +93,7 @@ class NvmlSource(DeviceSource):
     def __init__(self, nvml: ModuleType | Any | None = None, *, read_processes: bool = False,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if nvml is None:
-            import pynvml as nvml  # noqa: PLC0415 - optional at import time
+            import pynvml as nvml
         self._nvml = nvml
         self.read_processes = read_processes
         self.clock = clock

@@ -141,7 +141,7 @@ class BasicAuth:
     def _bcrypt(self, user: str, password: str) -> bool | None:
         """The check's result, or None when the pool had no room within POOL_WAIT_S (nothing known:
         never cached as a failure, so good credentials are not remembered as wrong)."""
-        import bcrypt  # noqa: PLC0415 - only needed with basic auth
+        import bcrypt
 
         if not self._pool.acquire(timeout=POOL_WAIT_S):
             return None
@@ -169,7 +169,7 @@ def _dummy_hash(users: dict[str, bytes]) -> bytes:
     """A hash of a random password at the highest cost among the users' hashes (bounded at load)."""
     if not users:
         return b""
-    import bcrypt  # noqa: PLC0415
+    import bcrypt
 
     cost = max(bcrypt_cost(h.decode()) for h in users.values())
     return bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost))

@@ -131,10 +131,10 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk)
                 self.server.wrote(len(chunk))
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self.do_GET()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         # /healthz says only ok or what is wrong, never a metric: it answers without credentials, so
         # the kubelet's and Docker's probes work with basic auth on (TLS still applies).
