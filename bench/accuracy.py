@@ -72,7 +72,8 @@ def main() -> None:
     epoch = time.time()
     trace = write_trace(sc, epoch, tmp / "trace.txt")
     (tmp / "intensity.csv").write_text("".join(f"{epoch + t!r},{v}\n" for t, v in data["intensity"]["sim"]))
-    (tmp / "ours.yml").write_text(f"carbon:\n  zone: sim\n  zones:\n    sim: {{provider: file, path: {tmp / 'intensity.csv'}}}\n")
+    (tmp / "ours.yml").write_text("carbon:\n  zone: sim\n  zones:\n"
+                                  f"    sim: {{provider: file, path: {tmp / 'intensity.csv'}}}\n")
     env = sim_env(trace)
     p_ours, p_peer = free_port(), free_port()
     W = int(args.window)
@@ -94,7 +95,8 @@ def main() -> None:
                 "gauge_15s": q(f'avg_over_time(gpu_carbon_gpu_power_watts{{job="ours_15s"}}[{W}s]) * {W}'),
                 "nvitop_1s": q(f'avg_over_time(gpu_power_usage_W{{job="nvitop_1s"}}[{W}s]) * {W}'),
                 "nvitop_15s": q(f'avg_over_time(gpu_power_usage_W{{job="nvitop_15s"}}[{W}s]) * {W}'),
-                "counter_raw": raw_deltas(query(prom, f'gpu_carbon_gpu_energy_joules_total{{job="ours_1s"}}[{W}s]', at)),
+                "counter_raw": raw_deltas(query(prom, 'gpu_carbon_gpu_energy_joules_total'
+                                                      f'{{job="ours_1s"}}[{W}s]', at)),
                 "co2_raw": raw_deltas(query(prom, f'gpu_carbon_gpu_emissions_grams_total{{job="ours_1s"}}[{W}s]', at)),
                 "co2_ours": q(f'increase(gpu_carbon_gpu_emissions_grams_total{{job="ours_1s"}}[{W}s])'),
                 "co2_promql": q(f'increase(gpu_carbon_gpu_energy_joules_total{{job="ours_1s"}}[{W}s]) '

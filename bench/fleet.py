@@ -140,7 +140,8 @@ def _measure(tmp: Path, cfg: str, seconds: float, nodes: int, server: Fleet) -> 
             "samples_per_s": val("rate(prometheus_tsdb_head_samples_appended_total[1m])"),
             "cpu_pct": 100 * val('rate(process_cpu_seconds_total{job="self"}[1m])'),
             # the targets' own series (recording rules keeping the job label, and ALERTS, are not theirs)
-            "series_per_node": val('count({job="gpu-carbon", __name__!~".*:.*|ALERTS.*"}) / count(up{job="gpu-carbon"})'),
+            "series_per_node": val('count({job="gpu-carbon", __name__!~".*:.*|ALERTS.*"}) '
+                                   '/ count(up{job="gpu-carbon"})'),
         }
     finally:
         proc.terminate()

@@ -87,7 +87,8 @@ def fast_burn() -> dict:
     forecast = {"exp_labels": {**nlp, "horizon": "6h", "severity": "warning"},
                 "exp_annotations": {"summary": "A budget is forecast to run out.",
                                     "description": f'{describe("nlp-day", "team", "nlp", "emissions", "1d")} will '
-                                                   "reach its limit within 6h at the trend of the last 1h (forecast 5.04k).",
+                                                   "reach its limit within 6h at the trend of the last 1h "
+                                                   "(forecast 5.04k).",
                                     "runbook_url": S.runbook(F)}}
     return {"name": "fast burn", "interval": "1m",
             "input_series": job_series("7", "a", "nlp", "acc1", "ml", "ann", 120000, 12, 60, 10),
@@ -200,7 +201,8 @@ def every_scope() -> dict:
 
 
 def slow_tiers() -> dict:
-    """Job 10 (namespace ml9; no other budget covers it) at 1440 W for 25 h against 50.4 kWh/week (300 W sustainable): 4.8x
+    """Job 10 (namespace ml9; no other budget covers it) at 1440 W for 25 h against 50.4 kWh/week \
+(300 W sustainable): 4.8x
     over 1d and 2h (> 3: the 1d/2h tier), and over 3d (25 h of 72 h: 1.667x) and 6h (> 1: the
     3d/6h tier); under 6x (6h/30m) and 14.4x (1h/5m). The 3d window sums 1-minute tiles. 36 kWh used,
     14.4 kWh left: at the last day's 34.56 kWh/day it lasts 10 h, at the last 3 days' 12 kWh/day 1.2 days."""

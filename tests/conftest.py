@@ -62,7 +62,8 @@ def clock() -> ManualClock:
 # The files that wait longest on real time (scrapes, rule evaluations, outages), longest first: the
 # workers (pytest-xdist, a file each at a time) start them before the quick ones, so the suite ends
 # soon after its longest file instead of a long file starting last (longest-processing-time first).
-SLOW_FILES = ("test_promtool_cases.py", "test_e2e_rules.py", "test_rules.py", "test_stack.py", "test_now_rules.py", "test_budget_lag.py",
+SLOW_FILES = ("test_promtool_cases.py", "test_e2e_rules.py", "test_rules.py", "test_stack.py", "test_now_rules.py",
+              "test_budget_lag.py",
               "test_dashboards.py", "test_victoriametrics.py", "test_report.py", "test_backfill.py",
               "test_e2e_prometheus.py", "test_crash_loop.py", "test_deploy_systemd.py", "test_e2e_jobs.py",
               "test_attacks.py", "test_hardening.py")

@@ -226,7 +226,8 @@ def expected(record: str, fs: list[Fact], t: float, tile_s: float = 300.0) -> di
                 for f in fs if f.kind == "gpu"}
     if metric.endswith("_total_emissions_grams"):
         base = metric.replace("_total_emissions", "_emissions")
-        op, emb = expected(f"{level}:{base}:{ops}", fs, t, tile_s), expected(f"{level}:{base.replace('_emissions', '_embodied_emissions')}:{ops}", fs, t, tile_s)
+        op, emb = (expected(f"{level}:{base}:{ops}", fs, t, tile_s),
+                   expected(f"{level}:{base.replace('_emissions', '_embodied_emissions')}:{ops}", fs, t, tile_s))
         return {k: v + emb.get(k, 0.0) for k, v in op.items()}
     if metric.endswith("_energy_ratio"):  # waste: a part's share of GPU energy
         part = metric.split("_")[3]

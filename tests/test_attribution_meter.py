@@ -117,7 +117,8 @@ def test_gpu_seconds_split_shared_gpus_equally_and_mig_by_share_and_survive_a_re
     # The restart at 30 s (the clock does not move while it restarts) loses none of it.
     want = {"101": 35.0, "102": 30.0, "103": 30.0, "104": 30.0, "105": 10.0, "106": 10.0, "107": 30.0}
     assert held == pytest.approx(want, abs=1e-6)
-    text = "".join(f"{s.name}{s.labels} {s.value}\n" for m in SnapshotCollector(lambda: meter.snapshot, clock=clock).collect()
+    text = "".join(f"{s.name}{s.labels} {s.value}\n"
+                   for m in SnapshotCollector(lambda: meter.snapshot, clock=clock).collect()
                    for s in m.samples
                    if s.name == "gpu_carbon_job_gpu_seconds_total")
     assert "'job_id': '101'" in text and text.count("\n") == len(want)

@@ -86,7 +86,8 @@ def test_a_30_day_budget_on_backfilled_history(tmp_path):
         # leaves promtool nothing to write: one clean-clone run found no backfill directory)
         wait_for_series(raw.base, "count(last_over_time(gpu_carbon_job_energy_joules_total[32d]))", timeout=60)
         promtool("tsdb", "create-blocks-from", "rules", f"--url={raw.base}", f"--start={int(epoch)}",
-                 f"--end={int(now)}", f"--eval-interval={settings.tile}", f"--output-dir={tmp_path / 'backfill'}", str(power))
+                 f"--end={int(now)}", f"--eval-interval={settings.tile}", f"--output-dir={tmp_path / 'backfill'}",
+                 str(power))
     finally:
         stop(raw)
     for block in (tmp_path / "backfill").iterdir():
@@ -103,8 +104,10 @@ def test_a_30_day_budget_on_backfilled_history(tmp_path):
                      'ALERTS{alertname="GpuCarbonBudgetExceeded", alertstate="firing"}'):  # every group evaluated
             wait_for_series(live.base, expr, timeout=60)
         at = time.time()
-        usage = float(query(live.base, 'budget:gpu_carbon_budget_usage:increase{budget="nlp-month"}', at)[0]["value"][1])
-        vision = float(query(live.base, 'team:gpu_carbon_job_emissions_grams:increase30d{team="vision"}', at)[0]["value"][1])
+        usage = float(query(live.base, 'budget:gpu_carbon_budget_usage:increase'
+                                       '{budget="nlp-month"}', at)[0]["value"][1])
+        vision = float(query(live.base, 'team:gpu_carbon_job_emissions_grams:increase30d'
+                                        '{team="vision"}', at)[0]["value"][1])
         alerts = [a for a in query_alerts(live.base) if a["labels"]["alertname"] == "GpuCarbonBudgetExceeded"]
     finally:
         stop(live)
@@ -112,7 +115,8 @@ def test_a_30_day_budget_on_backfilled_history(tmp_path):
     since = at - 30 * DAY - epoch  # the window's start in scenario seconds
     want = {team: sum(truth.job_allocated_g(j, max(since, 0), end_s) for j in sc.jobs if j.team == team)
             for team in ("nlp", "vision")}
-    print(f"nlp 30d: rules {usage:.1f} g, truth {want['nlp']:.1f} g; vision {vision:.1f} g, truth {want['vision']:.1f} g")
+    print(f"nlp 30d: rules {usage:.1f} g, truth {want['nlp']:.1f} g; "
+          f"vision {vision:.1f} g, truth {want['vision']:.1f} g")
     assert usage == pytest.approx(want["nlp"], rel=0.01)
     assert vision == pytest.approx(want["vision"], rel=0.01)
     assert usage > 20_000  # over the budget only with the job that ended 29 days ago (~6 kg)

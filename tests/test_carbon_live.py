@@ -406,7 +406,8 @@ def test_exposition_carries_provider_health_and_forecast(api):
     assert 'gpu_carbon_intensity_provider_errors_total{provider="watttime",reason="http_5xx",zone="Z"} 1.0' in text
     assert 'gpu_carbon_intensity_provider_successes_total{provider="watttime",zone="Z"} 1.0' in text
     assert 'gpu_carbon_grid_intensity_forecast_min_grams_per_kwh{horizon_hours="8",zone="Z"}' in text
-    assert 'gpu_carbon_grid_intensity_lowest_window_start_seconds{horizon_hours="8",window_hours="0.166667",zone="Z"}' in text
+    assert 'gpu_carbon_grid_intensity_lowest_window_start_seconds' \
+           '{horizon_hours="8",window_hours="0.166667",zone="Z"}' in text
     out = subprocess.run([require_binary("promtool"), "check", "metrics"], input=text.encode(), capture_output=True)
     assert out.returncode == 0, out.stderr
 
@@ -437,7 +438,8 @@ def test_intensity_age_is_absent_before_the_first_good_fetch(api):
     p = polling(em_source(api), poll_interval_seconds=60)
     p.poll()  # fails: the fallback is served, nothing was ever fetched
     clock = ManualClock()
-    nv = sim_nvml({"devices": [{"model": "NVIDIA H100 80GB HBM3", "power": {"pattern": "constant", "watts": 1}}]}, clock)
+    nv = sim_nvml({"devices": [{"model": "NVIDIA H100 80GB HBM3",
+                                "power": {"pattern": "constant", "watts": 1}}]}, clock)
     meter = Meter([NvmlSource(nv)], p, clock=clock)
     meter.open()
     meter.sample()

@@ -220,7 +220,8 @@ def test_every_query_answers_on_a_real_prometheus(tmp_path):
             {"targets": [f"127.0.0.1:{laptop_port}"],  # a laptop on its battery
              "labels": {"node": "laptop-01", "site": "shop-42", "fleet": "edge", "cluster": "prod"}}]}]}))
     server = subprocess.Popen([prom, f"--config.file={tmp_path / 'prometheus.yml'}",
-                               f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom_port}"],
+                               f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                               f"--web.listen-address=127.0.0.1:{prom_port}"],
                               stdout=open(tmp_path / "prometheus.log", "w"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{prom_port}"
     empty, failed, labels = [], [], {}
@@ -286,7 +287,8 @@ def test_key_stats_agree_with_ground_truth(tmp_path):
     prom = require_binary("prometheus")
     start = time.time()
     h100 = "NVIDIA H100 80GB HBM3"
-    scenario = {"name": "stats", "start_time": start, "zone": "Z", "pue": 1.25, "intensity": {"Z": [[0, 400], [18, 200]]},
+    scenario = {"name": "stats", "start_time": start, "zone": "Z", "pue": 1.25,
+                "intensity": {"Z": [[0, 400], [18, 200]]},
                 "devices": [{"model": h100, "power": {"pattern": "steps", "steps": [[0, 0], [8, 500], [28, 0]]}},
                             {"model": h100, "power": {"pattern": "steps", "steps": [[0, 0], [8, 300], [28, 0]]}}],
                 "jobs": [{"id": "501", "user": "ann", "team": "nlp", "start_s": 8, "end_s": 28, "devices": [0]},
@@ -314,7 +316,8 @@ def test_key_stats_agree_with_ground_truth(tmp_path):
             "targets": [f"127.0.0.1:{port}"], "labels": {"node": "gpu-01", "site": "ams1", "fleet": "datacenter",
                                                          "cluster": "prod"}}]}]}))
     server = subprocess.Popen([prom, f"--config.file={tmp_path / 'prometheus.yml'}",
-                               f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom_port}"],
+                               f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                               f"--web.listen-address=127.0.0.1:{prom_port}"],
                               stdout=open(tmp_path / "prometheus.log", "w"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{prom_port}"
     try:
@@ -350,7 +353,8 @@ def test_key_stats_agree_with_ground_truth(tmp_path):
     got = {"fleet kWh": fleet_kwh, "job 501 kWh": job_kwh, "job 501 g": job_g, "team nlp g": teams["nlp"],
            "job 501 Wh per image": per_image}
     for key in want:
-        print(f"{key}: dashboard {got[key]:.6g}, truth {want[key]:.6g}, error {100 * (got[key] / want[key] - 1):+.3f} %")
+        print(f"{key}: dashboard {got[key]:.6g}, truth {want[key]:.6g}, "
+              f"error {100 * (got[key] / want[key] - 1):+.3f} %")
     for key in want:
         assert got[key] == pytest.approx(want[key], rel=0.01), key
 

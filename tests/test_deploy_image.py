@@ -64,7 +64,8 @@ def test_compose_mounts_existing_files_and_its_configs_pass_promtool_and_amtool(
             if source.startswith("."):
                 assert (COMPOSE / source).exists(), source
                 mounts[target] = (COMPOSE / source).resolve()
-    prom = (COMPOSE / "prometheus.yml").read_text().replace("/etc/prometheus/rules", str(mounts["/etc/prometheus/rules"]))
+    prom = (COMPOSE / "prometheus.yml").read_text().replace("/etc/prometheus/rules",
+                                                            str(mounts["/etc/prometheus/rules"]))
     (tmp_path / "prometheus.yml").write_text(prom)
     out = subprocess.run([require_binary("promtool"), "check", "config", str(tmp_path / "prometheus.yml")],
                          capture_output=True, text=True)

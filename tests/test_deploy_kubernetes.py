@@ -99,7 +99,8 @@ def test_pod_security_level_is_the_documented_one(rendered, path):
 
 def test_the_pod_security_checker_finds_what_it_looks_for():
     bad = {"hostPID": True, "volumes": [{"name": "x", "hostPath": {"path": "/"}}],
-           "containers": [{"name": "c", "securityContext": {"privileged": True, "capabilities": {"add": ["SYS_ADMIN"]}}}]}
+           "containers": [{"name": "c", "securityContext": {"privileged": True,
+                                                            "capabilities": {"add": ["SYS_ADMIN"]}}}]}
     assert pod_security.level(bad) == "privileged" and len(pod_security.baseline(bad)) == 4
     assert pod_security.level({"containers": [{"name": "c"}]}) == "baseline"
     selinux = {"securityContext": {"seLinuxOptions": {"user": "root"}}, "containers": [{"name": "c"}]}
@@ -151,7 +152,8 @@ def test_overlays_select_their_nodes_and_configure_their_sources(rendered, tmp_p
 def test_prometheusrule_is_the_generated_rules(rendered):
     committed = (K8S / "components" / "kube-prometheus-stack" / "prometheusrule.yaml").read_text()
     assert committed == render(prometheus_rule(rule_files())), \
-        "run: gpu-carbon-exporter rules --prometheusrule deploy/kubernetes/components/kube-prometheus-stack/prometheusrule.yaml"
+        "run: gpu-carbon-exporter rules --prometheusrule " \
+        "deploy/kubernetes/components/kube-prometheus-stack/prometheusrule.yaml"
     rule = one(rendered["examples/kube-prometheus-stack"], "PrometheusRule")
     on_disk = [g for f in sorted((ROOT / "prometheus" / "rules").glob("*.yml"))
                for g in yaml.safe_load(f.read_text())["groups"]]

@@ -33,7 +33,8 @@ def installed(tmp_path_factory) -> Path:
 def test_install_script_makes_its_own_environment_and_installs_the_unit(installed):
     """(No systemd runs here to start it: the unit is verified and scored below.)"""
     exe = installed / "opt" / "bin" / "gpu-carbon-exporter"
-    assert subprocess.run([str(exe), "--version"], capture_output=True, text=True).stdout.startswith("gpu-carbon-exporter")
+    assert subprocess.run([str(exe), "--version"], capture_output=True, text=True).stdout \
+        .startswith("gpu-carbon-exporter")
     unit = (installed / "units" / "gpu-carbon-exporter.service").read_text()
     assert f"ExecStart={exe} --config {installed / 'etc'}/gpu-carbon-exporter.yml" in unit
     assert (installed / "etc" / "gpu-carbon-exporter.yml").read_text() == \

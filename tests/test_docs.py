@@ -266,7 +266,8 @@ def test_scale_md_series_counts_are_what_the_demo_node_exposes():
     gpus = len(by_gpu)
     per_gpu_total = round((total + PROMETHEUS_PER_TARGET) / gpus)
     for figure in (f"exposes **{own} series of its own**", f"**{per_job} per job plus 1 per GPU the job holds**",
-                   f"**{total} series** while its three jobs run, {total + PROMETHEUS_PER_TARGET} with Prometheus's own",
+                   f"**{total} series** while its three jobs run, {total + PROMETHEUS_PER_TARGET} with "
+                   "Prometheus's own",
                    f"that is {own + min(jobs['fresh'])} to {own + max(jobs['fresh'])} just after a start, and "
                    f"{own + min(jobs['steady'])} to {own + max(jobs['steady'])} once it has run a while",
                    f"about **{per_gpu_total} series per GPU**",

@@ -55,7 +55,8 @@ def test_per_job_energy_through_prometheus(tmp_path):
             at = time.time()
             got = {r["metric"]["job_id"]: float(r["value"][1]) for r in query(
                 prom, 'last_over_time(gpu_carbon_job_energy_joules_total{view="allocated"}[5m])', at)}
-            info = {r["metric"]["job_id"]: r["metric"] for r in query(prom, "last_over_time(gpu_carbon_job_info[5m])", at)}
+            info = {r["metric"]["job_id"]: r["metric"] for r in query(
+                prom, "last_over_time(gpu_carbon_job_info[5m])", at)}
             gpus = {r["metric"]["job_id"]: r["metric"]["gpu"] for r in query(
                 prom, "last_over_time(gpu_carbon_job_gpu_info[5m])", at)}
             parts = query(prom, 'sum(last_over_time(gpu_carbon_job_energy_joules_total{view="allocated"}[5m])) '

@@ -156,8 +156,8 @@ def test_rules_budget_alert_and_windows_through_prometheus_and_alertmanager(tmp_
     # The rules, generated with a tiny budget, a 2-minute window the run covers whole, and every group
     # at the scrape interval so the test need not wait for the production minutes (exactness does not
     # depend on them: the windows read samples, not evaluation times).
-    budgets = {"settings": {"long_interval": "15s", "window_interval": "15s", "tile": f"{TILE:.0f}s", "budget_for": "0s",
-                            "windows": WINDOWS},
+    budgets = {"settings": {"long_interval": "15s", "window_interval": "15s", "tile": f"{TILE:.0f}s",
+                            "budget_for": "0s", "windows": WINDOWS},
                "budgets": [{"name": "nlp-tiny", "scope": "team", "match": "nlp", "limit": "0.5 g", "window": "1d"}]}
     hook = http.server.ThreadingHTTPServer(("127.0.0.1", hook_port), Hook)
     Hook.received = []

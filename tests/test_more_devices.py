@@ -309,7 +309,8 @@ def test_simulated_raspberry_pi_and_laptop_against_ground_truth(tmp_path, clock,
         if i % 10 == 0:
             meter.sample()
     (dev,) = meter.snapshot.devices
-    assert dev.identity.kind == "node" and dict(dev.identity.labels)["source"] == ("ina219" if kind == "rpi" else "battery")
+    assert dev.identity.kind == "node" and \
+        dict(dev.identity.labels)["source"] == ("ina219" if kind == "rpi" else "battery")
     assert dev.counters.energy_j == pytest.approx(pattern.energy(30.0) - pattern.energy(0.0), rel=0.02)
 
 

@@ -217,8 +217,8 @@ def test_text_report_fits_80_columns_and_says_what_is_inside(fleet):
     assert out.returncode == 0, out.stderr
     print(out.stdout)
     assert max(len(line) for line in out.stdout.splitlines()) <= 80
-    for needle in ("Energy (allocated)", "Operational CO₂e", "CO₂e per GPU kWh", "Grid intensity", "Per unit (tokens)", "Disclosure",
-                   "Not included"):
+    for needle in ("Energy (allocated)", "Operational CO₂e", "CO₂e per GPU kWh", "Grid intensity", "Per unit (tokens)",
+                   "Disclosure", "Not included"):
         assert needle in out.stdout, needle
 
 

@@ -55,7 +55,8 @@ def test_recording_rules_on_victoriametrics_match_ground_truth(tmp_path):
                               stdout=open(tmp_path / "exporter.log", "w"), stderr=subprocess.STDOUT)]
     base = f"http://127.0.0.1:{vm_port}"
     try:
-        procs.append(subprocess.Popen([vm, f"-storageDataPath={tmp_path / 'vm'}", f"-httpListenAddr=127.0.0.1:{vm_port}",
+        procs.append(subprocess.Popen([vm, f"-storageDataPath={tmp_path / 'vm'}",
+                                       f"-httpListenAddr=127.0.0.1:{vm_port}",
                                        f"-promscrape.config={tmp_path / 'scrape.yml'}",
                                        "-search.latencyOffset=0s",  # else the last 30 s are not answered
                                        "-search.disableCache"],  # recorded series are read back at once
@@ -63,8 +64,8 @@ def test_recording_rules_on_victoriametrics_match_ground_truth(tmp_path):
         wait_http(f"http://127.0.0.1:{port}/healthz", proc=procs[0])
         wait_http(f"{base}/health", proc=procs[1])
         procs.append(subprocess.Popen([vmalert, *(f"-rule={p}" for p in rules), f"-datasource.url={base}",
-                                       f"-remoteWrite.url={base}", "-evaluationInterval=1s", "-remoteWrite.flushInterval=1s",
-                                       f"-httpListenAddr=127.0.0.1:{alert_port}",
+                                       f"-remoteWrite.url={base}", "-evaluationInterval=1s",
+                                       "-remoteWrite.flushInterval=1s", f"-httpListenAddr=127.0.0.1:{alert_port}",
                                        f"-notifier.url=http://127.0.0.1:{free_port()}"],  # alerts: not this test's
                                       stdout=open(tmp_path / "vmalert.log", "w"), stderr=subprocess.STDOUT))
         wait_http(f"http://127.0.0.1:{alert_port}/health", proc=procs[2])
@@ -87,6 +88,7 @@ def test_recording_rules_on_victoriametrics_match_ground_truth(tmp_path):
             ("job:gpu_carbon_job_emissions_grams:increase1h", "601"): truth.job_allocated_g(jobs["601"], 0, 45),
             ("team:gpu_carbon_job_emissions_grams:increase1d", "nlp"): truth.job_allocated_g(jobs["601"], 0, 45)}
     for key, w in want.items():
-        print(f"{key[0]} {key[1]}: VictoriaMetrics {got[key]:.6g}, truth {w:.6g}, error {100 * (got[key] / w - 1):+.3f} %")
+        print(f"{key[0]} {key[1]}: VictoriaMetrics {got[key]:.6g}, truth {w:.6g}, "
+              f"error {100 * (got[key] / w - 1):+.3f} %")
     for key, w in want.items():
         assert got[key] == pytest.approx(w, rel=0.01), key

@@ -34,8 +34,10 @@ GPU_LABELS = ["gpu", "uuid"]
 _READING_GAUGES = [
     ("gpu_power_watts", "Board power draw as nvmlDeviceGetPowerUsage reports it (W).", "power_mw", MILLI),
     ("gpu_power_instant_watts", "Instantaneous board power, NVML field POWER_INSTANT (W).", "power_instant_mw", MILLI),
-    ("gpu_power_average_watts", "1-second average board power, NVML field POWER_AVERAGE (W).", "power_average_mw", MILLI),
-    ("gpu_utilization_ratio", "Fraction of the last sample period a kernel was running (0-1).", "gpu_util_pct", PERCENT),
+    ("gpu_power_average_watts", "1-second average board power, NVML field POWER_AVERAGE (W).",
+     "power_average_mw", MILLI),
+    ("gpu_utilization_ratio", "Fraction of the last sample period a kernel was running (0-1).",
+     "gpu_util_pct", PERCENT),
     ("gpu_memory_utilization_ratio", "Fraction of the last sample period device memory was read or written (0-1).",
      "memory_util_pct", PERCENT),
     ("gpu_memory_used_bytes", "Device memory in use (bytes).", "memory_used_bytes", 1),

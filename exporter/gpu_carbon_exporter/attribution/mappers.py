@@ -331,7 +331,8 @@ def _pid_kw(acfg: dict, ctx: MapperContext) -> dict:
     return {"expose_user": acfg["expose_user"], "teams": ctx.teams}
 
 
-register("mapper", "slurm", lambda a, c: SlurmCgroupMapper(c.proc_root, read_environ=a["slurm_environ"], **_pid_kw(a, c)),
+register("mapper", "slurm",
+         lambda a, c: SlurmCgroupMapper(c.proc_root, read_environ=a["slurm_environ"], **_pid_kw(a, c)),
          "Slurm jobs from process cgroups (v1 and v2)", auto=lambda a: True,
          schema={"proc_root": (str, "/proc", None), "slurm_environ": (bool, False, None)})
 register("mapper", "slurm_environ", lambda a, c: SlurmEnvMapper(c.proc_root, **_pid_kw(a, c)),

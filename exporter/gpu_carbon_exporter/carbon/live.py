@@ -191,7 +191,8 @@ class PollingIntensity(IntensityProvider):
         cached = self._forecast_cache
         if cached and cached[0] is self._timeline and 0 <= now - cached[1] < self.FORECAST_REFRESH_S:
             fc = cached[2]
-            return None if fc is None else replace(fc, best_window_in_s=max(fc.best_window_in_s - (now - cached[1]), 0.0))
+            return None if fc is None else replace(fc,
+                                                   best_window_in_s=max(fc.best_window_in_s - (now - cached[1]), 0.0))
         fc = self._compute_forecast(now)
         self._forecast_cache = (self._timeline, now, fc)
         return fc

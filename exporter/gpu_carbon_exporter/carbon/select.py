@@ -24,7 +24,8 @@ def _live(zone: str, spec: dict[str, Any], carbon_cfg: dict[str, Any], where: st
     source = family("provider")[spec["provider"]].factory(zone, spec, where)
     fc = carbon_cfg["forecast"]
     return PollingIntensity(zone, source, _static(zone, spec["fallback"], f"{where}.fallback"),
-                            poll_interval_seconds=spec["poll_interval_seconds"], timeout_seconds=spec["timeout_seconds"],
+                            poll_interval_seconds=spec["poll_interval_seconds"],
+                            timeout_seconds=spec["timeout_seconds"],
                             retries=spec["retries"], max_age_seconds=spec["max_age_seconds"],
                             stale_after_seconds=spec["stale_after_seconds"],
                             horizon_hours=fc["horizon_hours"], window_hours=fc["window_hours"])

@@ -116,7 +116,8 @@ class WattTime(LiveSource):
         points = []
         for i, p in enumerate(field(data, "data")):
             lbs = field(p, "value")
-            grams = lbs * LBS_PER_MWH_TO_G_PER_KWH if isinstance(lbs, (int, float)) and not isinstance(lbs, bool) else lbs
+            grams = (lbs * LBS_PER_MWH_TO_G_PER_KWH if isinstance(lbs, (int, float)) and not isinstance(lbs, bool)
+                     else lbs)
             points.append((timestamp(field(p, "point_time"), f"data[{i}].point_time"),
                            number(grams, f"data[{i}].value (converted to gCO2e/kWh)")))
         if not points:

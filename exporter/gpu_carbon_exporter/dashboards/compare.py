@@ -61,7 +61,8 @@ def panels() -> list:
              'view="allocated"}}[$__rate_interval]))')
     out.append(series_panel("Power", "Both jobs' power per node, allocated view (rate of "
                             "gpu_carbon_job_energy_joules_total).",
-                            [(power.format("job"), "A {{job_id}} {{node}}"), (power.format("job_b"), "B {{job_id}} {{node}}")],
+                            [(power.format("job"), "A {{job_id}} {{node}}"),
+                             (power.format("job_b"), "B {{job_id}} {{node}}")],
                             "watt", (0, 10, 24, 8)))
     return out
 

@@ -33,8 +33,8 @@ def disclosure(energy: str, grams: str):
     parts = [("This job used", kwh(energy), "kwatth", 3),
              ("and emitted", f"{grams} / {GRAMS_PER_KG}", "suffix: kg CO₂e", 3),
              ("at", f"{grams} / ({kwh(energy)})", "suffix: g CO₂e/kWh", 0)]
-    p = stat_panel("Disclosure", "A line to quote: the job's allocated energy over the dashboard's time range (widen it "
-                   "to cover the whole job: a job outside the range is not counted), its operational "
+    p = stat_panel("Disclosure", "A line to quote: the job's allocated energy over the dashboard's time range "
+                   "(widen it to cover the whole job: a job outside the range is not counted), its operational "
                    "emissions (PUE included) and the intensity it paid — emissions ÷ energy, which weights the grid "
                    "intensity by the job's own energy. GPU energy only: CPU, memory and network are not in it "
                    "(docs/accuracy.md gives the error bounds).", parts[0][1], parts[0][2], (0, 0, 24, 3),
@@ -99,7 +99,8 @@ def build() -> dashboard.Dashboard:
     board = (dashboard.Dashboard(TITLE).uid(UID).tags(["gpu-carbon"]).refresh("1m").time("now-24h", "now")
              .description("What one job cost: energy, carbon, water, GPU-hours, power over its life.")
              .link(link("Compare with another job", "gpu-carbon-job-compare")).link(link("Fleet", "gpu-carbon-fleet")))
-    board = variables(board, single_cluster=True, cluster_only=True).with_variable(team_variable()).with_variable(job_variable("job", "Job"))
+    board = (variables(board, single_cluster=True, cluster_only=True).with_variable(team_variable())
+             .with_variable(job_variable("job", "Job")))
     for p in panels():
         board = board.with_panel(p)
     return board

@@ -150,7 +150,8 @@ def _setting_problem(key: str, value: Any, default: Any) -> str | None:
         bad = isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
         if not bad and key == "warning_share" and value >= 1:
             bad = True
-        return f"expected a number above 0{' and below 1' if key == 'warning_share' else ''}, got {value!r}" if bad else None
+        return (f"expected a number above 0{' and below 1' if key == 'warning_share' else ''}, got {value!r}"
+                if bad else None)
     return None if isinstance(value, str) and value else f"expected a string, got {value!r}"
 
 

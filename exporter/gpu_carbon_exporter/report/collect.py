@@ -158,7 +158,8 @@ def collect(prom: Prometheus, job_id: str, cluster: str | None = None, since_s: 
                           f"last {since_s / 86400:g} days (--since)")
     clusters = sorted({s.labels.get("cluster", "") for s in info})
     if len(clusters) > 1:
-        raise ReportError(f"job {job_id!r} exists in several clusters ({', '.join(clusters)}): choose one with --cluster")
+        raise ReportError(f"job {job_id!r} exists in several clusters ({', '.join(clusters)}): "
+                          "choose one with --cluster")
     cluster = clusters[0]
     sel = f"job_id={quote(job_id)}, cluster={quote(cluster)}"
     first = info[0].labels

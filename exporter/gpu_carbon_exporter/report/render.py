@@ -43,13 +43,15 @@ def mass(grams: float) -> str:
 
 def disclosure(r: JobReport) -> str:
     """A paragraph to paste into a paper or model card."""
-    zones = ", ".join(sorted({f"{s.zone} ({s.source}, {s.signal})" for s in r.intensity_sources})) or "the configured zone"
+    zones = (", ".join(sorted({f"{s.zone} ({s.source}, {s.signal})" for s in r.intensity_sources}))
+             or "the configured zone")
     gpus = len(r.gpus)
     nodes = len(r.nodes)
     over = f" over {duration(r.duration_s)}" if r.duration_s > 0 else ""
     grid = ""
     if r.grid_intensity:
-        grid = f", PUE {r.pue:.2f} included, at an energy-weighted grid intensity of {fmt(r.grid_intensity, 'g CO₂e/kWh')}"
+        grid = (f", PUE {r.pue:.2f} included, at an energy-weighted grid intensity of "
+                f"{fmt(r.grid_intensity, 'g CO₂e/kWh')}")
     gpu_s = "s" if gpus != 1 else ""
     node_s = "s" if nodes != 1 else ""
     parts = [
@@ -158,7 +160,8 @@ def text(r: JobReport) -> str:
         lines = wrap(v, 80 - 22) or [""]
         out += [f"{k:<22}{lines[0]}", *(" " * 22 + line for line in lines[1:])]
     out += ["", "Per node", *_table(["node", "energy", "CO₂e", "GPU-h"], node_rows(r))]
-    out += ["", "Per GPU (whole GPU over the job's time)", *_table(["node", "gpu", "energy", "util", "peak"], gpu_rows(r))]
+    out += ["", "Per GPU (whole GPU over the job's time)",
+            *_table(["node", "gpu", "energy", "util", "peak"], gpu_rows(r))]
     if r.gaps:
         out += ["", "Gaps", *(w for g in gap_lines(r) for w in wrap(g))]
     out += ["", "Disclosure", *wrap(disclosure(r))]
@@ -190,7 +193,8 @@ CSS = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;p
 
 def html_page(title: str, body: list[str]) -> str:
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>" + "".join(body) + "</body></html>\n")
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
+            + "".join(body) + "</body></html>\n")
 
 
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
@@ -244,7 +248,8 @@ class Variant:
         for i in (0, 1):
             xs = [v[i] for v in values]
             mean = sum(xs) / len(xs)
-            sem = (math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) / math.sqrt(len(xs))) if len(xs) > 1 else 0.0
+            sem = (math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) / math.sqrt(len(xs))
+                   if len(xs) > 1 else 0.0)
             rel = math.hypot(MEASUREMENT_REL_UNCERTAINTY, sem / mean if mean else 0.0)  # the bound is not random
             out += [mean, rel]
         return out[0], out[2], out[1], out[3]

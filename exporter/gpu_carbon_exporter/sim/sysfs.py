@@ -151,7 +151,8 @@ class SysfsSimulator:
         for k in range(self.rapl_packages):
             share = 1.0 / self.rapl_packages
             zones = [(f"intel-rapl:{k}", f"package-{k}", share)]
-            zones += [(f"intel-rapl:{k}:{j}", name, share * RAPL_SHARES[name]) for j, name in enumerate(("core", "uncore"))]
+            zones += [(f"intel-rapl:{k}:{j}", name, share * RAPL_SHARES[name])
+                      for j, name in enumerate(("core", "uncore"))]
             zones.append((f"intel-rapl:{k}:2", "dram", share * self.dram_share))
             for zone, name, s in zones:
                 _w(base / zone / "name", name)

@@ -91,8 +91,10 @@ class HwmonSource(DeviceSource):
             setattr(ch, "energy" if m[1] == "energy" else "power", d / f)
             out.append(ch)
         for pair in self.pairs if not out else ():  # a pair only where the driver has no power channel
-            if pair.get("driver") == driver and f"{pair['voltage']}_input" in files and f"{pair['current']}_input" in files:
-                out.append(_Channel(d, driver, f"{pair['voltage']}*{pair['current']}", pair.get("label", pair["voltage"]),
+            if pair.get("driver") == driver and f"{pair['voltage']}_input" in files and \
+                    f"{pair['current']}_input" in files:
+                out.append(_Channel(d, driver, f"{pair['voltage']}*{pair['current']}",
+                                    pair.get("label", pair["voltage"]),
                                     volts=d / f"{pair['voltage']}_input", amps=d / f"{pair['current']}_input"))
         return out
 
@@ -161,5 +163,6 @@ def _from_config(section: dict[str, Any], ctx: SourceContext) -> list[DeviceSour
 
 register("source", "hwmon", _from_config, "generic hwmon power and energy sensors (ina2xx, ACPI power meters, …)",
          schema={"enabled": (bool, False, None), "sysfs_root": (str, "/", None),
-                 "allow_drivers": (list, None, names("driver names")), "deny_drivers": (list, None, names("driver names")),
+                 "allow_drivers": (list, None, names("driver names")),
+                 "deny_drivers": (list, None, names("driver names")),
                  "pairs": (list, None, _pairs), "whole_device": (list, None, names("driver names"))})

@@ -153,4 +153,5 @@ class JetsonSource(DeviceSource):
         return reading
 
 
-register("source", "jetson", sysfs_factory(JetsonSource), "Jetson power rails (INA3221/INA238) and GPU load", schema=SYSFS_SCHEMA)
+register("source", "jetson", sysfs_factory(JetsonSource), "Jetson power rails (INA3221/INA238) and GPU load",
+         schema=SYSFS_SCHEMA)

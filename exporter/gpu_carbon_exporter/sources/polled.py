@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 class PolledSource(DeviceSource):
     def __init__(self, inner: DeviceSource, poll_interval_seconds: float, max_age_seconds: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.inner, self.poll_interval_seconds, self.max_age_seconds, self.clock = inner, poll_interval_seconds, max_age_seconds, clock
+        self.inner, self.poll_interval_seconds, self.max_age_seconds, self.clock = \
+            inner, poll_interval_seconds, max_age_seconds, clock
         self.name, self.optional, self.noun = inner.name, inner.optional, inner.noun
         self._devices: list[DeviceIdentity] = []
         self._latest: dict[str, tuple[DeviceReading, float]] = {}
