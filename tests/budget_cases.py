@@ -201,8 +201,8 @@ def every_scope() -> dict:
 
 
 def slow_tiers() -> dict:
-    """Job 10 (namespace ml9; no other budget covers it) at 1440 W for 25 h against 50.4 kWh/week \
-(300 W sustainable): 4.8x
+    """Job 10 (namespace ml9; no other budget covers it) at 1440 W for 25 h against 50.4 kWh/week (300 W sustainable):
+    4.8x
     over 1d and 2h (> 3: the 1d/2h tier), and over 3d (25 h of 72 h: 1.667x) and 6h (> 1: the
     3d/6h tier); under 6x (6h/30m) and 14.4x (1h/5m). The 3d window sums 1-minute tiles. 36 kWh used,
     14.4 kWh left: at the last day's 34.56 kWh/day it lasts 10 h, at the last 3 days' 12 kWh/day 1.2 days."""
