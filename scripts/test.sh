@@ -31,6 +31,8 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 PY=.venv/bin/python
 "$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
+# The linter first (ruff, configured in pyproject.toml): a style error fails the run before the tests start.
+"$PY" -m ruff check --quiet .
 # Three workers, a test file each at a time (pytest-xdist), the slowest files first (tests/conftest.py):
 # the end-to-end tests mostly wait on real time (scrapes, rule evaluations, outages), so they run side by
 # side with the CPU-bound ones even on this project's 2-core machine. PYTEST_WORKERS=0 runs it in one process.

@@ -7,8 +7,10 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from prometheus_client.exposition import generate_latest
@@ -218,9 +220,6 @@ def _dashboards(argv: list[str]) -> int:
 
 def _stack(argv: list[str]) -> int:
     """``stack``: simulated exporters, Prometheus with the rules, Alertmanager and Grafana, until Ctrl-C."""
-    import tempfile
-    from pathlib import Path
-
     from .stack import DEFAULT_SCRAPE_INTERVAL, DURATION, Exporter, default_exporters, run
 
     def duration(text: str) -> str:

@@ -60,6 +60,8 @@ def _estimates_panel():
 
 
 def panels() -> list:
+    # long: one declarative list of the dashboard's panels, top to bottom, as Grafana lays them out;
+    # cutting it would only scatter the grid positions that must be read together.
     now = [
         stat_panel("Power now", "Every accounted device (GPUs, boards, accounted CPU zones, the rest of each node), "
                    "from the energy counters' last two scrapes (node:gpu_carbon_power_watts:sum_irate): a step shows "

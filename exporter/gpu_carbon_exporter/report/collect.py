@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
+import time
 from collections import defaultdict
 from typing import Iterable
 
@@ -148,8 +149,6 @@ def raw_chunked(prom: Prometheus, selector: str, start: float, end: float, chunk
 def collect(prom: Prometheus, job_id: str, cluster: str | None = None, since_s: float = 30 * 86400,
             now: float | None = None) -> JobReport:
     """Read job ``job_id`` (in ``cluster`` where ids repeat across clusters) from the last ``since_s``."""
-    import time
-
     now = time.time() if now is None else now
     sel = f"job_id={quote(job_id)}" + (f", cluster={quote(cluster)}" if cluster is not None else "")
     info = prom.instant(f"last_over_time({JOB_INFO}{{{sel}}}[{int(since_s)}s])", now)
