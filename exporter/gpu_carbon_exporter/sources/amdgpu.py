@@ -140,14 +140,14 @@ def market_name(root: Path, device: Path) -> str:
     if name:
         return name
     did, rev = _read(device / "device")[2:].upper(), _read(device / "revision")[2:].upper()
-    fallback = f"AMD GPU 0x{did.lower()}" if did else "AMD GPU"
+    names = {}  # revision -> name, of this device id
     for line in _read(root / AMDGPU_IDS).splitlines():
         parts = [p.strip() for p in line.split(",", 2)]
         if len(parts) == 3 and parts[0].upper() == did:
-            if parts[1].upper() == rev:
-                return parts[2]
-            fallback = parts[2] if fallback.startswith("AMD GPU") else fallback
-    return fallback
+            names.setdefault(parts[1].upper(), parts[2])
+    if names:
+        return names.get(rev) or next(iter(names.values()))  # another revision's name is closer than none
+    return f"AMD GPU 0x{did.lower()}" if did else "AMD GPU"
 
 
 class AmdgpuSource(DeviceSource):
