@@ -31,7 +31,6 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from .models import AmdBoard
 from .scenario import SimDevice
 
 u8, u16, u32, u64 = C.c_uint8, C.c_uint16, C.c_uint32, C.c_uint64
@@ -180,7 +179,7 @@ class AmdgpuSimulator:
             _w(d / "mem_info_vram_total", dev.model.memory_bytes)
             _w(d / "current_compute_partition", {1: "SPX", 2: "DPX", 4: "QPX", 8: "CPX"}.get(xcp_partitions, "SPX"))
             self._nodes(d, f"card{k + 1}", f"renderD{128 + k}")
-            self.hwmon.append(self._hwmon(d, k, dev.model.max_w, board))
+            self.hwmon.append(self._hwmon(d, k, dev.model.max_w))
             for j in range(1, xcp_partitions):  # the partitions beyond the first: render (and card) nodes only
                 xcp = r / f"sys/devices/platform/amdgpu_xcp.{k * (xcp_partitions - 1) + j - 1}"
                 self._nodes(xcp, f"card{extra}", f"renderD{128 + extra + 16}")
@@ -192,7 +191,7 @@ class AmdgpuSimulator:
             _link(device / "drm" / node / "device", device)
             _link(self.root / "sys/class/drm" / node, device / "drm" / node)
 
-    def _hwmon(self, d: Path, k: int, max_w: float, board: AmdBoard) -> Path:
+    def _hwmon(self, d: Path, k: int, max_w: float) -> Path:
         hw = d / f"hwmon/hwmon{2 + k}"
         _w(hw / "name", "amdgpu")
         _w(hw / "power1_cap", round(max_w * 1e6))
