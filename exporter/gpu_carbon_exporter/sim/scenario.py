@@ -305,8 +305,8 @@ def parse_scenario(data: Any, source: str = "<scenario>", base: Path = Path(".")
     return sc
 
 
-BUILTIN = ("demo", "jobs-mix", "mi300x", "radeon", "edge-orin", "edge-xavier", "edge-nano", "edge-thor", "edge-rpi",
-           "edge-laptop")
+BUILTIN = ("demo", "jobs-mix", "edge-orin", "edge-xavier", "edge-nano", "edge-thor", "edge-rpi", "edge-laptop",
+           "mi300x", "radeon")
 
 
 def load_scenario(path: str | Path | None) -> Scenario:
