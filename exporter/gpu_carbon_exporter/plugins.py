@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping
 FAMILIES = ("source", "provider", "mapper")
 # The built-in plug-ins: importing a module registers what it defines.
 BUILTIN_MODULES = (
-    "sources.nvml", "sources.jetson", "sources.rapl", "sources.hwmon", "sources.battery", "sources.node",
+    "sources.nvml", "sources.amdgpu", "sources.jetson", "sources.rapl", "sources.hwmon", "sources.battery", "sources.node",
     "sources.cpu_estimate", "sources.network", "sources.storage",
     "carbon.static", "carbon.file", "carbon.webapis",
     "attribution.mappers",

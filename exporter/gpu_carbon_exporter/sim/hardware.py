@@ -1,7 +1,8 @@
 """A scenario's simulated hardware, laid out where the real sources look for it.
 
-The simulator imitates hardware, never sources: GPUs are a pynvml-shaped library (``nvml.py``),
-edge boards and RAPL zones a live fake sysfs tree (``sysfs.py``). ``simulated_hardware`` lays
+The simulator imitates hardware, never sources: NVIDIA GPUs are a pynvml-shaped library
+(``nvml.py``), AMD GPUs a live fake amdgpu sysfs tree (``amdgpu.py``), edge boards and RAPL zones
+another (``sysfs.py``). ``simulated_hardware`` lays
 them out and says, as a node's configuration would, which registered source reads each part and
 with which settings; start-up then builds those sources through the registry, as on a real node,
 and names no source class.
@@ -42,16 +43,19 @@ class SimulatedHardware:
 
 
 def simulated_hardware(scenario: Scenario, clock: Callable[[], float]) -> SimulatedHardware:
-    """Lay out the scenario's hardware, read at scenario time ``clock()``: GPUs first, then the
-    edge board, then the RAPL zones (the order their sources are built and sampled in)."""
+    """Lay out the scenario's hardware, read at scenario time ``clock()``: GPUs first (NVIDIA, then
+    AMD), then the edge board, then the RAPL zones (the order their sources are built and sampled in)."""
     from .sysfs import READ_BY
 
     hw = SimulatedHardware()
-    if scenario.devices:
+    if any(d.model.vendor == "nvidia" for d in scenario.devices):
         from .nvml import SimulatedNvml
 
         hw.sections["nvml"] = {"enabled": True}
         hw.libraries["nvml"] = SimulatedNvml(scenario, clock)
+    amd = _amdgpu_tree(scenario, clock)
+    if amd is not None:
+        hw.sections["amdgpu"] = {"enabled": True, "sysfs_root": amd}
     root = _sysfs_tree(scenario, clock)
     if root is not None and scenario.edge.board:
         name, settings = READ_BY[scenario.edge.board]
@@ -59,6 +63,22 @@ def simulated_hardware(scenario: Scenario, clock: Callable[[], float]) -> Simula
     if root is not None and scenario.edge.rapl_pattern:
         hw.sections["rapl"] = {"enabled": True, "sysfs_root": root}
     return hw
+
+
+def _amdgpu_tree(scenario: Scenario, clock: Callable[[], float]) -> str | None:
+    """The AMD cards' live fake amdgpu sysfs tree, or None where the scenario has none."""
+    from .amdgpu import AmdgpuSimulator
+
+    cards = [d for d in scenario.devices if d.model.vendor == "amd"]
+    if not cards:
+        return None
+    root = temporary(tempfile.mkdtemp(prefix="gpu-carbon-sysfs-"))
+    sim = AmdgpuSimulator(root, cards)
+    sim.update(clock())
+    sim.run(clock)
+    atexit.register(sim.stop)  # runs before the tree is removed (atexit is last in, first out)
+    log.info("simulated amdgpu sysfs tree (%d cards) under %s", len(cards), root)
+    return root
 
 
 def _sysfs_tree(scenario: Scenario, clock: Callable[[], float]) -> str | None:

@@ -7,48 +7,22 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from ..carbon.timeline import Timeline, intensity_problem
 from ..errors import ConfigError
-from ..schema import Check, Invalid, Problems, Wording, checked, show
+from ..schema import show
 from ..sources.base import JOULES_PER_KWH
 from ..yamlio import parse_yaml, read_yaml
 from . import patterns as P
+from .models import GPU_METRICS_REVISIONS, MODELS, AmdBoard, DeviceModel
+from .reader import ScenarioError, Reader
 
 log = logging.getLogger(__name__)
 
-
-class ScenarioError(ValueError):
-    """A scenario file is invalid; the message names the file, key and reason."""
-
-
-@dataclass(frozen=True)
-class DeviceModel:
-    name: str
-    idle_w: float
-    max_w: float
-    memory_bytes: int
-    energy_counter: bool = True
-    # What nvmlDeviceGetPowerUsage returns: "average_1s" or "instant".
-    power_usage: str = "average_1s"
-    max_sm_mhz: int = 1980
-    # NVML field values POWER_INSTANT / POWER_AVERAGE (absent before Volta).
-    power_fields: bool = True
-
-
-MODELS = {m.name: m for m in [
-    DeviceModel("NVIDIA H100 80GB HBM3", 70, 700, 80 * 2**30),
-    DeviceModel("NVIDIA H200", 75, 700, 141 * 10**9),
-    DeviceModel("NVIDIA A100-SXM4-80GB", 55, 400, 80 * 2**30, power_usage="instant", max_sm_mhz=1410),
-    DeviceModel("NVIDIA L40S", 35, 350, 48 * 2**30, max_sm_mhz=2520),
-    DeviceModel("Tesla V100-SXM2-32GB", 40, 300, 32 * 2**30, power_usage="instant", max_sm_mhz=1530),
-    DeviceModel("Tesla P100-PCIE-16GB", 30, 250, 16 * 2**30, energy_counter=False,
-                power_usage="instant", max_sm_mhz=1328, power_fields=False),
-]}
 
 # NVML refreshes its power readings every 100 ms. The average field is over 1 s;
 # the instantaneous one over a 25 ms window (A100/H100 behaviour).
@@ -144,49 +118,7 @@ class Scenario:
         return CYCLE_ANCHOR if self.cycle_s is not None else None
 
 
-# The scenario reader's words for a wrong value ("expected float, got 'x'", "must be >= 0, got -1").
-_WORDING = Wording(kind=lambda kind: str(getattr(kind, "__name__", kind)), reason="{reason}, got {value}")
-
-
-def _at_least(minimum: float | None) -> Check | None:
-    if minimum is None:
-        return None
-    return lambda value: f"must be >= {minimum}" if value < minimum else None
-
-
-class _Reader:
-    """Typed access to a YAML mapping, checked by the schema engine; the first problem stops the
-    reading (a later key often depends on this one) with a message naming file and key."""
-
-    def __init__(self, source: str, data: Any, path: str = "") -> None:
-        self.source, self.data, self.path = source, data, path
-        if not isinstance(data, dict):
-            self.fail(f"expected a mapping, got {type(data).__name__}")
-
-    def fail(self, reason: str, key: str | None = None) -> NoReturn:
-        where = ".".join(p for p in (self.path, key) if p) or "(top level)"
-        Problems(self.source, ScenarioError).fail(where, reason)
-
-    def get(self, key: str, kind: type | tuple, default: Any = ..., minimum: float | None = None) -> Any:
-        if key not in self.data:
-            if default is ...:
-                self.fail("required key is missing", key)
-            return default
-        try:
-            return checked(self.data[key], kind, _at_least(minimum), _WORDING)
-        except Invalid as bad:
-            self.fail(bad.reason, key)
-
-    def child(self, key: str, value: Any) -> "_Reader":
-        return _Reader(self.source, value, f"{self.path}.{key}" if self.path else key)
-
-    def check_keys(self, allowed: set[str]) -> None:
-        unknown = sorted(set(self.data) - allowed)
-        if unknown:
-            self.fail(f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
-
-
-def _pattern(r: _Reader, base: Path) -> P.Pattern:
+def _pattern(r: Reader, base: Path) -> P.Pattern:
     kind = r.get("pattern", str)
     f = lambda k, **kw: r.get(k, float, **kw)  # noqa: E731
     try:
@@ -225,38 +157,72 @@ def _pattern(r: _Reader, base: Path) -> P.Pattern:
     r.fail(f"unknown pattern {show(kind)}; use constant, steps, square, bursts, schedule or replay", "pattern")
 
 
-def _devices(r: _Reader, base: Path) -> list[SimDevice]:
+def _devices(r: Reader, base: Path) -> list[SimDevice]:
     out: list[SimDevice] = []
     for i, raw in enumerate(r.get("devices", list, [])):
         d = r.child(f"devices[{i}]", raw)
-        d.check_keys({"model", "count", "idle_w", "max_w", "power", "energy_counter",
-                      "power_usage", "power_fields", "energy_offset_mj", "mig_instances"})
-        model_name = d.get("model", str)
-        base_model = MODELS.get(model_name)
-        if base_model is None:
-            if "idle_w" not in d.data or "max_w" not in d.data:
-                d.fail(f"unknown model {model_name!r:.60}: give idle_w and max_w (known models: "
-                       f"{', '.join(MODELS)})", "model")
-            base_model = DeviceModel(model_name, d.get("idle_w", float), d.get("max_w", float), 16 * 2**30)
-        model = DeviceModel(
-            model_name, d.get("idle_w", float, base_model.idle_w, minimum=0),
-            d.get("max_w", float, base_model.max_w, minimum=1), base_model.memory_bytes,
-            d.get("energy_counter", bool, base_model.energy_counter),
-            d.get("power_usage", str, base_model.power_usage), base_model.max_sm_mhz,
-            d.get("power_fields", bool, base_model.power_fields))
-        if model.power_usage not in ("average_1s", "instant"):
-            d.fail("must be average_1s or instant", "power_usage")
+        d.check_keys({"model", "count", "idle_w", "max_w", "power", "energy_counter", "power_usage",
+                      "power_fields", "energy_offset_mj", "mig_instances", "vendor", "gpu_metrics"})
+        model = _model(d)
+        if model.amd is not None and "mig_instances" in d.data:
+            d.fail("only for NVIDIA models (AMD partitions are not simulated)", "mig_instances")
         pattern = _pattern(d.child("power", d.get("power", dict)), base)
         _warn_above_max(d, pattern, model)
         for _ in range(d.get("count", int, 1, minimum=1)):
             idx = len(out)
-            out.append(SimDevice(idx, model, pattern, f"GPU-5e3a0000-0000-4000-8000-{idx:012d}",
-                                 d.get("energy_offset_mj", int, 0, minimum=0),
+            # AMD cards are keyed by their unique_id (sources/amdgpu.py card_uuid), as the fake tree writes it.
+            uuid = f"amdgpu-{AMD_UNIQUE_ID + idx:016x}" if model.amd else f"GPU-5e3a0000-0000-4000-8000-{idx:012d}"
+            out.append(SimDevice(idx, model, pattern, uuid, d.get("energy_offset_mj", int, 0, minimum=0),
                                  d.get("mig_instances", int, 0, minimum=0)))
     return out
 
 
-def _warn_above_max(d: _Reader, pattern: P.Pattern, model: DeviceModel) -> None:
+AMD_UNIQUE_ID = 0x5E3A_0000_0000_0000
+# A scenario's own AMD model (vendor: amd, not in MODELS): a v1_3 card over a 32-bit firmware counter.
+GENERIC_AMD = AmdBoard(0x7FFF, 0x00, "1.3", counter_bits=32)
+
+
+def _model(d: Reader) -> DeviceModel:
+    """A device entry's model: a known one, or the entry's own (idle_w and max_w), with its overrides."""
+    model_name = d.get("model", str)
+    base_model = MODELS.get(model_name)
+    vendor = d.get("vendor", str, base_model.vendor if base_model else "nvidia")
+    if vendor not in ("nvidia", "amd"):
+        d.fail("must be nvidia or amd", "vendor")
+    if base_model is None:
+        if "idle_w" not in d.data or "max_w" not in d.data:
+            d.fail(f"unknown model {model_name!r:.60}: give idle_w and max_w (known models: "
+                   f"{', '.join(MODELS)})", "model")
+        base_model = DeviceModel(model_name, d.get("idle_w", float), d.get("max_w", float), 16 * 2**30,
+                                 amd=GENERIC_AMD if vendor == "amd" else None)
+    elif vendor != base_model.vendor:
+        d.fail(f"{model_name} is an {base_model.vendor} model", "vendor")
+    model = DeviceModel(
+        model_name, d.get("idle_w", float, base_model.idle_w, minimum=0),
+        d.get("max_w", float, base_model.max_w, minimum=1), base_model.memory_bytes,
+        d.get("energy_counter", bool, base_model.energy_counter),
+        d.get("power_usage", str, base_model.power_usage), base_model.max_sm_mhz,
+        d.get("power_fields", bool, base_model.power_fields), _board(d, base_model.amd))
+    if model.power_usage not in ("average_1s", "instant"):
+        d.fail("must be average_1s or instant", "power_usage")
+    return model
+
+
+def _board(d: Reader, board: AmdBoard | None) -> AmdBoard | None:
+    """An AMD model's board with the entry's gpu_metrics revision ("none": no table)."""
+    if "gpu_metrics" not in d.data:
+        return board
+    if board is None:
+        d.fail("only for AMD models (vendor: amd)", "gpu_metrics")
+    revision = d.get("gpu_metrics", str)
+    if revision not in (*GPU_METRICS_REVISIONS, "none"):
+        d.fail(f"must be one of {', '.join(GPU_METRICS_REVISIONS)} or none", "gpu_metrics")
+    # v1_0 has a u32 field; from v1_4 only the 64-bit firmware (MI300) writes the table.
+    bits = 32 if revision == "1.0" else 64 if revision >= "1.4" else board.counter_bits
+    return replace(board, gpu_metrics=None if revision == "none" else revision, counter_bits=bits)
+
+
+def _warn_above_max(d: Reader, pattern: P.Pattern, model: DeviceModel) -> None:
     """A pattern drawing more than the model's max_w is allowed (a what-if) but probably a typo."""
     peak = max(pattern.power(i * 0.7213) for i in range(5000))  # the first hour, off any round period
     if peak > model.max_w:
@@ -264,7 +230,7 @@ def _warn_above_max(d: _Reader, pattern: P.Pattern, model: DeviceModel) -> None:
                     model.name, model.max_w)
 
 
-def _edge(r: _Reader, base: Path) -> SimEdge:
+def _edge(r: Reader, base: Path) -> SimEdge:
     from .sysfs import BOARDS
 
     edge = SimEdge()
@@ -284,7 +250,7 @@ def _edge(r: _Reader, base: Path) -> SimEdge:
     return edge
 
 
-def _jobs(r: _Reader, n_devices: int, cycle_s: float | None = None) -> list[SimJob]:
+def _jobs(r: Reader, n_devices: int, cycle_s: float | None = None) -> list[SimJob]:
     jobs = []
     for i, raw in enumerate(r.get("jobs", list, [])):
         j = r.child(f"jobs[{i}]", raw)
@@ -305,7 +271,7 @@ def _jobs(r: _Reader, n_devices: int, cycle_s: float | None = None) -> list[SimJ
     return jobs
 
 
-def _intensity(r: _Reader, cycle_s: float | None = None) -> dict[str, Timeline]:
+def _intensity(r: Reader, cycle_s: float | None = None) -> dict[str, Timeline]:
     out: dict[str, Timeline] = {}
     for zone, steps in r.get("intensity", dict, {}).items():
         try:
@@ -323,7 +289,7 @@ def _intensity(r: _Reader, cycle_s: float | None = None) -> dict[str, Timeline]:
 
 
 def parse_scenario(data: Any, source: str = "<scenario>", base: Path = Path(".")) -> Scenario:
-    r = _Reader(source, data)
+    r = Reader(source, data)
     r.check_keys({"name", "devices", "jobs", "zone", "pue", "intensity", "start_time", "edge", "rapl", "cycle_s"})
     cycle = r.get("cycle_s", float, None, minimum=1)
     devices = _devices(r, base)
@@ -339,7 +305,8 @@ def parse_scenario(data: Any, source: str = "<scenario>", base: Path = Path(".")
     return sc
 
 
-BUILTIN = ("demo", "jobs-mix", "edge-orin", "edge-xavier", "edge-nano", "edge-thor", "edge-rpi", "edge-laptop")
+BUILTIN = ("demo", "jobs-mix", "edge-orin", "edge-xavier", "edge-nano", "edge-thor", "edge-rpi", "edge-laptop",
+           "mi300x", "radeon")
 
 
 def load_scenario(path: str | Path | None) -> Scenario:

@@ -59,6 +59,9 @@ class DeviceIdentity:
     mig_instances: tuple[MigInstance, ...] = ()
     # What the device is: the name of a registered kind (kinds.py; GPUs, sources/nvml.py, by default).
     kind: str = "gpu"
+    # Who made a GPU ("nvidia", "amd"): every vendor's GPUs are the one kind "gpu" (a joule is a joule),
+    # told apart by this. NVML's GPUs keep the default; meaningless for other kinds. Not rendered yet.
+    vendor: str = "nvidia"
     # Kind-specific labels (name, value), the same names for every device of a kind.
     labels: tuple[tuple[str, str], ...] = ()
     # False for a part of another accounted device (a sub-rail, a nested RAPL zone):
