@@ -35,6 +35,8 @@ class SimulatedNvml:
     def __init__(self, scenario: Scenario, clock: Callable[[], float],
                  driver_version: str = "560.35.03-sim") -> None:
         self.scenario, self.clock, self.driver_version = scenario, clock, driver_version
+        # NVML's GPUs, in NVML index order: the scenario's NVIDIA ones (others are read by their own sources).
+        self.devices = [d for d in scenario.devices if d.model.vendor == "nvidia"]
         self.initialized = False
         self.init_error: int | None = None  # e.g. NVML_ERROR_LIBRARY_NOT_FOUND
         self.lost: set[int] = set()
@@ -46,7 +48,7 @@ class SimulatedNvml:
     # -- fault injection ------------------------------------------------
     def reload_driver(self, index: int) -> None:
         """Restart the device's energy counter from zero, as a driver reload does."""
-        dev = self.scenario.devices[index]
+        dev = self.devices[index]
         self.counter_base_mj[index] = self._energy_mj_raw(dev)
 
     # -- helpers ------------------------------------------------------------
@@ -61,7 +63,7 @@ class SimulatedNvml:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
         if (handle.index, name) in self.unsupported:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
-        return self.scenario.devices[handle.index]
+        return self.devices[handle.index]
 
     def _energy_mj_raw(self, dev: SimDevice) -> int:
         return math.floor(dev.pattern.energy(self.clock()) * 1000.0) + dev.energy_offset_mj
@@ -91,11 +93,11 @@ class SimulatedNvml:
 
     def nvmlDeviceGetCount(self) -> int:
         self._enter("nvmlDeviceGetCount")
-        return len(self.scenario.devices)
+        return len(self.devices)
 
     def nvmlDeviceGetHandleByIndex(self, index: int) -> _Handle:
         self._enter("nvmlDeviceGetHandleByIndex")
-        if not 0 <= index < len(self.scenario.devices):
+        if not 0 <= index < len(self.devices):
             raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return _Handle(index)
 
@@ -179,6 +181,7 @@ class SimulatedNvml:
 
     # -- processes -----------------------------------------------------------------
     def _active_jobs(self, index: int) -> list[tuple[int, "object"]]:
+        """(pid, job) of the jobs running now on the scenario's device ``index``."""
         from .trace import job_pid
 
         t = self.clock()
@@ -192,7 +195,7 @@ class SimulatedNvml:
             "pid": pid, "usedGpuMemory": int(used * job.share),
             "gpuInstanceId": 0xFFFFFFFF if job.mig_instance is None else job.mig_instance + 1,
             "computeInstanceId": 0xFFFFFFFF if job.mig_instance is None else 0})
-            for pid, job in self._active_jobs(h.index)]
+            for pid, job in self._active_jobs(dev.index)]
 
     def nvmlDeviceGetGraphicsRunningProcesses(self, h: _Handle) -> list:
         self._enter("nvmlDeviceGetGraphicsRunningProcesses", h)
@@ -200,7 +203,7 @@ class SimulatedNvml:
 
     def nvmlDeviceGetProcessUtilization(self, h: _Handle, last_seen_us: int) -> list:
         dev = self._enter("nvmlDeviceGetProcessUtilization", h)
-        jobs = self._active_jobs(h.index)
+        jobs = self._active_jobs(dev.index)
         if not jobs:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
         u, t = dev.utilization(self.clock()), self.clock()

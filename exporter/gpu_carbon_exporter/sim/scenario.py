@@ -38,6 +38,9 @@ class DeviceModel:
     max_sm_mhz: int = 1980
     # NVML field values POWER_INSTANT / POWER_AVERAGE (absent before Volta).
     power_fields: bool = True
+    # Who made it: "nvidia" GPUs are served by the simulated NVML, "intel" ones by a simulated xe or
+    # i915 sysfs tree and their jobs' DRM client stats (sim/intel.py).
+    vendor: str = "nvidia"
 
 
 MODELS = {m.name: m for m in [
@@ -48,7 +51,13 @@ MODELS = {m.name: m for m in [
     DeviceModel("Tesla V100-SXM2-32GB", 40, 300, 32 * 2**30, power_usage="instant", max_sm_mhz=1530),
     DeviceModel("Tesla P100-PCIE-16GB", 30, 250, 16 * 2**30, energy_counter=False,
                 power_usage="instant", max_sm_mhz=1328, power_fields=False),
+    # The names the Intel source gives their PCI device ids (sources/intel_gpu.py MODELS).
+    DeviceModel("Intel Data Center GPU Max 1550", 95, 600, 128 * 2**30, max_sm_mhz=1600, vendor="intel"),
+    DeviceModel("Intel Data Center GPU Max 1100", 60, 300, 48 * 2**30, max_sm_mhz=1550, vendor="intel"),
+    DeviceModel("Intel Arc B580", 15, 190, 12 * 2**30, max_sm_mhz=2850, vendor="intel"),
 ]}
+# The drivers a simulated GPU of each vendor may be bound to, the default first.
+DRIVERS = {"nvidia": ("nvidia",), "intel": ("xe", "i915")}
 
 # NVML refreshes its power readings every 100 ms. The average field is over 1 s;
 # the instantaneous one over a 25 ms window (A100/H100 behaviour).
@@ -65,6 +74,7 @@ class SimDevice:
     uuid: str
     energy_offset_mj: int = 0
     mig_instances: int = 0
+    driver: str = "nvidia"  # the kernel driver it is bound to (DRIVERS)
 
     def window_power(self, t: float, window_s: float) -> float:
         """Mean power (W) over the ``window_s`` before the last 100-ms refresh."""
@@ -230,7 +240,7 @@ def _devices(r: _Reader, base: Path) -> list[SimDevice]:
     for i, raw in enumerate(r.get("devices", list, [])):
         d = r.child(f"devices[{i}]", raw)
         d.check_keys({"model", "count", "idle_w", "max_w", "power", "energy_counter",
-                      "power_usage", "power_fields", "energy_offset_mj", "mig_instances"})
+                      "power_usage", "power_fields", "energy_offset_mj", "mig_instances", "driver"})
         model_name = d.get("model", str)
         base_model = MODELS.get(model_name)
         if base_model is None:
@@ -243,16 +253,22 @@ def _devices(r: _Reader, base: Path) -> list[SimDevice]:
             d.get("max_w", float, base_model.max_w, minimum=1), base_model.memory_bytes,
             d.get("energy_counter", bool, base_model.energy_counter),
             d.get("power_usage", str, base_model.power_usage), base_model.max_sm_mhz,
-            d.get("power_fields", bool, base_model.power_fields))
+            d.get("power_fields", bool, base_model.power_fields), base_model.vendor)
         if model.power_usage not in ("average_1s", "instant"):
             d.fail("must be average_1s or instant", "power_usage")
+        drivers = DRIVERS[model.vendor]
+        driver = d.get("driver", str, drivers[0])
+        if driver not in drivers:
+            d.fail(f"must be {' or '.join(drivers)} for {model.name}", "driver")
+        if model.vendor != "nvidia" and d.get("mig_instances", int, 0):
+            d.fail(f"MIG is NVIDIA's: {model.name} has no MIG instances", "mig_instances")
         pattern = _pattern(d.child("power", d.get("power", dict)), base)
         _warn_above_max(d, pattern, model)
         for _ in range(d.get("count", int, 1, minimum=1)):
             idx = len(out)
             out.append(SimDevice(idx, model, pattern, f"GPU-5e3a0000-0000-4000-8000-{idx:012d}",
                                  d.get("energy_offset_mj", int, 0, minimum=0),
-                                 d.get("mig_instances", int, 0, minimum=0)))
+                                 d.get("mig_instances", int, 0, minimum=0), driver))
     return out
 
 
@@ -339,7 +355,8 @@ def parse_scenario(data: Any, source: str = "<scenario>", base: Path = Path(".")
     return sc
 
 
-BUILTIN = ("demo", "jobs-mix", "edge-orin", "edge-xavier", "edge-nano", "edge-thor", "edge-rpi", "edge-laptop")
+BUILTIN = ("demo", "jobs-mix", "edge-orin", "edge-xavier", "edge-nano", "edge-thor", "edge-rpi", "edge-laptop",
+           "intel-max")
 
 
 def load_scenario(path: str | Path | None) -> Scenario:
