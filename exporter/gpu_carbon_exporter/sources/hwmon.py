@@ -10,7 +10,8 @@ Per hwmon device (``sys/class/hwmon/hwmon*``, its driver in ``name``):
 
 Units are converted once, here, to the meter's mW and mJ. Drivers covered by another source are
 denied by default, so nothing is counted twice: ``ina3221`` and ``ina238`` (the Jetson source),
-``amdgpu``/``nouveau`` (GPUs), ``coretemp``/``k10temp`` (temperatures only anyway). An ACPI power
+``amdgpu``/``nouveau`` (GPUs), ``xe``/``i915``/``i915_gt*`` (Intel GPUs: the intel_gpu source reads
+them, and a tile's energy is inside its card's), ``coretemp``/``k10temp`` (temperatures only anyway). An ACPI power
 meter (driver ``power_meter``) measures the whole node, and so does a sensor on a board's input
 (``whole_device`` drivers, e.g. the INA219 on a Raspberry Pi's 5-V input): those are the ``node``
 kind, like a BMC, so the parts measured on their own are taken out of them (docs/edge.md).
@@ -34,7 +35,8 @@ log = logging.getLogger(__name__)
 # A sensor of a part of the node; whole-node sensors are the node kind.
 HWMON = register_kind(DeviceKind(name="hwmon", label="hwmon", doc="hwmon", accounting=Accounting.EVERY, order=40))
 # ina3221/ina238: the Jetson source's; amd_energy: RAPL's registers again; GPUs have their own source.
-DEFAULT_DENY = ("ina3221", "ina238", "amd_energy", "amdgpu", "nouveau", "coretemp", "k10temp")
+DEFAULT_DENY = ("ina3221", "ina238", "amd_energy", "amdgpu", "nouveau", "xe", "i915", "i915_gt0", "i915_gt1",
+                "coretemp", "k10temp")
 # Whole-node meters: the ACPI power meter's driver calls itself "power_meter".
 WHOLE_NODE = ("power_meter",)
 
