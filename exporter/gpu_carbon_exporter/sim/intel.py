@@ -90,13 +90,20 @@ class _Register:
         self.accum = 0
 
     def read_uj(self, t: float) -> int:
+        """The file's value at a read at ``t``: µJ, printed as hwmon prints a long (signed 64-bit)."""
         units = math.floor(self.device.pattern.energy(t) * self.share * 2**ENERGY_SHIFT) + self.offset
         if self.prev is None:  # as if read all along since the driver loaded at t = 0
             self.accum = units
         else:
             self.accum += (units % REGISTER - self.prev) % REGISTER
         self.prev = units % REGISTER
-        return self.accum * 10**6 >> ENERGY_SHIFT
+        uj = (self.accum * 10**6 >> ENERGY_SHIFT) % 2**64
+        return uj - 2**64 if uj >= 2**63 else uj
+
+    def reload(self, t: float) -> None:
+        """The driver reloaded at ``t``: its accumulator starts again from 0 at the register's value."""
+        self.accum = 0
+        self.prev = (math.floor(self.device.pattern.energy(t) * self.share * 2**ENERGY_SHIFT) + self.offset) % REGISTER
 
 
 class IntelGpuSimulator:
@@ -165,6 +172,12 @@ class IntelGpuSimulator:
                 gt = dev / "hwmon" / f"hwmon{3 + 3 * n + tile}"
                 _write(gt / "name", f"i915_gt{tile}")
                 self._registers[gt / "energy1_input"] = _Register(d, 1.0 / card.tiles, 0)
+
+    def reload_driver(self, d: SimDevice, t: float) -> None:
+        """Reload the driver of card ``d`` at ``t``: its energy files count again from 0."""
+        for register in self._registers.values():
+            if register.device is d:
+                register.reload(t)
 
     def energy_file(self, d: SimDevice) -> Path:
         """The file the source should read for card ``d`` (its truth's channel)."""

@@ -108,7 +108,7 @@ def _delta(prev: int, raw: int, budget: float, dt: float) -> tuple[int, str | No
         return step, None
     if raw < 0 <= prev:  # a signed print past its top: the long wrapped
         for bits in WRAP_BITS:
-            if step + 2**bits <= budget:
+            if 0 <= step + 2**bits <= budget:
                 return step + 2**bits, f"wrapped at 2^{bits - 1} µJ (printed signed)"
     if step > 0:
         return 0, f"jumped by {step} µJ in {dt:.1f} s: not counted"
