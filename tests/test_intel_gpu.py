@@ -128,9 +128,13 @@ def test_a_driver_reload_restarts_the_file_and_the_counter_goes_on_from_where_it
             meter.sample()
             if step == 25:  # just after the sample at 25 s
                 sim.reload_driver(sc.devices[0], clock.sim)
+            if step == 32:  # again, and its hwmon comes back under a new number
+                sim.reload_driver(sc.devices[0], clock.sim)
+                sim.renumber_hwmon(sc.devices[0])
     energy = meter.snapshot.devices[0].counters.energy_j
     assert abs(energy - sc.devices[0].pattern.energy(40.0)) <= RESOLUTION_J  # nothing lost, nothing twice
-    assert "a reset" in caplog.text and "energy2_input" in caplog.text
+    assert caplog.text.count("a reset") == 2 and "energy2_input" in caplog.text
+    assert "hwmon5/energy2_input is gone; reading" in caplog.text and meter.snapshot.devices[0].up
 
 
 def test_energy_counter_rules():

@@ -3,9 +3,9 @@
 The simulator imitates hardware, never sources: NVIDIA GPUs are a pynvml-shaped library
 (``nvml.py``), Intel GPUs a fake xe/i915 sysfs tree and their jobs' DRM files in a fake /proc
 (``intel.py``), edge boards and RAPL zones a live fake sysfs tree (``sysfs.py``).
-``simulated_hardware`` lays them out and says, as a node's configuration would, which registered source reads each part and
-with which settings; start-up then builds those sources through the registry, as on a real node,
-and names no source class.
+``simulated_hardware`` lays them out and says, as a node's configuration would, which
+registered source reads each part and with which settings; start-up then builds those
+sources through the registry, as on a real node, and names no source class.
 
 The temporary trees (this sysfs tree, the procfs tree of simulated jobs) are marked with the
 exporter's pid and removed when it exits, or by a later start if it was killed

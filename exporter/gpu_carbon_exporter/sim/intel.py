@@ -52,9 +52,11 @@ class IntelCard:
     engines_xe: tuple[tuple[str, int], ...] = (("rcs", 1), ("bcs", 1), ("vcs", 2), ("vecs", 1), ("ccs", 4))
 
 
+# The Max has no render engine; the capacities are illustrative (xe prints those above 1).
+_MAX_ENGINES = (("bcs", 1), ("vcs", 2), ("ccs", 4))
 CARDS = {
-    "Intel Data Center GPU Max 1550": IntelCard(0x0BD5, ("pkg",), tiles=2, engines_xe=(("bcs", 1), ("vcs", 2), ("ccs", 4))),
-    "Intel Data Center GPU Max 1100": IntelCard(0x0BDA, ("pkg",), engines_xe=(("bcs", 1), ("vcs", 2), ("ccs", 4))),
+    "Intel Data Center GPU Max 1550": IntelCard(0x0BD5, ("pkg",), tiles=2, engines_xe=_MAX_ENGINES),
+    "Intel Data Center GPU Max 1100": IntelCard(0x0BDA, ("pkg",), engines_xe=_MAX_ENGINES),
     "Intel Arc B580": IntelCard(0xE20B, ("card", "pkg")),
 }
 # i915's engine classes (ns) and capacities; "compute" is what a job keeps busy.
@@ -178,6 +180,13 @@ class IntelGpuSimulator:
         for register in self._registers.values():
             if register.device is d:
                 register.reload(t)
+
+    def renumber_hwmon(self, d: SimDevice) -> None:
+        """The driver registered card ``d``'s hwmon again, under a new number (as after a reload)."""
+        old = self.energy_file(d).parent
+        new = old.with_name(f"hwmon{int(old.name[5:]) + 100}")
+        old.rename(new)
+        self._registers = {new / p.name if p.parent == old else p: r for p, r in self._registers.items()}
 
     def energy_file(self, d: SimDevice) -> Path:
         """The file the source should read for card ``d`` (its truth's channel)."""

@@ -122,6 +122,7 @@ class _Card:
 
     pci: str
     driver: str
+    device: Path  # the PCI device in /sys/devices (a card's number and its hwmon's may change)
     hwmon: Path
     channel: int  # N of energyN_input
     label: str
@@ -157,7 +158,8 @@ class IntelGpuSource(DeviceSource):
                 self._cards[ident.uuid] = state
                 devices.append(ident)
         if not devices:
-            raise SourceUnavailable(f"no Intel discrete GPU with an xe or i915 hwmon under {self.root / 'sys/class/drm'}")
+            raise SourceUnavailable(f"no Intel discrete GPU with an xe or i915 hwmon under "
+                                    f"{self.root / 'sys/class/drm'}")
         return [replace(d, index=i) for i, d in enumerate(sorted(devices, key=lambda d: d.pci_bus_id))]
 
     def _candidates(self) -> list[Path]:
@@ -195,7 +197,7 @@ class IntelGpuSource(DeviceSource):
         max_w = max(PLAUSIBLE_W_PER_RATED_W * (rated or 0) / 1e6, MIN_PLAUSIBLE_W)
         temps = [f.with_name(f.name.replace("_label", "_input")) for f in sorted(hwmon.glob("temp*_label"))
                  if _text(f) == "pkg"]
-        state = _Card(pci, driver, hwmon, n, label, EnergyCounter(max_w), temps[0] if temps else None)
+        state = _Card(pci, driver, dev.resolve(), hwmon, n, label, EnergyCounter(max_w), temps[0] if temps else None)
         name = MODELS.get(device_id or -1, f"Intel GPU {device_id:#06x}" if device_id is not None else "Intel GPU")
         log.info("Intel GPU %s (%s, %s): energy%d_input (%s)", pci, name, driver, n, label)
         ident = DeviceIdentity(index=0, uuid=f"intel-{pci}", name=name, pci_bus_id=pci, vendor="intel",
@@ -207,26 +209,44 @@ class IntelGpuSource(DeviceSource):
         card = self._cards[device.uuid]
         now = self.clock()
         r = DeviceReading()
-        try:
-            raw = _read_int(card.energy_file)
-        except (OSError, ValueError) as err:
-            raise DeviceLost(f"Intel GPU {card.pci}: {card.energy_file}: {err}") from err
-        r.energy_mj, event = card.counter.update(raw, now)
+        r.energy_mj, event = card.counter.update(self._raw_energy(card), now)
         if event is not None:
             log.warning("Intel GPU %s: %s %s", card.pci, card.energy_file, event)
         self._power(card, r.energy_mj, now)
         r.power_mw = card.power_mw
-        if card.counter.stuck(now) and not card.warned_stuck:
-            card.warned_stuck = True
-            log.warning("Intel GPU %s: %s has not moved for %.0f s: the counter does not count; its energy "
-                        "stays at what it read", card.pci, card.energy_file, STUCK_S)
         if card.counter.stuck(now):
             r.errors.append(f"{card.energy_file}: not counting")
+            if not card.warned_stuck:
+                log.warning("Intel GPU %s: %s has not moved for %.0f s: the counter does not count; its energy "
+                            "stays at what it read", card.pci, card.energy_file, STUCK_S)
+        card.warned_stuck = card.counter.stuck(now)
         r.temperature_c = self._temperature(card)
         if slow:
             r.power_limit_mw = self._power_limit(card)
         self._clients(card, r)
         return r
+
+    def _raw_energy(self, card: _Card) -> int:
+        """The energy file's value (µJ). A driver reloaded or rebound registers a new hwmon (hwmonN
+        renumbered): found again under the same PCI device, its counter then restarts (a reset)."""
+        try:
+            return _read_int(card.energy_file)
+        except FileNotFoundError as err:
+            if not self._find_hwmon_again(card):
+                raise DeviceLost(f"Intel GPU {card.pci}: {card.energy_file}: {err}") from err
+        except (OSError, ValueError) as err:
+            raise DeviceLost(f"Intel GPU {card.pci}: {card.energy_file}: {err}") from err
+        return self._raw_energy(card)
+
+    def _find_hwmon_again(self, card: _Card) -> bool:
+        for hwmon in sorted((card.device / "hwmon").glob("hwmon*")):
+            channel = _energy_channel(hwmon) if _text(hwmon / "name") in DRIVERS else None
+            if channel is not None and hwmon / f"energy{channel[0]}_input" != card.energy_file:
+                log.warning("Intel GPU %s: %s is gone; reading %s/energy%d_input (%s) now", card.pci,
+                            card.energy_file, hwmon, *channel)
+                card.hwmon, card.driver, (card.channel, card.label) = hwmon, _text(hwmon / "name"), channel
+                return True
+        return False
 
     def _power(self, card: _Card, energy_mj: float, now: float) -> None:
         """Power (mW) from the energy over the last window of at least POWER_WINDOW_S."""
