@@ -236,3 +236,38 @@ def test_intel_max_scenario_runs_through_the_cli():
     assert 'gpu_carbon_gpu_energy_joules_total{gpu="3",method="counter",uuid="intel-0000:48:00.0"}' in text
     assert 'gpu_carbon_job_energy_joules_total{job_id="7102",scheduler="slurm",view="active"}' in text
     assert 'gpu_carbon_gpu_attribution_info{gpu="2",split="sm"' in text  # 7102 and 7103 share GPU 2 by engine time
+
+
+def test_a_mixed_node_gives_nvml_its_nvidia_gpus_and_the_intel_source_the_others(tmp_path):
+    from gpu_carbon_exporter.sim.hardware import simulated_hardware
+
+    sc = parse_scenario({"devices": [{"model": MAX, "power": STEPS},
+                                     {"model": "NVIDIA H100 80GB HBM3", "power": {"pattern": "constant", "watts": 300}}],
+                         "jobs": [{"id": "a", "devices": [1]}, {"id": "b", "devices": [0]}]}, "<test>")
+    hw = simulated_hardware(sc, lambda: 5.0)
+    assert list(hw.sections) == ["nvml", "intel_gpu"] and hw.proc_root and hw.sysfs_root
+    nv = hw.libraries["nvml"]
+    nv.nvmlInit()
+    (h100,) = [nv.nvmlDeviceGetHandleByIndex(i) for i in range(nv.nvmlDeviceGetCount())]
+    assert nv.nvmlDeviceGetName(h100) == "NVIDIA H100 80GB HBM3"
+    assert [p.pid for p in nv.nvmlDeviceGetComputeRunningProcesses(h100)] == [200000]  # job a, not b
+    src = IntelGpuSource(hw.sysfs_root, clients=DrmClientScanner(hw.proc_root, hw.sysfs_root))
+    (dev,) = src.open()
+    # One bus, one address each: the Max is the scenario's device 0, the H100 its device 1.
+    assert (dev.name, dev.pci_bus_id) == (MAX, "0000:18:00.0")
+    assert nv.nvmlDeviceGetPciInfo(h100).busId == "00000000:28:00.0"
+    assert [p.pid for p in src.read(dev, slow=True).processes or []] == []  # read_processes off: none asked
+    src.read_processes = True
+    assert [p.pid for p in src.read(dev, slow=True).processes] == [200100]  # job b
+
+
+@pytest.mark.parametrize("device, message", [
+    ({"model": MAX, "driver": "amdgpu"}, "driver: must be xe or i915"),
+    ({"model": "NVIDIA H100 80GB HBM3", "driver": "xe"}, "driver: must be nvidia"),
+    ({"model": MAX, "mig_instances": 2}, "mig_instances: MIG is NVIDIA's"),
+])
+def test_scenario_drivers_are_checked(device, message):
+    from gpu_carbon_exporter.sim.scenario import ScenarioError
+
+    with pytest.raises(ScenarioError, match=message):
+        parse_scenario({"devices": [{**device, "power": STEPS}]}, "<test>")
