@@ -1,6 +1,7 @@
 """Intel discrete GPUs through the xe and i915 hwmon (sources/intel_gpu.py), over the simulator's
 driver-shaped trees (sim/intel.py), against the power patterns' exact integrals."""
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -271,3 +272,41 @@ def test_scenario_drivers_are_checked(device, message):
 
     with pytest.raises(ScenarioError, match=message):
         parse_scenario({"devices": [{**device, "power": STEPS}]}, "<test>")
+
+
+def test_the_intel_max_scenario_through_the_production_sources_is_held_to_its_integrals(tmp_path):
+    """The built-in scenario from 15 s into its cycle for 60 s (job 7104 starts at 20 s): every GPU's
+    energy within the counter's resolution of its pattern's integral, the jobs' energy conserved
+    exactly, and GPU 2's shared active energy split 70/30 as its clients' engine time."""
+    from gpu_carbon_exporter.sim.scenario import load_scenario
+    from gpu_carbon_exporter.startup import build_attribution
+    from gpu_carbon_exporter.config import parse_config
+
+    clock, start = ManualClock(), 15.0
+    sc = load_scenario("intel-max")
+    proc = write_procfs(sc, tmp_path / "proc")
+    sim = IntelGpuSimulator(sc, tmp_path / "sys", proc)
+    sim.update(start)
+    acfg = parse_config({"attribution": {"mappers": "slurm", "slurm_environ": True,
+                                         "idle_watts": {MAX: 95.0}}})["attribution"]
+    src = IntelGpuSource(tmp_path / "sys", clients=DrmClientScanner(proc, tmp_path / "sys", clock=clock),
+                         read_processes=True, clock=clock)
+    meter = Meter([src], StaticIntensity("Z", 300.0), clock=clock, attribution=build_attribution(acfg, proc_root=proc))
+    meter.open()
+    meter.sample()
+    for _ in range(60):
+        clock.advance(1.0)
+        sim.update(start + clock.sim)
+        meter.sample()
+    snap = meter.snapshot
+    for d, dev in zip(sc.devices, snap.devices):
+        assert abs(dev.counters.energy_j - (d.pattern.energy(start + 60) - d.pattern.energy(start))) <= RESOLUTION_J
+    jobs = {j.job.id: j for j in snap.attribution.jobs}
+    assert set(jobs) == {"7101", "7102", "7103", "7104"} and jobs["7101"].gpus == {"0", "1"}
+    buckets = snap.attribution.gpus.values()
+    total = math.fsum(d.counters.energy_j for d in snap.devices)
+    assert math.fsum(j.energy_allocated_j for j in jobs.values()) + math.fsum(b.unallocated_j for b in buckets) \
+        == pytest.approx(total, rel=1e-12)
+    assert math.fsum(j.energy_active_j for j in jobs.values()) + \
+        math.fsum(b.idle_j + b.unattributed_j for b in buckets) == pytest.approx(total, rel=1e-12)
+    assert jobs["7102"].energy_active_j / jobs["7103"].energy_active_j == pytest.approx(0.7 / 0.3, rel=1e-6)
