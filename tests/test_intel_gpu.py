@@ -310,3 +310,15 @@ def test_the_intel_max_scenario_through_the_production_sources_is_held_to_its_in
     assert math.fsum(j.energy_active_j for j in jobs.values()) + \
         math.fsum(b.idle_j + b.unattributed_j for b in buckets) == pytest.approx(total, rel=1e-12)
     assert jobs["7102"].energy_active_j / jobs["7103"].energy_active_j == pytest.approx(0.7 / 0.3, rel=1e-6)
+
+
+def test_the_generic_hwmon_source_leaves_intel_gpus_to_their_own_source(tmp_path):
+    """xe, i915 and i915's per-tile hwmons are on its default deny list: a card is never counted twice."""
+    from gpu_carbon_exporter.sources.hwmon import HwmonSource
+
+    node(tmp_path, [{"model": MAX, "power": STEPS}, {"model": MAX, "driver": "i915", "power": STEPS}])
+    assert len(list((tmp_path / "sys/sys/class/hwmon").iterdir())) == 4  # xe, i915, i915_gt0, i915_gt1
+    with pytest.raises(SourceUnavailable):
+        HwmonSource(tmp_path / "sys").open()
+    found = HwmonSource(tmp_path / "sys", allow=("xe", "i915")).open()  # what the deny list keeps out
+    assert sorted(d.name for d in found) == ["i915 energy1", "xe pkg"]

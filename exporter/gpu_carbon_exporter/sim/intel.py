@@ -154,6 +154,7 @@ class IntelGpuSimulator:
         rated_uw = round(d.model.max_w * 1e6)
         hw = dev / "hwmon" / f"hwmon{2 + 3 * n}"
         _write(hw / "name", d.driver)
+        self._class_hwmon(hw)
         if d.driver == "xe":
             for label in card.xe_channels:
                 ch = 1 if label == "card" else 2
@@ -173,6 +174,7 @@ class IntelGpuSimulator:
             for tile in range(card.tiles if card.tiles > 1 else 0):  # per-tile hwmons of a multi-tile part
                 gt = dev / "hwmon" / f"hwmon{3 + 3 * n + tile}"
                 _write(gt / "name", f"i915_gt{tile}")
+                self._class_hwmon(gt)
                 self._registers[gt / "energy1_input"] = _Register(d, 1.0 / card.tiles, 0)
 
     def reload_driver(self, d: SimDevice, t: float) -> None:
@@ -186,7 +188,14 @@ class IntelGpuSimulator:
         old = self.energy_file(d).parent
         new = old.with_name(f"hwmon{int(old.name[5:]) + 100}")
         old.rename(new)
+        (self.sys / "sys/class/hwmon" / old.name).unlink()
+        self._class_hwmon(new)
         self._registers = {new / p.name if p.parent == old else p: r for p, r in self._registers.items()}
+
+    def _class_hwmon(self, hw: Path) -> None:
+        """/sys/class/hwmon/hwmonN, where the generic hwmon source looks (it leaves xe and i915 alone)."""
+        _link(self.sys / "sys/class/hwmon" / hw.name, hw)
+        _link(hw / "device", hw.parent.parent)
 
     def energy_file(self, d: SimDevice) -> Path:
         """The file the source should read for card ``d`` (its truth's channel)."""
