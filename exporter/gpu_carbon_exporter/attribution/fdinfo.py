@@ -74,7 +74,9 @@ class ClientStats:
 def parse_fdinfo(text: str) -> ClientStats | None:
     """The DRM client of one fdinfo, or None where it names no DRM driver (not a DRM file, or a
     kernel that prints no usage stats). Lines that do not parse are counted and skipped."""
-    driver, fields, bad = None, {}, 0
+    driver: str | None = None
+    fields: dict[str, int | str] = {}
+    bad = 0
     for line in text.splitlines():
         key, sep, value = line.partition(":")
         if not sep or not key.startswith("drm-"):
@@ -227,8 +229,8 @@ class DrmClientScanner:
         if pdev is None:
             self._complain(f"pdev:{target}", f"{path}: no drm-pdev and no PCI device behind {target}; left out")
             return
-        if stats is None or stats.client_id is None or not stats.has_usage and \
-                stats.driver not in _ENGINES_WHEN_BUSY:
+        if stats is None or stats.client_id is None or (not stats.has_usage
+                                                        and stats.driver not in _ENGINES_WHEN_BUSY):
             self._complain(f"nostats:{pdev}", f"{path} ({target}, {pdev}): no DRM client usage stats; its "
                            "process holds the GPU with no share known (the GPU is then split by memory or equally)")
             if stats is None or stats.client_id is None:
