@@ -206,19 +206,17 @@ class IntelGpuSimulator:
         return hw / f"energy{ch}_input"
 
     # -- the jobs' DRM clients -----------------------------------------------------------------
-    def _runs(self, t: float) -> list[tuple[int, SimJob, int, SimDevice, int, float]]:
-        """(job index, job, position, card, run number, run start) of every job process on a card now."""
-        out = []
-        for j, job in enumerate(self.sc.jobs):
-            if not job.active(t):
-                continue
-            k = math.floor(t / job.repeat_s) if job.repeat_s else 0
-            start = (k * job.repeat_s if job.repeat_s else 0.0) + job.start_s
-            for pos, index in enumerate(job.devices):
-                d = self.sc.devices[index]
-                if d.model.vendor == "intel":
-                    out.append((j, job, pos, d, k, start))
-        return out
+    @staticmethod
+    def _run(job: SimJob, t: float) -> tuple[int, float]:
+        """(number, start) of the job's run (its cycle) at ``t``."""
+        k = math.floor(t / job.repeat_s) if job.repeat_s else 0
+        return k, (k * job.repeat_s if job.repeat_s else 0.0) + job.start_s
+
+    def _runs(self, t: float) -> list[tuple[int, SimJob, int, SimDevice, int]]:
+        """(job index, job, position, card, run number) of every job process on a card now."""
+        return [(j, job, pos, self.sc.devices[index], self._run(job, t)[0])
+                for j, job in enumerate(self.sc.jobs) if job.active(t)
+                for pos, index in enumerate(job.devices) if self.sc.devices[index].model.vendor == "intel"]
 
     def rate(self, job: SimJob, d: SimDevice) -> float:
         """The fraction of the card's compute engines the job keeps busy while it runs."""
@@ -230,8 +228,7 @@ class IntelGpuSimulator:
         ``t``, since its current run began; 0 when the job does not run."""
         if not job.active(t):
             return 0.0
-        k = math.floor(t / job.repeat_s) if job.repeat_s else 0
-        start = (k * job.repeat_s if job.repeat_s else 0.0) + job.start_s
+        start = self._run(job, t)[1]
         capacity = dict(self._engines(d))[COMPUTE[d.driver]]
         return self.rate(job, d) * capacity * (t - start)
 
@@ -278,7 +275,7 @@ class IntelGpuSimulator:
         """pid -> [(fd, device node, fdinfo text)] of every process holding a card now."""
         out: dict[int, list[tuple[int, str, str]]] = {}
         first_on: set[int] = set()
-        for j, job, pos, d, k, _ in self._runs(t):
+        for j, job, pos, d, k in self._runs(t):
             node = f"/dev/dri/renderD{127 + self.cards.index(d) + 1}"
             text = self._fdinfo(j, job, pos, d, k, t)
             pid = job_pid(j, pos)
