@@ -33,8 +33,8 @@ from typing import Any, Callable, Mapping
 FAMILIES = ("source", "provider", "mapper")
 # The built-in plug-ins: importing a module registers what it defines.
 BUILTIN_MODULES = (
-    "sources.nvml", "sources.amdgpu", "sources.jetson", "sources.rapl", "sources.hwmon", "sources.battery", "sources.node",
-    "sources.cpu_estimate", "sources.network", "sources.storage",
+    "sources.nvml", "sources.amdgpu", "sources.intel_gpu", "sources.jetson", "sources.rapl", "sources.hwmon",
+    "sources.battery", "sources.node", "sources.cpu_estimate", "sources.network", "sources.storage",
     "carbon.static", "carbon.file", "carbon.webapis",
     "attribution.mappers",
 )
@@ -63,6 +63,9 @@ class SourceContext:
     read_processes: bool = False  # attribution needs the processes on each GPU
     # Libraries to read instead of the host's, by source name: the simulator's NVML under --simulate.
     libraries: Mapping[str, Any] = field(default_factory=dict)
+    # Per-process usage from the DRM client stats in /proc (sources.base.DrmClients), for GPUs whose
+    # driver lists no processes; None where start-up gives none (a source then reports no processes).
+    drm_clients: Any = None
 
 
 @dataclass(frozen=True)

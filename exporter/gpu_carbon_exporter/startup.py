@@ -41,7 +41,8 @@ def build_meter(cfg: Section, simulate: str | None) -> tuple[Meter, list[DeviceS
     else:
         intensity = build_provider(carbon)
         attribution = build_attribution(cfg.attribution, embodied_g_per_s=emb_rate)
-        sources = build_sources(cfg.sources, read_processes=attribution is not None)
+        sources = build_sources(cfg.sources, read_processes=attribution is not None,
+                                proc_root=cfg.attribution.proc_root)
     sampling, state = cfg.sampling, cfg.state
     meter = Meter(
         sources, intensity, pue=pue if pue is not None else 1.0, embodied=embodied,
@@ -61,6 +62,7 @@ def _simulated(cfg: Section, simulate: str, emb_rate: float) -> tuple:
     epoch = fixed if fixed is not None else time.time()
     if fixed is None:
         log.info("scenario %s has no start_time or cycle_s: its counters start at 0 with each run", scenario.name)
+    hardware = simulated_hardware(scenario, lambda: time.time() - epoch)
     attribution = None
     if scenario.jobs and cfg["attribution"]["enabled"]:
         from .sim.procfs import write_procfs
@@ -68,9 +70,8 @@ def _simulated(cfg: Section, simulate: str, emb_rate: float) -> tuple:
         acfg = {**cfg.attribution, "slurm_environ": True, "mappers": "slurm"}
         acfg["idle_watts"] = {d.model.name: d.model.idle_w for d in scenario.devices} | acfg["idle_watts"]
         acfg["teams"] = {**cfg.attribution.teams, "accounts": {j.team: j.team for j in scenario.jobs if j.team}}
-        attribution = build_attribution(acfg, proc_root=temporary(write_procfs(scenario)),
+        attribution = build_attribution(acfg, proc_root=hardware.proc_root or temporary(write_procfs(scenario)),
                                         embodied_g_per_s=emb_rate)
-    hardware = simulated_hardware(scenario, lambda: time.time() - epoch)
     sources = _simulated_sources(cfg, hardware, read_processes=attribution is not None)
     timeline = scenario.intensity.get(scenario.zone)
     intensity: IntensityProvider
@@ -92,7 +93,8 @@ def _simulated_sources(cfg: Section, hardware: SimulatedHardware, read_processes
 
     plugins = family("source")
     sections = parse_config({"sources": hardware.sections}, "<simulated hardware>").sources
-    ctx = SourceContext(read_processes=read_processes, libraries=hardware.libraries)
+    clients = _drm_clients(hardware.proc_root, hardware.sysfs_root or "/") if hardware.proc_root else None
+    ctx = SourceContext(read_processes=read_processes, libraries=hardware.libraries, drm_clients=clients)
     sources = [source for name in hardware.sections for source in plugins[name].factory(sections[name], ctx)]
     return sources + [source for name, plugin in plugins.items() if plugin.kept_in_simulation
                       for source in plugin.factory(cfg["sources"][name], SourceContext())]
@@ -120,12 +122,21 @@ def build_attribution(acfg: dict[str, Any], proc_root: str | None = None, embodi
                        work_dir=acfg["work_dir"])
 
 
-def build_sources(scfg: dict[str, Any], read_processes: bool = False) -> list[DeviceSource]:
-    """Every enabled power source, in registration order (NVML first)."""
+def build_sources(scfg: dict[str, Any], read_processes: bool = False, proc_root: str = "/proc") -> list[DeviceSource]:
+    """Every enabled power source, in registration order (NVML first). GPUs without a process list
+    of their own read their processes' DRM client stats under ``proc_root`` (the mappers' /proc)."""
     from .plugins import SourceContext, family
 
-    ctx = SourceContext(read_processes=read_processes)
+    ctx = SourceContext(read_processes=read_processes, drm_clients=_drm_clients(proc_root))
     return [source for name, plugin in family("source").items() for source in plugin.factory(scfg[name], ctx)]
+
+
+def _drm_clients(proc_root: str, sys_root: str = "/") -> Any:
+    """The reader of the DRM client usage stats the sources of such GPUs share (one scan per sample);
+    it reads nothing until a source asks."""
+    from .attribution.fdinfo import DrmClientScanner
+
+    return DrmClientScanner(proc_root, sys_root)
 
 
 def make_collector(meter: Meter, cfg: dict[str, Any]) -> SnapshotCollector:

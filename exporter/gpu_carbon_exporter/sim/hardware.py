@@ -1,11 +1,11 @@
 """A scenario's simulated hardware, laid out where the real sources look for it.
 
 The simulator imitates hardware, never sources: NVIDIA GPUs are a pynvml-shaped library
-(``nvml.py``), AMD GPUs a live fake amdgpu sysfs tree (``amdgpu.py``), edge boards and RAPL zones
-another (``sysfs.py``). ``simulated_hardware`` lays
-them out and says, as a node's configuration would, which registered source reads each part and
-with which settings; start-up then builds those sources through the registry, as on a real node,
-and names no source class.
+(``nvml.py``), AMD GPUs a live fake amdgpu sysfs tree (``amdgpu.py``), Intel GPUs a fake xe/i915
+sysfs tree and their jobs' DRM files in a fake /proc (``intel.py``), edge boards and RAPL zones a
+live fake sysfs tree (``sysfs.py``). ``simulated_hardware`` lays them out and says, as a node's
+configuration would, which registered source reads each part and with which settings; start-up
+then builds those sources through the registry, as on a real node, and names no source class.
 
 The temporary trees (this sysfs tree, the procfs tree of simulated jobs) are marked with the
 exporter's pid and removed when it exits, or by a later start if it was killed
@@ -40,11 +40,16 @@ class SimulatedHardware:
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The libraries a source reads instead of the host's (``SourceContext.libraries``).
     libraries: dict[str, Any] = field(default_factory=dict)
+    # Where simulated GPUs without a process list (Intel) show their jobs' DRM client stats: the fake
+    # /proc (the mappers read the same one) and the sysfs tree beside it; None where none needs them.
+    proc_root: str | None = None
+    sysfs_root: str | None = None
 
 
 def simulated_hardware(scenario: Scenario, clock: Callable[[], float]) -> SimulatedHardware:
-    """Lay out the scenario's hardware, read at scenario time ``clock()``: GPUs first (NVIDIA, then
-    AMD), then the edge board, then the RAPL zones (the order their sources are built and sampled in)."""
+    """Lay out the scenario's hardware, read at scenario time ``clock()``: GPUs first (NVIDIA's, then
+    AMD's, then Intel's), then the edge board, then the RAPL zones (the order their sources are built
+    and sampled in)."""
     from .sysfs import READ_BY
 
     hw = SimulatedHardware()
@@ -57,6 +62,9 @@ def simulated_hardware(scenario: Scenario, clock: Callable[[], float]) -> Simula
     if amd is not None:
         hw.sections["amdgpu"] = {"enabled": True, "sysfs_root": amd}
     root = _sysfs_tree(scenario, clock)
+    if root is not None and any(d.model.vendor == "intel" for d in scenario.devices):
+        hw.sections["intel_gpu"] = {"enabled": True, "sysfs_root": root}
+        hw.proc_root, hw.sysfs_root = _intel_gpus(scenario, root, clock), root
     if root is not None and scenario.edge.board:
         name, settings = READ_BY[scenario.edge.board]
         hw.sections[name] = {**settings, "sysfs_root": root}
@@ -82,13 +90,16 @@ def _amdgpu_tree(scenario: Scenario, clock: Callable[[], float]) -> str | None:
 
 
 def _sysfs_tree(scenario: Scenario, clock: Callable[[], float]) -> str | None:
-    """The edge board's and RAPL zones' live fake sysfs tree, or None where the scenario has neither."""
+    """The live fake sysfs tree of the edge board, the RAPL zones and the Intel GPUs, or None where
+    the scenario has none of them."""
     from .sysfs import EdgeBoard, SysfsSimulator
 
     e = scenario.edge
-    if e.board is None and e.rapl_pattern is None:
+    if e.board is None and e.rapl_pattern is None and all(d.model.vendor != "intel" for d in scenario.devices):
         return None
     root = temporary(tempfile.mkdtemp(prefix="gpu-carbon-sysfs-"))
+    if e.board is None and e.rapl_pattern is None:
+        return root
     sim = SysfsSimulator(root, EdgeBoard(e.board, e.board_pattern) if e.board else None, e.rapl_pattern,
                          rapl_packages=e.rapl_packages, psys=e.psys)
     sim.update(clock())
@@ -96,6 +107,21 @@ def _sysfs_tree(scenario: Scenario, clock: Callable[[], float]) -> str | None:
     atexit.register(sim.stop)  # runs before the tree is removed (atexit is last in, first out)
     log.info("simulated sysfs tree (%s%s) under %s", e.board or "", " + RAPL" if e.rapl_pattern else "", root)
     return root
+
+
+def _intel_gpus(scenario: Scenario, root: str, clock: Callable[[], float]) -> str:
+    """Lay out the Intel GPUs (xe/i915 sysfs and hwmon) under ``root`` and their jobs' /proc, kept
+    current in a thread; returns that /proc's root."""
+    from .intel import IntelGpuSimulator
+    from .procfs import write_procfs
+
+    proc = temporary(write_procfs(scenario))
+    sim = IntelGpuSimulator(scenario, root, proc)
+    sim.update(clock())
+    sim.run(clock)
+    atexit.register(sim.stop)
+    log.info("simulated Intel GPUs (%d, hwmon and DRM client stats) under %s and %s", len(sim.cards), root, proc)
+    return proc
 
 
 def temporary(path: str) -> str:

@@ -35,7 +35,8 @@ class SimulatedNvml:
     def __init__(self, scenario: Scenario, clock: Callable[[], float],
                  driver_version: str = "560.35.03-sim") -> None:
         self.scenario, self.clock, self.driver_version = scenario, clock, driver_version
-        # NVML sees the NVIDIA GPUs only; handles index this list, jobs name scenario indices (dev.index).
+        # NVML sees the NVIDIA GPUs only (AMD and Intel ones are read by their own sources): handles index
+        # this list, in NVML index order; jobs name scenario indices (dev.index).
         self.devices = [d for d in scenario.devices if d.model.vendor == "nvidia"]
         self.initialized = False
         self.init_error: int | None = None  # e.g. NVML_ERROR_LIBRARY_NOT_FOUND
@@ -181,6 +182,7 @@ class SimulatedNvml:
 
     # -- processes -----------------------------------------------------------------
     def _active_jobs(self, index: int) -> list[tuple[int, "object"]]:
+        """(pid, job) of the jobs running now on the scenario's device ``index``."""
         from .trace import job_pid
 
         t = self.clock()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from ..schema import show
 from ..sources.base import JOULES_PER_KWH
 from ..yamlio import parse_yaml, read_yaml
 from . import patterns as P
-from .models import GPU_METRICS_REVISIONS, MODELS, AmdBoard, DeviceModel
+from .models import AMD_UNIQUE_ID, DeviceModel, read_driver, read_model
 from .reader import ScenarioError, Reader
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class SimDevice:
     uuid: str
     energy_offset_mj: int = 0
     mig_instances: int = 0
+    driver: str = "nvidia"  # the kernel driver it is bound to (models.DRIVERS)
 
     def window_power(self, t: float, window_s: float) -> float:
         """Mean power (W) over the ``window_s`` before the last 100-ms refresh."""
@@ -162,10 +163,9 @@ def _devices(r: Reader, base: Path) -> list[SimDevice]:
     for i, raw in enumerate(r.get("devices", list, [])):
         d = r.child(f"devices[{i}]", raw)
         d.check_keys({"model", "count", "idle_w", "max_w", "power", "energy_counter", "power_usage",
-                      "power_fields", "energy_offset_mj", "mig_instances", "vendor", "gpu_metrics"})
-        model = _model(d)
-        if model.amd is not None and "mig_instances" in d.data:
-            d.fail("only for NVIDIA models (AMD partitions are not simulated)", "mig_instances")
+                      "power_fields", "energy_offset_mj", "mig_instances", "vendor", "gpu_metrics", "driver"})
+        model = read_model(d)
+        driver = read_driver(d, model)
         pattern = _pattern(d.child("power", d.get("power", dict)), base)
         _warn_above_max(d, pattern, model)
         for _ in range(d.get("count", int, 1, minimum=1)):
@@ -173,53 +173,8 @@ def _devices(r: Reader, base: Path) -> list[SimDevice]:
             # AMD cards are keyed by their unique_id (sources/amdgpu.py card_uuid), as the fake tree writes it.
             uuid = f"amdgpu-{AMD_UNIQUE_ID + idx:016x}" if model.amd else f"GPU-5e3a0000-0000-4000-8000-{idx:012d}"
             out.append(SimDevice(idx, model, pattern, uuid, d.get("energy_offset_mj", int, 0, minimum=0),
-                                 d.get("mig_instances", int, 0, minimum=0)))
+                                 d.get("mig_instances", int, 0, minimum=0), driver))
     return out
-
-
-AMD_UNIQUE_ID = 0x5E3A_0000_0000_0000
-# A scenario's own AMD model (vendor: amd, not in MODELS): a v1_3 card over a 32-bit firmware counter.
-GENERIC_AMD = AmdBoard(0x7FFF, 0x00, "1.3", counter_bits=32)
-
-
-def _model(d: Reader) -> DeviceModel:
-    """A device entry's model: a known one, or the entry's own (idle_w and max_w), with its overrides."""
-    model_name = d.get("model", str)
-    base_model = MODELS.get(model_name)
-    vendor = d.get("vendor", str, base_model.vendor if base_model else "nvidia")
-    if vendor not in ("nvidia", "amd"):
-        d.fail("must be nvidia or amd", "vendor")
-    if base_model is None:
-        if "idle_w" not in d.data or "max_w" not in d.data:
-            d.fail(f"unknown model {model_name!r:.60}: give idle_w and max_w (known models: "
-                   f"{', '.join(MODELS)})", "model")
-        base_model = DeviceModel(model_name, d.get("idle_w", float), d.get("max_w", float), 16 * 2**30,
-                                 amd=GENERIC_AMD if vendor == "amd" else None)
-    elif vendor != base_model.vendor:
-        d.fail(f"{model_name} is an {base_model.vendor} model", "vendor")
-    model = DeviceModel(
-        model_name, d.get("idle_w", float, base_model.idle_w, minimum=0),
-        d.get("max_w", float, base_model.max_w, minimum=1), base_model.memory_bytes,
-        d.get("energy_counter", bool, base_model.energy_counter),
-        d.get("power_usage", str, base_model.power_usage), base_model.max_sm_mhz,
-        d.get("power_fields", bool, base_model.power_fields), _board(d, base_model.amd))
-    if model.power_usage not in ("average_1s", "instant"):
-        d.fail("must be average_1s or instant", "power_usage")
-    return model
-
-
-def _board(d: Reader, board: AmdBoard | None) -> AmdBoard | None:
-    """An AMD model's board with the entry's gpu_metrics revision ("none": no table)."""
-    if "gpu_metrics" not in d.data:
-        return board
-    if board is None:
-        d.fail("only for AMD models (vendor: amd)", "gpu_metrics")
-    revision = d.get("gpu_metrics", str)
-    if revision not in (*GPU_METRICS_REVISIONS, "none"):
-        d.fail(f"must be one of {', '.join(GPU_METRICS_REVISIONS)} or none", "gpu_metrics")
-    # v1_0 has a u32 field; from v1_4 only the 64-bit firmware (MI300) writes the table.
-    bits = 32 if revision == "1.0" else 64 if revision >= "1.4" else board.counter_bits
-    return replace(board, gpu_metrics=None if revision == "none" else revision, counter_bits=bits)
 
 
 def _warn_above_max(d: Reader, pattern: P.Pattern, model: DeviceModel) -> None:
@@ -306,7 +261,7 @@ def parse_scenario(data: Any, source: str = "<scenario>", base: Path = Path(".")
 
 
 BUILTIN = ("demo", "jobs-mix", "edge-orin", "edge-xavier", "edge-nano", "edge-thor", "edge-rpi", "edge-laptop",
-           "mi300x", "radeon")
+           "mi300x", "radeon", "intel-max")
 
 
 def load_scenario(path: str | Path | None) -> Scenario:

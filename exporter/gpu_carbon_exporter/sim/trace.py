@@ -31,6 +31,8 @@ def job_pid(job_index: int, device_position: int) -> int:
 
 
 def render_trace(scenario: Scenario, epoch: float) -> str:
+    if any(d.model.vendor != "nvidia" for d in scenario.devices):
+        raise ValueError("the C simulator's trace has only NVIDIA GPUs: give a scenario without other vendors'")
     lines = [f"# {FORMAT}", f"epoch {epoch!r}"]
     for d in scenario.devices:
         m = d.model

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Protocol
 
 # What a device is, and the rules that follow from it, are declared with its source (``kinds.py``);
 # re-exported for the collector and the meter, which name devices by kind.
@@ -59,8 +60,8 @@ class DeviceIdentity:
     mig_instances: tuple[MigInstance, ...] = ()
     # What the device is: the name of a registered kind (kinds.py; GPUs, sources/nvml.py, by default).
     kind: str = "gpu"
-    # Who made a GPU ("nvidia", "amd"): every vendor's GPUs are the one kind "gpu" (a joule is a joule),
-    # told apart by this. NVML's GPUs keep the default; meaningless for other kinds. Not rendered yet.
+    # Who made a GPU ("nvidia", "amd", "intel"): every vendor's GPUs are the one kind "gpu" (a joule is
+    # a joule), told apart by this. NVML's GPUs keep the default; meaningless for other kinds. Not rendered yet.
     vendor: str = "nvidia"
     # Kind-specific labels (name, value), the same names for every device of a kind.
     labels: tuple[tuple[str, str], ...] = ()
@@ -81,12 +82,31 @@ class DeviceIdentity:
 
 @dataclass(frozen=True)
 class ProcessInfo:
-    """A process on a GPU, as NVML lists it."""
+    """A process on a GPU, as NVML lists it (or as its DRM client usage stats show it)."""
 
     pid: int
     used_memory_bytes: int | None = None
-    sm_util_pct: int | None = None
+    # Its share of the GPU's compute over the last interval, percent: NVML's SM utilisation, or the
+    # engine time of its DRM clients (attribution/fdinfo.py), which is not a whole number.
+    sm_util_pct: float | None = None
     gpu_instance_id: int | None = None  # MIG
+
+
+@dataclass(frozen=True)
+class ClientUsage:
+    """What the DRM clients of one GPU used over the last interval, from their usage stats."""
+
+    busy_pct: float | None  # the busiest engine class, percent of its capacity; None: not known yet
+    processes: tuple[ProcessInfo, ...] = ()
+
+
+class DrmClients(Protocol):
+    """Per-process usage of GPUs whose driver keeps no process list of its own (xe, i915, amdgpu),
+    read from /proc/PID/fdinfo (``attribution/fdinfo.py``); start-up hands it to the sources that
+    read such GPUs through ``SourceContext.drm_clients``."""
+
+    def usage(self, pci_bus_id: str) -> ClientUsage:
+        """The clients of the GPU at that PCI address, over the interval since the last sample."""
 
 
 @dataclass

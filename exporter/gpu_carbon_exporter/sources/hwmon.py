@@ -11,10 +11,12 @@ Per hwmon device (``sys/class/hwmon/hwmon*``, its driver in ``name``):
 Units are converted once, here, to the meter's mW and mJ. Drivers covered by another source are
 denied by default, so nothing is counted twice: ``ina3221`` and ``ina238`` (the Jetson source),
 ``amdgpu`` (the amdgpu source, ``sources/amdgpu.py``, reads its power beside the card's energy
-counter), ``nouveau`` (a GPU), ``coretemp``/``k10temp`` (temperatures only anyway). An ACPI power
-meter (driver ``power_meter``) measures the whole node, and so does a sensor on a board's input
-(``whole_device`` drivers, e.g. the INA219 on a Raspberry Pi's 5-V input): those are the ``node``
-kind, like a BMC, so the parts measured on their own are taken out of them (docs/edge.md).
+counter), ``xe``/``i915``/``i915_gt*`` (Intel GPUs: the intel_gpu source reads them, and a tile's
+energy is inside its card's), ``nouveau`` (a GPU), ``coretemp``/``k10temp`` (temperatures only
+anyway). An ACPI power meter (driver ``power_meter``) measures the whole node, and so does a sensor
+on a board's input (``whole_device`` drivers, e.g. the INA219 on a Raspberry Pi's 5-V input): those
+are the ``node`` kind, like a BMC, so the parts measured on their own are taken out of them
+(docs/edge.md).
 """
 from __future__ import annotations
 
@@ -35,8 +37,10 @@ log = logging.getLogger(__name__)
 # A sensor of a part of the node; whole-node sensors are the node kind.
 HWMON = register_kind(DeviceKind(name="hwmon", label="hwmon", doc="hwmon", accounting=Accounting.EVERY, order=40))
 # ina3221/ina238: the Jetson source's; amd_energy: RAPL's registers again; amdgpu: the amdgpu source's
-# (sources/amdgpu.py), which covers every card the driver shows; nouveau: a GPU.
-DEFAULT_DENY = ("ina3221", "ina238", "amd_energy", "amdgpu", "nouveau", "coretemp", "k10temp")
+# (sources/amdgpu.py), which covers every card the driver shows; xe/i915/i915_gt*: the intel_gpu source's
+# (sources/intel_gpu.py; a tile's energy is inside its card's); nouveau: a GPU.
+DEFAULT_DENY = ("ina3221", "ina238", "amd_energy", "amdgpu", "nouveau", "xe", "i915", "i915_gt0", "i915_gt1",
+                "coretemp", "k10temp")
 # Whole-node meters: the ACPI power meter's driver calls itself "power_meter".
 WHOLE_NODE = ("power_meter",)
 
