@@ -152,7 +152,8 @@ def node(tmp_path, devices, clock=None, xcp_partitions=1):
 
 
 def test_each_physical_card_once_never_a_partition_or_another_vendor(tmp_path):
-    sim, src = node(tmp_path, [mi300x(2), {"model": "AMD Instinct MI100", "power": {"pattern": "constant", "watts": 200}},
+    sim, src = node(tmp_path, [mi300x(2),
+                               {"model": "AMD Instinct MI100", "power": {"pattern": "constant", "watts": 200}},
                                {"model": "AMD Radeon RX 9070 XT", "power": {"pattern": "constant", "watts": 150}}],
                     xcp_partitions=4)
     assert len(list((tmp_path / "sys/class/drm").glob("card*"))) == 1 + 4 + 3 * 4  # BMC VGA, cards, partitions
@@ -236,7 +237,8 @@ def test_mi300x_scenario_counts_within_one_count_of_the_truth(tmp_path):
         truth = dev.pattern.energy(150.0) - dev.pattern.energy(60.0)
         worst = max(worst, abs(snap.counters.energy_j - truth))
         assert abs(snap.counters.energy_j - truth) <= COUNT_J + 1e-9, (dev.index, snap.counters.energy_j, truth)
-    print(f"mi300x: 8 cards over 90 s, worst |counted - truth| {worst * 1e6:.1f} µJ (one count: {COUNT_J * 1e6:.1f} µJ)")
+    print(f"mi300x: 8 cards over 90 s, worst |counted - truth| {worst * 1e6:.1f} µJ "
+          f"(one count: {COUNT_J * 1e6:.1f} µJ)")
 
 
 RADEON_BOUND = 0.005  # integrated: the measured worst over the scenario's bursts, with margin (docs/gpus.md)
@@ -296,7 +298,8 @@ def test_a_bad_table_at_start_falls_back_to_integration_for_that_card(tmp_path, 
     good, bad = meter.snapshot.devices
     assert good.method == "counter" and bad.method == "integrated"
     line = next(r.getMessage() for r in caplog.records if "integrating hwmon power1_input" in r.getMessage())
-    assert "AMD GPU 1 (0000:31:00.0, card2)" in line and "card2/device/gpu_metrics" in line and "method=\"integrated\"" in line
+    assert "AMD GPU 1 (0000:31:00.0, card2)" in line and "card2/device/gpu_metrics" in line
+    assert "method=\"integrated\"" in line
     seen = run(meter, sim, clock, 10.0)
     never_backwards(seen)
     assert [d.counters.energy_j for d in meter.snapshot.devices] == pytest.approx([5000.0, 5000.0], rel=1e-6)
@@ -410,8 +413,8 @@ def test_scenario_keys_for_amd_cards():
                                           "max_w": 300, "power": {"pattern": "constant", "watts": 90}}]}, "<t>").devices
     assert own.model.amd is not None and own.uuid.startswith("amdgpu-")
     for entry, message in (({**mi300x(), "gpu_metrics": "1.9"}, "gpu_metrics: must be one of 1.0"),
-                           ({"model": "NVIDIA H200", "gpu_metrics": "1.3", "power": {"pattern": "constant", "watts": 1}},
-                            "only for AMD models"),
+                           ({"model": "NVIDIA H200", "gpu_metrics": "1.3",
+                             "power": {"pattern": "constant", "watts": 1}}, "only for AMD models"),
                            ({**mi300x(), "vendor": "nvidia"}, "AMD Instinct MI300X is an amd model"),
                            ({**mi300x(), "mig_instances": 2}, "only for NVIDIA models")):
         with pytest.raises(ScenarioError, match=message):

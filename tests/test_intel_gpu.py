@@ -242,8 +242,8 @@ def test_intel_max_scenario_runs_through_the_cli():
 def test_a_mixed_node_gives_nvml_its_nvidia_gpus_and_the_intel_source_the_others(tmp_path):
     from gpu_carbon_exporter.sim.hardware import simulated_hardware
 
-    sc = parse_scenario({"devices": [{"model": MAX, "power": STEPS},
-                                     {"model": "NVIDIA H100 80GB HBM3", "power": {"pattern": "constant", "watts": 300}}],
+    nvidia = {"model": "NVIDIA H100 80GB HBM3", "power": {"pattern": "constant", "watts": 300}}
+    sc = parse_scenario({"devices": [{"model": MAX, "power": STEPS}, nvidia],
                          "jobs": [{"id": "a", "devices": [1]}, {"id": "b", "devices": [0]}]}, "<test>")
     hw = simulated_hardware(sc, lambda: 5.0)
     assert list(hw.sections) == ["nvml", "intel_gpu"] and hw.proc_root and hw.sysfs_root
