@@ -266,12 +266,38 @@ def test_a_mixed_node_gives_nvml_its_nvidia_gpus_and_the_intel_source_the_others
     ({"model": MAX, "driver": "amdgpu"}, "driver: must be xe or i915"),
     ({"model": "NVIDIA H100 80GB HBM3", "driver": "xe"}, "driver: must be nvidia"),
     ({"model": MAX, "mig_instances": 2}, "mig_instances: MIG is NVIDIA's"),
+    ({"model": "AMD Instinct MI300X", "driver": "xe"}, "driver: must be amdgpu"),
+    ({"model": "Intel Arc B770", "vendor": "intel", "idle_w": 20, "max_w": 225}, "Intel cards are the known models"),
 ])
 def test_scenario_drivers_are_checked(device, message):
     from gpu_carbon_exporter.sim.scenario import ScenarioError
 
     with pytest.raises(ScenarioError, match=message):
         parse_scenario({"devices": [{**device, "power": STEPS}]}, "<test>")
+
+
+def test_a_node_of_three_vendors_reads_each_gpu_once_through_its_own_source():
+    """NVIDIA's through the simulated NVML, AMD's through the amdgpu tree, Intel's through the xe/i915
+    tree and its DRM clients: every scenario GPU found once, with its vendor, its job on the Intel one."""
+    from gpu_carbon_exporter.config import parse_config
+    from gpu_carbon_exporter.sim.hardware import simulated_hardware
+    from gpu_carbon_exporter.startup import _simulated_sources
+
+    constant = {"pattern": "constant", "watts": 200}
+    sc = parse_scenario({"devices": [{"model": "NVIDIA H100 80GB HBM3", "power": constant},
+                                     {"model": "AMD Instinct MI300X", "power": constant},
+                                     {"model": MAX, "driver": "i915", "power": constant}],
+                         "jobs": [{"id": "c", "devices": [2]}]}, "<test>")
+    hw = simulated_hardware(sc, lambda: 5.0)
+    assert list(hw.sections) == ["nvml", "amdgpu", "intel_gpu"]
+    sources = _simulated_sources(parse_config({}, "<test>"), hw, read_processes=True)
+    found = {s.name: (s, s.open()) for s in sources if s.name in hw.sections}
+    assert {name: [d.vendor for d in devs] for name, (_, devs) in found.items()} == {
+        "nvml": ["nvidia"], "amdgpu": ["amd"], "intel_gpu": ["intel"]}
+    assert [d.uuid for _, devs in list(found.values())[:2] for d in devs] == [d.uuid for d in sc.devices[:2]]
+    src, (intel,) = found["intel_gpu"]
+    assert intel.pci_bus_id == pci_address(sc.devices[2])
+    assert [p.pid for p in src.read(intel, slow=True).processes] == [200000]  # job c (sim.trace.job_pid(0, 0))
 
 
 def test_the_intel_max_scenario_through_the_production_sources_is_held_to_its_integrals(tmp_path):
