@@ -177,3 +177,26 @@ def test_listen_address_parsing():
     assert parse_listen_address("[::1]:9842") == ("::1", 9842)
     with pytest.raises(ValueError):
         parse_listen_address("localhost")
+
+
+def test_the_idle_watchdog_ends_with_the_server_whatever_the_order():
+    """The deadline watchdog sleeps while no connection is open. A connection that opens and is gone
+    before the watchdog looks, then a shutdown while the watchdog waits for the lock: the watchdog
+    must still see the shutdown (it once cleared the wake-up after server_close had set it, and slept
+    for ever)."""
+    from gpu_carbon_exporter.web.config import WebConfig
+
+    class Empty:
+        def collect(self):
+            return []
+
+    server = ExporterServer(("127.0.0.1", 0), Empty(), WebConfig(), lambda: (True, "ok"))
+    watchdog = next(t for t in threading.enumerate() if t.name == "http-deadlines")
+    closer = threading.Thread(target=server.server_close)
+    with server._lock:  # what a connection's thread holds while it opens or ends
+        server._conn_opened.set()  # a connection came and went: the watchdog wakes, then waits on the lock
+        closer.start()  # the shutdown lands meanwhile
+        closer.join(0.2)
+    closer.join(5)
+    watchdog.join(5)
+    assert not closer.is_alive() and not watchdog.is_alive()

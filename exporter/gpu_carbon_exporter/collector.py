@@ -110,7 +110,7 @@ class SnapshotCollector(Collector):
         """A section's families, or none of them if one fails: a bad value never fails the whole scrape."""
         try:
             return list(build_section())
-        except Exception:
+        except Exception:  # logged and counted; the other sections are served
             with self._lock:
                 self._errors[name] = self._errors.get(name, 0) + 1
             log.exception("building the %s metrics failed; serving the rest of the scrape", name)

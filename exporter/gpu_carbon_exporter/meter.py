@@ -173,7 +173,7 @@ class Meter:
                     next_sample = self._next_sample(now)
                 elif needs_integration:
                     self.integrate()
-            except Exception:
+            except Exception:  # a bug must not stop the sampler; healthz shows staleness
                 log.exception("sampling failed; continuing")
             wait = next_sample - self.clock()
             if needs_integration:
@@ -252,7 +252,7 @@ class Meter:
             dev.up = True
         try:
             self._use_reading(dev, reading, now)
-        except Exception:
+        except Exception:  # a bug in one device's accounting must not stop the others
             log.exception("%s: accounting this sample failed; the other devices go on", dev.describe())
             dev.reading, dev.last_sample_t = reading, now
             return False

@@ -282,7 +282,7 @@ class KubernetesPodResourcesMapper(Mapper):
         while not self._stop.is_set():
             try:
                 self._fetch()
-            except Exception:
+            except Exception:  # a decoding bug: logged, this mapper unhealthy, thread alive
                 self.healthy = False
                 log.exception("kubelet PodResources at %s: unexpected error", self.socket)
             self.fetched.set()

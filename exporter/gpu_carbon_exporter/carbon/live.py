@@ -115,7 +115,7 @@ class PollingIntensity(IntensityProvider):
                 if attempt < self.retries:
                     self._stop.wait(self._delay(attempt, err))
                 continue
-            except Exception:
+            except Exception:  # a parsing bug must not kill the poller
                 self._errors["internal"] += 1
                 self._last_ok = False
                 log.exception("%s (zone %s): unexpected error", self.name, self.zone)
@@ -139,7 +139,7 @@ class PollingIntensity(IntensityProvider):
             log.warning("%s (zone %s): forecast unavailable [%s]: %s; using the current value only", self.name,
                         self.zone, err.reason, err)
             return
-        except Exception:
+        except Exception:  # a parsing bug must not kill the poller
             self._errors["internal"] += 1
             log.exception("%s (zone %s): unexpected error in the forecast", self.name, self.zone)
             return

@@ -139,8 +139,9 @@ class ExporterServer(ThreadingHTTPServer):
         self.web, self.auth = web, BasicAuth(web.users)
 
     def server_close(self) -> None:
-        self._stop_watchdog.set()
-        self._conn_opened.set()
+        with self._lock:
+            self._stop_watchdog.set()
+            self._conn_opened.set()
         super().server_close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -199,8 +200,8 @@ class ExporterServer(ThreadingHTTPServer):
 
     def _watchdog(self) -> None:
         while not self._stop_watchdog.is_set():
-            with self._lock:
-                idle = not self._conns
+            with self._lock:  # server_close sets both events under this lock: no wake-up is lost
+                idle = not self._conns and not self._stop_watchdog.is_set()
                 if idle:
                     self._conn_opened.clear()
             if idle:  # nothing to cut: no ticks until a connection opens (an idle exporter stays asleep)
