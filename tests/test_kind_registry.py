@@ -164,3 +164,27 @@ def test_without_the_test_kinds_the_generated_files_are_the_committed_ones():
         assert (ROOT / "prometheus" / "rules" / name).read_text() == mixin.render(content)
     for name, model in dashboards.dashboards().items():
         assert (ROOT / "grafana" / "dashboards" / name).read_text() == dashboards.render(model)
+
+
+# A PDU outlet feeding the whole node: a whole-node meter like a BMC, whose emissions are its rest only.
+PDU = DeviceKind(name="pdu", label="PDU outlet", doc="PDU outlet (whole node)", accounting=Accounting.REST, order=85)
+
+
+def test_a_new_whole_node_kind_counts_only_its_rest(clock):
+    """A 500-W PDU outlet beside a 300-W GPU: the node's total is 500 W, not 800 W — the meter keeps
+    the PDU's rest (200 W) as its emissions, the exposition carries its rest counter, and the rules'
+    node total reads that counter (found in review: the meter and collector knew only "node")."""
+    register_kind(PDU)
+    try:
+        gpu, pdu = DummySource("gpu", 300.0, ()), DummySource("pdu", 500.0, (("source", "pdu"),))
+        meter, text = _run([gpu, pdu], clock)
+        by_kind = {d.identity.kind: d.counters for d in meter.snapshot.devices}
+        assert by_kind["pdu"].energy_j == pytest.approx(5000.0)
+        assert by_kind["pdu"].rest_energy_j == pytest.approx(2000.0)
+        grams = sum(c.emissions_g for c in by_kind.values())
+        assert grams == pytest.approx(5000.0 / JOULES_PER_KWH * 360.0)  # 500 W for 10 s, once
+        assert 'gpu_carbon_pdu_rest_energy_joules_total{source="pdu"} 2000.0' in text
+        rules = str(mixin.rule_files()["gpu-carbon-recording.yml"])
+        assert "gpu_carbon_pdu_rest_energy_joules_total" in rules
+    finally:
+        unregister_kind("pdu")

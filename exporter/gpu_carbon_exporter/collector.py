@@ -21,8 +21,9 @@ from . import __version__
 from .names import (
     GPU_IDLE_EMISSIONS_GRAMS_TOTAL, GPU_IDLE_ENERGY_JOULES_TOTAL, GPU_UNALLOCATED_EMISSIONS_GRAMS_TOTAL,
     GPU_UNALLOCATED_ENERGY_JOULES_TOTAL, GPU_UNATTRIBUTED_EMISSIONS_GRAMS_TOTAL, GPU_UNATTRIBUTED_ENERGY_JOULES_TOTAL,
-    INTENSITY_PROVIDER_REQUESTS_TOTAL, INTENSITY_PROVIDER_SUCCESSES_TOTAL, kind_families,
+    INTENSITY_PROVIDER_REQUESTS_TOTAL, INTENSITY_PROVIDER_SUCCESSES_TOTAL, kind_families, rest_family,
 )
+from .kinds import whole_node
 from .snapshot import DeviceSnapshot, NodeRestPower, Snapshot
 from .sources.base import MEGA, MILLI, PERCENT, kind_doc
 
@@ -175,8 +176,9 @@ class SnapshotCollector(Collector):
                                      "integrated (trapezoid of power) or estimated.", labels=names + ["method"])
         emissions = CounterMetricFamily(fam.emissions, _EMISSIONS_DOC.get(kind, f"Operational emissions of the "
                                         f"{what} (gCO2e); absent for parts of another measured device."), labels=names)
-        rest = _counter("node_rest_energy_joules", "Energy of the node not measured by its GPUs and CPUs (J): "
-                        "node energy minus theirs, never below 0; the node's emissions are this part's.", names)
+        rest = CounterMetricFamily(rest_family(kind), "Energy of the node not measured by its GPUs and CPUs (J): "
+                                   "node energy minus theirs, never below 0; the node's emissions are this part's.",
+                                   labels=names)
         util = GaugeMetricFamily(fam.utilization, f"GPU load of the {what} (0-1).", labels=names)
         for d in devices:
             labels = [v for _, v in d.identity.labels]
@@ -192,7 +194,7 @@ class SnapshotCollector(Collector):
         yield from (up, power, energy)
         if emissions.samples:  # none where every device of the kind is a part of another (rails, covered disks)
             yield emissions
-        if kind == "node":
+        if whole_node(kind):
             yield rest
         if util.samples:
             yield util

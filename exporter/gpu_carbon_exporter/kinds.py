@@ -111,6 +111,12 @@ def outside_node(name: str) -> bool:
     return not lookup(name).inside_node
 
 
+def whole_node(name: str) -> bool:
+    """The meter's rule: a whole-node meter (BMC, ACPI meter, battery, a plug-in's PDU outlet), whose
+    emissions are its rest only: what the node's own measured parts (GPUs, CPUs) did not count."""
+    return lookup(name).accounting is Accounting.REST
+
+
 def covered_by_node_meter(name: str) -> bool:
     """The meter's rule: an estimate that an accounted whole-node meter measures already."""
     return lookup(name).covered_by_node_meter

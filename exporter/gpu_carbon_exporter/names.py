@@ -126,6 +126,11 @@ STORAGE = DEVICE_FAMILIES["storage"]
 NODE_REST_ENERGY_JOULES_TOTAL = "gpu_carbon_node_rest_energy_joules_total"
 NODE_REST_POWER_WATTS = "gpu_carbon_node_rest_power_watts"
 
+
+def rest_family(kind: str) -> str:
+    """The rest counter of a whole-node kind: the built-in one's literal, a plug-in's named after it."""
+    return NODE_REST_ENERGY_JOULES_TOTAL if kind == "node" else f"{PREFIX}_{kind}_rest_energy_joules_total"
+
 # Jobs
 JOB_INFO = "gpu_carbon_job_info"
 JOB_GPU_INFO = "gpu_carbon_job_gpu_info"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Iterable, Protocol
 
 from ..snapshot import Counters, DeviceSnapshot, NodeRestPower
-from ..kinds import covered_by_node_meter, outside_node
+from ..kinds import covered_by_node_meter, outside_node, whole_node
 from ..sources.base import JOULES_PER_KWH, MILLI, DeviceIdentity, DeviceReading, DeviceSource, kind_label
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ class JobAccounts(Protocol):
 def mark_node_devices(devices: list[Device]) -> None:
     """Only one whole-node meter accounts emissions: two BMC readings are the same watts. Where
     one is accounted, it measures the disks too: their estimate is exposed, not accounted."""
-    nodes = [d for d in devices if d.identity.kind == "node" and d.identity.accounted]
+    nodes = [d for d in devices if whole_node(d.identity.kind) and d.identity.accounted]
     for d in nodes[1:]:
         log.warning("%s: another node power source is accounted already; exposing its energy only",
                     d.identity.uuid)
@@ -114,7 +114,7 @@ class Ledger:
         if power_mw is None:
             return
         watts = power_mw * MILLI
-        if dev.last_power_t is None and dev.identity.kind == "node":
+        if dev.last_power_t is None and whole_node(dev.identity.kind):
             self._parts_since_node = 0.0  # the node's first point: what the parts used before is not its rest
         if dev.last_power_t is not None and now > dev.last_power_t:
             dt = now - dev.last_power_t
@@ -149,7 +149,7 @@ class Ledger:
         c.energy_j += joules
         if not dev.identity.accounted:
             return
-        if dev.identity.kind == "node":
+        if whole_node(dev.identity.kind):
             joules = self._node_rest(dev, joules)
         elif not outside_node(dev.identity.kind):
             self._parts_since_node += joules
@@ -189,7 +189,7 @@ class Ledger:
 def node_rest_power(devices: Iterable[DeviceSnapshot]) -> NodeRestPower | None:
     """Node power minus GPUs minus measured CPU, only when every part is known (never below 0)."""
     devices = tuple(devices)
-    nodes = [d for d in devices if d.identity.kind == "node" and d.up and d.reading and d.reading.power_mw]
+    nodes = [d for d in devices if whole_node(d.identity.kind) and d.up and d.reading and d.reading.power_mw]
     gpus = [d for d in devices if d.identity.kind == "gpu"]
     cpus = [d for d in devices if d.identity.kind == "cpu" and d.identity.accounted]
     parts = gpus + cpus
