@@ -96,6 +96,8 @@ def _simulated_sources(cfg: Section, hardware: SimulatedHardware, read_processes
     clients = _drm_clients(hardware.proc_root, hardware.sysfs_root or "/") if hardware.proc_root else None
     ctx = SourceContext(read_processes=read_processes, libraries=hardware.libraries, drm_clients=clients)
     sources = [source for name in hardware.sections for source in plugins[name].factory(sections[name], ctx)]
+    for source in sources:  # the simulated hardware is there: failing to open it is a failure, not "absent"
+        source.optional = False
     return sources + [source for name, plugin in plugins.items() if plugin.kept_in_simulation
                       for source in plugin.factory(cfg["sources"][name], SourceContext())]
 
