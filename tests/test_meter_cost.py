@@ -61,3 +61,23 @@ def test_a_gpu_back_from_lost_is_read_in_full(clock):
     before = nv.calls["nvmlDeviceGetTemperature"] + nv.calls["nvmlDeviceGetClockInfo"]
     src.read(gpu, slow=True)
     assert nv.calls["nvmlDeviceGetTemperature"] + nv.calls["nvmlDeviceGetClockInfo"] == before + 2
+
+
+def test_churning_processes_do_not_starve_the_gauges(clock):
+    """Jobs that come and go every second change a shared GPU's process set at every sample: the
+    per-process utilisation, read whenever the set changes, must not take the spare query every time
+    (found in review: utilisation, memory, temperature and clocks were then never read again)."""
+    churn = {"devices": [{"model": H100, "power": {"pattern": "constant", "watts": 400}}],
+             "jobs": [{"id": f"c{k}", "devices": [0], "start_s": k, "end_s": k + 2} for k in range(40)]}
+    nv = sim_nvml(churn, clock)
+    src = NvmlSource(nv, read_processes=True, clock=clock)
+    gpu = src.open()[0]
+    src.read(gpu, slow=True)
+    reads = {name: nv.calls[name] for name in ("nvmlDeviceGetUtilizationRates", "nvmlDeviceGetMemoryInfo",
+                                               "nvmlDeviceGetTemperature", "nvmlDeviceGetClockInfo")}
+    sets = set()
+    for _ in range(4 * len(GAUGES)):
+        clock.advance(1.0)
+        sets.add(frozenset(p.pid for p in src.read(gpu, slow=False).processes))
+    assert len(sets) >= 3 * len(GAUGES)  # the set did change (nearly) every sample
+    assert all(nv.calls[name] > n for name, n in reads.items())  # and each gauge was read again

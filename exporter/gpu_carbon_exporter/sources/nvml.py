@@ -33,9 +33,10 @@ PROCESS_UTIL_REFRESH_S = 5.0
 # GPU's power, power fields (with the energy counter) and compute processes, and one query more: the
 # per-process utilisation when it is due, else a slow value when one is due (the power limit, then the
 # graphics processes, after each slow tick), else the next of these gauges in turn; the others keep
-# their last values. So a GPU costs 4 NVML calls a sample, not 8, and at 1-s sampling each gauge is a
-# few seconds old at most, well inside a scrape interval. A GPU's first read (and its first after it
-# was lost) reads them all.
+# their last values. So a GPU costs 4 NVML calls a sample, not 8 (5 on a GPU that runs graphics
+# processes), and at 1-s sampling each gauge is a few seconds old at most, well inside a scrape
+# interval: the per-process utilisation never takes the spare query two samples running. A GPU's
+# first read (and its first after it was lost) reads them all.
 GAUGES = ("utilization", "memory", "temperature", "sm_clock")
 _GAUGE_ATTRS = {"utilization": ("gpu_util_pct", "memory_util_pct"),
                 "memory": ("memory_used_bytes", "memory_total_bytes"),
@@ -99,6 +100,7 @@ class NvmlSource(DeviceSource):
         self.read_processes = read_processes
         self.clock = clock
         self._util_cache: dict[int, tuple[frozenset, float, dict[int, int]]] = {}  # index -> (pids, read at, util)
+        self._util_took_spare: dict[int, bool] = {}  # index -> the last sample read the per-process utilisation
         self._handles: dict[int, Any] = {}
         self._util_seen_us: dict[int, int] = {}
         self._graphics: dict[int, bool] = {}  # GPUs with graphics processes: listed every sample
@@ -366,7 +368,10 @@ class NvmlSource(DeviceSource):
         pids = frozenset(found)
         cached = self._util_cache.get(device.index)
         now = self.clock()
-        if cached is not None and cached[0] == pids and now - cached[1] < PROCESS_UTIL_REFRESH_S:
+        # Processes churning every sample would take the spare query every time and starve the gauges:
+        # after a read, the next sample leaves the spare to them (the split weighs by the last shares).
+        read_last = self._util_took_spare.pop(device.index, False)
+        if cached is not None and (read_last or cached[0] == pids and now - cached[1] < PROCESS_UTIL_REFRESH_S):
             return cached[2], False
         if "process_utilization" in self._unsupported[device.index]:
             return {}, False
@@ -386,6 +391,7 @@ class NvmlSource(DeviceSource):
             self._util_seen_us[device.index] = max(self._util_seen_us.get(device.index, 0), int(s.timeStamp))
         util = {pid: round(sum(v) / len(v)) for pid, v in seen.items()}
         self._util_cache[device.index] = (pids, now, util)
+        self._util_took_spare[device.index] = True
         return util, True
 
     def _utilization_samples(self, index: int, since_us: int) -> list:
