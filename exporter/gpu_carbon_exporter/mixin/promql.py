@@ -20,7 +20,6 @@ JOB_WATER = names.JOB_WATER_LITERS_TOTAL
 BOARD_ENERGY = names.BOARD.energy
 BOARD_GRAMS = names.BOARD.emissions
 RAIL_ENERGY = names.RAIL.energy
-CPU_ENERGY = names.CPU.energy
 CPU_GRAMS = names.CPU.emissions
 
 

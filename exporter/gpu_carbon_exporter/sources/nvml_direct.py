@@ -83,7 +83,8 @@ class DirectCalls:
 
     def _into(self, what: str, struct: type, invoke: Callable[[Any, Any], int]) -> list:
         """Call into the buffer for ``what``; grown (twice the count and 5, as pynvml) and called again
-        when too small."""
+        when too small. The structs returned are views into that reused buffer, overwritten by the next
+        call of the same kind: callers read them at once (``NvmlSource._list_processes`` copies them)."""
         nv = self.nvml
         size, buf = self._buffers.get(what, (0, None))
         for _ in range(3):
