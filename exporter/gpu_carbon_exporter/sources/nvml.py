@@ -34,7 +34,8 @@ PROCESS_UTIL_REFRESH_S = 5.0
 # few seconds old at most, well inside a scrape interval. A GPU's first read (and its first after it
 # was lost) reads them all.
 GAUGES = ("utilization", "memory", "temperature", "sm_clock")
-_GAUGE_ATTRS = {"utilization": ("gpu_util_pct", "memory_util_pct"), "memory": ("memory_used_bytes", "memory_total_bytes"),
+_GAUGE_ATTRS = {"utilization": ("gpu_util_pct", "memory_util_pct"),
+                "memory": ("memory_used_bytes", "memory_total_bytes"),
                 "temperature": ("temperature_c",), "sm_clock": ("sm_clock_mhz",)}
 
 

@@ -78,7 +78,8 @@ class DirectCalls:
     def process_utilization(self, since_us: int) -> list[UtilizationSample]:
         """Per-process utilisation samples since ``since_us``; NVMLError NOT_FOUND when there is none."""
         fn, since = self._fn("nvmlDeviceGetProcessUtilization"), ctypes.c_ulonglong(since_us)
-        return self._into("process_utilization", UtilizationSample, lambda buf, count: fn(self.handle, buf, count, since))
+        return self._into("process_utilization", UtilizationSample,
+                          lambda buf, count: fn(self.handle, buf, count, since))
 
     def _into(self, what: str, struct: type, invoke: Callable[[Any, Any], int]) -> list:
         """Call into the buffer for ``what``; grown (twice the count and 5, as pynvml) and called again
