@@ -23,7 +23,7 @@ from .meter import Meter
 from .schema import Section
 from .sim.scenario import BUILTIN as BUILTIN_SCENARIOS
 from .sources.base import SourceUnavailable
-from .startup import build_meter, build_sources, make_collector, make_registry
+from .startup import build_meter, build_sources, limit_malloc_arenas, make_collector, make_registry
 from .state import StateError, StateStore
 
 if TYPE_CHECKING:
@@ -312,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError("--once.duration: must be in [0, 3600] seconds")
         if cfg["state"]["path"]:
             StateStore(cfg["state"]["path"]).check_writable()
+        limit_malloc_arenas()  # before the meter's and the server's threads start
         meter, _ = build_meter(cfg, args.simulate)
         if args.once:
             return _once(meter, cfg, args.once_duration)

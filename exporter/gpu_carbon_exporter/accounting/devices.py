@@ -57,8 +57,8 @@ class Device:
 
     @property
     def method(self) -> str:
-        return (self.identity.counter_method if self.identity.has_energy_counter
-                else self.identity.method_without_counter)
+        ident = self.identity
+        return ident.counter_method if ident.has_energy_counter else ident.method_without_counter
 
     def describe(self) -> str:
         """How logs name the device: ``GPU GPU-…``, ``RAPL zone …``."""

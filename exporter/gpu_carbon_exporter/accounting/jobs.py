@@ -19,9 +19,9 @@ def account_step(jobs: dict[str, JobCounters], b: GpuBuckets, slots: Slots, *, i
                  held_s: float | None) -> None:
     """Split ``joules`` (and ``grams``) used over [t0, t1] among the GPU's holders; never negative.
 
-    ``slots``: at least one (a GPU no job holds has one slot without holders). ``held_s``: seconds of GPU time held
-    for embodied carbon
-    (the sampled, monotonic duration; 0 for energy recovered over the exporter's downtime)."""
+    ``slots``: at least one (a GPU no job holds has one slot without holders). ``held_s``: seconds
+    of GPU time held for embodied carbon (the sampled, monotonic duration; 0 for energy recovered
+    over the exporter's downtime)."""
     sampled = held_s is None or held_s > 0  # not energy recovered over the exporter's downtime
     for _, _, holders in slots:
         for h in holders:  # a job that expired while it still held the GPU comes back
