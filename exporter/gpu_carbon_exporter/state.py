@@ -10,10 +10,9 @@ Three files hold generations of the same state, each with a sequence number and 
   keeps the write), the kernel flushes them at its own writeback cadence, so flash storage
   is not written once per sample, and on ext4/xfs a full disk does not stop them (their
   blocks are already allocated; copy-on-write file systems such as btrfs and ZFS need new
-  blocks for every rewrite, and there the meter holds the exposed counters instead). The slot written is never the one
-  holding the newest complete
-  generation, so a torn write (a power loss, a kill inside a multi-page write) still leaves
-  the previous one.
+  blocks for every rewrite, and there the meter holds the exposed counters instead). The slot
+  written is never the one holding the newest complete generation, so a torn write (a power
+  loss, a kill inside a multi-page write) still leaves the previous one.
 
 ``load`` returns the newest generation whose CRC checks out; a damaged file of ours (a torn
 write, zero pages after a power loss, garbage, one too large or too deeply nested to parse

@@ -5,10 +5,9 @@ only for zones the MSR interface lacks). AMD exposes its RAPL through the same d
 ``energy_uj`` wraps at ``max_energy_range_uj``. The source reports the register itself
 (converted to mJ) and declares the wrap (``energy_wrap_mj``), so the meter's deltas are
 wrap-safe within a run and across restarts: downtime shorter than one wrap is recovered
-exactly from the saved register value, and a longer one is never over-counted. Nested zones never double count: with
-``psys`` only psys
-is accounted (it contains the package); otherwise packages and DRAM are, and core/uncore
-(inside the package) are exposed but not accounted.
+exactly from the saved register value, and a longer one is never over-counted. Nested zones
+never double count: with ``psys`` only psys is accounted (it contains the package); otherwise
+packages and DRAM are, and core/uncore (inside the package) are exposed but not accounted.
 """
 from __future__ import annotations
 
