@@ -82,12 +82,12 @@ def preflight(cfg: dict[str, Any], source: str) -> None:
 
     try:
         _web_config(cfg)
-        if cfg["state"]["path"]:
-            store = StateStore(cfg["state"]["path"])
+        if cfg.state.path:
+            store = StateStore(cfg.state.path)
             store.check_writable()
             store.close()
-        build_provider(cfg["carbon"]).close()
-        build_sources(cfg["sources"])  # constructs (secrets, commands) without opening anything
+        build_provider(cfg.carbon).close()
+        build_sources(cfg.sources)  # constructs (secrets, commands) without opening anything
     except ConfigError as err:
         raise named(err) from None
 
@@ -307,11 +307,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         cfg = load_config(args.config, _flag_overrides(args))
-        _setup_logging(cfg["log"]["level"])
+        _setup_logging(cfg.log.level)
         if args.once and not 0 <= args.once_duration <= 3600:  # NaN fails too
             raise ConfigError("--once.duration: must be in [0, 3600] seconds")
-        if cfg["state"]["path"]:
-            StateStore(cfg["state"]["path"]).check_writable()
+        if cfg.state.path:
+            StateStore(cfg.state.path).check_writable()
         limit_malloc_arenas()  # before the meter's and the server's threads start
         meter, _ = build_meter(cfg, args.simulate)
         if args.once:

@@ -82,7 +82,7 @@ def _simulated(cfg: Section, simulate: str, emb_rate: float) -> tuple:
         log.info("scenario %s has no start_time or cycle_s: its counters start at 0 with each run", scenario.name)
     hardware = simulated_hardware(scenario, lambda: time.time() - epoch)
     attribution = None
-    if scenario.jobs and cfg["attribution"]["enabled"]:
+    if scenario.jobs and cfg.attribution.enabled:
         from .sim.procfs import write_procfs
 
         acfg = {**cfg.attribution, "slurm_environ": True, "mappers": "slurm"}
@@ -93,10 +93,10 @@ def _simulated(cfg: Section, simulate: str, emb_rate: float) -> tuple:
     sources = _simulated_sources(cfg, hardware, read_processes=attribution is not None)
     timeline = scenario.intensity.get(scenario.zone)
     intensity: IntensityProvider
-    if cfg["carbon"]["zone"] is None and timeline is not None:
+    if cfg.carbon.zone is None and timeline is not None:
         intensity = TimelineIntensity(scenario.zone, timeline, lambda: epoch)
     else:
-        intensity = build_provider(cfg["carbon"])
+        intensity = build_provider(cfg.carbon)
     log.info("simulating %d GPUs from %s", len(scenario.devices), scenario.name)
     return sources, intensity, scenario.pue, attribution
 
@@ -117,7 +117,7 @@ def _simulated_sources(cfg: Section, hardware: SimulatedHardware, read_processes
     for source in sources:  # the simulated hardware is there: failing to open it is a failure, not "absent"
         source.optional = False
     return sources + [source for name, plugin in plugins.items() if plugin.kept_in_simulation
-                      for source in plugin.factory(cfg["sources"][name], SourceContext())]
+                      for source in plugin.factory(cfg.sources[name], SourceContext())]
 
 
 def build_attribution(acfg: dict[str, Any], proc_root: str | None = None, embodied_g_per_s: float = 0.0):
@@ -161,8 +161,8 @@ def _drm_clients(proc_root: str, sys_root: str = "/") -> Any:
 
 def make_collector(meter: Meter, cfg: dict[str, Any]) -> SnapshotCollector:
     return SnapshotCollector(
-        lambda: meter.snapshot, embodied=bool(cfg["carbon"]["embodied"]["kg_co2e_per_device"]),
-        water=cfg["carbon"]["wue_liters_per_kwh"] is not None)
+        lambda: meter.snapshot, embodied=bool(cfg.carbon.embodied.kg_co2e_per_device),
+        water=cfg.carbon.wue_liters_per_kwh is not None)
 
 
 def make_registry(meter: Meter, cfg: dict[str, Any]) -> CollectorRegistry:
