@@ -29,9 +29,9 @@ import os
 import shutil
 import threading
 from pathlib import Path
-from typing import Callable
 
 from .scenario import SimDevice
+from .ticker import Ticker
 
 u8, u16, u32, u64 = C.c_uint8, C.c_uint16, C.c_uint32, C.c_uint64
 COUNTS_PER_J = 65536  # the accumulator's unit is 2^-16 J
@@ -139,8 +139,9 @@ def _link(link: Path, target: Path) -> None:
     os.symlink(os.path.relpath(target, link.parent), link)
 
 
-class AmdgpuSimulator:
+class AmdgpuSimulator(Ticker):
     """Lays out the tree for ``devices`` (a scenario's AMD cards) under ``root``; ``update(t)`` rewrites it."""
+    thread_name = "amdgpu-sim"
 
     BOOT_NS = 86_400 * 10**9  # system_clock_counter: boot time, a day before scenario t = 0
 
@@ -270,16 +271,3 @@ class AmdgpuSimulator:
                 for name, value in self._files(k, t).items():
                     if (k, name) not in self.broken:
                         self._write(card / name, value)
-
-    def run(self, clock: Callable[[], float], hz: float = 50.0) -> None:
-        """Keep the files current from ``clock()`` (scenario time) in a thread."""
-        def loop() -> None:
-            while not self._stop.wait(1.0 / hz):
-                try:
-                    self.update(clock())
-                except OSError:  # the tree was removed (exporter exiting)
-                    return
-        threading.Thread(target=loop, name="amdgpu-sim", daemon=True).start()
-
-    def stop(self) -> None:
-        self._stop.set()

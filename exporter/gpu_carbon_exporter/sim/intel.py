@@ -32,6 +32,7 @@ from typing import Callable
 
 from .scenario import Scenario, SimDevice, SimJob
 from .trace import job_pid
+from .ticker import Ticker
 
 ENERGY_SHIFT = 14  # the energy register counts 2^-14 J (the drivers' scl_shift_energy)
 REGISTER = 2**32
@@ -108,10 +109,11 @@ class _Register:
         self.prev = (math.floor(self.device.pattern.energy(t) * self.share * 2**ENERGY_SHIFT) + self.offset) % REGISTER
 
 
-class IntelGpuSimulator:
+class IntelGpuSimulator(Ticker):
     """Lays out the Intel cards of ``scenario`` under ``sys_root`` and their jobs' DRM files under
     ``proc_root`` (the /proc of ``sim/procfs.py``), and writes both on ``update(t)``: call it once
     before the source opens (the first read of the registers counts from the driver's load at t = 0)."""
+    thread_name = "intel-sim"
 
     def __init__(self, scenario: Scenario, sys_root: str | Path, proc_root: str | Path) -> None:
         self.sc, self.sys, self.proc = scenario, Path(sys_root), Path(proc_root)
@@ -333,14 +335,4 @@ class IntelGpuSimulator:
             self._write_processes(t)
 
     def run(self, clock: Callable[[], float], hz: float = 20.0) -> None:
-        """Keep the files current from ``clock()`` (scenario time) in a thread."""
-        def loop() -> None:
-            while not self._stop.wait(1.0 / hz):
-                try:
-                    self.update(clock())
-                except OSError:  # the trees were removed (exporter exiting)
-                    return
-        threading.Thread(target=loop, name="intel-sim", daemon=True).start()
-
-    def stop(self) -> None:
-        self._stop.set()
+        super().run(clock, hz)

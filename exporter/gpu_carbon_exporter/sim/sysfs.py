@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from .patterns import Pattern
+from .ticker import Ticker
 
 JETSONS = ("orin", "xavier", "nano", "thor")
 # Other battery- and sensor-powered devices: a Raspberry Pi with an INA219 on its 5-V input (hwmon),
@@ -55,8 +56,9 @@ class EdgeBoard:
         return RAILS[self.kind]
 
 
-class SysfsSimulator:
+class SysfsSimulator(Ticker):
     """Lays out the trees under ``root`` and rewrites the values on ``update``."""
+    thread_name = "sysfs-sim"
 
     def __init__(self, root: Path, board: EdgeBoard | None = None, rapl: Pattern | None = None,
                  rapl_packages: int = 1, dram_share: float = 0.1, psys: bool = False,
@@ -175,16 +177,3 @@ class SysfsSimulator:
             tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_text(f"{value(t)}\n")
             os.replace(tmp, path)
-
-    def run(self, clock: Callable[[], float], hz: float = 50.0) -> None:
-        """Keep the files current from ``clock()`` (scenario time) in a thread."""
-        def loop() -> None:
-            while not self._stop.wait(1.0 / hz):
-                try:
-                    self.update(clock())
-                except OSError:  # the tree was removed (exporter exiting)
-                    return
-        threading.Thread(target=loop, name="sysfs-sim", daemon=True).start()
-
-    def stop(self) -> None:
-        self._stop.set()
