@@ -213,3 +213,26 @@ def test_an_accumulator_that_never_advances_is_caught_at_start_and_the_card_inte
     methods = [d.method for d in meter.snapshot.devices]
     assert methods[0] in ("integrated", "integrated_average") and methods[1:] == ["counter", "counter"]
     assert meter.snapshot.devices[0].counters.energy_j == pytest.approx(200 * 10, rel=0.01)
+
+
+def test_jobs_on_two_partitions_of_one_card_are_the_cards_holders_its_energy_counted_once(tmp_path):
+    """An MI300X in CPX: eight DRM card nodes and eight KFD nodes (gpu_ids) at one PCI address. One
+    device, one energy; ROCm processes on partitions 0 and 5 both hold the card, with their VRAM; a
+    garbage or vanished vram file leaves only that entry out."""
+    sim = AmdgpuSimulator(tmp_path, parse_scenario({"devices": [{"model": MI300X, "power": STEPS}]},
+                                                   "<t>").devices, xcp_partitions=8)
+    kfd = tmp_path / "sys/class/kfd/kfd"
+    for n in range(8):
+        (kfd / f"topology/nodes/{n + 1}").mkdir(parents=True)
+        (kfd / f"topology/nodes/{n + 1}/gpu_id").write_text(f"{1000 + n}\n")
+        (kfd / f"topology/nodes/{n + 1}/properties").write_text(f"location_id {0x11 << 8}\ndomain 0\n")
+    for pid, part, held in ((501, 0, "1073741824"), (502, 5, "2147483648"), (503, 2, "garbage")):
+        (kfd / f"proc/{pid}").mkdir(parents=True)
+        (kfd / f"proc/{pid}/vram_{1000 + part}").write_text(f"{held}\n")
+    src = AmdgpuSource(tmp_path, clock=ManualClock(), read_processes=True)
+    (dev,) = src.open()
+    assert len(KfdProcesses(tmp_path).gpu_ids(dev.pci_bus_id)) == 8
+    reading = src.read(dev, slow=False)
+    assert [(p.pid, p.used_memory_bytes, p.sm_util_pct) for p in reading.processes] == [
+        (501, 2**30, None), (502, 2**31, None)]
+    assert reading.energy_mj == pytest.approx(sim.devices[0].pattern.energy(0.0) * 1000 + sim.devices[0].energy_offset_mj, abs=0.02)
