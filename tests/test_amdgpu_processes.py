@@ -235,4 +235,5 @@ def test_jobs_on_two_partitions_of_one_card_are_the_cards_holders_its_energy_cou
     reading = src.read(dev, slow=False)
     assert [(p.pid, p.used_memory_bytes, p.sm_util_pct) for p in reading.processes] == [
         (501, 2**30, None), (502, 2**31, None)]
-    assert reading.energy_mj == pytest.approx(sim.devices[0].pattern.energy(0.0) * 1000 + sim.devices[0].energy_offset_mj, abs=0.02)
+    card = sim.devices[0]
+    assert reading.energy_mj == pytest.approx(card.pattern.energy(0.0) * 1000 + card.energy_offset_mj, abs=0.02)
