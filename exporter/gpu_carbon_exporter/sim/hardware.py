@@ -65,6 +65,7 @@ def simulated_hardware(scenario: Scenario, clock: Callable[[], float]) -> Simula
     amd = _amdgpu_tree(scenario, clock, hw.proc_root)
     if amd is not None:
         hw.sections["amdgpu"] = {"enabled": True, "sysfs_root": amd}
+        hw.sysfs_root = amd  # where a DRM file without drm-pdev finds its card (Intel's tree, if any, below)
     root = _sysfs_tree(scenario, clock)
     if root is not None and any(d.model.vendor == "intel" for d in scenario.devices):
         hw.sections["intel_gpu"] = {"enabled": True, "sysfs_root": root}
