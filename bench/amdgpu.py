@@ -20,13 +20,18 @@ from gpu_carbon_exporter.sim.scenario import load_scenario
 from gpu_carbon_exporter.sources.amdgpu import AmdgpuSource
 
 
+def skip_counter_check(seconds: float) -> None:
+    """The simulated tree is not kept current here, so its accumulators stand still: the source's
+    start-up check of them (0.5 s against the power gauge) is left undecided, and they are read."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=500, help="samples to time (default 500)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-amdgpu-") as root:
         AmdgpuSimulator(root, load_scenario("mi300x").devices)
-        source = AmdgpuSource(root)
+        source = AmdgpuSource(root, sleep=skip_counter_check)
         cards = source.open()
         print("| read | CPU per card per read | 8 cards |\n|---|---|---|")
         for what, hz, read in (("sample", 1, lambda c: source.read(c, slow=False)),

@@ -18,6 +18,9 @@ the energy accumulator is floor(E(t) x 2^16) counts (E the pattern's integral, p
 ``energy_offset_mj``), modulo 2^32 on a 32-bit firmware counter, all ones where the model has none.
 ``power1_input`` is the pattern's power at t, ``power1_average`` its mean over the last second.
 
+With ``attach_clients(scenario, proc)`` it also writes the DRM client usage stats of the scenario's
+jobs on its cards into a fake /proc (``amdgpu_clients.py``) on every ``update``.
+
 The tables are ctypes re-creations of the kernel's structs (``kgd_pp_interface.h``), written with
 the driver's 0xFF fill; the parser's offsets (``sources/gpu_metrics.py``) are not used here.
 """
@@ -30,7 +33,8 @@ import shutil
 import threading
 from pathlib import Path
 
-from .scenario import SimDevice
+from .amdgpu_clients import AmdgpuClients
+from .scenario import Scenario, SimDevice
 from .ticker import Ticker
 
 u8, u16, u32, u64 = C.c_uint8, C.c_uint16, C.c_uint32, C.c_uint64
@@ -151,8 +155,11 @@ class AmdgpuSimulator(Ticker):
         self.hwmon: list[Path] = []
         self.broken: dict[tuple[int, str], bytes | None] = {}  # (card, file) -> what it holds instead (None: gone)
         self.counter_base: dict[int, int] = {}  # card -> counts the firmware restarted at (reset_counter)
+        self.frozen: dict[int, int] = {}  # card -> the counts its accumulator stays at (freeze_counter)
+        self.clients: AmdgpuClients | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._t = 0.0
         self._layout(xcp_partitions)
         self.update(0.0)
 
@@ -222,6 +229,17 @@ class AmdgpuSimulator(Ticker):
         """The firmware restarts its accumulator from zero (a GPU reset)."""
         self.counter_base[card] = self._counts(card, t, raw=True)
 
+    def freeze_counter(self, card: int, t: float) -> None:
+        """The accumulator stops at its value at ``t`` while the card keeps drawing power (MI100's broken
+        counter, ROCm/amdsmi#38)."""
+        self.frozen[card] = self._counts(card, t)
+
+    def attach_clients(self, scenario: Scenario, proc_root: str | Path) -> AmdgpuClients:
+        """Write the fdinfo of ``scenario``'s jobs on these cards under ``proc_root`` from now on."""
+        self.clients = AmdgpuClients(scenario, self.devices, [c.name for c in self.cards], proc_root)
+        self.clients.update(self._t)
+        return self.clients
+
     def vanish(self, card: int) -> None:
         """The card is removed (hot unplug, driver unbound): its device directory goes."""
         with self._lock:
@@ -233,6 +251,8 @@ class AmdgpuSimulator(Ticker):
         counts = math.floor(dev.pattern.energy(t) * COUNTS_PER_J) + round(dev.energy_offset_mj * COUNTS_PER_J / 1000)
         if raw:
             return counts
+        if k in self.frozen:
+            return self.frozen[k]
         return (counts - self.counter_base.get(k, 0)) % 2 ** dev.model.amd.counter_bits
 
     def _files(self, k: int, t: float) -> dict[str, bytes | str]:
@@ -264,6 +284,9 @@ class AmdgpuSimulator(Ticker):
         os.replace(tmp, path)
 
     def update(self, t: float) -> None:
+        self._t = t
+        if self.clients is not None and self.clients.proc.exists():
+            self.clients.update(t)
         with self._lock:
             for k, card in enumerate(self.cards):
                 if not card.exists():

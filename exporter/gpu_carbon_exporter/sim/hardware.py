@@ -40,7 +40,7 @@ class SimulatedHardware:
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The libraries a source reads instead of the host's (``SourceContext.libraries``).
     libraries: dict[str, Any] = field(default_factory=dict)
-    # Where simulated GPUs without a process list (Intel) show their jobs' DRM client stats: the fake
+    # Where simulated GPUs without a process list (AMD's, Intel's) show their jobs' DRM client stats: the fake
     # /proc (the mappers read the same one) and the sysfs tree beside it; None where none needs them.
     proc_root: str | None = None
     sysfs_root: str | None = None
@@ -58,13 +58,19 @@ def simulated_hardware(scenario: Scenario, clock: Callable[[], float]) -> Simula
 
         hw.sections["nvml"] = {"enabled": True}
         hw.libraries["nvml"] = SimulatedNvml(scenario, clock)
-    amd = _amdgpu_tree(scenario, clock)
+    if any(d.model.vendor in ("amd", "intel") for d in scenario.devices):  # their jobs' DRM files
+        from .procfs import write_procfs
+
+        hw.proc_root = temporary(write_procfs(scenario))
+    amd = _amdgpu_tree(scenario, clock, hw.proc_root)
     if amd is not None:
         hw.sections["amdgpu"] = {"enabled": True, "sysfs_root": amd}
+        hw.sysfs_root = amd  # where a DRM file without drm-pdev finds its card (Intel's tree, if any, below)
     root = _sysfs_tree(scenario, clock)
     if root is not None and any(d.model.vendor == "intel" for d in scenario.devices):
         hw.sections["intel_gpu"] = {"enabled": True, "sysfs_root": root}
-        hw.proc_root, hw.sysfs_root = _intel_gpus(scenario, root, clock), root
+        _intel_gpus(scenario, root, hw.proc_root or "", clock)
+        hw.sysfs_root = root
     if root is not None and scenario.edge.board:
         name, settings = READ_BY[scenario.edge.board]
         hw.sections[name] = {**settings, "sysfs_root": root}
@@ -73,8 +79,9 @@ def simulated_hardware(scenario: Scenario, clock: Callable[[], float]) -> Simula
     return hw
 
 
-def _amdgpu_tree(scenario: Scenario, clock: Callable[[], float]) -> str | None:
-    """The AMD cards' live fake amdgpu sysfs tree, or None where the scenario has none."""
+def _amdgpu_tree(scenario: Scenario, clock: Callable[[], float], proc: str | None) -> str | None:
+    """The AMD cards' live fake amdgpu sysfs tree (and their jobs' DRM files under ``proc``), or None
+    where the scenario has none."""
     from .amdgpu import AmdgpuSimulator
 
     cards = [d for d in scenario.devices if d.model.vendor == "amd"]
@@ -82,6 +89,8 @@ def _amdgpu_tree(scenario: Scenario, clock: Callable[[], float]) -> str | None:
         return None
     root = temporary(tempfile.mkdtemp(prefix="gpu-carbon-sysfs-"))
     sim = AmdgpuSimulator(root, cards)
+    if proc is not None:
+        sim.attach_clients(scenario, proc)
     sim.update(clock())
     sim.run(clock)
     atexit.register(sim.stop)  # runs before the tree is removed (atexit is last in, first out)
@@ -109,19 +118,16 @@ def _sysfs_tree(scenario: Scenario, clock: Callable[[], float]) -> str | None:
     return root
 
 
-def _intel_gpus(scenario: Scenario, root: str, clock: Callable[[], float]) -> str:
-    """Lay out the Intel GPUs (xe/i915 sysfs and hwmon) under ``root`` and their jobs' /proc, kept
-    current in a thread; returns that /proc's root."""
+def _intel_gpus(scenario: Scenario, root: str, proc: str, clock: Callable[[], float]) -> None:
+    """Lay out the Intel GPUs (xe/i915 sysfs and hwmon) under ``root`` and their jobs' DRM files
+    under ``proc``, kept current in a thread."""
     from .intel import IntelGpuSimulator
-    from .procfs import write_procfs
 
-    proc = temporary(write_procfs(scenario))
     sim = IntelGpuSimulator(scenario, root, proc)
     sim.update(clock())
     sim.run(clock)
     atexit.register(sim.stop)
     log.info("simulated Intel GPUs (%d, hwmon and DRM client stats) under %s and %s", len(sim.cards), root, proc)
-    return proc
 
 
 def temporary(path: str) -> str:

@@ -24,6 +24,17 @@ ones) makes that card integrate its hwmon power instead, logged with the card an
 stops reading later marks the card down until it reads again (the firmware keeps counting, so the
 gap is counted then). Nothing here ever moves a counter backwards.
 
+Processes (``read_processes``): the DRM client usage stats of the card's PCI address
+(``SourceContext.drm_clients``, ``attribution/fdinfo.py``: engine time of gfx, compute, dma, ...), as
+for Intel's GPUs, and the KFD's per-process VRAM (``kfd.py``) for ROCm compute, which no DRM client
+shows: such a process holds the GPU with its VRAM and no share. ``gpu_busy_percent`` stays the
+utilisation (the hardware's, ROCm's compute included). Partition nodes are skipped here too: their
+clients name the card's PCI address (``drm-pdev``), so they reach the card's process list.
+
+At start-up each counter is checked against the power gauge (zeus's check, for the MI100 firmware
+whose accumulator stays put or barely moves): over ``COUNTER_CHECK_S`` its energy must be within
+0.1-10x power x time, else that card integrates its hwmon power (``method="integrated"``), logged.
+
 A seam for the AMD SMI path (the ROCm library, not built here): it should key its GPUs by
 ``card_uuid`` and read the same accumulator at 2^-16 J a count, so a node that gains ROCm keeps its
 saved counters; the PCI addresses it opens go in ``exclude_pci`` here, so no card is read twice.
@@ -34,14 +45,16 @@ import logging
 import re
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-from ..plugins import register
+from ..plugins import SourceContext, register
 from . import gpu_metrics
-from .base import (DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, SYSFS_SCHEMA, SourceUnavailable,
-                   sysfs_factory)
+from .base import (DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, DrmClients, ProcessInfo, SYSFS_SCHEMA,
+                   SourceUnavailable)
 from .gpu_metrics import BadTable
+from .kfd import KfdProcesses
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +67,10 @@ WIDE_COUNTER_DEVICES = frozenset({0x7408, 0x740C, 0x740F, 0x7410, 0x74A0, 0x74A1
 WRAP_32_MJ = 2**32 * gpu_metrics.MJ_PER_COUNT
 # libdrm's table of marketing names: "DEVICE,\tREVISION,\tName" in hex.
 AMDGPU_IDS = "usr/share/libdrm/amdgpu.ids"
+# The start-up check of each accumulator (s), and the band its energy must fall in, as a multiple of the
+# power gauge x time (zeus#113): wide, as the gauge may be a 1-s average; a stuck counter reads 0x.
+COUNTER_CHECK_S = 0.5
+COUNTER_BAND = (0.1, 10.0)
 
 
 def card_uuid(unique_id: str, pci_bus_id: str) -> str:
@@ -157,8 +174,11 @@ class AmdgpuSource(DeviceSource):
     noun = "AMD GPU"
 
     def __init__(self, root: str | Path = "/", clock: Callable[[], float] = time.monotonic,
-                 exclude_pci: Collection[str] = ()) -> None:
-        self.root, self.clock, self.exclude_pci = Path(root), clock, exclude_pci
+                 exclude_pci: Collection[str] = (), *, clients: DrmClients | None = None,
+                 read_processes: bool = False, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.root, self.clock, self.exclude_pci, self.sleep = Path(root), clock, exclude_pci, sleep
+        self.clients, self.read_processes = clients, read_processes
+        self.kfd = KfdProcesses(self.root)
         self._cards: dict[str, _Card] = {}
         self._info: dict[str, str] = {}
 
@@ -168,7 +188,10 @@ class AmdgpuSource(DeviceSource):
             raise SourceUnavailable(f"no AMD GPU (amdgpu driver) under {self.root / 'sys/class/drm'}")
         version = _read(self.root / "sys/module/amdgpu/version") or _read(self.root / "proc/sys/kernel/osrelease")
         self._info = {"driver_version": version}
-        return [self._identify(index, drm, device) for index, (drm, device) in enumerate(cards)]
+        devices = [self._identify(index, drm, device) for index, (drm, device) in enumerate(cards)]
+        self._check_counters()
+        return [d if self._cards[d.uuid].counter else replace(d, has_energy_counter=False, energy_wrap_mj=None)
+                for d in devices]
 
     def _identify(self, index: int, drm: str, device: Path) -> DeviceIdentity:
         pci = device.resolve().name
@@ -213,6 +236,37 @@ class AmdgpuSource(DeviceSource):
         method = "integrated_average" if card.power.name == "power1_average" else "integrated"
         log.log(level, "%s: %s: %s; integrating hwmon %s at sampling.integration_hz instead (method=\"%s\")",
                 card.label, card.metrics, why, card.power.name, method)
+
+    def _check_counters(self) -> None:
+        """Zeus's start-up check: a card whose accumulator moved less than a tenth (or more than ten
+        times) of its power gauge x time over ``COUNTER_CHECK_S`` integrates its power instead. One
+        wait for all cards; inconclusive (kept) where the clock moved less than half of it or the gauge reads 0."""
+        cards = [c for c in self._cards.values() if c.counter and c.power is not None]
+        first = {c.label: self._check_point(c) for c in cards}
+        if not any(first.values()):
+            return
+        self.sleep(COUNTER_CHECK_S)
+        for card in cards:
+            before, after = first[card.label], self._check_point(card)
+            if before is None or after is None or after[2] - before[2] < COUNTER_CHECK_S / 2:
+                continue  # the clock did not move enough to judge (a test's clock, a sleep cut short)
+            expected = (before[1] + after[1]) / 2 * (after[2] - before[2])  # mW x s = mJ
+            delta = (after[0] - before[0]) % WRAP_32_MJ if after[0] < before[0] else after[0] - before[0]
+            low, high = COUNTER_BAND
+            if expected > 0 and not low * expected <= delta <= high * expected:
+                card.counter = False
+                log.warning("%s: %s: the energy accumulator moved %.3f J in %.2f s while %s read %.1f W "
+                            "(%.2fx, outside %g-%gx): a broken counter (as on MI100 firmware); integrating hwmon "
+                            "%s at sampling.integration_hz instead (method=\"integrated\")", card.label, card.metrics,
+                            delta / 1000, after[2] - before[2], card.power, expected / (after[2] - before[2]) / 1000,
+                            delta / expected, low, high, card.power.name if card.power else "")
+
+    def _check_point(self, card: _Card) -> tuple[float, int, float] | None:
+        """(accumulator mJ, power mW, clock) for the counter check; None where either cannot be read."""
+        try:
+            return self._energy_mj(card), _int(card.power) // 1000 if card.power else 0, self.clock()
+        except (DeviceLost, OSError, ValueError):
+            return None
 
     def info(self) -> dict[str, str]:
         return dict(self._info)
@@ -264,7 +318,24 @@ class AmdgpuSource(DeviceSource):
         r.sm_clock_mhz = self._gauge(card.sclk, 1_000_000, r, "sclk")
         if slow and card.hwmon is not None:
             r.power_limit_mw = self._gauge(card.hwmon / "power1_cap", 1000, r, "power cap")
+        if self.read_processes:
+            r.processes = self._processes(card, r)
         return r
+
+    def _processes(self, card: _Card, r: DeviceReading) -> list[ProcessInfo]:
+        """The card's DRM clients with their engine-time shares, and the ROCm processes the KFD shows
+        holding VRAM on it: those get their VRAM and no share (their engine time is not in fdinfo)."""
+        procs: dict[int, ProcessInfo] = {}
+        if self.clients is not None:
+            try:
+                procs = {p.pid: p for p in self.clients.usage(card.pci_bus_id).processes}
+            except Exception as err:  # noqa: BLE001 - /proc trouble must not stop the energy
+                r.errors.append(f"DRM client stats: {err}")
+                log.error("%s: reading the DRM client stats failed: %r", card.label, err)
+        for pid, vram in self.kfd.vram(card.pci_bus_id).items():
+            if vram > 0:
+                procs[pid] = ProcessInfo(pid, vram, None)
+        return [procs[pid] for pid in sorted(procs)]
 
     def _energy_mj(self, card: _Card) -> float:
         """The accumulator (mJ). A table that stops reading marks the card down: the meter keeps the last
@@ -305,5 +376,14 @@ class AmdgpuSource(DeviceSource):
             return None
 
 
-register("source", "amdgpu", sysfs_factory(AmdgpuSource),
-         "AMD GPUs through the amdgpu driver's sysfs (gpu_metrics energy, hwmon power)", schema=SYSFS_SCHEMA)
+def _from_config(section: dict[str, Any], ctx: SourceContext) -> list[DeviceSource]:
+    if not section["enabled"]:
+        return []
+    source = AmdgpuSource(section["sysfs_root"], clients=ctx.drm_clients, read_processes=ctx.read_processes)
+    source.optional = True
+    return [source]
+
+
+register("source", "amdgpu", _from_config,
+         "AMD GPUs through the amdgpu driver's sysfs (gpu_metrics energy, hwmon power); processes from DRM "
+         "client stats and the KFD", schema=SYSFS_SCHEMA)
