@@ -15,6 +15,7 @@ from ..names import (
     SECONDS_PER_HOUR, SITE__EMISSIONS_GRAMS__INCREASE, SITE__ENERGY_KWH__INCREASE, TEAM__JOB_EMISSIONS_GRAMS__INCREASE,
     TEAM__JOB_ENERGY_KWH__INCREASE, TEAM__JOB_GPU_HOURS__INCREASE,
 )
+from . import vendors
 from .common import (ANY, NODES, TARGETS, USED, data_link, heatmap_panel, kwh, link, query, series_panel, stat_panel,
                      table_panel, team_variable, variables)
 
@@ -158,12 +159,13 @@ def panels() -> list:
                     f"sort_desc({GPU__POWER_WATTS__IRATE}{{{NODES}}})", "watt", (0, 48, 24, 8),
                     links=TO_GPU),
     ]
-    return now + windows + over_time + who
+    return now + windows + over_time + who + vendors.fleet_panels(TARGETS, 60)
 
 
 def build() -> dashboard.Dashboard:
     board = (dashboard.Dashboard(TITLE).uid(UID).tags(["gpu-carbon"]).refresh("1m").time("now-24h", "now")
-             .description("Datacenter fleet: power, emissions, intensity, who spent the carbon, waste, budgets.")
+             .description("Datacenter fleet: power, emissions, intensity, who spent the carbon, waste, budgets, "
+                          "vendors side by side.")
              .link(link("Node and GPU", "gpu-carbon-node")).link(link("Job", "gpu-carbon-job"))
              .link(link("Budgets", "gpu-carbon-budgets")))
     board = variables(board).with_variable(team_variable())
