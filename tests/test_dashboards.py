@@ -372,3 +372,65 @@ def test_the_owner_table_has_one_row_per_job(tmp_path):
         "interval": "1m", "input_series": series,
         "promql_expr_test": [{"expr": expr, "eval_time": "10m",
                               "exp_samples": [{"labels": f"{{{owner}}}", "value": 1}]}]}]})
+
+
+# A mixed fleet for the vendor panels: (node, gpu, uuid, vendor, model, watts, utilisation,
+# unallocated watts, idle watts). Constant power: each panel's figure is plain arithmetic.
+MIXED = [("gpu-01", "0", "GPU-n0", "nvidia", "NVIDIA H100 80GB HBM3", 300, 0.9, 30, 60),
+         ("gpu-01", "1", "amdgpu-a1", "amd", "AMD Instinct MI300X", 500, 0.5, 100, 50),
+         ("gpu-02", "0", "intel-0000:3a:00.0", "intel", "Intel(R) Data Center GPU Max 1550", 400, 0.25, 0, 100),
+         ("gpu-02", "1", "amdgpu-a2", "amd", "AMD Instinct MI300X", 700, 0.7, 140, 190)]
+VENDOR_PANELS = {  # (dashboard, title, ref) -> {label value: expected}
+    ("gpu-carbon-fleet", "Power by vendor", "A"): ("vendor", {"nvidia": 300, "amd": 1200, "intel": 400}),
+    ("gpu-carbon-node", "Power by vendor", "A"): ("vendor", {"nvidia": 300, "amd": 500}),
+    ("gpu-carbon-fleet", "GPU utilisation by vendor", "A"): ("vendor", {"nvidia": 0.9, "amd": 0.6, "intel": 0.25}),
+    ("gpu-carbon-fleet", "GPU energy by vendor, dashboard range", "A"):
+        ("vendor", {"nvidia": 0.3, "amd": 1.2, "intel": 0.4}),
+    ("gpu-carbon-fleet", "Waste by vendor", "A"): ("vendor", {"nvidia": 0.1, "amd": 0.2, "intel": 0.0}),
+    ("gpu-carbon-fleet", "Waste by vendor", "B"): ("vendor", {"nvidia": 0.2, "amd": 0.2, "intel": 0.25}),
+    ("gpu-carbon-fleet", "Energy per GPU-hour by model", "A"):
+        ("name", {"NVIDIA H100 80GB HBM3": 0.3, "AMD Instinct MI300X": 0.6, "Intel(R) Data Center GPU Max 1550": 0.4}),
+}
+
+
+def test_vendor_panels_show_each_vendor_side_by_side(tmp_path):
+    """NVIDIA, AMD and Intel GPUs on two nodes: each vendor panel of the fleet and node dashboards
+    reads each vendor's (or model's) figure, computed here by hand, with the recording rules they
+    read (promtool runs the panels' own queries; the rules' values are the rule oracle's too)."""
+    from test_rules import promtool_test
+
+    from gpu_carbon_exporter.mixin import rule_files
+
+    target = {"cluster": "prod", "site": "ams1", "fleet": "datacenter"}
+
+    def series(name: str, labels: dict, values: str) -> dict:
+        return {"series": name + "{" + ",".join(f'{k}="{v}"' for k, v in {**target, **labels}.items()) + "}",
+                "values": values}
+
+    inputs = []
+    for node, gpu, uuid, vendor, model, watts, util, unallocated, idle in MIXED:
+        gpu_labels = {"node": node, "gpu": gpu, "uuid": uuid, "vendor": vendor}
+        inputs += [series("gpu_carbon_gpu_energy_joules_total", {**gpu_labels, "method": "counter"},
+                          f"0+{watts * 60}x120"),
+                   series("gpu_carbon_gpu_unallocated_energy_joules_total", gpu_labels, f"0+{unallocated * 60}x120"),
+                   series("gpu_carbon_gpu_idle_energy_joules_total", gpu_labels, f"0+{idle * 60}x120"),
+                   series("gpu_carbon_gpu_utilization_ratio", gpu_labels, f"{util}x120"),
+                   series("gpu_carbon_gpu_info", {**gpu_labels, "name": model}, "1x120")]
+    tests, reads = [], set()
+    for (uid, title, ref), (label, want) in VENDOR_PANELS.items():
+        expr = panel_expr(uid, title, ref)
+        reads |= set(re.findall(r"\b[a-z]+:gpu_carbon_[a-z0-9_]+:[a-z0-9_]+\b", expr))
+        promql = expand(expr, {**REAL, "node": "gpu-01", "gpu": ".*"})
+        truth = " or ".join(f'label_replace(vector({v!r}), "{label}", "{k}", "", "")' for k, v in want.items())
+        tests += [{"expr": f"abs(sum by ({label}) ({promql}) - on ({label}) ({truth})) <= bool 1e-9",
+                   "eval_time": "120m", "exp_samples": [{"labels": f'{{{label}="{k}"}}', "value": 1} for k in want]},
+                  {"expr": f"count({promql})", "eval_time": "120m",  # and no vendor or model beyond these
+                   "exp_samples": [{"labels": "{}", "value": len(want)}]}]
+    recording = rule_files()["gpu-carbon-recording.yml"]
+    groups = [{**g, "rules": [r for r in g["rules"] if r.get("record") in reads]} for g in recording["groups"]]
+    groups = [g for g in groups if g["rules"]]
+    assert {r["record"] for g in groups for r in g["rules"]} == reads
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": groups}, sort_keys=False, width=200))
+    promtool_test(tmp_path, "vendors_test.yml", {
+        "rule_files": ["rules.yml"], "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": inputs, "promql_expr_test": tests}]})
