@@ -201,14 +201,17 @@ def test_every_query_answers_on_a_real_prometheus(tmp_path):
                     {"name": "tiny", "scope": "fleet", "match": "datacenter", "limit": "0.01 g", "window": "30d"}]}))
     rules = write_rules(tmp_path / "rules", budgets)
     port, edge_port, laptop_port, prom_port = free_port(), free_port(), free_port(), free_port()
+    amd_port = free_port()
     good, bad = FakeApi(), FakeApi()
     demo, edge, orin = fleet_configs(tmp_path, good, bad)
+    plain = tmp_path / "plain.yml"  # an AMD node beside the demo's NVIDIA one: the vendor panels show both
+    plain.write_text("{}\n")
     env = {**os.environ, "EM_TOKEN": "dashboard-test-token"}
     exporters = [subprocess.Popen([sys.executable, "-m", "gpu_carbon_exporter", "--simulate", scenario, "--config",
                                    str(config), "--sampling.interval", "0.5", "--web.listen-address", f"127.0.0.1:{p}"],
                                   stdout=open(tmp_path / f"exporter-{p}.log", "w"), stderr=subprocess.STDOUT, env=env)
                  for scenario, config, p in (("demo", demo, port), (str(orin), edge, edge_port),
-                                             ("edge-laptop", edge, laptop_port))]
+                                             ("edge-laptop", edge, laptop_port), ("mi300x", plain, amd_port))]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(p) for p in rules],
@@ -218,7 +221,9 @@ def test_every_query_answers_on_a_real_prometheus(tmp_path):
             {"targets": [f"127.0.0.1:{edge_port}"],
              "labels": {"node": "jetson-01", "site": "shop-42", "fleet": "edge", "cluster": "prod"}},
             {"targets": [f"127.0.0.1:{laptop_port}"],  # a laptop on its battery
-             "labels": {"node": "laptop-01", "site": "shop-42", "fleet": "edge", "cluster": "prod"}}]}]}))
+             "labels": {"node": "laptop-01", "site": "shop-42", "fleet": "edge", "cluster": "prod"}},
+            {"targets": [f"127.0.0.1:{amd_port}"],
+             "labels": {"node": "gpu-02", "site": "ams1", "fleet": "datacenter", "cluster": "prod"}}]}]}))
     server = subprocess.Popen([prom, f"--config.file={tmp_path / 'prometheus.yml'}",
                                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                                f"--web.listen-address=127.0.0.1:{prom_port}"],
@@ -226,7 +231,7 @@ def test_every_query_answers_on_a_real_prometheus(tmp_path):
     base = f"http://127.0.0.1:{prom_port}"
     empty, failed, labels = [], [], {}
     try:
-        for p, proc in zip((port, edge_port, laptop_port), exporters):
+        for p, proc in zip((port, edge_port, laptop_port, amd_port), exporters):
             wait_http(f"http://127.0.0.1:{p}/healthz", proc=proc)
         wait_http(f"{base}/-/ready", proc=server)
         # rates need two scrapes, tiles one tile and the windows a few evaluations
@@ -253,6 +258,11 @@ def test_every_query_answers_on_a_real_prometheus(tmp_path):
                     if not rows:
                         empty.append(f"{where} ({run})")
                     labels.setdefault((model["uid"], where), set()).update(k for r in rows for k in r["metric"])
+        # the vendor panels show the demo's NVIDIA GPUs and the MI300X node's AMD ones side by side (not
+        # the waste: the MI300X scenario runs no jobs, so its node has no attribution and no remainders)
+        sides = {title: {r["metric"].get("vendor") for r in query(base, expand(panel_expr("gpu-carbon-fleet", title)))}
+                 for title in ("Power by vendor", "GPU utilisation by vendor", "GPU energy by vendor, dashboard range",
+                               "Energy per GPU-hour by model")}
     finally:
         for proc in (server, *exporters):
             proc.terminate()
@@ -261,6 +271,7 @@ def test_every_query_answers_on_a_real_prometheus(tmp_path):
         good.close()
         bad.close()
     assert not failed, failed
+    assert all(vendors == {"nvidia", "amd"} for vendors in sides.values()), sides
     titles = {p["title"] for m in dashboards().values() for p in panels(m)}
     assert set(MAY_BE_EMPTY) <= titles  # every excuse names a real panel
     assert {e.rsplit(" (", 1)[0] for e in empty} <= set(MAY_BE_EMPTY), sorted(empty)
