@@ -79,7 +79,8 @@ def panels() -> list:
                    "time range (operational, PUE included), in kg CO₂e.",
                    f'sum(increase({all_grams(TARGETS)}[$__range])) / {GRAMS_PER_KG}', "suffix: kg CO₂e",
                    (12, 0, 4, 4), 3),
-        stat_panel("GPUs up / total", "GPUs answering NVML (gpu_carbon_gpu_up == 1) and all GPUs known.",
+        stat_panel("GPUs up / total", "GPUs answering their source, every vendor's (gpu_carbon_gpu_up == 1), "
+                   "and all GPUs known.",
                    f"sum({GPU_UP}{{{TARGETS}}})", "none", (16, 0, 4, 4), legend="up")
         .with_target(query(f"count({GPU_UP}{{{TARGETS}}})", "total", instant=True, ref="B")),
         stat_panel("GPU utilisation", "Mean fraction of time a kernel ran, over the GPUs shown "
