@@ -71,6 +71,14 @@ def cases() -> list[dict]:
               "A gpu-carbon-exporter device source is failing.",
               f"Device source nvml on {WHERE} reached none of its devices in its last run.",
               [s(f'gpu_carbon_collector_success{{collector="nvml",{T}}}', "1x20"), *others])
+    # Every vendor's GPU source is a device source: an AMD node whose amdgpu source fails (its NVIDIA
+    # and Intel sources answering) is named alone.
+    fine = [s(f'gpu_carbon_collector_success{{collector="{name}",{T}}}', "1x20") for name in ("nvml", "intel_gpu")]
+    c += case("AMD collector failing", [s(f'gpu_carbon_collector_success{{collector="amdgpu",{T}}}', "0x20"), *fine],
+              "GpuCarbonCollectorFailing", "15m", sev("warning", collector="amdgpu", node="a", site="s1"),
+              "A gpu-carbon-exporter device source is failing.",
+              f"Device source amdgpu on {WHERE} reached none of its devices in its last run.",
+              [s(f'gpu_carbon_collector_success{{collector="amdgpu",{T}}}', "1x20"), *fine])
     c += case("state persist failing", [s(f'gpu_carbon_collector_success{{collector="state",{T}}}', "0x20")],
               "GpuCarbonStatePersistFailing", "15m", sev("warning", collector="state", node="a", site="s1"),
               "gpu-carbon-exporter cannot save its counters.",
@@ -97,6 +105,12 @@ def cases() -> list[dict]:
               "A GPU or power sensor stopped answering.",
               f"gpu_carbon_gpu_up (GPU-a1) on {WHERE} is down: its energy is not counted until it answers again.",
               [s(f'gpu_carbon_gpu_up{{gpu="1",uuid="GPU-a1",{T}}}', "1x10")])
+    intel = 'gpu="0",uuid="intel-0000:3a:00.0",vendor="intel"'
+    c += case("Intel GPU down", [s(f"gpu_carbon_gpu_up{{{intel},{T}}}", "0x10")], "GpuCarbonDeviceDown", "8m",
+              sev("warning", gpu="0", uuid="intel-0000:3a:00.0", vendor="intel", node="a", site="s1"),
+              "A GPU or power sensor stopped answering.",
+              f"gpu_carbon_gpu_up (intel-0000:3a:00.0) on {WHERE} is down: its energy is not counted until it "
+              "answers again.", [s(f"gpu_carbon_gpu_up{{{intel},{T}}}", "1x10")])
     c += case("state discarded", [s(f"gpu_carbon_state_discarded_entries{{{T}}}", "3x5")], "GpuCarbonStateDiscarded",
               "2m", sev("info", node="a", site="s1"),
               "Damaged entries of the saved counters were set aside at start-up.",

@@ -17,7 +17,10 @@ LINGER = 300.0  # a finished job stays exposed, flat, for attribution.linger_sec
 EMBODIED_G_PER_S = 0.001  # per GPU
 WATER_L_PER_J = 1e-6  # WUE 3.6 L/kWh
 LEVELS = {"node": ("cluster", "site", "fleet", "node"), "site": ("cluster", "site", "fleet"), "fleet": ("fleet",),
-          "job": ("cluster", "scheduler", "job_id"), "team": ("cluster", "team"), "zone": ("zone",)}
+          "job": ("cluster", "scheduler", "job_id"), "team": ("cluster", "team"), "zone": ("zone",),
+          "vendor": ("fleet", "vendor"), "model": ("fleet", "vendor", "name")}
+# A mixed fleet: each GPU's model (gpu_carbon_gpu_info's `name`), by uuid.
+MODELS = {"GPU-a0": "NVIDIA H100 80GB HBM3", "GPU-a1": "NVIDIA H100 80GB HBM3", "amdgpu-b0": "AMD Instinct MI300X"}
 
 
 @dataclass
@@ -58,19 +61,22 @@ def facts(job8_start: float, job9: tuple[float, float]) -> list[Fact]:
     """``job9``: (start, end) of a job that finishes within the windows: its flat end must count
     exactly (increase() extrapolated past it)."""
     return [
-        Fact("gpu", "a", 300, {"gpu": "0", "uuid": "GPU-a0", "method": "counter"}),
-        Fact("gpu", "a", 100, {"gpu": "1", "uuid": "GPU-a1", "method": "counter"}),
-        Fact("gpu", "b", 200, {"gpu": "0", "uuid": "GPU-b0", "method": "counter"}),
+        Fact("gpu", "a", 300, {"gpu": "0", "uuid": "GPU-a0", "vendor": "nvidia", "method": "counter"}),
+        Fact("gpu", "a", 100, {"gpu": "1", "uuid": "GPU-a1", "vendor": "nvidia", "method": "counter"}),
+        Fact("gpu", "b", 200, {"gpu": "0", "uuid": "amdgpu-b0", "vendor": "amd", "method": "counter"}),
         Fact("job", "a", 150, {"job_id": "7", "scheduler": "slurm"}, gpu_seconds=1.0),
         Fact("job", "b", 50, {"job_id": "7", "scheduler": "slurm"}, gpu_seconds=1.0),
         Fact("job", "a", 100, {"job_id": "8", "scheduler": "slurm"}, start=job8_start, gpu_seconds=0.5),
         Fact("job", "b", 70, {"job_id": "9", "scheduler": "slurm"}, start=job9[0], end=job9[1], gpu_seconds=1.0),
-        Fact("unallocated", "a", 150, {"gpu": "0", "uuid": "GPU-a0"}),
-        Fact("idle", "a", 60, {"gpu": "0", "uuid": "GPU-a0"}),
-        Fact("unattributed", "a", 20, {"gpu": "0", "uuid": "GPU-a0"}),
-        Fact("unallocated", "b", 150, {"gpu": "0", "uuid": "GPU-b0"}),
-        Fact("idle", "b", 40, {"gpu": "0", "uuid": "GPU-b0"}),
-        Fact("unattributed", "b", 0, {"gpu": "0", "uuid": "GPU-b0"}),
+        Fact("unallocated", "a", 150, {"gpu": "0", "uuid": "GPU-a0", "vendor": "nvidia"}),
+        Fact("idle", "a", 60, {"gpu": "0", "uuid": "GPU-a0", "vendor": "nvidia"}),
+        Fact("unattributed", "a", 20, {"gpu": "0", "uuid": "GPU-a0", "vendor": "nvidia"}),
+        Fact("unallocated", "a", 0, {"gpu": "1", "uuid": "GPU-a1", "vendor": "nvidia"}),
+        Fact("idle", "a", 30, {"gpu": "1", "uuid": "GPU-a1", "vendor": "nvidia"}),
+        Fact("unattributed", "a", 0, {"gpu": "1", "uuid": "GPU-a1", "vendor": "nvidia"}),
+        Fact("unallocated", "b", 150, {"gpu": "0", "uuid": "amdgpu-b0", "vendor": "amd"}),
+        Fact("idle", "b", 40, {"gpu": "0", "uuid": "amdgpu-b0", "vendor": "amd"}),
+        Fact("unattributed", "b", 0, {"gpu": "0", "uuid": "amdgpu-b0", "vendor": "amd"}),
         Fact("cpu", "a", 80, {"zone": "intel-rapl:0", "domain": "package", "method": "counter"}),
         Fact("cpu_core", "a", 30, {"zone": "intel-rapl:0:0", "domain": "core", "method": "counter"}),
         Fact("node_rest", "a", 50, {"source": "redfish"}),
@@ -125,6 +131,8 @@ def input_series(fs: list[Fact], step_s: int, steps: int) -> list[dict]:
             plain = {k: v for k, v in lab.items() if k != "method"}
             add("gpu_carbon_gpu_embodied_emissions_grams_total", plain, f.per_s("embodied"), f)
             add("gpu_carbon_gpu_water_liters_total", plain, f.per_s("water"), f)
+            info = {**plain, "name": MODELS[lab["uuid"]], "pci_bus_id": "", "mig_mode": "disabled"}
+            out.append({"series": _fmt(info, "gpu_carbon_gpu_info"), "values": f"1+0x{steps}"})
         if f.kind in ("unallocated", "idle", "unattributed"):
             add(f"gpu_carbon_gpu_{f.kind}_energy_joules_total", lab, f.watts, f)
         if f.kind == "job":
@@ -234,6 +242,14 @@ def expected(record: str, fs: list[Fact], t: float, tile_s: float = 300.0) -> di
         num = _grouped(fs, (part,), "energy", 1, labels, t, None)
         den = _grouped(fs, ("gpu",), "energy", 1, labels, t, None)
         return {k: num.get(k, 0.0) / v for k, v in den.items()}
+    if record.startswith("model:") and metric == "gpu_carbon_gpu_energy_per_gpu_hour_kwh":
+        # Each model's mean power per GPU in kW: its kWh per GPU-hour.
+        kw: dict[tuple, list[float]] = {}
+        for f in fs:
+            if f.kind == "gpu":
+                lab = {**f.lab(), "name": MODELS[f.labels["uuid"]]}
+                kw.setdefault(tuple((k, lab[k]) for k in labels), []).append(_amount(f, "energy", t, None) / 1000)
+        return {k: sum(v) / len(v) for k, v in kw.items()}
     if metric == "gpu_carbon_impact_score":
         pre = "gpu_carbon_job_" if level in ("job", "team") else "gpu_carbon_"
         get = lambda m: expected(f"{level}:{pre}{m}:{ops.replace('weighted_', '')}", fs, t, tile_s)  # noqa: E731

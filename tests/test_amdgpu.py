@@ -380,8 +380,10 @@ def test_a_firmware_reset_of_a_64_bit_accumulator_counts_from_the_new_zero(tmp_p
 
 # --- The scenarios as users run them ----------------------------------------------------------------
 @pytest.mark.parametrize("name, family", [
-    ("mi300x", 'gpu_carbon_gpu_energy_joules_total{gpu="7",method="counter",uuid="amdgpu-5e3a000000000007"}'),
-    ("radeon", 'gpu_carbon_gpu_energy_joules_total{gpu="0",method="integrated",uuid="amdgpu-5e3a000000000000"}'),
+    ("mi300x", 'gpu_carbon_gpu_energy_joules_total{gpu="7",method="counter",uuid="amdgpu-5e3a000000000007",'
+               'vendor="amd"}'),
+    ("radeon", 'gpu_carbon_gpu_energy_joules_total{gpu="0",method="integrated",uuid="amdgpu-5e3a000000000000",'
+               'vendor="amd"}'),
 ])
 def test_builtin_amd_scenarios_run(name, family):
     out = subprocess.run([sys.executable, "-m", "gpu_carbon_exporter", "--simulate", name, "--once",

@@ -93,7 +93,7 @@ def test_conventions(clock):
 
 def test_lost_gpu_keeps_counters_but_drops_gauges(clock):
     text = exposition(clock)
-    assert 'gpu_carbon_gpu_up{gpu="2",uuid="GPU-5e3a0000-0000-4000-8000-000000000002"} 0.0' in text
+    assert 'gpu_carbon_gpu_up{gpu="2",uuid="GPU-5e3a0000-0000-4000-8000-000000000002",vendor="nvidia"} 0.0' in text
     assert 'gpu_carbon_gpu_power_watts{gpu="2"' not in text
     assert 'gpu_carbon_gpu_energy_joules_total{gpu="2"' in text
     assert 'method="integrated"' in text and 'method="counter"' in text

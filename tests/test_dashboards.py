@@ -201,14 +201,17 @@ def test_every_query_answers_on_a_real_prometheus(tmp_path):
                     {"name": "tiny", "scope": "fleet", "match": "datacenter", "limit": "0.01 g", "window": "30d"}]}))
     rules = write_rules(tmp_path / "rules", budgets)
     port, edge_port, laptop_port, prom_port = free_port(), free_port(), free_port(), free_port()
+    amd_port = free_port()
     good, bad = FakeApi(), FakeApi()
     demo, edge, orin = fleet_configs(tmp_path, good, bad)
+    plain = tmp_path / "plain.yml"  # an AMD node beside the demo's NVIDIA one: the vendor panels show both
+    plain.write_text("{}\n")
     env = {**os.environ, "EM_TOKEN": "dashboard-test-token"}
     exporters = [subprocess.Popen([sys.executable, "-m", "gpu_carbon_exporter", "--simulate", scenario, "--config",
                                    str(config), "--sampling.interval", "0.5", "--web.listen-address", f"127.0.0.1:{p}"],
                                   stdout=open(tmp_path / f"exporter-{p}.log", "w"), stderr=subprocess.STDOUT, env=env)
                  for scenario, config, p in (("demo", demo, port), (str(orin), edge, edge_port),
-                                             ("edge-laptop", edge, laptop_port))]
+                                             ("edge-laptop", edge, laptop_port), ("mi300x", plain, amd_port))]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(p) for p in rules],
@@ -218,7 +221,9 @@ def test_every_query_answers_on_a_real_prometheus(tmp_path):
             {"targets": [f"127.0.0.1:{edge_port}"],
              "labels": {"node": "jetson-01", "site": "shop-42", "fleet": "edge", "cluster": "prod"}},
             {"targets": [f"127.0.0.1:{laptop_port}"],  # a laptop on its battery
-             "labels": {"node": "laptop-01", "site": "shop-42", "fleet": "edge", "cluster": "prod"}}]}]}))
+             "labels": {"node": "laptop-01", "site": "shop-42", "fleet": "edge", "cluster": "prod"}},
+            {"targets": [f"127.0.0.1:{amd_port}"],
+             "labels": {"node": "gpu-02", "site": "ams1", "fleet": "datacenter", "cluster": "prod"}}]}]}))
     server = subprocess.Popen([prom, f"--config.file={tmp_path / 'prometheus.yml'}",
                                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                                f"--web.listen-address=127.0.0.1:{prom_port}"],
@@ -226,7 +231,7 @@ def test_every_query_answers_on_a_real_prometheus(tmp_path):
     base = f"http://127.0.0.1:{prom_port}"
     empty, failed, labels = [], [], {}
     try:
-        for p, proc in zip((port, edge_port, laptop_port), exporters):
+        for p, proc in zip((port, edge_port, laptop_port, amd_port), exporters):
             wait_http(f"http://127.0.0.1:{p}/healthz", proc=proc)
         wait_http(f"{base}/-/ready", proc=server)
         # rates need two scrapes, tiles one tile and the windows a few evaluations
@@ -253,6 +258,11 @@ def test_every_query_answers_on_a_real_prometheus(tmp_path):
                     if not rows:
                         empty.append(f"{where} ({run})")
                     labels.setdefault((model["uid"], where), set()).update(k for r in rows for k in r["metric"])
+        # the vendor panels show the demo's NVIDIA GPUs and the MI300X node's AMD ones side by side (not
+        # the waste: the MI300X scenario runs no jobs, so its node has no attribution and no remainders)
+        sides = {title: {r["metric"].get("vendor") for r in query(base, expand(panel_expr("gpu-carbon-fleet", title)))}
+                 for title in ("Power by vendor", "GPU utilisation by vendor", "GPU energy by vendor, dashboard range",
+                               "Energy per GPU-hour by model")}
     finally:
         for proc in (server, *exporters):
             proc.terminate()
@@ -261,6 +271,7 @@ def test_every_query_answers_on_a_real_prometheus(tmp_path):
         good.close()
         bad.close()
     assert not failed, failed
+    assert all(vendors == {"nvidia", "amd"} for vendors in sides.values()), sides
     titles = {p["title"] for m in dashboards().values() for p in panels(m)}
     assert set(MAY_BE_EMPTY) <= titles  # every excuse names a real panel
     assert {e.rsplit(" (", 1)[0] for e in empty} <= set(MAY_BE_EMPTY), sorted(empty)
@@ -372,3 +383,65 @@ def test_the_owner_table_has_one_row_per_job(tmp_path):
         "interval": "1m", "input_series": series,
         "promql_expr_test": [{"expr": expr, "eval_time": "10m",
                               "exp_samples": [{"labels": f"{{{owner}}}", "value": 1}]}]}]})
+
+
+# A mixed fleet for the vendor panels: (node, gpu, uuid, vendor, model, watts, utilisation,
+# unallocated watts, idle watts). Constant power: each panel's figure is plain arithmetic.
+MIXED = [("gpu-01", "0", "GPU-n0", "nvidia", "NVIDIA H100 80GB HBM3", 300, 0.9, 30, 60),
+         ("gpu-01", "1", "amdgpu-a1", "amd", "AMD Instinct MI300X", 500, 0.5, 100, 50),
+         ("gpu-02", "0", "intel-0000:3a:00.0", "intel", "Intel(R) Data Center GPU Max 1550", 400, 0.25, 0, 100),
+         ("gpu-02", "1", "amdgpu-a2", "amd", "AMD Instinct MI300X", 700, 0.7, 140, 190)]
+VENDOR_PANELS = {  # (dashboard, title, ref) -> {label value: expected}
+    ("gpu-carbon-fleet", "Power by vendor", "A"): ("vendor", {"nvidia": 300, "amd": 1200, "intel": 400}),
+    ("gpu-carbon-node", "Power by vendor", "A"): ("vendor", {"nvidia": 300, "amd": 500}),
+    ("gpu-carbon-fleet", "GPU utilisation by vendor", "A"): ("vendor", {"nvidia": 0.9, "amd": 0.6, "intel": 0.25}),
+    ("gpu-carbon-fleet", "GPU energy by vendor, dashboard range", "A"):
+        ("vendor", {"nvidia": 0.3, "amd": 1.2, "intel": 0.4}),
+    ("gpu-carbon-fleet", "Waste by vendor", "A"): ("vendor", {"nvidia": 0.1, "amd": 0.2, "intel": 0.0}),
+    ("gpu-carbon-fleet", "Waste by vendor", "B"): ("vendor", {"nvidia": 0.2, "amd": 0.2, "intel": 0.25}),
+    ("gpu-carbon-fleet", "Energy per GPU-hour by model", "A"):
+        ("name", {"NVIDIA H100 80GB HBM3": 0.3, "AMD Instinct MI300X": 0.6, "Intel(R) Data Center GPU Max 1550": 0.4}),
+}
+
+
+def test_vendor_panels_show_each_vendor_side_by_side(tmp_path):
+    """NVIDIA, AMD and Intel GPUs on two nodes: each vendor panel of the fleet and node dashboards
+    reads each vendor's (or model's) figure, computed here by hand, with the recording rules they
+    read (promtool runs the panels' own queries; the rules' values are the rule oracle's too)."""
+    from test_rules import promtool_test
+
+    from gpu_carbon_exporter.mixin import rule_files
+
+    target = {"cluster": "prod", "site": "ams1", "fleet": "datacenter"}
+
+    def series(name: str, labels: dict, values: str) -> dict:
+        return {"series": name + "{" + ",".join(f'{k}="{v}"' for k, v in {**target, **labels}.items()) + "}",
+                "values": values}
+
+    inputs = []
+    for node, gpu, uuid, vendor, model, watts, util, unallocated, idle in MIXED:
+        gpu_labels = {"node": node, "gpu": gpu, "uuid": uuid, "vendor": vendor}
+        inputs += [series("gpu_carbon_gpu_energy_joules_total", {**gpu_labels, "method": "counter"},
+                          f"0+{watts * 60}x120"),
+                   series("gpu_carbon_gpu_unallocated_energy_joules_total", gpu_labels, f"0+{unallocated * 60}x120"),
+                   series("gpu_carbon_gpu_idle_energy_joules_total", gpu_labels, f"0+{idle * 60}x120"),
+                   series("gpu_carbon_gpu_utilization_ratio", gpu_labels, f"{util}x120"),
+                   series("gpu_carbon_gpu_info", {**gpu_labels, "name": model}, "1x120")]
+    tests, reads = [], set()
+    for (uid, title, ref), (label, want) in VENDOR_PANELS.items():
+        expr = panel_expr(uid, title, ref)
+        reads |= set(re.findall(r"\b[a-z]+:gpu_carbon_[a-z0-9_]+:[a-z0-9_]+\b", expr))
+        promql = expand(expr, {**REAL, "node": "gpu-01", "gpu": ".*"})
+        truth = " or ".join(f'label_replace(vector({v!r}), "{label}", "{k}", "", "")' for k, v in want.items())
+        tests += [{"expr": f"abs(sum by ({label}) ({promql}) - on ({label}) ({truth})) <= bool 1e-9",
+                   "eval_time": "120m", "exp_samples": [{"labels": f'{{{label}="{k}"}}', "value": 1} for k in want]},
+                  {"expr": f"count({promql})", "eval_time": "120m",  # and no vendor or model beyond these
+                   "exp_samples": [{"labels": "{}", "value": len(want)}]}]
+    recording = rule_files()["gpu-carbon-recording.yml"]
+    groups = [{**g, "rules": [r for r in g["rules"] if r.get("record") in reads]} for g in recording["groups"]]
+    groups = [g for g in groups if g["rules"]]
+    assert {r["record"] for g in groups for r in g["rules"]} == reads
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": groups}, sort_keys=False, width=200))
+    promtool_test(tmp_path, "vendors_test.yml", {
+        "rule_files": ["rules.yml"], "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": inputs, "promql_expr_test": tests}]})

@@ -1,13 +1,14 @@
 """End to end through the rules at the 15-s scrapes production runs: two simulated exporters
-(jobs-mix's devices and jobs on node a, a multi-node job on both) scraped by a real Prometheus that
-evaluates the generated recording rules, alerts and a small budget, and a real Alertmanager that
-routes the budget alert, with the example configuration's routes, to a webhook this test runs.
-Mid-run, exporter a is killed with SIGKILL and restarted, and Prometheus is stopped for 30 s.
-Every window read from the recording rules (job, team, node, site, fleet; energy and emissions)
-must match the simulator's ground truth within 0.1 % once its jobs have ended, from the first
-evaluation after their last growth on (no extrapolation past a finished job's flat end), and
-within 1 % for jobs still running; the 7d/30d team windows, sums of tiles, never more, and less
-by at most what the jobs used from the last tile before Prometheus's outage to its start."""
+(jobs-mix's devices and jobs on node a, a multi-node job on both, NVIDIA, AMD and Intel GPUs on
+node b) scraped by a real Prometheus that evaluates the generated recording rules, alerts and a
+small budget, and a real Alertmanager that routes the budget alert, with the example
+configuration's routes, to a webhook this test runs. Mid-run, exporter a is killed with SIGKILL
+and restarted, and Prometheus is stopped for 30 s. Every window read from the recording rules
+(job, team, node, site, fleet; energy and emissions) must match the simulator's ground truth
+within 0.1 % once its jobs have ended, from the first evaluation after their last growth on (no
+extrapolation past a finished job's flat end), and within 1 % for jobs still running; the 7d/30d
+team windows, sums of tiles, never more, and less by at most what the jobs used from the last
+tile before Prometheus's outage to its start."""
 from __future__ import annotations
 
 import http.server
@@ -77,14 +78,30 @@ def node_a(start: float) -> dict:
 
 
 def node_b(start: float) -> dict:
+    """A mixed node: NVIDIA GPUs (through the simulated NVML) for the multi-node job 9100, an AMD
+    Instinct (the amdgpu sysfs source) with no job, and an Intel Max (the xe hwmon source and its
+    DRM clients) running job 9102: the rules count every vendor's joules alike."""
     return {
         "name": "e2e-b", "start_time": start, "zone": "FRA", "pue": 1.1, "intensity": {"FRA": [[0, 60]]},
         "devices": [
             {"model": H100, "power": {"pattern": "steps", "steps": [[0, 80], [O + 2, 550], [END - 4, 80]]}},
             {"model": "NVIDIA L40S", "power": {"pattern": "constant", "watts": 300}},
+            {"model": "AMD Instinct MI300X", "power": {"pattern": "square", "period_s": 2.4, "duty": 0.75,
+                                                        "high_w": 720, "low_w": 430}},
+            {"model": "Intel Data Center GPU Max 1550", "power": {"pattern": "steps", "steps": [[0, 95], [O + 5, 520],
+                                                                                             [O + 60, 96]]}},
         ],
-        "jobs": [{"id": "9100", "user": "ivy", "team": "llm", "start_s": O + 2, "end_s": END - 4, "devices": [0, 1]}],
+        "jobs": [{"id": "9100", "user": "ivy", "team": "llm", "start_s": O + 2, "end_s": END - 4, "devices": [0, 1]},
+                 {"id": "9102", "user": "jon", "team": "llm", "start_s": O + 5, "end_s": O + 60, "devices": [3]}],
     }
+
+
+def device_index(sc, uuid: str) -> int:
+    """The scenario device an exposed GPU is, by its uuid: each vendor's GPUs are numbered by their own
+    source (`gpu` repeats on a mixed node); an Intel card's uuid is its PCI address."""
+    from gpu_carbon_exporter.sim.intel import pci_address
+
+    return next(d.index for d in sc.devices if uuid in (d.uuid, f"intel-{pci_address(d)}"))
 
 
 class Hook(http.server.BaseHTTPRequestHandler):
@@ -243,11 +260,13 @@ def test_rules_budget_alert_and_windows_through_prometheus_and_alertmanager(tmp_
                      for r in query(base, "timestamp(node:gpu_carbon_energy_kwh:increase2m)", at)}
         raw = {"job_j": history(base, 'gpu_carbon_job_energy_joules_total{view="allocated"}', at, ("node", "job_id")),
                "job_g": history(base, 'gpu_carbon_job_emissions_grams_total{view="allocated"}', at, ("node", "job_id")),
-               "gpu_j": history(base, "gpu_carbon_gpu_energy_joules_total", at, ("node", "gpu")),
-               "gpu_g": history(base, "gpu_carbon_gpu_emissions_grams_total", at, ("node", "gpu"))}
+               "gpu_j": history(base, "gpu_carbon_gpu_energy_joules_total", at, ("node", "uuid")),
+               "gpu_g": history(base, "gpu_carbon_gpu_emissions_grams_total", at, ("node", "uuid"))}
+        vendors = by_label(query(base, 'count by (vendor) (gpu_carbon_gpu_info{node="b"})', at), "vendor")
     finally:
         stack.stop()
         hook.shutdown()
+    assert vendors == {"nvidia": 2, "amd": 1, "intel": 1}, vendors  # node b's mixed fleet, each GPU once
     # The budget alert reached the webhook, routed by severity (on-call) and by team, with its labels.
     assert alert_seen, "the budget alert did not reach the webhook before Prometheus was stopped"
     assert {p for p, _ in exceeded()} >= {"/oncall", "/team-nlp"}
@@ -362,10 +381,12 @@ def test_rules_budget_alert_and_windows_through_prometheus_and_alertmanager(tmp_
             gap, t0, t1 = best
             assert gap < 1e-9, f"node {n} {metric}: not the counters' growth (gap {gap:.2e})"
             tr = truths[n]
+            index = [device_index(tr.sc, d[1]) for d in devices]
+            assert sorted(index) == list(range(len(tr.sc.devices))), (n, devices)  # every GPU, every vendor
             if kind == "gpu_j":
-                truth = sum(tr.device_energy_j(int(d[1]), t0 - start, t1 - start) for d in devices)
+                truth = sum(tr.device_energy_j(i, t0 - start, t1 - start) for i in index)
             else:
-                truth = sum(tr.device_emissions_g(int(d[1]), t0 - start, t1 - start) for d in devices)
+                truth = sum(tr.device_emissions_g(i, t0 - start, t1 - start) for i in index)
             err = value / truth - 1
             worst["node"] = max(worst["node"], abs(err))
             print(f"node:gpu_carbon_{metric}:increase2m {n} over {t1 - t0:.1f} s: rules {value:.6g}, "

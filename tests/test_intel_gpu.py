@@ -234,7 +234,8 @@ def test_intel_max_scenario_runs_through_the_cli():
     text = out.stdout
     assert text.count('name="Intel Data Center GPU Max 1550"') == 4
     assert 'gpu_carbon_collector_success{collector="intel_gpu"} 1.0' in text
-    assert 'gpu_carbon_gpu_energy_joules_total{gpu="3",method="counter",uuid="intel-0000:48:00.0"}' in text
+    assert ('gpu_carbon_gpu_energy_joules_total{gpu="3",method="counter",uuid="intel-0000:48:00.0",'
+            'vendor="intel"}') in text
     assert 'gpu_carbon_job_energy_joules_total{job_id="7102",scheduler="slurm",view="active"}' in text
     assert 'gpu_carbon_gpu_attribution_info{gpu="2",split="sm"' in text  # 7102 and 7103 share GPU 2 by engine time
 

@@ -29,7 +29,9 @@ from .sources.base import MEGA, MILLI, PERCENT, kind_doc
 
 log = logging.getLogger(__name__)
 PREFIX = "gpu_carbon"
-GPU_LABELS = ["gpu", "uuid"]
+# Every GPU family carries the vendor ("nvidia", "amd", "intel"; sources.base.DeviceIdentity.vendor):
+# a joule is a joule, so the rules sum across vendors, and the dashboards split by it.
+GPU_LABELS = ["gpu", "uuid", "vendor"]
 
 # (suffix, help, reading attribute, scale to base unit)
 _READING_GAUGES = [
@@ -143,7 +145,7 @@ class SnapshotCollector(Collector):
                             "Embodied emissions amortised over the device lifetime while powered (gCO2e).", GPU_LABELS)
         water = _counter("gpu_water_liters", "Water used for the GPU's energy at the configured WUE (L).", GPU_LABELS)
         for d in devices:
-            labels = [str(d.identity.index), d.identity.uuid]
+            labels = _gpu_labels(d)
             info.add_metric(labels + [d.identity.name, d.identity.pci_bus_id,
                                       "enabled" if d.identity.mig_enabled else "disabled"], 1)
             for m in d.identity.mig_instances:
@@ -269,7 +271,7 @@ class SnapshotCollector(Collector):
             d = by_uuid.get(uuid)
             if d is None:
                 continue
-            labels = [str(d.identity.index), uuid]
+            labels = _gpu_labels(d)
             for name, (fe, fg) in fams.items():
                 fe.add_metric(labels, getattr(b, f"{name}_j"))
                 fg.add_metric(labels, getattr(b, f"{name}_g"))
@@ -377,6 +379,11 @@ class SnapshotCollector(Collector):
 
 _EMISSIONS_DOC = {"node": "Operational emissions of the node's rest (gCO2e): only the energy its GPUs and "
                           "CPUs did not already count, so no joule is counted twice."}
+
+
+def _gpu_labels(d: DeviceSnapshot) -> list[str]:
+    """The values of ``GPU_LABELS`` for one GPU."""
+    return [str(d.identity.index), d.identity.uuid, d.identity.vendor]
 
 
 def _slot_order(slot: str) -> list[tuple[int, int | str]]:

@@ -189,6 +189,9 @@ NODE__GRID_INTENSITY_GRAMS_PER_KWH__TOPK1 = "node:gpu_carbon_grid_intensity_gram
 NODE__GPU_UNALLOCATED_ENERGY_RATIO__RATE = "node:gpu_carbon_gpu_unallocated_energy_ratio:rate"  # + waste window
 NODE__GPU_IDLE_ENERGY_RATIO__RATE = "node:gpu_carbon_gpu_idle_energy_ratio:rate"  # + waste window
 NODE__GPU_UNATTRIBUTED_ENERGY_RATIO__RATE = "node:gpu_carbon_gpu_unattributed_energy_ratio:rate"  # + waste window
+VENDOR__GPU_UNALLOCATED_ENERGY_RATIO__RATE = "vendor:gpu_carbon_gpu_unallocated_energy_ratio:rate"  # + waste window
+VENDOR__GPU_IDLE_ENERGY_RATIO__RATE = "vendor:gpu_carbon_gpu_idle_energy_ratio:rate"  # + waste window
+MODEL__GPU_ENERGY_PER_GPU_HOUR_KWH__AVG_RATE = "model:gpu_carbon_gpu_energy_per_gpu_hour_kwh:avg_rate"  # + waste window
 NODE__JOB_INFO__COUNT = "node:gpu_carbon_job_info:count"
 JOB__JOB_INFO__DEDUP = "job:gpu_carbon_job_info:dedup"
 # Windows: + the window ("1d")

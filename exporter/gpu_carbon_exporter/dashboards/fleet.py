@@ -15,6 +15,7 @@ from ..names import (
     SECONDS_PER_HOUR, SITE__EMISSIONS_GRAMS__INCREASE, SITE__ENERGY_KWH__INCREASE, TEAM__JOB_EMISSIONS_GRAMS__INCREASE,
     TEAM__JOB_ENERGY_KWH__INCREASE, TEAM__JOB_GPU_HOURS__INCREASE,
 )
+from . import vendors
 from .common import (ANY, NODES, TARGETS, USED, data_link, heatmap_panel, kwh, link, query, series_panel, stat_panel,
                      table_panel, team_variable, variables)
 
@@ -78,7 +79,8 @@ def panels() -> list:
                    "time range (operational, PUE included), in kg CO₂e.",
                    f'sum(increase({all_grams(TARGETS)}[$__range])) / {GRAMS_PER_KG}', "suffix: kg CO₂e",
                    (12, 0, 4, 4), 3),
-        stat_panel("GPUs up / total", "GPUs answering NVML (gpu_carbon_gpu_up == 1) and all GPUs known.",
+        stat_panel("GPUs up / total", "GPUs answering their source, every vendor's (gpu_carbon_gpu_up == 1), "
+                   "and all GPUs known.",
                    f"sum({GPU_UP}{{{TARGETS}}})", "none", (16, 0, 4, 4), legend="up")
         .with_target(query(f"count({GPU_UP}{{{TARGETS}}})", "total", instant=True, ref="B")),
         stat_panel("GPU utilisation", "Mean fraction of time a kernel ran, over the GPUs shown "
@@ -158,12 +160,13 @@ def panels() -> list:
                     f"sort_desc({GPU__POWER_WATTS__IRATE}{{{NODES}}})", "watt", (0, 48, 24, 8),
                     links=TO_GPU),
     ]
-    return now + windows + over_time + who
+    return now + windows + over_time + who + vendors.fleet_panels(TARGETS, 60)
 
 
 def build() -> dashboard.Dashboard:
     board = (dashboard.Dashboard(TITLE).uid(UID).tags(["gpu-carbon"]).refresh("1m").time("now-24h", "now")
-             .description("Datacenter fleet: power, emissions, intensity, who spent the carbon, waste, budgets.")
+             .description("Datacenter fleet: power, emissions, intensity, who spent the carbon, waste, budgets, "
+                          "vendors side by side.")
              .link(link("Node and GPU", "gpu-carbon-node")).link(link("Job", "gpu-carbon-job"))
              .link(link("Budgets", "gpu-carbon-budgets")))
     board = variables(board).with_variable(team_variable())

@@ -9,6 +9,7 @@ from ..names import (
     GPU_POWER_LIMIT_WATTS, GPU_POWER_WATTS, GPU_SM_CLOCK_HERTZ, GPU_TEMPERATURE_CELSIUS, GPU_UTILIZATION_RATIO,
     INTENSITY_PROVIDER_ERRORS_TOTAL, INTENSITY_PROVIDER_UP,
 )
+from . import vendors
 from .common import ANY, NODES, UP, link, query_variable, series_panel, table_panel, variables
 
 UID = "gpu-carbon-node"
@@ -51,6 +52,7 @@ def panels() -> list:
                     "then the configured fallback, is served: emissions are degraded, not stopped "
                     "(GpuCarbonIntensityProviderFailing; the device sources are in Collectors).",
                     f"{INTENSITY_PROVIDER_UP}{{{NODES}}}", "none", (16, 24, 8, 8), thresholds=UP),
+        *vendors.node_panels(NODES, 32),
     ]
 
 

@@ -8,7 +8,7 @@ grams, water in litres (docs/rules.md).
 from __future__ import annotations
 
 from ..names import (
-    GPU_IDLE_ENERGY_JOULES_TOTAL, GPU_UNALLOCATED_ENERGY_JOULES_TOTAL, GPU_UNATTRIBUTED_ENERGY_JOULES_TOTAL,
+    GPU_IDLE_ENERGY_JOULES_TOTAL, GPU_INFO, GPU_UNALLOCATED_ENERGY_JOULES_TOTAL, GPU_UNATTRIBUTED_ENERGY_JOULES_TOTAL,
     GRAMS_PER_KG, GRID_INTENSITY_GRAMS_PER_KWH, JOB__JOB_INFO__DEDUP as JOB_INFO, JOB_GPU_SECONDS_TOTAL,
     JOB_INFO as JOB_INFO_FAMILY, NODE__GRID_INTENSITY_GRAMS_PER_KWH__TOPK1, NODE__JOB_INFO__COUNT, SECONDS_PER_HOUR,
 )
@@ -113,6 +113,23 @@ def _waste(w: str) -> list[Rule]:
             expr = (f"{by(labels)} (rate({family}[{w}])) / "
                     f"{by(labels)} (rate({GPU_ENERGY}[{w}]))")
             rules.append(_r(f"{level}:gpu_carbon_gpu_{part}_energy_ratio:rate{w}", expr))
+    return rules + _vendors(w)
+
+
+def _vendors(w: str) -> list[Rule]:
+    """Vendors side by side (the dashboards): each vendor's waste shares, and each GPU model's mean
+    power per GPU in kW, which is its kWh per GPU-hour (a GPU that is down counts its hours at 0 W).
+    Small: a few series per fleet, however many GPUs. The totals never split by vendor: a joule is a
+    joule, and every rule above sums all vendors' GPUs alike."""
+    labels = (*FLEET, "vendor")
+    rules = [_r(f"vendor:gpu_carbon_gpu_{part}_energy_ratio:rate{w}",
+                f"{by(labels)} (rate({family}[{w}])) / {by(labels)} (rate({GPU_ENERGY}[{w}]))")
+             for part, family in (("unallocated", GPU_UNALLOCATED_ENERGY_JOULES_TOTAL),
+                                  ("idle", GPU_IDLE_ENERGY_JOULES_TOTAL))]
+    # The model is gpu_info's `name`, joined one to one by the GPU's uuid on its node.
+    per_gpu = f"rate({GPU_ENERGY}[{w}]) * {on((*NODE, 'uuid'))} group_left (name) {GPU_INFO}"
+    rules.append(_r(f"model:gpu_carbon_gpu_energy_per_gpu_hour_kwh:avg_rate{w}",
+                    f"avg by ({', '.join((*labels, 'name'))}) ({per_gpu}) / {JOULES_PER_KWH / SECONDS_PER_HOUR:g}"))
     return rules
 
 
