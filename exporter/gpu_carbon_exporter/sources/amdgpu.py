@@ -47,12 +47,11 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
-from ..plugins import SourceContext, register
+from ..plugins import register
 from . import gpu_metrics
-from .base import (DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, DrmClients, ProcessInfo, SYSFS_SCHEMA,
-                   SourceUnavailable)
+from .base import (SYSFS_SCHEMA, DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, DrmClients, ProcessInfo,
+                   SourceUnavailable, drm_gpu_factory)
 from .gpu_metrics import BadTable
 from .kfd import KfdProcesses
 
@@ -376,14 +375,6 @@ class AmdgpuSource(DeviceSource):
             return None
 
 
-def _from_config(section: dict[str, Any], ctx: SourceContext) -> list[DeviceSource]:
-    if not section["enabled"]:
-        return []
-    source = AmdgpuSource(section["sysfs_root"], clients=ctx.drm_clients, read_processes=ctx.read_processes)
-    source.optional = True
-    return [source]
-
-
-register("source", "amdgpu", _from_config,
+register("source", "amdgpu", drm_gpu_factory(AmdgpuSource),
          "AMD GPUs through the amdgpu driver's sysfs (gpu_metrics energy, hwmon power); processes from DRM "
          "client stats and the KFD", schema=SYSFS_SCHEMA)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 # What a device is, and the rules that follow from it, are declared with its source (``kinds.py``);
 # re-exported for the collector and the meter, which name devices by kind.
@@ -174,6 +174,18 @@ def sysfs_factory(cls: type) -> "object":
         if not section["enabled"]:
             return []
         source = cls(section["sysfs_root"])
+        source.optional = True
+        return [source]
+    return factory
+
+
+def drm_gpu_factory(cls: type) -> "object":
+    """Plug-in factory for a GPU read through its DRM driver's sysfs (amdgpu, xe/i915): skipped quietly
+    where there is none, its processes from the DRM client usage stats start-up hands over."""
+    def factory(section: dict, ctx: Any) -> list[DeviceSource]:
+        if not section["enabled"]:
+            return []
+        source = cls(section["sysfs_root"], clients=ctx.drm_clients, read_processes=ctx.read_processes)
         source.optional = True
         return [source]
     return factory

@@ -24,10 +24,10 @@ import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from ..plugins import SourceContext, register
-from .base import (SYSFS_SCHEMA, DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, DrmClients,
+from ..plugins import register
+from .base import (SYSFS_SCHEMA, DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, DrmClients, drm_gpu_factory,
                    SourceUnavailable)
 
 log = logging.getLogger(__name__)
@@ -319,14 +319,6 @@ def _energy_channel(hwmon: Path) -> tuple[int, str] | None:
     return (min(channels), channels[min(channels)] or "device") if channels else None
 
 
-def _from_config(section: dict[str, Any], ctx: SourceContext) -> list[DeviceSource]:
-    if not section["enabled"]:
-        return []
-    source = IntelGpuSource(section["sysfs_root"], clients=ctx.drm_clients, read_processes=ctx.read_processes)
-    source.optional = True
-    return [source]
-
-
-register("source", "intel_gpu", _from_config,
+register("source", "intel_gpu", drm_gpu_factory(IntelGpuSource),
          "Intel discrete GPUs (Max, Flex, Arc) through the xe and i915 hwmon; processes from DRM client stats",
          schema=dict(SYSFS_SCHEMA))
