@@ -5,7 +5,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard
 
 from ..kinds import kinds
-from ..mixin.promql import accounted_energy, all_grams, kind_family
+from ..mixin.promql import accounted_energy, all_grams
 from ..names import (
     BUDGET__BUDGET_USAGE__RATIO, GPU__POWER_WATTS__IRATE, GPU__POWER_WATTS__RATE, GPU_UP, GPU_UTILIZATION_RATIO,
     GRAMS_PER_KG, GRID_INTENSITY_FALLBACK, GRID_INTENSITY_GRAMS_PER_KWH, GRID_INTENSITY_LOWEST_WINDOW_START_SECONDS,
@@ -13,7 +13,7 @@ from ..names import (
     NODE__EMISSION_RATE_GRAMS_PER_SECOND__SUM_IRATE, NODE__GPU_IDLE_ENERGY_RATIO__RATE,
     NODE__GPU_UNALLOCATED_ENERGY_RATIO__RATE, NODE__POWER_WATTS__SUM_IRATE, NODE__POWER_WATTS__SUM_RATE5M, PUE_RATIO,
     SECONDS_PER_HOUR, SITE__EMISSIONS_GRAMS__INCREASE, SITE__ENERGY_KWH__INCREASE, TEAM__JOB_EMISSIONS_GRAMS__INCREASE,
-    TEAM__JOB_ENERGY_KWH__INCREASE, TEAM__JOB_GPU_HOURS__INCREASE,
+    TEAM__JOB_ENERGY_KWH__INCREASE, TEAM__JOB_GPU_HOURS__INCREASE, kind_families,
 )
 from . import vendors
 from .common import (ANY, NODES, TARGETS, USED, data_link, heatmap_panel, kwh, link, query, series_panel, stat_panel,
@@ -43,7 +43,7 @@ def _estimates() -> list[tuple[str, str]]:
     """(query, legend) of each estimated kind's energy over the range (kinds.py: ``estimate``), those
     spent outside the nodes first: never in the totals above."""
     estimated = sorted((k for k in kinds() if k.estimate), key=lambda k: k.inside_node)  # stable: in order
-    return [(kwh(f"sum(increase({kind_family(k.name, 'energy_joules_total')}{{{TARGETS}}}[$__range]))"),
+    return [(kwh(f"sum(increase({kind_families(k.name).energy}{{{TARGETS}}}[$__range]))"),
              (k.legend or k.name) + ("" if k.inside_node else " (outside the nodes)")) for k in estimated]
 
 

@@ -70,12 +70,6 @@ def _sel(metric: str, matchers: str) -> str:
     return f"{metric}{{{matchers}}}" if matchers else metric
 
 
-def kind_family(kind: str, suffix: str) -> str:
-    """A device kind's family: ``gpu_carbon_<kind>_<suffix>`` (names.py spells out the built-in
-    kinds' families; tests/test_names.py holds them to this pattern)."""
-    return f"{names.PREFIX}_{kind}_{suffix}"
-
-
 def kinds_selector(names: Iterable[str], suffix: str, matchers: str = "") -> str:
     """One selector of a family over several kinds: ``{__name__=~"gpu_carbon_(gpu|board)_<suffix>"}``."""
     extra = f", {matchers}" if matchers else ""
@@ -90,7 +84,8 @@ def all_grams(matchers: str = "") -> str:
 
 def _marked(kind: str, fn: RangeFn, window: str, matchers: str) -> str:
     """A kind's devices that are accounted (those with an emissions counter, ``Accounting.MARKED``)."""
-    energy, grams = kind_family(kind, "energy_joules_total"), kind_family(kind, "emissions_grams_total")
+    families = names.kind_families(kind)
+    energy, grams = families.energy, families.emissions
     return f"({_call(fn, _sel(energy, matchers), window)} and ignoring (method) {_sel(grams, matchers)})"
 
 
@@ -109,7 +104,7 @@ def accounted_energy(fn: RangeFn, window: str, matchers: str = "") -> str:
     every = [k.name for k in total if k.accounting is Accounting.EVERY]
     parts = [_call(fn, kinds_selector(every, "energy_joules_total", matchers), window)] if every else []
     parts += [_marked(k.name, fn, window, matchers) for k in total if k.accounting is Accounting.MARKED]
-    parts += [_call(fn, _sel(kind_family(k.name, "rest_energy_joules_total"), matchers), window)
+    parts += [_call(fn, _sel(names.rest_family(k.name), matchers), window)
               for k in total if k.accounting is Accounting.REST]
     return " or ".join(parts)
 
