@@ -5,6 +5,7 @@ import contextlib
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
@@ -85,6 +86,25 @@ def wait_until(check, timeout: float, what: str):
             return value
         time.sleep(0.5)
     raise TimeoutError(f"{what} within {timeout:.0f} s")
+
+
+def settled(base: str, after: float, timeout: float = 60.0) -> float:
+    """Wait until Prometheus at ``base`` has scraped every target after ``after`` (Unix seconds) and then
+    begun an evaluation of every group of recording rules; returns the time it had. Reading a panel at that
+    time sees everything the exporters counted up to ``after``, however late a loaded machine ran them."""
+    def scraped() -> bool:
+        stamps = query(base, "timestamp(up)")
+        return bool(stamps) and min(float(r["value"][1]) for r in stamps) >= after
+
+    def evaluated() -> bool:
+        groups = requests.get(f"{base}/api/v1/rules", timeout=10).json()["data"]["groups"]
+        return all(datetime.fromisoformat(g["lastEvaluation"][:26].rstrip("Z") + "+00:00").timestamp() > since
+                   for g in groups if any(r["type"] == "recording" for r in g["rules"]))
+
+    wait_until(scraped, timeout, f"a scrape of every target after {after:.1f}")
+    since = time.time()
+    wait_until(evaluated, timeout, "an evaluation of every recording group after that scrape")
+    return time.time()
 
 
 def query(base: str, promql: str, at: float | None = None) -> list[dict]:

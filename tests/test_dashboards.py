@@ -20,7 +20,7 @@ from gpu_carbon_exporter.mixin import load_budgets, rule_files, write as write_r
 
 from conftest import free_port, require_binary
 from fakeapi import FakeApi
-from procs import query, wait_for_series, wait_http
+from procs import query, settled, wait_for_series, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "grafana" / "dashboards"
@@ -335,8 +335,10 @@ def test_key_stats_agree_with_ground_truth(tmp_path):
         wait_http(f"http://127.0.0.1:{port}/healthz", proc=exporter)
         wait_http(f"{base}/-/ready", proc=server)
         assert time.time() - start < 7, "the exporter must be up before the jobs start"
+        # every scrape and rule group past the jobs' end (28 s) and the intensity's last step, however late a
+        # loaded machine runs them: the panels then read the whole of both jobs
         time.sleep(max(0.0, start + 33 - time.time()))
-        at = time.time()
+        at = settled(base, start + 30)
 
         def read(uid: str, title: str) -> float:  # the panel's query, job 501, every other variable All
             rows = query(base, expand(panel_expr(uid, title).replace('"$job"', '"501"')), at)
