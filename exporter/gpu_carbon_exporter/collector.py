@@ -83,9 +83,11 @@ class SnapshotCollector(Collector):
         self._section_names = {name for name, _ in sections} | {"health"}
         for name, build_section in sections:
             yield from self._isolated(name, build_section)
+        # the collectors' last runs, the start of the health families (their ages follow, per scrape)
+        yield from self._isolated("health", lambda: self._last_runs(snap))
 
     def collect_live(self, snap: Snapshot) -> Iterator[Metric]:
-        """Families computed at scrape time: collector ages and health, scrape errors."""
+        """Families computed at scrape time: collector ages, the saved state's health, scrape errors."""
         yield from self._isolated("health", lambda: self._health(snap))
         errors = _counter("scrape_errors", "Metric families that failed to build and were left out of a "
                           "scrape, by section (the rest of the scrape is served).", ["section"])
@@ -356,16 +358,20 @@ class SnapshotCollector(Collector):
             best.add_metric(hz + [f"{fc.window_s / 3600:g}"], fc.best_window_in_s)
             yield from (lo, mean, best)
 
-    def _health(self, snap: Snapshot) -> Iterator[Metric]:
+    def _last_runs(self, snap: Snapshot) -> Iterator[Metric]:
         success = _gauge("collector_success", "1 if the collector's last run succeeded.", ["collector"])
         duration = _gauge("collector_duration_seconds", "Duration of the collector's last run (s).", ["collector"])
-        age = _gauge("collector_last_run_age_seconds", "Seconds since the collector last ran.", ["collector"])
-        now = self.clock()
         for name, st in sorted(snap.collectors.items()):
             success.add_metric([name], 1 if st.success else 0)
             duration.add_metric([name], st.duration_s)
+        yield from (success, duration)
+
+    def _health(self, snap: Snapshot) -> Iterator[Metric]:
+        age = _gauge("collector_last_run_age_seconds", "Seconds since the collector last ran.", ["collector"])
+        now = self.clock()
+        for name, st in sorted(snap.collectors.items()):
             age.add_metric([name], max(now - st.last_time, 0.0))
-        yield from (success, duration, age)
+        yield age
         discarded = _gauge("state_discarded_entries", "Damaged entries of the saved state set aside at start-up "
                            "(a copy is kept beside the state file); 0 when the state loaded intact.")
         discarded.add_metric([], snap.state_discarded)

@@ -9,11 +9,16 @@ Prometheus 2.x and 3.x ask for OpenMetrics first, so both formats take the fast 
 ``Exposition`` renders the bulk of a scrape once per meter snapshot (snapshots change once
 per sampling interval) and keeps it, plain and gzipped, for every scraper; only the
 health families, whose ages are computed at scrape time, are rendered per scrape. A gzip
-body stays one gzip member: the bulk is compressed once and sync-flushed, and each scrape
-continues a copy of that compressor with its tail (curl reads only a first member).
+body stays one gzip member (curl reads only a first member): the bulk is compressed once and
+sync-flushed, which ends its deflate data on a byte boundary, and each scrape appends its tail
+as deflate data of its own (stored blocks: ``_TAIL_LEVEL``), then the member's trailer (the
+CRC-32 continued from the bulk's, and the length). Continuing a copy of the bulk's compressor
+instead cost about 65 us a scrape, most of a cached scrape's rendering: the copy duplicates the
+compressor's whole state (about 270 KB).
 """
 from __future__ import annotations
 
+import struct
 import threading
 import zlib
 from typing import Iterable
@@ -25,10 +30,16 @@ from prometheus_client.utils import floatToGoString
 _SUFFIX_TYPES = {"counter": ("_total", "counter"), "info": ("_info", "gauge"), "stateset": ("", "gauge"),
                  "gaugehistogram": ("", "histogram"), "unknown": ("", "untyped")}
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# The tail goes into the gzip member as stored (uncompressed) deflate blocks: it is a couple of
+# kilobytes, and compressing it cost about 30 us a scrape in the server (level 1, a small window),
+# a tenth of a cached scrape's CPU, to save about 1.2 KB on the wire.
+_TAIL_LEVEL, _TAIL_WBITS = 0, -9  # raw deflate (no header of its own); no window: nothing is matched
 OPENMETRICS_EOF = "# EOF\n"
 
 
 def _value(v: str) -> str:
+    if "\\" not in v and "\n" not in v and '"' not in v:  # almost every value: nothing to escape
+        return v
     return v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
@@ -69,22 +80,23 @@ class Exposition:
         self._lock = threading.Lock()
         self._snap: object | None = None  # held, so its id is never reused while cached
         self._plain: dict[bool, bytes] = {}
-        self._packed: dict[bool, tuple[bytes, "zlib._Compress"]] = {}
+        self._packed: dict[bool, tuple[bytes, int, int]] = {}
 
     def body(self, openmetrics: bool, compress: bool) -> bytes:
         snap = self.collector.get_snapshot()
         with self._lock:  # the bulk first: the live tail names the sections it rendered
             self._refresh(snap)
             if compress:
-                packed, state = self._gzip_bulk(snap, openmetrics)
-                finish = state.copy()
+                packed, crc, size = self._gzip_bulk(snap, openmetrics)
             else:
                 plain = self._bulk(snap, openmetrics)
         tail = render_families(self.collector.collect_live(snap), openmetrics)
         tail_bytes = (tail + (OPENMETRICS_EOF if openmetrics else "")).encode("utf-8")
         if not compress:
             return plain + tail_bytes
-        return packed + finish.compress(tail_bytes) + finish.flush()
+        deflate = zlib.compressobj(_TAIL_LEVEL, zlib.DEFLATED, _TAIL_WBITS, 1)
+        trailer = struct.pack("<II", zlib.crc32(tail_bytes, crc), (size + len(tail_bytes)) & 0xFFFFFFFF)
+        return b"".join((packed, deflate.compress(tail_bytes), deflate.flush(), trailer))
 
     def _refresh(self, snap: object) -> None:
         if self._snap is not snap:
@@ -95,10 +107,12 @@ class Exposition:
             self._plain[openmetrics] = render_families(self.collector.collect_cached(snap), openmetrics).encode()
         return self._plain[openmetrics]
 
-    def _gzip_bulk(self, snap: object, openmetrics: bool) -> tuple[bytes, "zlib._Compress"]:
-        """The bulk, gzipped and sync-flushed, with the compressor to continue from."""
+    def _gzip_bulk(self, snap: object, openmetrics: bool) -> tuple[bytes, int, int]:
+        """The bulk as the start of a gzip member (header and sync-flushed deflate data, no trailer),
+        with its CRC-32 and length, which the member's trailer continues."""
         if openmetrics not in self._packed:
-            state = zlib.compressobj(self.gzip_level, zlib.DEFLATED, 31)  # wbits 31: a gzip stream
-            packed = state.compress(self._bulk(snap, openmetrics)) + state.flush(zlib.Z_SYNC_FLUSH)
-            self._packed[openmetrics] = (packed, state)
+            bulk = self._bulk(snap, openmetrics)
+            state = zlib.compressobj(self.gzip_level, zlib.DEFLATED, 31)  # wbits 31: a gzip header
+            packed = state.compress(bulk) + state.flush(zlib.Z_SYNC_FLUSH)
+            self._packed[openmetrics] = (packed, zlib.crc32(bulk), len(bulk))
         return self._packed[openmetrics]

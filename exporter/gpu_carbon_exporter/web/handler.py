@@ -70,10 +70,11 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = f"gpu-carbon-exporter/{__version__}"
     sys_version = ""  # no Python version in the Server header
-    disable_nagle_algorithm = True  # headers and body are two writes: avoid a 40-ms delayed-ACK stall
+    disable_nagle_algorithm = True  # a body over WRITE_CHUNK goes in several writes: no 40-ms delayed-ACK stall
 
     def log_message(self, fmt: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), fmt % args)
+        if log.isEnabledFor(logging.DEBUG):  # called for every request: format nothing when unread
+            log.debug("%s %s", self.address_string(), fmt % args)
 
     # Every error answer has a status line and a plain body: the base class's default version is
     # HTTP/0.9, whose answers are a bare HTML page, and it echoes the request line into it.
@@ -123,13 +124,21 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
+        self._headers_buffer.append(b"\r\n")
+        head, self._headers_buffer = b"".join(self._headers_buffer), []
+        if self.command == "HEAD":
+            self._write(head)
+        elif len(body) <= WRITE_CHUNK:  # a scrape's usual size: head and body in one send, one syscall
+            self._write(head + body)
+        else:
+            self._write(head)
             view = memoryview(body)
             for start in range(0, len(view), WRITE_CHUNK):
-                chunk = view[start:start + WRITE_CHUNK]
-                self.wfile.write(chunk)
-                self.server.wrote(len(chunk))
+                self._write(view[start:start + WRITE_CHUNK])
+
+    def _write(self, data: bytes | memoryview) -> None:
+        self.wfile.write(data)
+        self.server.wrote(len(data))
 
     def do_HEAD(self) -> None:
         self.do_GET()
