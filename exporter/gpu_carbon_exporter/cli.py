@@ -21,7 +21,7 @@ from .carbon.select import build_provider
 from .config import ConfigError, load_config
 from .meter import Meter
 from .schema import Section
-from .sim.scenario import BUILTIN as BUILTIN_SCENARIOS
+from .sim import BUILTIN as BUILTIN_SCENARIOS
 from .sources.base import SourceUnavailable
 from .startup import build_meter, build_sources, limit_malloc_arenas, make_collector, make_registry
 from .state import StateError, StateStore

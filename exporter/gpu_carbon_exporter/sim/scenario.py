@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..schema import show
 from ..sources.base import JOULES_PER_KWH
 from ..yamlio import parse_yaml, read_yaml
+from . import BUILTIN
 from . import patterns as P
 from .models import AMD_UNIQUE_ID, DeviceModel, read_driver, read_model
 from .reader import ScenarioError, Reader
@@ -258,10 +259,6 @@ def parse_scenario(data: Any, source: str = "<scenario>", base: Path = Path(".")
     if sc.intensity and sc.zone not in sc.intensity:
         r.fail(f"zone {show(sc.zone)} has no intensity timeline", "zone")
     return sc
-
-
-BUILTIN = ("demo", "jobs-mix", "edge-orin", "edge-xavier", "edge-nano", "edge-thor", "edge-rpi", "edge-laptop",
-           "mi300x", "radeon", "intel-max")
 
 
 def load_scenario(path: str | Path | None) -> Scenario:
