@@ -1,7 +1,7 @@
 """Builds Prometheus metric families from a meter snapshot, fresh on each scrape.
 
-Family names are defined in names.py (the per-kind, remainder and provider families are
-looked up there; tests/test_names.py holds the rest, spelled here, to it); this module
+Every family is named by a constant of names.py (tests/test_names.py holds this module to it, so
+``grep gpu_carbon_collector_success`` finds its one definition); this module
 converts native units (mW, mJ, MHz, percent) to base units (W, J, Hz, ratio). It renders one
 typed snapshot (``snapshot.Snapshot``) and computes nothing else: every counter and derived
 figure (the node's rest power, the jobs' water) is the accounting's. docs/metrics.md lists
@@ -19,44 +19,56 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .names import (
-    GPU_IDLE_EMISSIONS_GRAMS_TOTAL, GPU_IDLE_ENERGY_JOULES_TOTAL, GPU_UNALLOCATED_EMISSIONS_GRAMS_TOTAL,
-    GPU_UNALLOCATED_ENERGY_JOULES_TOTAL, GPU_UNATTRIBUTED_EMISSIONS_GRAMS_TOTAL, GPU_UNATTRIBUTED_ENERGY_JOULES_TOTAL,
-    INTENSITY_PROVIDER_REQUESTS_TOTAL, INTENSITY_PROVIDER_SUCCESSES_TOTAL, kind_families, rest_family,
+    BUILD_INFO, COLLECTOR_DURATION_SECONDS, COLLECTOR_LAST_RUN_AGE_SECONDS, COLLECTOR_SUCCESS, GPU_ATTRIBUTION_INFO,
+    GPU_EMBODIED_EMISSIONS_GRAMS_TOTAL, GPU_EMISSIONS_GRAMS_TOTAL, GPU_EMISSION_RATE_GRAMS_PER_SECOND,
+    GPU_ENERGY_JOULES_TOTAL, GPU_IDLE_EMISSIONS_GRAMS_TOTAL, GPU_IDLE_ENERGY_JOULES_TOTAL, GPU_INFO,
+    GPU_MEMORY_TOTAL_BYTES, GPU_MEMORY_USED_BYTES, GPU_MEMORY_UTILIZATION_RATIO, GPU_POWER_AVERAGE_WATTS,
+    GPU_POWER_INSTANT_WATTS, GPU_POWER_LIMIT_WATTS, GPU_POWER_WATTS, GPU_SM_CLOCK_HERTZ, GPU_TEMPERATURE_CELSIUS,
+    GPU_UNALLOCATED_EMISSIONS_GRAMS_TOTAL, GPU_UNALLOCATED_ENERGY_JOULES_TOTAL,
+    GPU_UNATTRIBUTED_EMISSIONS_GRAMS_TOTAL, GPU_UNATTRIBUTED_ENERGY_JOULES_TOTAL, GPU_UP, GPU_UTILIZATION_RATIO,
+    GPU_WATER_LITERS_TOTAL, GRID_INTENSITY_AGE_SECONDS, GRID_INTENSITY_FALLBACK,
+    GRID_INTENSITY_FORECAST_MEAN_GRAMS_PER_KWH, GRID_INTENSITY_FORECAST_MIN_GRAMS_PER_KWH,
+    GRID_INTENSITY_GRAMS_PER_KWH, GRID_INTENSITY_LOWEST_WINDOW_START_SECONDS, GRID_INTENSITY_SOURCE_INFO,
+    INTENSITY_PROVIDER_ERRORS_TOTAL, INTENSITY_PROVIDER_REQUESTS_TOTAL, INTENSITY_PROVIDER_SUCCESSES_TOTAL,
+    INTENSITY_PROVIDER_UP, JOB_EMBODIED_EMISSIONS_GRAMS_TOTAL, JOB_EMISSIONS_GRAMS_TOTAL, JOB_END_TIME_SECONDS,
+    JOB_ENERGY_JOULES_TOTAL, JOB_GPU_INFO, JOB_GPU_SECONDS_TOTAL, JOB_INFO, JOB_START_TIME_SECONDS,
+    JOB_WATER_LITERS_TOTAL, JOB_WORK_UNITS_TOTAL, MIG_INSTANCE_INFO, NODE_REST_POWER_WATTS, PUE_RATIO,
+    SCRAPE_ERRORS_TOTAL, SOURCE_INFO, STATE_DISCARDED_ENTRIES, STATE_WRITE_FAILURES_TOTAL, kind_families, rest_family,
 )
 from .kinds import whole_node
 from .snapshot import DeviceSnapshot, NodeRestPower, Snapshot
 from .sources.base import MEGA, MILLI, PERCENT, kind_doc
 
 log = logging.getLogger(__name__)
-PREFIX = "gpu_carbon"
 # Every GPU family carries the vendor ("nvidia", "amd", "intel"; sources.base.DeviceIdentity.vendor):
 # a joule is a joule, so the rules sum across vendors, and the dashboards split by it.
 GPU_LABELS = ["gpu", "uuid", "vendor"]
 
-# (suffix, help, reading attribute, scale to base unit)
+# (family, help, reading attribute, scale to base unit)
 _READING_GAUGES = [
-    ("gpu_power_watts", "Board power draw as nvmlDeviceGetPowerUsage reports it (W).", "power_mw", MILLI),
-    ("gpu_power_instant_watts", "Instantaneous board power, NVML field POWER_INSTANT (W).", "power_instant_mw", MILLI),
-    ("gpu_power_average_watts", "1-second average board power, NVML field POWER_AVERAGE (W).",
+    (GPU_POWER_WATTS, "Board power draw as nvmlDeviceGetPowerUsage reports it (W).", "power_mw", MILLI),
+    (GPU_POWER_INSTANT_WATTS, "Instantaneous board power, NVML field POWER_INSTANT (W).", "power_instant_mw", MILLI),
+    (GPU_POWER_AVERAGE_WATTS, "1-second average board power, NVML field POWER_AVERAGE (W).",
      "power_average_mw", MILLI),
-    ("gpu_utilization_ratio", "Fraction of the last sample period a kernel was running (0-1).",
+    (GPU_UTILIZATION_RATIO, "Fraction of the last sample period a kernel was running (0-1).",
      "gpu_util_pct", PERCENT),
-    ("gpu_memory_utilization_ratio", "Fraction of the last sample period device memory was read or written (0-1).",
+    (GPU_MEMORY_UTILIZATION_RATIO, "Fraction of the last sample period device memory was read or written (0-1).",
      "memory_util_pct", PERCENT),
-    ("gpu_memory_used_bytes", "Device memory in use (bytes).", "memory_used_bytes", 1),
-    ("gpu_memory_total_bytes", "Device memory installed (bytes).", "memory_total_bytes", 1),
-    ("gpu_temperature_celsius", "GPU die temperature (degrees Celsius).", "temperature_c", 1),
-    ("gpu_sm_clock_hertz", "Current SM clock (Hz).", "sm_clock_mhz", MEGA),
-    ("gpu_power_limit_watts", "Enforced power limit (W).", "power_limit_mw", MILLI),
+    (GPU_MEMORY_USED_BYTES, "Device memory in use (bytes).", "memory_used_bytes", 1),
+    (GPU_MEMORY_TOTAL_BYTES, "Device memory installed (bytes).", "memory_total_bytes", 1),
+    (GPU_TEMPERATURE_CELSIUS, "GPU die temperature (degrees Celsius).", "temperature_c", 1),
+    (GPU_SM_CLOCK_HERTZ, "Current SM clock (Hz).", "sm_clock_mhz", MEGA),
+    (GPU_POWER_LIMIT_WATTS, "Enforced power limit (W).", "power_limit_mw", MILLI),
 ]
 
 
 def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
-    return GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=labels or [])
+    return GaugeMetricFamily(name, doc, labels=labels or [])
 
 
 def _counter(name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
-    return CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)
+    """``name`` ends in ``_total``, as exposed; prometheus_client strips it from the family and adds it back."""
+    return CounterMetricFamily(name, doc, labels=labels)
 
 
 class SnapshotCollector(Collector):
@@ -76,7 +88,7 @@ class SnapshotCollector(Collector):
 
     def collect_cached(self, snap: Snapshot) -> Iterator[Metric]:
         """Every family that depends on the snapshot only (rendered once per snapshot by the server)."""
-        build = _gauge("build_info", "Exporter build; the value is always 1.", ["version"])
+        build = _gauge(BUILD_INFO, "Exporter build; the value is always 1.", ["version"])
         build.add_metric([__version__], 1)
         yield build
         sections = self._sections(snap)
@@ -89,7 +101,7 @@ class SnapshotCollector(Collector):
     def collect_live(self, snap: Snapshot) -> Iterator[Metric]:
         """Families computed at scrape time: collector ages, the saved state's health, scrape errors."""
         yield from self._isolated("health", lambda: self._health(snap))
-        errors = _counter("scrape_errors", "Metric families that failed to build and were left out of a "
+        errors = _counter(SCRAPE_ERRORS_TOTAL, "Metric families that failed to build and were left out of a "
                           "scrape, by section (the rest of the scrape is served).", ["section"])
         with self._lock:
             counts = dict(self._errors)
@@ -122,7 +134,7 @@ class SnapshotCollector(Collector):
             return []
 
     def _sources(self, snap: Snapshot) -> Iterator[Metric]:
-        info = _gauge("source_info", "Driver and library versions of each source; always 1.",
+        info = _gauge(SOURCE_INFO, "Driver and library versions of each source; always 1.",
                       ["collector", "driver_version", "library_version"])
         for name, kv in sorted(snap.source_info.items()):
             if not any(kv.values()):
@@ -131,21 +143,22 @@ class SnapshotCollector(Collector):
         yield info
 
     def _devices(self, devices: tuple[DeviceSnapshot, ...]) -> Iterator[Metric]:
-        info = _gauge("gpu_info", "Identity of each GPU; always 1.",
+        info = _gauge(GPU_INFO, "Identity of each GPU; always 1.",
                       GPU_LABELS + ["name", "pci_bus_id", "mig_mode"])
-        mig = _gauge("mig_instance_info", "MIG instances of each GPU; always 1.",
+        mig = _gauge(MIG_INSTANCE_INFO, "MIG instances of each GPU; always 1.",
                      GPU_LABELS + ["mig_uuid", "gpu_instance_id", "compute_instance_id"])
-        up = _gauge("gpu_up", "1 if the GPU answered its last sample, 0 if it is lost.", GPU_LABELS)
+        up = _gauge(GPU_UP, "1 if the GPU answered its last sample, 0 if it is lost.", GPU_LABELS)
         gauges = {attr: (_gauge(n, h, GPU_LABELS), scale) for n, h, attr, scale in _READING_GAUGES}
-        energy = _counter("gpu_energy_joules", "Energy used by the GPU (J), from the hardware counter "
+        energy = _counter(GPU_ENERGY_JOULES_TOTAL, "Energy used by the GPU (J), from the hardware counter "
                           "(method=counter) or integrated power (method=integrated).", GPU_LABELS + ["method"])
-        emissions = _counter("gpu_emissions_grams", "Operational emissions (gCO2e): energy x PUE x grid "
+        emissions = _counter(GPU_EMISSIONS_GRAMS_TOTAL, "Operational emissions (gCO2e): energy x PUE x grid "
                              "intensity in force when it was used.", GPU_LABELS)
-        rate = _gauge("gpu_emission_rate_grams_per_second",
+        rate = _gauge(GPU_EMISSION_RATE_GRAMS_PER_SECOND,
                       "Current operational emission rate (gCO2e/s): power x PUE x intensity.", GPU_LABELS)
-        embodied = _counter("gpu_embodied_emissions_grams",
+        embodied = _counter(GPU_EMBODIED_EMISSIONS_GRAMS_TOTAL,
                             "Embodied emissions amortised over the device lifetime while powered (gCO2e).", GPU_LABELS)
-        water = _counter("gpu_water_liters", "Water used for the GPU's energy at the configured WUE (L).", GPU_LABELS)
+        water = _counter(GPU_WATER_LITERS_TOTAL, "Water used for the GPU's energy at the configured WUE (L).",
+                         GPU_LABELS)
         for d in devices:
             labels = _gpu_labels(d)
             info.add_metric(labels + [d.identity.name, d.identity.pci_bus_id,
@@ -207,22 +220,22 @@ class SnapshotCollector(Collector):
         """Per-job counters in two views, and per-GPU remainders, so that the parts add up."""
         att = snap.attribution
         keys = ["job_id", "scheduler"]
-        info = _gauge("job_info", "Job identity: user (only if enabled), team, account, namespace and pod; "
+        info = _gauge(JOB_INFO, "Job identity: user (only if enabled), team, account, namespace and pod; "
                       "always 1.", keys + ["user", "team", "account", "namespace", "pod"])
-        gpus = _gauge("job_gpu_info", "A GPU (index, or gpu.instance for MIG) the job holds or held; always 1.",
+        gpus = _gauge(JOB_GPU_INFO, "A GPU (index, or gpu.instance for MIG) the job holds or held; always 1.",
                       keys + ["gpu"])
-        energy = _counter("job_energy_joules", "GPU energy attributed to the job (J). view=allocated: share of "
+        energy = _counter(JOB_ENERGY_JOULES_TOTAL, "GPU energy attributed to the job (J). view=allocated: share of "
                           "active energy plus an equal share of idle; view=active: active energy only.",
                           keys + ["view"])
-        emissions = _counter("job_emissions_grams", "Operational emissions attributed to the job (gCO2e), "
+        emissions = _counter(JOB_EMISSIONS_GRAMS_TOTAL, "Operational emissions attributed to the job (gCO2e), "
                              "same views as the energy.", keys + ["view"])
-        held = _counter("job_gpu_seconds", "GPU time the job held (s): a shared GPU split equally among its "
+        held = _counter(JOB_GPU_SECONDS_TOTAL, "GPU time the job held (s): a shared GPU split equally among its "
                         "holders, a MIG instance counted by its share of the GPU.", keys)
-        work = _counter("job_work_units", "Units of work the job declared on this node (attribution.work_dir), "
+        work = _counter(JOB_WORK_UNITS_TOTAL, "Units of work the job declared on this node (attribution.work_dir), "
                         "by unit: tokens, images, samples, steps.", keys + ["unit"])
-        start = _gauge("job_start_time_seconds", "Start of the first sampling interval in which the job held a GPU "
+        start = _gauge(JOB_START_TIME_SECONDS, "Start of the first sampling interval in which the job held a GPU "
                        "on this node (unix time).", keys)
-        end = _gauge("job_end_time_seconds", "End of the last sampling interval in which the job held a GPU on "
+        end = _gauge(JOB_END_TIME_SECONDS, "End of the last sampling interval in which the job held a GPU on "
                      "this node (unix time); while it runs, the latest sample.", keys)
         for jc in sorted(att.jobs, key=lambda j: j.job.key):
             j = jc.job
@@ -241,13 +254,13 @@ class SnapshotCollector(Collector):
                 end.add_metric([j.id, j.scheduler], jc.held_until)
         yield from (info, gpus, energy, emissions, held, work, start, end)
         if self.embodied:
-            emb = _counter("job_embodied_emissions_grams", "Embodied carbon of the GPU time the job held "
+            emb = _counter(JOB_EMBODIED_EMISSIONS_GRAMS_TOTAL, "Embodied carbon of the GPU time the job held "
                            "(gCO2e), shared equally among the holders.", keys)
             for jc in sorted(att.jobs, key=lambda j: j.job.key):
                 emb.add_metric([jc.job.id, jc.job.scheduler], jc.embodied_g)
             yield emb
         if self.water and snap.wue_liters_per_kwh is not None:
-            water = _counter("job_water_liters", "Water for the job's allocated energy at the configured WUE (L).",
+            water = _counter(JOB_WATER_LITERS_TOTAL, "Water for the job's allocated energy at the configured WUE (L).",
                              keys)
             for jc in sorted(att.jobs, key=lambda j: j.job.key):
                 water.add_metric([jc.job.id, jc.job.scheduler], jc.water_l)
@@ -267,7 +280,7 @@ class SnapshotCollector(Collector):
                  GPU_UNATTRIBUTED_ENERGY_JOULES_TOTAL, GPU_UNATTRIBUTED_EMISSIONS_GRAMS_TOTAL)):
             fams[name] = (CounterMetricFamily(joules, f"{doc.capitalize()} (J).", labels=GPU_LABELS),
                           CounterMetricFamily(grams, f"{doc.capitalize()} (gCO2e).", labels=GPU_LABELS))
-        split = _gauge("gpu_attribution_info", "How the GPU's energy was last split: exclusive, sm, memory, equal, "
+        split = _gauge(GPU_ATTRIBUTION_INFO, "How the GPU's energy was last split: exclusive, sm, memory, equal, "
                        "mig or none; always 1.", GPU_LABELS + ["split"])
         for uuid, b in sorted(att.gpus.items()):
             d = by_uuid.get(uuid)
@@ -287,16 +300,16 @@ class SnapshotCollector(Collector):
         """Node power not drawn by GPUs or CPU, where the accounting could tell it."""
         if rest is None:
             return
-        fam = _gauge("node_rest_power_watts", "Node power not drawn by GPUs or CPU (W): node power "
+        fam = _gauge(NODE_REST_POWER_WATTS, "Node power not drawn by GPUs or CPU (W): node power "
                      "(BMC) minus GPU board power minus measured CPU power, never below 0.", ["source"])
         fam.add_metric([rest.source], rest.watts)
         yield fam
 
     def _carbon(self, snap: Snapshot) -> Iterator[Metric]:
-        intensity = _gauge("grid_intensity_grams_per_kwh", "Grid carbon intensity in force (gCO2e/kWh).", ["zone"])
-        fallback = _gauge("grid_intensity_fallback", "1 while the latest poll of the live provider failed (a "
+        intensity = _gauge(GRID_INTENSITY_GRAMS_PER_KWH, "Grid carbon intensity in force (gCO2e/kWh).", ["zone"])
+        fallback = _gauge(GRID_INTENSITY_FALLBACK, "1 while the latest poll of the live provider failed (a "
                           "last good value or the fallback is served), else 0.", ["zone"])
-        source = _gauge("grid_intensity_source_info", "Where the intensity in force comes from and its signal "
+        source = _gauge(GRID_INTENSITY_SOURCE_INFO, "Where the intensity in force comes from and its signal "
                         "(average or marginal); always 1. The one intensity series that changes on fallback.",
                         ["zone", "source", "signal"])
         if snap.intensity is not None:
@@ -306,7 +319,7 @@ class SnapshotCollector(Collector):
             source.add_metric([i.zone, i.source, i.signal], 1)
         yield from (intensity, fallback, source)
         if snap.intensity is not None:
-            age = _gauge("grid_intensity_age_seconds", "Seconds since the intensity value was fetched "
+            age = _gauge(GRID_INTENSITY_AGE_SECONDS, "Seconds since the intensity value was fetched "
                          "(0 for static sources; absent before a live provider's first good fetch).", ["zone"])
             stats = snap.provider_stats
             if stats is None:
@@ -317,13 +330,13 @@ class SnapshotCollector(Collector):
             if snap.provider_up is not None:
                 # The provider's own health, apart from the device collectors: a failing API or file
                 # leaves the last good value or the fallback serving: emissions degraded, not stopped.
-                up = _gauge("intensity_provider_up", "1 if the intensity provider's latest poll or read succeeded; "
+                up = _gauge(INTENSITY_PROVIDER_UP, "1 if the intensity provider's latest poll or read succeeded; "
                             "0 while it fails (the last good value, then the fallback, is served).",
                             ["provider", "zone"])
                 up.add_metric([snap.provider_up[0], snap.intensity.zone], 1 if snap.provider_up[1] else 0)
                 yield up
             yield from self._provider(snap)
-        pue = _gauge("pue_ratio", "Power usage effectiveness applied to operational emissions.")
+        pue = _gauge(PUE_RATIO, "Power usage effectiveness applied to operational emissions.")
         pue.add_metric([], snap.pue)
         yield pue
 
@@ -338,44 +351,44 @@ class SnapshotCollector(Collector):
                 fam = CounterMetricFamily(name, doc, labels=labels)
                 fam.add_metric([stats.provider, zone], value)
                 yield fam
-            errors = _counter("intensity_provider_errors", "Failed requests to the intensity API, by reason.",
+            errors = _counter(INTENSITY_PROVIDER_ERRORS_TOTAL, "Failed requests to the intensity API, by reason.",
                               labels + ["reason"])
             for reason, count in sorted(stats.errors.items()):
                 errors.add_metric([stats.provider, zone, reason], count)
             yield errors
         if fc is not None:
             hz = [zone, f"{fc.horizon_s / 3600:g}"]
-            lo = _gauge("grid_intensity_forecast_min_grams_per_kwh",
+            lo = _gauge(GRID_INTENSITY_FORECAST_MIN_GRAMS_PER_KWH,
                         "Lowest forecast intensity over the horizon (gCO2e/kWh).", ["zone", "horizon_hours"])
             lo.add_metric(hz, fc.min_g_per_kwh)
-            mean = _gauge("grid_intensity_forecast_mean_grams_per_kwh",
+            mean = _gauge(GRID_INTENSITY_FORECAST_MEAN_GRAMS_PER_KWH,
                           "Time-weighted mean forecast intensity over the horizon (gCO2e/kWh).",
                           ["zone", "horizon_hours"])
             mean.add_metric(hz, fc.mean_g_per_kwh)
-            best = _gauge("grid_intensity_lowest_window_start_seconds",
+            best = _gauge(GRID_INTENSITY_LOWEST_WINDOW_START_SECONDS,
                           "Seconds until the lowest-intensity window of the given length starts (0: now).",
                           ["zone", "horizon_hours", "window_hours"])
             best.add_metric(hz + [f"{fc.window_s / 3600:g}"], fc.best_window_in_s)
             yield from (lo, mean, best)
 
     def _last_runs(self, snap: Snapshot) -> Iterator[Metric]:
-        success = _gauge("collector_success", "1 if the collector's last run succeeded.", ["collector"])
-        duration = _gauge("collector_duration_seconds", "Duration of the collector's last run (s).", ["collector"])
+        success = _gauge(COLLECTOR_SUCCESS, "1 if the collector's last run succeeded.", ["collector"])
+        duration = _gauge(COLLECTOR_DURATION_SECONDS, "Duration of the collector's last run (s).", ["collector"])
         for name, st in sorted(snap.collectors.items()):
             success.add_metric([name], 1 if st.success else 0)
             duration.add_metric([name], st.duration_s)
         yield from (success, duration)
 
     def _health(self, snap: Snapshot) -> Iterator[Metric]:
-        age = _gauge("collector_last_run_age_seconds", "Seconds since the collector last ran.", ["collector"])
+        age = _gauge(COLLECTOR_LAST_RUN_AGE_SECONDS, "Seconds since the collector last ran.", ["collector"])
         now = self.clock()
         for name, st in sorted(snap.collectors.items()):
             age.add_metric([name], max(now - st.last_time, 0.0))
         yield age
-        discarded = _gauge("state_discarded_entries", "Damaged entries of the saved state set aside at start-up "
+        discarded = _gauge(STATE_DISCARDED_ENTRIES, "Damaged entries of the saved state set aside at start-up "
                            "(a copy is kept beside the state file); 0 when the state loaded intact.")
         discarded.add_metric([], snap.state_discarded)
-        failed = _counter("state_write_failures", "Failed writes of the counter state since start, by file: "
+        failed = _counter(STATE_WRITE_FAILURES_TOTAL, "Failed writes of the counter state since start, by file: "
                           "checkpoint (after a sample; while it fails the exposed counters stay at their "
                           "last saved values) or durable (every persist interval).", ["file"])
         for name, n in sorted(snap.state_write_failures.items()):
