@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..sources.base import ClientUsage, ProcessInfo
+from ..sources.base import ClientUsage, ProcessInfo, ReaderRun
+from ..sources.kfd import gpu_nodes
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ NS_PER_S = 1e9
 _UNITS = {"": 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
 _LINE = re.compile(r"([^\s:]+):\s*(\d+)(?:\s*(ns|B|KiB|MiB|GiB))?\s*$")
 _DRM_NODE = re.compile(r"/dri/(card|renderD)\d+$")
+_PCI = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
 # Regions of the GPU's own memory (xe vram0, i915 local0, amdgpu vram): the memory the split may fall back to.
 _DEVICE_MEMORY = ("vram", "local")
 # Drivers that print an engine only once it has been busy (amdgpu): a client without one used nothing.
@@ -124,7 +126,13 @@ class DrmClientScanner:
     """Reads every DRM client on the node once per sample; ``usage(pci)`` answers for one GPU.
 
     ``proc_root`` is the /proc the mappers read (the same pids); ``sys_root`` the root of the
-    sysfs that maps a device node to its PCI address, for a file whose fdinfo names none."""
+    sysfs that maps a device node to its PCI address, for a file whose fdinfo names none.
+
+    Its health is a collector of its own (``name``): a scan succeeds unless /proc cannot be listed, a
+    process's files are denied, a line of a client's stats does not parse or a GPU's file maps to no
+    PCI device (``take_run``, which the meter asks for). A process that exits mid-scan is no failure."""
+
+    name = "drm_clients"
 
     def __init__(self, proc_root: str | Path = "/proc", sys_root: str | Path = "/",
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -140,6 +148,13 @@ class DrmClientScanner:
         self._usage: dict[str, ClientUsage] = {}
         self._node_pdev: dict[str, str | None] = {}
         self._complained: set[str] = set()
+        self._problems: set[str] = set()  # what the scan under way could not read, by reason
+        self._run: ReaderRun | None = None  # the last scan, until the meter takes it
+        self._render_pci: dict[int, str] | None = None  # render minor -> PCI address, from the KFD topology
+
+    def take_run(self) -> ReaderRun | None:
+        run, self._run = self._run, None
+        return run
 
     def usage(self, pci_bus_id: str) -> ClientUsage:
         pci = pci_bus_id.lower()
@@ -150,6 +165,16 @@ class DrmClientScanner:
 
     # -- one scan ------------------------------------------------------------------------
     def scan(self) -> None:
+        started, self._problems = time.perf_counter(), set()
+        try:
+            self._scan()
+        except Exception:
+            self._problems.add("error")
+            raise
+        finally:
+            self._run = ReaderRun(not self._problems, time.perf_counter() - started)
+
+    def _scan(self) -> None:
         now = self.clock()
         self._dt = None if self._scanned_at is None else max(now - self._scanned_at, 0.0)
         self._scanned_at, self._served = now, set()
@@ -185,11 +210,12 @@ class DrmClientScanner:
         files show no client (no usage stats), by pdev."""
         clients: dict[tuple[str, str], tuple[int, ClientStats]] = {}
         bare: dict[str, set[int]] = {}
-        denied = 0
+        denied: list[Path] = []
         try:
             pids = sorted(int(p) for p in os.listdir(self.proc) if p.isdigit())
         except OSError as err:
             self._proc_read = False
+            self._problems.add("proc")
             self._complain("proc", f"cannot list {self.proc}: {err}; no per-process GPU usage")
             return clients, bare
         self._proc_read = True
@@ -198,7 +224,7 @@ class DrmClientScanner:
             try:
                 fds = os.listdir(base / "fd")
             except PermissionError:
-                denied += 1
+                denied.append(base / "fd")
                 continue
             except OSError:  # gone since the listing, or a kernel thread
                 continue
@@ -211,9 +237,10 @@ class DrmClientScanner:
                     continue
                 self._one_file(pid, base / "fdinfo" / fd, target, clients, bare)
         if denied:
-            self._complain("denied", f"cannot read the open files of {denied} process(es) under {self.proc} "
-                           "(permission denied): their GPU use is not seen; run as root or with CAP_SYS_PTRACE "
-                           "(docs/gpus.md)")
+            self._problems.add("denied")
+            self._complain("denied", f"cannot read {denied[0]} (permission denied), nor the open files of "
+                           f"{len(denied) - 1} other process(es): their GPU use is not seen; run as root or with "
+                           "CAP_SYS_PTRACE (docs/gpus.md)")
         return clients, bare
 
     def _one_file(self, pid: int, path: Path, target: str, clients: dict, bare: dict) -> None:
@@ -222,12 +249,15 @@ class DrmClientScanner:
         except OSError:  # the process exited or closed the file since its fd was listed
             return
         stats = parse_fdinfo(text)
-        if stats is not None and stats.bad_lines:
-            self._complain(f"bad:{stats.driver}", f"{path}: {stats.bad_lines} line(s) of the {stats.driver} "
-                           "usage stats do not parse; left out")
         pdev = (stats.pdev if stats is not None else None) or self._pdev_of_node(target)
+        if stats is not None and stats.bad_lines:
+            self._problems.add("unparsable")
+            self._complain(f"bad:{stats.driver}", f"{path}: {stats.bad_lines} line(s) of the {stats.driver} usage "
+                           f"stats do not parse (device {target}, {pdev or 'no PCI address'}); left out")
         if pdev is None:
-            self._complain(f"pdev:{target}", f"{path}: no drm-pdev and no PCI device behind {target}; left out")
+            self._problems.add("unmapped")
+            self._complain(f"pdev:{target}", f"{path}: no drm-pdev, and neither sysfs nor the KFD topology "
+                           f"maps {target} to a PCI device; left out")
             return
         if stats is None or stats.client_id is None or (not stats.has_usage
                                                         and stats.driver not in _ENGINES_WHEN_BUSY):
@@ -271,14 +301,22 @@ class DrmClientScanner:
         return 100.0 * sum(util.values()), util
 
     def _pdev_of_node(self, target: str) -> str | None:
-        """The PCI address behind a device node (/dev/dri/renderD128), from sysfs; cached."""
+        """The PCI address behind a device node (/dev/dri/renderD128), from sysfs; cached. A compute
+        partition's render node (MI300's ``amdgpu_xcp.N``, a platform device) is mapped to its card by
+        the KFD topology node whose ``drm_render_minor`` it is."""
         name = target.rsplit("/", 1)[-1]
         if name not in self._node_pdev:
             link = self.sys / "sys/class/drm" / name / "device"
             try:
-                self._node_pdev[name] = link.resolve(strict=True).name.lower() if link.exists() else None
+                device = link.resolve(strict=True).name.lower() if link.exists() else None
             except OSError:
-                self._node_pdev[name] = None
+                device = None
+            if device is not None and not _PCI.fullmatch(device):
+                if self._render_pci is None:
+                    self._render_pci = {minor: pci for _, pci, minor in gpu_nodes(self.sys) if minor is not None}
+                minor = name.removeprefix("renderD")
+                device = self._render_pci.get(int(minor)) if minor.isdigit() else None
+            self._node_pdev[name] = device
         return self._node_pdev[name]
 
     def _complain(self, what: str, message: str) -> None:
