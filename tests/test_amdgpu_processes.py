@@ -87,18 +87,14 @@ def test_rocm_processes_seen_through_the_kfd_hold_the_gpu_with_their_vram_and_no
     the KFD's vram_<gpu_id> says it holds the card, so it gets its VRAM and no share (split by memory)."""
     sc, sim, clients, clock, src = amd_node(tmp_path, {"devices": [{"model": MI300X, "count": 2, "power": STEPS}],
                                                         "jobs": [{"id": "1", "devices": [0]}]})
-    kfd = tmp_path / "sys/sys/class/kfd/kfd"
-    for n, (gpu_id, bus) in enumerate(((0, 0), (41234, 0x11), (51234, 0x31))):  # a CPU node, then the cards
-        (kfd / f"topology/nodes/{n}").mkdir(parents=True)
-        (kfd / f"topology/nodes/{n}/gpu_id").write_text(f"{gpu_id}\n")
-        (kfd / f"topology/nodes/{n}/properties").write_text(
-            f"cpu_cores_count 0\nlocation_id {bus << 8 if gpu_id else 0}\ndomain 0\n")
+    kfd = tmp_path / "sys/sys/class/kfd/kfd"  # the simulator's topology: a CPU node, then the cards
+    (first,), (second,) = sim.kfd_gpu_ids
     rocm = kfd / "proc/4242"
     rocm.mkdir(parents=True)
-    (rocm / "vram_41234").write_text("8589934592\n")
-    (rocm / "vram_51234").write_text("0\n")  # a pdd on the other card, nothing held there
+    (rocm / f"vram_{first}").write_text("8589934592\n")
+    (rocm / f"vram_{second}").write_text("0\n")  # a pdd on the other card, nothing held there
     (kfd / "proc/4243").mkdir()  # gone between the listing and the read: left out
-    assert KfdProcesses(tmp_path / "sys").gpu_ids("0000:11:00.0") == ("41234",)
+    assert KfdProcesses(tmp_path / "sys").gpu_ids("0000:11:00.0") == (str(first),)
     devices = src.open()
     for d in devices:
         src.read(d, slow=False)  # the first scan: no interval yet
@@ -221,14 +217,11 @@ def test_jobs_on_two_partitions_of_one_card_are_the_cards_holders_its_energy_cou
     garbage or vanished vram file leaves only that entry out."""
     sim = AmdgpuSimulator(tmp_path, parse_scenario({"devices": [{"model": MI300X, "power": STEPS}]},
                                                    "<t>").devices, xcp_partitions=8)
-    kfd = tmp_path / "sys/class/kfd/kfd"
-    for n in range(8):
-        (kfd / f"topology/nodes/{n + 1}").mkdir(parents=True)
-        (kfd / f"topology/nodes/{n + 1}/gpu_id").write_text(f"{1000 + n}\n")
-        (kfd / f"topology/nodes/{n + 1}/properties").write_text(f"location_id {0x11 << 8}\ndomain 0\n")
+    kfd = tmp_path / "sys/class/kfd/kfd"  # the simulator's topology: eight nodes at the card's address
+    (gpu_ids,) = sim.kfd_gpu_ids
     for pid, part, held in ((501, 0, "1073741824"), (502, 5, "2147483648"), (503, 2, "garbage")):
         (kfd / f"proc/{pid}").mkdir(parents=True)
-        (kfd / f"proc/{pid}/vram_{1000 + part}").write_text(f"{held}\n")
+        (kfd / f"proc/{pid}/vram_{gpu_ids[part]}").write_text(f"{held}\n")
     src = AmdgpuSource(tmp_path, clock=ManualClock(), read_processes=True)
     (dev,) = src.open()
     assert len(KfdProcesses(tmp_path).gpu_ids(dev.pci_bus_id)) == 8

@@ -144,6 +144,11 @@ class DrmClientScanner:
         self._scanned_at: float | None = None
         self._dt: float | None = None  # seconds since the scan before the last one
         self._proc_read = False  # the last scan could list the processes
+        # The processes whose files the last scan could not read (None: it could list none): a client of
+        # theirs without a previous reading may be an old one, not one opened since, so its first interval is
+        # not known (counting its counters from 0 would give it all its past engine time at once).
+        self._unseen: set[int] | None = set()
+        self._unseen_now: set[int] = set()
         self._served: set[str] = set()
         self._usage: dict[str, ClientUsage] = {}
         self._node_pdev: dict[str, str | None] = {}
@@ -178,13 +183,14 @@ class DrmClientScanner:
         now = self.clock()
         self._dt = None if self._scanned_at is None else max(now - self._scanned_at, 0.0)
         self._scanned_at, self._served = now, set()
+        unseen, self._unseen_now = self._unseen, set()
         clients, bare = self._read_clients()
         per_gpu: dict[str, dict[int, list]] = {}  # pdev -> pid -> [pct | None, memory | None]
         busy: dict[str, dict[str, float]] = {}  # pdev -> class -> summed utilisation
         seen: dict[tuple[str, str], _Seen] = {}
         stamps: dict[str, dict[str, int]] = {}
         for key, (pid, stats) in clients.items():
-            pct, util = self._client_usage(key, stats, seen)
+            pct, util = self._client_usage(key, stats, seen, unseen is None or pid in unseen)
             for cls, total in stats.total_cycles.items():
                 stamps.setdefault(key[0], {})[cls] = max(total, stamps.get(key[0], {}).get(cls, 0))
             for cls, u in util.items():
@@ -197,6 +203,7 @@ class DrmClientScanner:
             for pid in pids:
                 _merge(per_gpu.setdefault(pdev, {}), pid, None, None)
         self._seen = seen
+        self._unseen = self._unseen_now if self._proc_read else None
         self._usage = {}
         for pdev, procs in per_gpu.items():
             classes = busy.get(pdev, {})
@@ -225,6 +232,7 @@ class DrmClientScanner:
                 fds = os.listdir(base / "fd")
             except PermissionError:
                 denied.append(base / "fd")
+                self._unseen_now.add(pid)
                 continue
             except OSError:  # gone since the listing, or a kernel thread
                 continue
@@ -247,6 +255,7 @@ class DrmClientScanner:
         try:
             text = path.read_text(errors="replace")
         except OSError:  # the process exited or closed the file since its fd was listed
+            self._unseen_now.add(pid)
             return
         stats = parse_fdinfo(text)
         pdev = (stats.pdev if stats is not None else None) or self._pdev_of_node(target)
@@ -270,10 +279,11 @@ class DrmClientScanner:
         if key not in clients or pid < clients[key][0]:
             clients[key] = (pid, stats)
 
-    def _client_usage(self, key: tuple[str, str], stats: ClientStats,
-                      seen: dict[tuple[str, str], _Seen]) -> tuple[float | None, dict[str, float]]:
+    def _client_usage(self, key: tuple[str, str], stats: ClientStats, seen: dict[tuple[str, str], _Seen],
+                      was_unseen: bool = False) -> tuple[float | None, dict[str, float]]:
         """The client's percent of the interval (its classes' utilisations summed) and each class's
-        utilisation; counters that went down keep their larger previous value (the spec's rule)."""
+        utilisation; counters that went down keep their larger previous value (the spec's rule). A
+        client the last scan could not see (``was_unseen``) has no interval yet, as at the first scan."""
         prev = self._seen.get(key)  # None: a client opened since the last scan, its counters from 0
         gpu_ts = self._gpu_cycles.get(key[0], {})  # the last scan's: updated after this one's clients
         now = _Seen({c: max(v, prev.engine_ns.get(c, 0)) if prev else v for c, v in stats.engine_ns.items()},
@@ -281,7 +291,7 @@ class DrmClientScanner:
                     dict(stats.total_cycles))
         seen[key] = now
         util: dict[str, float] = {}
-        if self._dt is None:  # the first scan: no interval yet
+        if self._dt is None or prev is None and was_unseen:  # no interval yet
             return None, util
         for cls, ns in now.engine_ns.items():
             if self._dt > 0:
