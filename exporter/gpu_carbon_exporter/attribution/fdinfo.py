@@ -120,6 +120,22 @@ class _Seen:
     engine_ns: dict[str, int]
     cycles: dict[str, int]
     total_cycles: dict[str, int]
+    gaps: frozenset[str] = frozenset()  # classes seen before and missing now (a line that did not parse)
+
+
+def _advance(prev: _Seen | None, stats: ClientStats) -> _Seen:
+    """A client's counters after this scan: a class it did not print (or whose line did not parse) keeps
+    its last value, as a gap; xe's cycles move only with their GPU timestamp, as a pair."""
+    engine, cycles, totals = ((dict(prev.engine_ns), dict(prev.cycles), dict(prev.total_cycles)) if prev
+                              else ({}, {}, {}))
+    for cls, ns in stats.engine_ns.items():
+        engine[cls] = max(ns, engine.get(cls, 0))
+    for cls, n in stats.cycles.items():
+        if cls in stats.total_cycles:
+            cycles[cls], totals[cls] = max(n, cycles.get(cls, 0)), stats.total_cycles[cls]
+    gaps = (set(engine) - set(stats.engine_ns)) | {c for c in cycles if c not in stats.cycles
+                                                    or c not in stats.total_cycles}
+    return _Seen(engine, cycles, totals, frozenset(gaps))
 
 
 class DrmClientScanner:
@@ -283,28 +299,28 @@ class DrmClientScanner:
                       was_unseen: bool = False) -> tuple[float | None, dict[str, float]]:
         """The client's percent of the interval (its classes' utilisations summed) and each class's
         utilisation; counters that went down keep their larger previous value (the spec's rule). A
-        client the last scan could not see (``was_unseen``) has no interval yet, as at the first scan."""
+        client the last scan could not see (``was_unseen``) has no interval yet, as at the first scan;
+        nor has a class whose line did not parse at the last scan (its time since is two intervals')."""
         prev = self._seen.get(key)  # None: a client opened since the last scan, its counters from 0
-        gpu_ts = self._gpu_cycles.get(key[0], {})  # the last scan's: updated after this one's clients
-        now = _Seen({c: max(v, prev.engine_ns.get(c, 0)) if prev else v for c, v in stats.engine_ns.items()},
-                    {c: max(v, prev.cycles.get(c, 0)) if prev else v for c, v in stats.cycles.items()},
-                    dict(stats.total_cycles))
+        now = _advance(prev, stats)
         seen[key] = now
         util: dict[str, float] = {}
         if self._dt is None or prev is None and was_unseen:  # no interval yet
             return None, util
-        for cls, ns in now.engine_ns.items():
-            if self._dt > 0:
-                done = ns - (prev.engine_ns.get(cls, 0) if prev else 0)
+        gaps = prev.gaps if prev else frozenset()
+        unknown = any(cls in gaps for cls in (*stats.engine_ns, *stats.cycles))
+        for cls in stats.engine_ns:
+            if self._dt > 0 and cls not in gaps:
+                done = now.engine_ns[cls] - (prev.engine_ns.get(cls, 0) if prev else 0)
                 util[cls] = _clamp(done / (self._dt * NS_PER_S * max(stats.capacity.get(cls, 1), 1)))
-        unknown = False
-        for cls, cycles in now.cycles.items():
+        gpu_ts = self._gpu_cycles.get(key[0], {})  # the last scan's: updated after this one's clients
+        for cls in stats.cycles:
             total = stats.total_cycles.get(cls)
             since = (prev.total_cycles.get(cls) if prev else None) or gpu_ts.get(cls)
-            if total is None or since is None or total <= since:
+            if total is None or since is None or total <= since or cls in gaps:
                 unknown = unknown or total is None or since is None
                 continue
-            done = cycles - (prev.cycles.get(cls, 0) if prev else 0)
+            done = now.cycles[cls] - (prev.cycles.get(cls, 0) if prev else 0)
             util[cls] = _clamp(done / ((total - since) * max(stats.capacity.get(cls, 1), 1)))
         if unknown or not stats.has_usage and stats.driver not in _ENGINES_WHEN_BUSY:
             return None, util
