@@ -120,12 +120,13 @@ class _Seen:
     engine_ns: dict[str, int]
     cycles: dict[str, int]
     total_cycles: dict[str, int]
-    gaps: frozenset[str] = frozenset()  # classes seen before and missing now (a line that did not parse)
+    gaps: frozenset[str] = frozenset()  # ns classes seen before and missing now (a line that did not parse)
 
 
 def _advance(prev: _Seen | None, stats: ClientStats) -> _Seen:
-    """A client's counters after this scan: a class it did not print (or whose line did not parse) keeps
-    its last value, as a gap; xe's cycles move only with their GPU timestamp, as a pair."""
+    """A client's counters after this scan: a nanosecond class it did not print (or whose line did not
+    parse) keeps its last value, as a gap; xe's cycles move only with their GPU timestamp, as a pair (a
+    class missing for one scan then gives the next one the exact ratio over both intervals)."""
     engine, cycles, totals = ((dict(prev.engine_ns), dict(prev.cycles), dict(prev.total_cycles)) if prev
                               else ({}, {}, {}))
     for cls, ns in stats.engine_ns.items():
@@ -133,9 +134,7 @@ def _advance(prev: _Seen | None, stats: ClientStats) -> _Seen:
     for cls, n in stats.cycles.items():
         if cls in stats.total_cycles:
             cycles[cls], totals[cls] = max(n, cycles.get(cls, 0)), stats.total_cycles[cls]
-    gaps = (set(engine) - set(stats.engine_ns)) | {c for c in cycles if c not in stats.cycles
-                                                    or c not in stats.total_cycles}
-    return _Seen(engine, cycles, totals, frozenset(gaps))
+    return _Seen(engine, cycles, totals, frozenset(set(engine) - set(stats.engine_ns)))
 
 
 class DrmClientScanner:
@@ -300,7 +299,8 @@ class DrmClientScanner:
         """The client's percent of the interval (its classes' utilisations summed) and each class's
         utilisation; counters that went down keep their larger previous value (the spec's rule). A
         client the last scan could not see (``was_unseen``) has no interval yet, as at the first scan;
-        nor has a class whose line did not parse at the last scan (its time since is two intervals')."""
+        nor has a nanosecond class whose line did not parse at the last scan (its time since is two
+        intervals')."""
         prev = self._seen.get(key)  # None: a client opened since the last scan, its counters from 0
         now = _advance(prev, stats)
         seen[key] = now
@@ -308,7 +308,7 @@ class DrmClientScanner:
         if self._dt is None or prev is None and was_unseen:  # no interval yet
             return None, util
         gaps = prev.gaps if prev else frozenset()
-        unknown = any(cls in gaps for cls in (*stats.engine_ns, *stats.cycles))
+        unknown = any(cls in gaps for cls in stats.engine_ns)
         for cls in stats.engine_ns:
             if self._dt > 0 and cls not in gaps:
                 done = now.engine_ns[cls] - (prev.engine_ns.get(cls, 0) if prev else 0)
@@ -317,7 +317,7 @@ class DrmClientScanner:
         for cls in stats.cycles:
             total = stats.total_cycles.get(cls)
             since = (prev.total_cycles.get(cls) if prev else None) or gpu_ts.get(cls)
-            if total is None or since is None or total <= since or cls in gaps:
+            if total is None or since is None or total <= since:
                 unknown = unknown or total is None or since is None
                 continue
             done = now.cycles[cls] - (prev.cycles.get(cls, 0) if prev else 0)
