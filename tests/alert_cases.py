@@ -79,6 +79,22 @@ def cases() -> list[dict]:
               "A gpu-carbon-exporter device source is failing.",
               f"Device source amdgpu on {WHERE} reached none of its devices in its last run.",
               [s(f'gpu_carbon_collector_success{{collector="amdgpu",{T}}}', "1x20"), *fine])
+    # The DRM client stats' scan is no device source: its own alert, after 30 minutes.
+    cards = [s(f'gpu_carbon_collector_success{{collector="amdgpu",{T}}}', "1x40")]
+    c += case("DRM client stats failing", [s(f'gpu_carbon_collector_success{{collector="drm_clients",{T}}}', "0x40"),
+                                           *cards],
+              "GpuCarbonDrmClientsFailing", "35m", sev("warning", collector="drm_clients", node="a", site="s1"),
+              "gpu-carbon-exporter cannot read every AMD or Intel GPU process's usage stats.",
+              f"On {WHERE} the scan of /proc for DRM client stats keeps failing (an unreadable /proc, a process's "
+              "files denied, stats that do not parse, or a GPU file mapped to no PCI device): the per-process "
+              "split of AMD and Intel GPUs' energy is degraded, their energy is not. The exporter log names the file.",
+              [s(f'gpu_carbon_collector_success{{collector="drm_clients",{T}}}', "0x20 1x20"), *cards], "35m")
+    c += case("DRM client stats failing is no device source failing",
+              [s(f'gpu_carbon_collector_success{{collector="drm_clients",{T}}}', "0x40"), *cards],
+              "GpuCarbonCollectorFailing", "35m", sev("warning", collector="amdgpu", node="a", site="s1"),
+              "A gpu-carbon-exporter device source is failing.",
+              f"Device source amdgpu on {WHERE} reached none of its devices in its last run.",
+              [s(f'gpu_carbon_collector_success{{collector="drm_clients",{T}}}', "0x40"), *cards])[1:]
     c += case("state persist failing", [s(f'gpu_carbon_collector_success{{collector="state",{T}}}', "0x20")],
               "GpuCarbonStatePersistFailing", "15m", sev("warning", collector="state", node="a", site="s1"),
               "gpu-carbon-exporter cannot save its counters.",
