@@ -104,13 +104,16 @@ def cases() -> list[dict]:
                s(f'gpu_carbon_collector_success{{collector="nvml",{T}}}', "0x20")])
     ran = s(f'gpu_carbon_collector_success{{collector="nvml",{T}}}', "1x10")
     never = s(f'gpu_carbon_collector_success{{collector="rapl",{T}}}', "0x10")  # never opened: age grows, no alert
+    # The DRM client stats not asked for (the AMD cards down): their age grows, their last run fine; no alert.
+    unasked = [s(f'gpu_carbon_collector_last_run_age_seconds{{collector="drm_clients",{T}}}', "0+60x10"),
+               s(f'gpu_carbon_collector_success{{collector="drm_clients",{T}}}', "1x10")]
     c += case("sampler stale", [s(f'gpu_carbon_collector_last_run_age_seconds{{collector="nvml",{T}}}', "120x10"), ran,
                                 s(f'gpu_carbon_collector_last_run_age_seconds{{collector="rapl",{T}}}', "0+60x10"),
-                                never],
+                                never, *unasked],
               "GpuCarbonSamplerStale", "7m", sev("critical", collector="nvml", node="a", site="s1"),
               "The gpu-carbon-exporter sampler is stuck.", f"Collector nvml on {WHERE} last ran 2m 0s ago.",
               [s(f'gpu_carbon_collector_last_run_age_seconds{{collector="nvml",{T}}}', "1x10"), ran,
-               s(f'gpu_carbon_collector_last_run_age_seconds{{collector="rapl",{T}}}', "0+60x10"), never])
+               s(f'gpu_carbon_collector_last_run_age_seconds{{collector="rapl",{T}}}', "0+60x10"), never, *unasked])
     c += case("section failing", [s(f'gpu_carbon_scrape_errors_total{{section="jobs",{T}}}', "0+1x30")],
               "GpuCarbonScrapeSectionFailing", "25m", sev("warning", section="jobs", node="a", site="s1"),
               "A section of the gpu-carbon-exporter exposition fails to build.",

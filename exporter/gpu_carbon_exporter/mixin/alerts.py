@@ -64,8 +64,9 @@ def _collectors(s: Settings) -> list[dict]:
               f"The exporter on {WHERE} failed to write its state file in its last attempt: after a restart its "
               "counters resume from the last good save.", "10m"),
         alert(s, "GpuCarbonSamplerStale",
-              # Only collectors that ran: a source that never opened reports an ever-growing age.
-              f"{COLLECTOR_LAST_RUN_AGE_SECONDS} > {s.sampler_stale_seconds:g} "
+              # Only collectors that ran: a source that never opened reports an ever-growing age. The DRM client
+              # stats run when a GPU source asks (none while its only cards are down): no sign of a stuck sampler.
+              f'{COLLECTOR_LAST_RUN_AGE_SECONDS}{{collector!="drm_clients"}} > {s.sampler_stale_seconds:g} '
               f"and {COLLECTOR_SUCCESS} == 1", "critical",
               "The gpu-carbon-exporter sampler is stuck.",
               f"Collector {{{{ $labels.collector }}}} on {WHERE} last ran {{{{ $value | humanizeDuration }}}} ago.",
