@@ -26,7 +26,9 @@ last interval's time with it.
 Each sample's GPUs share one scan of /proc: it is taken when a GPU is asked for the second time
 since the last one (the next sample), so the interval is the same for every client of a sample.
 A process gone mid-scan, an fd closed, a driver that prints no usage stats, a line that does not
-parse: that client (or line) only is left out or degraded, never the others.
+parse: that client (or line) only is left out or degraded, never the others; every scan's health
+is a collector of its own (``drm_clients``, ``take_run``). A client on an MI300 compute partition's
+render node (a platform device, no ``drm-pdev``) goes to its card through the KFD topology.
 """
 from __future__ import annotations
 
