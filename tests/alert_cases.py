@@ -79,6 +79,22 @@ def cases() -> list[dict]:
               "A gpu-carbon-exporter device source is failing.",
               f"Device source amdgpu on {WHERE} reached none of its devices in its last run.",
               [s(f'gpu_carbon_collector_success{{collector="amdgpu",{T}}}', "1x20"), *fine])
+    # The DRM client stats' scan is no device source: its own alert, after 30 minutes.
+    cards = [s(f'gpu_carbon_collector_success{{collector="amdgpu",{T}}}', "1x40")]
+    c += case("DRM client stats failing", [s(f'gpu_carbon_collector_success{{collector="drm_clients",{T}}}', "0x40"),
+                                           *cards],
+              "GpuCarbonDrmClientsFailing", "35m", sev("warning", collector="drm_clients", node="a", site="s1"),
+              "gpu-carbon-exporter cannot read every AMD or Intel GPU process's usage stats.",
+              f"On {WHERE} the scan of /proc for DRM client stats keeps failing (an unreadable /proc, a process's "
+              "files denied, stats that do not parse, or a GPU file mapped to no PCI device): the per-process "
+              "split of AMD and Intel GPUs' energy is degraded, their energy is not. The exporter log names the file.",
+              [s(f'gpu_carbon_collector_success{{collector="drm_clients",{T}}}', "0x20 1x20"), *cards], "35m")
+    c += case("DRM client stats failing is no device source failing",
+              [s(f'gpu_carbon_collector_success{{collector="drm_clients",{T}}}', "0x40"), *cards],
+              "GpuCarbonCollectorFailing", "35m", sev("warning", collector="amdgpu", node="a", site="s1"),
+              "A gpu-carbon-exporter device source is failing.",
+              f"Device source amdgpu on {WHERE} reached none of its devices in its last run.",
+              [s(f'gpu_carbon_collector_success{{collector="drm_clients",{T}}}', "0x40"), *cards])[1:]
     c += case("state persist failing", [s(f'gpu_carbon_collector_success{{collector="state",{T}}}', "0x20")],
               "GpuCarbonStatePersistFailing", "15m", sev("warning", collector="state", node="a", site="s1"),
               "gpu-carbon-exporter cannot save its counters.",
@@ -88,13 +104,16 @@ def cases() -> list[dict]:
                s(f'gpu_carbon_collector_success{{collector="nvml",{T}}}', "0x20")])
     ran = s(f'gpu_carbon_collector_success{{collector="nvml",{T}}}', "1x10")
     never = s(f'gpu_carbon_collector_success{{collector="rapl",{T}}}', "0x10")  # never opened: age grows, no alert
+    # The DRM client stats not asked for (the AMD cards down): their age grows, their last run fine; no alert.
+    unasked = [s(f'gpu_carbon_collector_last_run_age_seconds{{collector="drm_clients",{T}}}', "0+60x10"),
+               s(f'gpu_carbon_collector_success{{collector="drm_clients",{T}}}', "1x10")]
     c += case("sampler stale", [s(f'gpu_carbon_collector_last_run_age_seconds{{collector="nvml",{T}}}', "120x10"), ran,
                                 s(f'gpu_carbon_collector_last_run_age_seconds{{collector="rapl",{T}}}', "0+60x10"),
-                                never],
+                                never, *unasked],
               "GpuCarbonSamplerStale", "7m", sev("critical", collector="nvml", node="a", site="s1"),
               "The gpu-carbon-exporter sampler is stuck.", f"Collector nvml on {WHERE} last ran 2m 0s ago.",
               [s(f'gpu_carbon_collector_last_run_age_seconds{{collector="nvml",{T}}}', "1x10"), ran,
-               s(f'gpu_carbon_collector_last_run_age_seconds{{collector="rapl",{T}}}', "0+60x10"), never])
+               s(f'gpu_carbon_collector_last_run_age_seconds{{collector="rapl",{T}}}', "0+60x10"), never, *unasked])
     c += case("section failing", [s(f'gpu_carbon_scrape_errors_total{{section="jobs",{T}}}', "0+1x30")],
               "GpuCarbonScrapeSectionFailing", "25m", sev("warning", section="jobs", node="a", site="s1"),
               "A section of the gpu-carbon-exporter exposition fails to build.",

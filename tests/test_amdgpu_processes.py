@@ -3,6 +3,8 @@ KFD, the attribution engine over them (conserved exactly, across vendors), and t
 each energy accumulator, over the simulator's driver-shaped trees (sim/amdgpu.py, sim/amdgpu_clients.py)."""
 import logging
 import math
+import os
+import shutil
 
 import pytest
 
@@ -11,7 +13,7 @@ from gpu_carbon_exporter.carbon.static import StaticIntensity
 from gpu_carbon_exporter.config import parse_config
 from gpu_carbon_exporter.meter import Meter
 from gpu_carbon_exporter.sim.amdgpu import AmdgpuSimulator
-from gpu_carbon_exporter.sim.amdgpu_clients import DMA_SHARE
+from gpu_carbon_exporter.sim.amdgpu_clients import DMA_SHARE, FD_DRM
 from gpu_carbon_exporter.sim.intel import IntelGpuSimulator
 from gpu_carbon_exporter.sim.nvml import SimulatedNvml
 from gpu_carbon_exporter.sim.procfs import write_procfs
@@ -87,18 +89,14 @@ def test_rocm_processes_seen_through_the_kfd_hold_the_gpu_with_their_vram_and_no
     the KFD's vram_<gpu_id> says it holds the card, so it gets its VRAM and no share (split by memory)."""
     sc, sim, clients, clock, src = amd_node(tmp_path, {"devices": [{"model": MI300X, "count": 2, "power": STEPS}],
                                                         "jobs": [{"id": "1", "devices": [0]}]})
-    kfd = tmp_path / "sys/sys/class/kfd/kfd"
-    for n, (gpu_id, bus) in enumerate(((0, 0), (41234, 0x11), (51234, 0x31))):  # a CPU node, then the cards
-        (kfd / f"topology/nodes/{n}").mkdir(parents=True)
-        (kfd / f"topology/nodes/{n}/gpu_id").write_text(f"{gpu_id}\n")
-        (kfd / f"topology/nodes/{n}/properties").write_text(
-            f"cpu_cores_count 0\nlocation_id {bus << 8 if gpu_id else 0}\ndomain 0\n")
+    kfd = tmp_path / "sys/sys/class/kfd/kfd"  # the simulator's topology: a CPU node, then the cards
+    (first,), (second,) = sim.kfd_gpu_ids
     rocm = kfd / "proc/4242"
     rocm.mkdir(parents=True)
-    (rocm / "vram_41234").write_text("8589934592\n")
-    (rocm / "vram_51234").write_text("0\n")  # a pdd on the other card, nothing held there
+    (rocm / f"vram_{first}").write_text("8589934592\n")
+    (rocm / f"vram_{second}").write_text("0\n")  # a pdd on the other card, nothing held there
     (kfd / "proc/4243").mkdir()  # gone between the listing and the read: left out
-    assert KfdProcesses(tmp_path / "sys").gpu_ids("0000:11:00.0") == ("41234",)
+    assert KfdProcesses(tmp_path / "sys").gpu_ids("0000:11:00.0") == (str(first),)
     devices = src.open()
     for d in devices:
         src.read(d, slow=False)  # the first scan: no interval yet
@@ -221,14 +219,11 @@ def test_jobs_on_two_partitions_of_one_card_are_the_cards_holders_its_energy_cou
     garbage or vanished vram file leaves only that entry out."""
     sim = AmdgpuSimulator(tmp_path, parse_scenario({"devices": [{"model": MI300X, "power": STEPS}]},
                                                    "<t>").devices, xcp_partitions=8)
-    kfd = tmp_path / "sys/class/kfd/kfd"
-    for n in range(8):
-        (kfd / f"topology/nodes/{n + 1}").mkdir(parents=True)
-        (kfd / f"topology/nodes/{n + 1}/gpu_id").write_text(f"{1000 + n}\n")
-        (kfd / f"topology/nodes/{n + 1}/properties").write_text(f"location_id {0x11 << 8}\ndomain 0\n")
+    kfd = tmp_path / "sys/class/kfd/kfd"  # the simulator's topology: eight nodes at the card's address
+    (gpu_ids,) = sim.kfd_gpu_ids
     for pid, part, held in ((501, 0, "1073741824"), (502, 5, "2147483648"), (503, 2, "garbage")):
         (kfd / f"proc/{pid}").mkdir(parents=True)
-        (kfd / f"proc/{pid}/vram_{1000 + part}").write_text(f"{held}\n")
+        (kfd / f"proc/{pid}/vram_{gpu_ids[part]}").write_text(f"{held}\n")
     src = AmdgpuSource(tmp_path, clock=ManualClock(), read_processes=True)
     (dev,) = src.open()
     assert len(KfdProcesses(tmp_path).gpu_ids(dev.pci_bus_id)) == 8
@@ -237,3 +232,80 @@ def test_jobs_on_two_partitions_of_one_card_are_the_cards_holders_its_energy_cou
         (501, 2**30, None), (502, 2**31, None)]
     card = sim.devices[0]
     assert reading.energy_mj == pytest.approx(card.pattern.energy(0.0) * 1000 + card.energy_offset_mj, abs=0.02)
+
+
+CPX = {"devices": [{"model": MI300X, "count": 2, "power": STEPS}],
+       "jobs": [{"id": "1", "devices": [0], "share": 0.5}, {"id": "2", "devices": [0], "share": 0.3},
+                {"id": "3", "devices": [0], "share": 0.2}, {"id": "4", "devices": [1], "share": 0.25},
+                {"id": "5", "devices": [1], "share": 0.5}]}
+
+
+def cpx_node(tmp_path):
+    """Two MI300X in CPX (eight partitions each): jobs 1-3 on card 0's partitions 0, 1 and 2, jobs 4 and 5
+    on card 1's partitions 0 and 1."""
+    clock = ManualClock()
+    sc = parse_scenario(CPX, "<test>")
+    proc = write_procfs(sc, tmp_path / "proc")
+    sim = AmdgpuSimulator(tmp_path / "sys", sc.devices, xcp_partitions=8)
+    clients = sim.attach_clients(sc, proc)
+    scanner = DrmClientScanner(proc, tmp_path / "sys", clock=clock)
+    return sc, sim, clients, clock, AmdgpuSource(tmp_path / "sys", clock=clock, clients=scanner, read_processes=True)
+
+
+def test_processes_on_partitions_of_one_card_are_its_holders_split_by_engine_time(tmp_path):
+    """A partition's render node is a platform device (amdgpu_xcp.N) and its clients print no drm-pdev: the
+    KFD topology node with that render minor gives the card's PCI address."""
+    sc, sim, clients, clock, src = cpx_node(tmp_path)
+    pid = job_pid(1, 0)  # job 2, on card 0's partition 1
+    node = os.readlink(tmp_path / f"proc/{pid}/fd/{FD_DRM}").rsplit("/", 1)[-1]
+    assert node == sim.render_nodes[0][1] and "drm-pdev" not in (tmp_path / f"proc/{pid}/fdinfo/{FD_DRM}").read_text()
+    assert (tmp_path / "sys/sys/class/drm" / node / "device").resolve().name.startswith("amdgpu_xcp.")
+    devices = src.open()
+    assert len(devices) == 2  # one device per card, whatever its partitions
+    for d in devices:
+        src.read(d, slow=False)  # the first scan: no interval yet
+    t0 = 0.0
+    for t1 in (1.0, 2.5, 6.0):
+        step([sim], clock, t1 - t0)
+        for d, dev in enumerate(devices):
+            got = {p.pid: p.sm_util_pct for p in src.read(dev, slow=False).processes}
+            want = {job_pid(j, 0): truth_pct(clients, sc, j, d, t0, t1) for j, job in enumerate(sc.jobs)
+                    if d in job.devices}
+            assert got.keys() == want.keys() and len(want) in (2, 3), (t1, d)
+            for p in want:
+                assert got[p] == pytest.approx(want[p], rel=1e-6, abs=1e-6), (t1, d, p)
+        t0 = t1
+    assert src.clients.take_run().success
+
+
+def test_the_cards_energy_goes_to_its_partitions_jobs_by_engine_time_once(tmp_path):
+    sc, sim, clients, clock, src = cpx_node(tmp_path)
+    acfg = parse_config({"attribution": {"mappers": "slurm", "slurm_environ": True}})["attribution"]
+    meter = Meter([src], StaticIntensity("Z", 300.0), clock=clock,
+                  attribution=build_attribution(acfg, proc_root=str(tmp_path / "proc")))
+    meter.open()
+    meter.sample()
+    for _ in range(12):
+        step([sim], clock, 1.0)
+        meter.sample()
+    snap = meter.snapshot
+    jobs = conserved(snap)
+    assert set(jobs) == {"1", "2", "3", "4", "5"} and snap.collectors["drm_clients"].success
+    assert [snap.attribution.gpus[d.identity.uuid].method for d in snap.devices] == ["sm", "sm"]
+    assert jobs["1"].energy_active_j / jobs["2"].energy_active_j == pytest.approx(0.5 / 0.3, rel=0.02)
+    assert jobs["5"].energy_active_j / jobs["4"].energy_active_j == pytest.approx(0.5 / 0.25, rel=0.02)
+
+
+def test_without_the_kfd_topology_a_partitions_clients_are_left_out_visibly(tmp_path, caplog):
+    sc, sim, clients, clock, src = cpx_node(tmp_path)
+    shutil.rmtree(tmp_path / "sys/sys/class/kfd")  # no KFD (amdgpu without compute support)
+    devices = src.open()
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            procs = {p.pid for p in src.read(devices[0], slow=False).processes}
+            step([sim], clock, 1.0)
+    assert procs == {job_pid(0, 0)}  # partition 0's client names its PCI device itself
+    assert src.clients.take_run().success is False
+    node = sim.render_nodes[0][1]
+    assert f"{tmp_path}/proc/{job_pid(1, 0)}/fdinfo/{FD_DRM}: no drm-pdev" in caplog.text
+    assert f"/dev/dri/{node} to a PCI device" in caplog.text

@@ -16,7 +16,7 @@ from .accounting.jobs import add_water
 from .carbon.base import IntensityProvider
 from .persistence import Persistence, read_boot_id
 from .snapshot import AttributionSnapshot, CollectorStatus, Counters, DeviceSnapshot, Snapshot, shallow_copy
-from .sources.base import DeviceLost, DeviceReading, DeviceSource, DeviceStale, SourceUnavailable
+from .sources.base import DeviceLost, DeviceReading, DeviceSource, DeviceStale, SharedReader, SourceUnavailable
 from .state import StateStore
 
 if TYPE_CHECKING:
@@ -224,11 +224,23 @@ class Meter:
         end = self.clock()
         for name, oks in per_source.items():
             self._collectors[name] = CollectorStatus(any(oks), took[name], end)
+        for reader in self._shared_readers():  # read while the devices were: no run, no new status (its age grows)
+            run = reader.take_run()
+            if run is not None:
+                self._collectors[reader.name] = CollectorStatus(run.success, run.duration_s, end)
         if self.attribution is not None:
             self.attribution.read_work(end)
             self.attribution.expire(end)
         saved = self.persistence.save_sample(self._devices, end)
         self.snapshot = self.persistence.expose(self._build_snapshot(end), saved)
+
+    def _shared_readers(self) -> list[SharedReader]:
+        """The readers the open sources share (one DRM client scanner for the AMD and Intel sources), once each."""
+        readers: dict[int, SharedReader] = {}
+        for src in self._open_sources:
+            for reader in src.shared_readers():
+                readers.setdefault(id(reader), reader)
+        return list(readers.values())
 
     def _sample_device(self, dev: Device, slow: bool) -> bool:
         now = self.clock()

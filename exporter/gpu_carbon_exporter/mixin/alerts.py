@@ -48,17 +48,25 @@ def _collectors(s: Settings) -> list[dict]:
     return [
         # Device sources only: the intensity provider has its own signal (GpuCarbonIntensityProviderFailing;
         # exporters before it reported collector="carbon" here) and the state file its own alert.
-        alert(s, "GpuCarbonCollectorFailing", f'{COLLECTOR_SUCCESS}{{collector!~"carbon|state"}} == 0', "warning",
-              "A gpu-carbon-exporter device source is failing.",
+        # drm_clients is no device source: its failures degrade the per-process split only (its own alert).
+        alert(s, "GpuCarbonCollectorFailing", f'{COLLECTOR_SUCCESS}{{collector!~"carbon|state|drm_clients"}} == 0',
+              "warning", "A gpu-carbon-exporter device source is failing.",
               f"Device source {{{{ $labels.collector }}}} on {WHERE} reached none of its devices in its last run.",
               "10m"),
+        alert(s, "GpuCarbonDrmClientsFailing", f'{COLLECTOR_SUCCESS}{{collector="drm_clients"}} == 0', "warning",
+              "gpu-carbon-exporter cannot read every AMD or Intel GPU process's usage stats.",
+              f"On {WHERE} the scan of /proc for DRM client stats keeps failing (an unreadable /proc, a process's "
+              "files denied, stats that do not parse, or a GPU file mapped to no PCI device): the per-process "
+              "split of AMD and Intel GPUs' energy is degraded, their energy is not. The exporter log names the file.",
+              "30m"),
         alert(s, "GpuCarbonStatePersistFailing", f'{COLLECTOR_SUCCESS}{{collector="state"}} == 0', "warning",
               "gpu-carbon-exporter cannot save its counters.",
               f"The exporter on {WHERE} failed to write its state file in its last attempt: after a restart its "
               "counters resume from the last good save.", "10m"),
         alert(s, "GpuCarbonSamplerStale",
-              # Only collectors that ran: a source that never opened reports an ever-growing age.
-              f"{COLLECTOR_LAST_RUN_AGE_SECONDS} > {s.sampler_stale_seconds:g} "
+              # Only collectors that ran: a source that never opened reports an ever-growing age. The DRM client
+              # stats run when a GPU source asks (none while its only cards are down): no sign of a stuck sampler.
+              f'{COLLECTOR_LAST_RUN_AGE_SECONDS}{{collector!="drm_clients"}} > {s.sampler_stale_seconds:g} '
               f"and {COLLECTOR_SUCCESS} == 1", "critical",
               "The gpu-carbon-exporter sampler is stuck.",
               f"Collector {{{{ $labels.collector }}}} on {WHERE} last ran {{{{ $value | humanizeDuration }}}} ago.",

@@ -11,6 +11,9 @@ The production source (``sources/amdgpu.py``) reads it unchanged. Per card k (PC
     sys/class/drm/cardN, renderD* -> the nodes above;  sys/class/hwmon/hwmonN -> the card's hwmon
     sys/devices/platform/amdgpu_xcp.J/drm/{cardM,renderD*}: the compute partitions beyond the first
     (``xcp_partitions``): DRM nodes with no PCI vendor, no table, no hwmon, as the driver makes them
+    sys/class/kfd/kfd/topology/nodes/N/ gpu_id, properties: node 0 a CPU (gpu_id 0), then one node per
+        partition of each card (``kfd_gpu_ids``), at the card's ``domain`` and ``location_id``, with its
+        partition's render node as ``drm_render_minor`` (``render_nodes``: partition 0's is the card's own)
 
 beside a BMC's VGA card (card0, ASPEED, vendor 0x1a03), libdrm's ``amdgpu.ids`` and
 ``sys/module/amdgpu/version``. ``update(t)`` writes every value for scenario time t with exact truth:
@@ -152,6 +155,8 @@ class AmdgpuSimulator(Ticker):
     def __init__(self, root: str | Path, devices: list[SimDevice], xcp_partitions: int = 1) -> None:
         self.root, self.devices = Path(root), list(devices)
         self.cards: list[Path] = []  # each card's PCI device directory
+        self.render_nodes: list[list[str]] = []  # each card's render nodes, one per compute partition
+        self.kfd_gpu_ids: list[list[int]] = []  # each card's KFD gpu_ids, one per compute partition
         self.hwmon: list[Path] = []
         self.broken: dict[tuple[int, str], bytes | None] = {}  # (card, file) -> what it holds instead (None: gone)
         self.counter_base: dict[int, int] = {}  # card -> counts the firmware restarted at (reset_counter)
@@ -187,11 +192,32 @@ class AmdgpuSimulator(Ticker):
             _w(d / "mem_info_vram_total", dev.model.memory_bytes)
             _w(d / "current_compute_partition", {1: "SPX", 2: "DPX", 4: "QPX", 8: "CPX"}.get(xcp_partitions, "SPX"))
             self._nodes(d, f"card{k + 1}", f"renderD{128 + k}")
+            self.render_nodes.append([f"renderD{128 + k}"])
             self.hwmon.append(self._hwmon(d, k, dev.model.max_w))
             for j in range(1, xcp_partitions):  # the partitions beyond the first: render (and card) nodes only
                 xcp = r / f"sys/devices/platform/amdgpu_xcp.{k * (xcp_partitions - 1) + j - 1}"
                 self._nodes(xcp, f"card{extra}", f"renderD{128 + extra + 16}")
+                self.render_nodes[k].append(f"renderD{128 + extra + 16}")
                 extra += 1
+        self._kfd_topology()
+
+    def _kfd_topology(self) -> None:
+        """The KFD's nodes: a CPU, then each card's partitions (kfd_topology.c's properties, an excerpt)."""
+        nodes = self.root / "sys/class/kfd/kfd/topology/nodes"
+        _w(nodes / "0/gpu_id", 0)
+        _w(nodes / "0/properties", "cpu_cores_count 96\nsimd_count 0\nlocation_id 0\ndrm_render_minor 0\ndomain 0")
+        n = 1
+        for k, card in enumerate(self.cards):
+            domain, bus = card.name.split(":")[0], card.name.split(":")[1]
+            self.kfd_gpu_ids.append([])
+            for j, node in enumerate(self.render_nodes[k]):
+                gpu_id = 40000 + 1000 * k + j
+                self.kfd_gpu_ids[k].append(gpu_id)
+                _w(nodes / f"{n}/gpu_id", gpu_id)
+                _w(nodes / f"{n}/properties", f"cpu_cores_count 0\nsimd_count {304 // len(self.render_nodes[k])}\n"
+                   f"location_id {int(bus, 16) << 8}\ndrm_render_minor {node.removeprefix('renderD')}\n"
+                   f"domain {int(domain, 16)}")
+                n += 1
 
     def _nodes(self, device: Path, *nodes: str) -> None:
         for node in nodes:
@@ -236,7 +262,8 @@ class AmdgpuSimulator(Ticker):
 
     def attach_clients(self, scenario: Scenario, proc_root: str | Path) -> AmdgpuClients:
         """Write the fdinfo of ``scenario``'s jobs on these cards under ``proc_root`` from now on."""
-        self.clients = AmdgpuClients(scenario, self.devices, [c.name for c in self.cards], proc_root)
+        self.clients = AmdgpuClients(scenario, self.devices, [c.name for c in self.cards], proc_root,
+                                     self.render_nodes)
         self.clients.update(self._t)
         return self.clients
 

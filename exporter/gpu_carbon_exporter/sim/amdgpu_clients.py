@@ -8,6 +8,12 @@ mixed node's job may hold cards of both vendors. A client keeps the ``gfx`` engi
 at a tenth of that; amdgpu prints an engine only once it has been busy. Memory: ``drm-memory-vram``
 (the older key) and ``drm-resident-vram`` in KiB. A job's every run (cycle) is a new process and a
 new client, counting from 0. ``client_busy_s`` is a client's gfx engine-seconds in closed form.
+
+On a card in a compute partition mode (``render_nodes``: a card's render nodes, one per partition)
+the n-th of the card's jobs (in scenario order) opens partition n mod the partitions' number, as a
+scheduler placing one job per partition would. Only partition 0's node is the card's PCI device: a
+client of another partition (``amdgpu_xcp.N``, a platform device) prints no ``drm-pdev``, as the
+DRM core prints it for PCI devices only; its engine time is the same truth.
 """
 from __future__ import annotations
 
@@ -33,8 +39,15 @@ class AmdgpuClients:
     """The fdinfo of the jobs on ``cards`` (the scenario's AMD devices, in the order of the amdgpu
     simulator, whose PCI addresses ``pci`` holds) under ``proc_root`` (``sim/procfs.py``'s)."""
 
-    def __init__(self, scenario: Scenario, cards: list[SimDevice], pci: list[str], proc_root: str | Path) -> None:
+    def __init__(self, scenario: Scenario, cards: list[SimDevice], pci: list[str], proc_root: str | Path,
+                 render_nodes: list[list[str]] | None = None) -> None:
         self.sc, self.cards, self.pci, self.proc = scenario, cards, pci, Path(proc_root)
+        self.render_nodes = render_nodes or [[f"renderD{128 + k}"] for k in range(len(cards))]
+
+    def partition(self, j: int, d: SimDevice) -> int:
+        """The compute partition of card ``d`` whose render node job ``j``'s process opens."""
+        on_card = [i for i, job in enumerate(self.sc.jobs) if d.index in job.devices]
+        return on_card.index(j) % len(self.render_nodes[self.cards.index(d)])
 
     @staticmethod
     def _run(job: SimJob, t: float) -> tuple[int, float]:
@@ -55,8 +68,9 @@ class AmdgpuClients:
         card = self.cards.index(d)
         busy = self.client_busy_s(job, d, t)
         vram_kib = int(d.model.memory_bytes * 0.6 * self.rate(job, d)) // 1024
+        pdev = [f"drm-pdev:\t{self.pci[card]}"] if self.partition(j, d) == 0 else []  # a PCI device's node only
         lines = ["pos:\t0", "flags:\t02100002", "mnt_id:\t26", f"ino:\t{2000 + j}", "drm-driver:\tamdgpu",
-                 f"drm-client-id:\t{(k * len(self.sc.jobs) + j) * 64 + pos + 1}", f"drm-pdev:\t{self.pci[card]}",
+                 f"drm-client-id:\t{(k * len(self.sc.jobs) + j) * 64 + pos + 1}", *pdev,
                  f"pasid:\t{32768 + j * 8 + pos}", f"drm-memory-vram:\t{vram_kib} KiB", "drm-memory-gtt:\t2048 KiB",
                  "drm-memory-cpu:\t0 KiB", f"drm-resident-vram:\t{vram_kib} KiB", "amd-evicted-vram:\t0 KiB"]
         for engine, seconds in (("gfx", busy), ("dma", busy * DMA_SHARE)):
@@ -76,7 +90,7 @@ class AmdgpuClients:
                 if d not in self.cards:
                     continue
                 text = self._fdinfo(j, job, pos, self._run(job, t)[0], t)
-                node = f"/dev/dri/renderD{128 + self.cards.index(d)}"
+                node = f"/dev/dri/{self.render_nodes[self.cards.index(d)][self.partition(j, d)]}"
                 out.setdefault(job_pid(j, pos), []).extend([(FD_DRM, node, text), (FD_DUP, node, text)])
         return out
 

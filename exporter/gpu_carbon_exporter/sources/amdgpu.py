@@ -51,7 +51,7 @@ from pathlib import Path
 from ..plugins import register
 from . import gpu_metrics
 from .base import (SYSFS_SCHEMA, DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, DrmClients, ProcessInfo,
-                   SourceUnavailable, drm_gpu_factory)
+                   SharedReader, SourceUnavailable, drm_gpu_factory)
 from .gpu_metrics import BadTable
 from .kfd import KfdProcesses
 
@@ -269,6 +269,9 @@ class AmdgpuSource(DeviceSource):
 
     def info(self) -> dict[str, str]:
         return dict(self._info)
+
+    def shared_readers(self) -> tuple[SharedReader, ...]:
+        return (self.clients,) if self.clients is not None and self.read_processes else ()
 
     # -- sampling ----------------------------------------------------------
     def _present(self, card: _Card) -> None:

@@ -100,7 +100,26 @@ class ClientUsage:
     processes: tuple[ProcessInfo, ...] = ()
 
 
-class DrmClients(Protocol):
+@dataclass(frozen=True)
+class ReaderRun:
+    """The last run of a reader that sources share: whether it read everything it should have, and how long
+    it took (s, performance counter)."""
+
+    success: bool
+    duration_s: float
+
+
+class SharedReader(Protocol):
+    """A reader several sources share (the DRM client stats' scan of /proc), shown as a collector of its
+    own (``collector`` label ``name``): the meter asks each source for its ``shared_readers()``."""
+
+    name: str
+
+    def take_run(self) -> ReaderRun | None:
+        """Its last run since the previous call; None where it has not run since."""
+
+
+class DrmClients(SharedReader, Protocol):
     """Per-process usage of GPUs whose driver keeps no process list of its own (xe, i915, amdgpu),
     read from /proc/PID/fdinfo (``attribution/fdinfo.py``); start-up hands it to the sources that
     read such GPUs through ``SourceContext.drm_clients``."""
@@ -159,6 +178,11 @@ class DeviceSource(ABC):
     def info(self) -> dict[str, str]:
         """Source-wide labels for an info metric (e.g. driver version)."""
         return {}
+
+    def shared_readers(self) -> tuple[SharedReader, ...]:
+        """Readers this source shares with others, each shown as a collector of its own (the DRM client
+        stats); none by default."""
+        return ()
 
     def close(self) -> None:
         """Release the library."""

@@ -28,7 +28,7 @@ from typing import Callable
 
 from ..plugins import register
 from .base import (SYSFS_SCHEMA, DeviceIdentity, DeviceLost, DeviceReading, DeviceSource, DrmClients, drm_gpu_factory,
-                   SourceUnavailable)
+                   SharedReader, SourceUnavailable)
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +270,9 @@ class IntelGpuSource(DeviceSource):
     def _temperature(card: _Card) -> int | None:
         milli = None if card.temperature is None else _optional_int(card.temperature)
         return None if milli is None else milli // 1000
+
+    def shared_readers(self) -> tuple[SharedReader, ...]:
+        return (self.clients,) if self.clients is not None else ()
 
     def _clients(self, card: _Card, r: DeviceReading) -> None:
         """Utilisation and processes from the DRM client stats; a failure there loses only them."""

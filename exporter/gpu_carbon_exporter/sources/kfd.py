@@ -5,8 +5,10 @@ ROCm/HIP compute runs on user-mode queues of ``/dev/kfd``: it shows in no DRM cl
 DRM client prints no engine line and would read as "used nothing". The KFD tells who holds the GPU:
 
 - ``sys/class/kfd/kfd/topology/nodes/N/gpu_id`` (0 for CPU nodes) and ``properties`` with
-  ``domain`` and ``location_id`` (the PCI address: bus << 8 | device << 3 | function); an MI300 in
-  a compute partition mode has a node (a gpu_id) per partition, all at the card's address;
+  ``domain`` and ``location_id`` (the PCI address: bus << 8 | device << 3 | function) and
+  ``drm_render_minor``; an MI300 in a compute partition mode has a node (a gpu_id) per partition,
+  all at the card's address, each with its partition's render node (the DRM client stats map a
+  partition's render node, which is no PCI device, to its card through this: ``gpu_nodes``);
 - ``sys/class/kfd/kfd/proc/<pid>/vram_<gpu_id>``: the bytes of VRAM the process holds there.
 
 It tells nothing of how busy each process keeps the GPU: such a process gets its VRAM and no share,
@@ -20,9 +22,12 @@ from pathlib import Path
 KFD = "sys/class/kfd/kfd"
 
 
-def _pci_of(properties: str) -> str | None:
+def _properties(text: str) -> dict[str, str]:
+    return dict(line.split(None, 1) for line in text.splitlines() if len(line.split(None, 1)) == 2)
+
+
+def _pci_of(values: dict[str, str]) -> str | None:
     """``0000:bb:dd.f`` from a topology node's properties, or None (a CPU node)."""
-    values = dict(line.split(None, 1) for line in properties.splitlines() if len(line.split(None, 1)) == 2)
     try:
         domain, location = int(values.get("domain", "0")), int(values["location_id"])
     except (KeyError, ValueError):
@@ -30,25 +35,38 @@ def _pci_of(properties: str) -> str | None:
     return f"{domain:04x}:{location >> 8:02x}:{(location >> 3) & 0x1F:02x}.{location & 0x7:x}"
 
 
+def gpu_nodes(root: str | Path = "/") -> list[tuple[str, str, int | None]]:
+    """(gpu_id, PCI address, render minor) of every GPU node of the KFD topology (one per compute
+    partition: an MI300 in CPX has eight at one address, each with the minor of its own render node,
+    ``drm_render_minor``); empty where there is no KFD. A node that cannot be read is left out."""
+    found = []
+    for node in sorted((Path(root) / KFD / "topology/nodes").glob("*")):
+        try:
+            gpu_id = (node / "gpu_id").read_text().strip()
+            values = _properties((node / "properties").read_text())
+        except OSError:
+            continue
+        address = _pci_of(values)
+        if gpu_id in ("", "0") or address is None:
+            continue
+        minor = values.get("drm_render_minor", "").strip()
+        found.append((gpu_id, address, int(minor) if minor.isdigit() else None))
+    return found
+
+
 class KfdProcesses:
     """The ROCm processes of each AMD GPU, by PCI address; nothing (never an error) where there is no KFD."""
 
     def __init__(self, root: str | Path = "/") -> None:
-        self.kfd = Path(root) / KFD
+        self.root, self.kfd = root, Path(root) / KFD
         self._gpu_ids: dict[str, tuple[str, ...]] | None = None
 
     def gpu_ids(self, pci: str) -> tuple[str, ...]:
         """The KFD gpu_ids of the card at ``pci`` (one per compute partition); read once."""
         if self._gpu_ids is None:
             found: dict[str, list[str]] = {}
-            for node in sorted((self.kfd / "topology/nodes").glob("*")):
-                try:
-                    gpu_id = (node / "gpu_id").read_text().strip()
-                    address = _pci_of((node / "properties").read_text())
-                except OSError:
-                    continue
-                if gpu_id not in ("", "0") and address is not None:
-                    found.setdefault(address, []).append(gpu_id)
+            for gpu_id, address, _ in gpu_nodes(self.root):
+                found.setdefault(address, []).append(gpu_id)
             self._gpu_ids = {a: tuple(ids) for a, ids in found.items()}
         return self._gpu_ids.get(pci.lower(), ())
 
