@@ -177,7 +177,7 @@ def test_the_mi300x_scenarios_jobs_split_by_engine_time_and_conserve_exactly(tmp
     for d, dev in zip(sc.devices, snap.devices):
         assert abs(dev.counters.energy_j - (d.pattern.energy(start + 60) - d.pattern.energy(start))) <= 2**-16 + 1e-9
     jobs = conserved(snap)
-    assert set(jobs) == {"8101", "8102", "8103"} and jobs["8101"].gpus == {str(i) for i in range(6)}
+    assert set(jobs) == {"8101", "8102", "8103"} and jobs["8101"].gpus == {("amd", str(i)) for i in range(6)}
     assert jobs["8102"].energy_active_j / jobs["8103"].energy_active_j == pytest.approx(0.6 / 0.4, rel=1e-6)
 
 
