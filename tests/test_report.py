@@ -509,6 +509,19 @@ def test_counter_samples_take_the_exporters_sample_times():
     assert not exact and kept.samples == energy.samples
 
 
+def test_a_held_gpu_is_looked_up_by_node_vendor_and_index():
+    """NVIDIA GPU 0 and AMD GPU 0 on one node: a held GPU (or MIG instance) reads its own vendor's;
+    one exposed without a vendor (an exporter from before the label) reads the node's GPU of that
+    index, as reports did before."""
+    from gpu_carbon_exporter.report.collect import _physical
+
+    by_gpu = {("n", "amd", "0"): "amd0", ("n", "nvidia", "0"): "nv0", ("n", "nvidia", "1"): "nv1"}
+    assert _physical(by_gpu, "n", "nvidia", "0") == "nv0" and _physical(by_gpu, "n", "amd", "0") == "amd0"
+    assert _physical(by_gpu, "n", "nvidia", "1.2") == "nv1"  # a MIG instance: its physical GPU
+    assert _physical(by_gpu, "n", "amd", "1") is None and _physical(by_gpu, "m", "nvidia", "0") is None
+    assert _physical(by_gpu, "n", "", "1") == "nv1"
+
+
 def test_gaps_include_nodes_that_start_late_or_stop_early():
     from gpu_carbon_exporter.report.collect import _gaps
     from gpu_carbon_exporter.report.prom import Series
