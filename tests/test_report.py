@@ -152,13 +152,14 @@ def test_multi_node_job_is_broken_down_by_node_and_gpu_and_shows_the_restart_gap
 
 
 def test_a_mixed_nodes_jobs_each_list_only_their_own_gpu(fleet):
-    """Node b: job 701 on NVIDIA GPU 0, job 705 on AMD GPU 0. Each job's report lists only its own GPU
-    there, by vendor: from Prometheus with that GPU's energy over the job's time (the simulator's
-    truth, within 2 %: the last 250-ms scrape before the job's end may miss one scrape of its power,
-    about 1 %; the other GPU 0 draws 27 % more or less), and from the node's exporter too."""
+    """Node b: job 701 on NVIDIA GPU 0 (550 W), job 705 on AMD GPU 0 (700 W). Each job's report lists
+    only its own GPU there, by vendor, and from the node's exporter too. From Prometheus, with that
+    GPU's energy over the job's time: the simulator's truth, to within what the span's two ends may
+    miss or add, a second of the GPU's power each on a loaded machine (test_report_is_exact_to_the_
+    sample's bound): 1 100 J and 1 400 J, where the other GPU 0 would read 3 600 J off."""
     base, truths, _, tmp = fleet
     url = json.loads((tmp / "stack" / "stack.json").read_text())["urls"]["b"]
-    for job_id, vendor, device in (("701", "nvidia", 0), ("705", "amd", 2)):
+    for job_id, vendor, device, watts in (("701", "nvidia", 0, 550.0), ("705", "amd", 2, 700.0)):
         out = report(job_id, "--prometheus", base, "--format", "json")
         assert out.returncode == 0, out.stderr
         data = json.loads(out.stdout)["report"]
@@ -166,7 +167,7 @@ def test_a_mixed_nodes_jobs_each_list_only_their_own_gpu(fleet):
         want = truths["b"].device_energy_j(device, O, END)
         print(f"job {job_id}: {vendor} GPU {row['gpu']} on b, report {row['gpu_energy_j']:.1f} J, truth {want:.1f} J")
         assert (row["vendor"], row["gpu"]) == (vendor, "0")
-        assert row["gpu_energy_j"] == pytest.approx(want, rel=0.02)
+        assert abs(row["gpu_energy_j"] - want) <= 2 * 1.0 * watts
         local = report(job_id, "--exporter", url, "--format", "json")
         assert local.returncode == 0, local.stderr
         assert [(g["vendor"], g["gpu"]) for g in json.loads(local.stdout)["report"]["gpus"]] == [(vendor, "0")]
