@@ -152,6 +152,52 @@ def test_a_mixed_nodes_jobs_split_across_vendors_conserve_energy_exactly(tmp_pat
     assert set(snap.attribution.gpus) == {d.identity.uuid for d in snap.devices}
     assert snap.attribution.gpus[snap.devices[1].identity.uuid].method == "sm"
     assert all(j.energy_allocated_j > 0 for j in jobs.values())
+    assert jobs["x"].gpus == {("nvidia", "0"), ("amd", "0"), ("intel", "0")} and jobs["y"].gpus == {("amd", "0")}
+
+
+def test_jobs_on_nvidia_gpu_0_and_amd_gpu_0_are_told_apart_and_each_gets_its_gpus_energy(tmp_path):
+    """Each vendor's source numbers its GPUs from 0: job 1 alone on NVIDIA GPU 0, job 2 alone on AMD
+    GPU 0. The exposition shows one gpu_carbon_job_gpu_info series for each, by vendor, and each
+    job's energy is its GPU's, whole: against the simulator's closed form, to the counters'
+    resolution (NVML's mJ, amdgpu's 15.3 µJ)."""
+    from gpu_carbon_exporter.collector import SnapshotCollector
+    from gpu_carbon_exporter.sim.scenario import GroundTruth
+
+    data = {"devices": [{"model": H100, "power": STEPS},
+                        {"model": MI300X, "power": {"pattern": "steps", "steps": [[0, 160], [5, 730]]}}],
+            "jobs": [{"id": "1", "devices": [0]}, {"id": "2", "devices": [1]}]}
+    clock = ManualClock()
+    sc = parse_scenario(data, "<test>")
+    proc = write_procfs(sc, tmp_path / "proc")
+    amd = AmdgpuSimulator(tmp_path / "amd", [sc.devices[1]])
+    amd.attach_clients(sc, proc)
+    amd.update(0.0)
+    sources = [NvmlSource(SimulatedNvml(sc, lambda: clock.sim), read_processes=True, clock=clock),
+               AmdgpuSource(tmp_path / "amd", clock=clock, clients=DrmClientScanner(proc, clock=clock),
+                            read_processes=True)]
+    acfg = parse_config({"attribution": {"mappers": "slurm", "slurm_environ": True}})["attribution"]
+    meter = Meter(sources, StaticIntensity("Z", 300.0), clock=clock,
+                  attribution=build_attribution(acfg, proc_root=proc))
+    meter.open()
+    meter.sample()
+    for _ in range(12):
+        step([amd], clock, 1.0)
+        meter.sample()
+    snap = meter.snapshot
+    assert [(d.identity.vendor, d.identity.index) for d in snap.devices] == [("nvidia", 0), ("amd", 0)]
+    held = {(s.labels["job_id"], s.labels["vendor"], s.labels["gpu"])
+            for m in SnapshotCollector(lambda: snap, clock=clock).collect() for s in m.samples
+            if s.name == "gpu_carbon_job_gpu_info"}
+    assert held == {("1", "nvidia", "0"), ("2", "amd", "0")}
+    jobs = conserved(snap)
+    truth = GroundTruth(sc)
+    for job, dev, resolution in ((sc.jobs[0], snap.devices[0], 1e-3), (sc.jobs[1], snap.devices[1], 2**-16)):
+        gpu_j = truth.device_energy_j(job.devices[0], 0.0, 12.0)
+        # alone on it: the GPU's, to float rounding (active + idle share)
+        assert jobs[job.id].energy_allocated_j == pytest.approx(dev.counters.energy_j, rel=1e-12)
+        assert abs(dev.counters.energy_j - gpu_j) <= resolution + 1e-9, (job.id, dev.counters.energy_j, gpu_j)
+        assert truth.job_allocated_j(job, 0.0, 12.0) == pytest.approx(gpu_j, rel=1e-12)
+    assert jobs["1"].energy_allocated_j != pytest.approx(jobs["2"].energy_allocated_j, rel=0.05)
 
 
 def test_the_mi300x_scenarios_jobs_split_by_engine_time_and_conserve_exactly(tmp_path):
@@ -175,7 +221,7 @@ def test_the_mi300x_scenarios_jobs_split_by_engine_time_and_conserve_exactly(tmp
     for d, dev in zip(sc.devices, snap.devices):
         assert abs(dev.counters.energy_j - (d.pattern.energy(start + 60) - d.pattern.energy(start))) <= 2**-16 + 1e-9
     jobs = conserved(snap)
-    assert set(jobs) == {"8101", "8102", "8103"} and jobs["8101"].gpus == {str(i) for i in range(6)}
+    assert set(jobs) == {"8101", "8102", "8103"} and jobs["8101"].gpus == {("amd", str(i)) for i in range(6)}
     assert jobs["8102"].energy_active_j / jobs["8103"].energy_active_j == pytest.approx(0.6 / 0.4, rel=1e-6)
 
 

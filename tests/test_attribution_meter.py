@@ -67,11 +67,12 @@ def test_per_job_energy_matches_ground_truth_and_parts_add_up(clock):
     for job in truth.sc.jobs:
         want = truth.job_allocated_j(job, 0, 60)
         assert jobs[job.id].energy_allocated_j == pytest.approx(want, rel=1e-4, abs=0.01), job.id
-    assert jobs["102"].job.team == "cv" and jobs["104"].gpus == {"2.1"} and jobs["105"].gpus == {"2.2"}
+    assert jobs["102"].job.team == "cv"
+    assert jobs["104"].gpus == {("nvidia", "2.1")} and jobs["105"].gpus == {("nvidia", "2.2")}
     buckets = snap.attribution.gpus
     for d in snap.devices:
         b = buckets[d.identity.uuid]
-        mine = [j for j in jobs.values() if any(g.split(".")[0] == str(d.identity.index) for g in j.gpus)]
+        mine = [j for j in jobs.values() if any(g.split(".")[0] == str(d.identity.index) for _, g in j.gpus)]
         alloc = math.fsum(j.energy_allocated_j for j in mine) + b.unallocated_j
         active = math.fsum(j.energy_active_j for j in mine) + b.idle_j + b.unattributed_j
         assert alloc == pytest.approx(d.counters.energy_j, rel=1e-9)

@@ -106,7 +106,7 @@ def test_mig_split_follows_sm_share_and_counts_the_parent_once():
     jobs = {j.job.id: j for j in att.snapshot().jobs}
     assert jobs["a"].energy_allocated_j == 140.0 and jobs["b"].energy_allocated_j == 420.0
     assert att.snapshot().gpus["GPU-0"].method == "mig"
-    assert jobs["a"].gpus == {"0.1"} and jobs["b"].gpus == {"0.2"}
+    assert jobs["a"].gpus == {("nvidia", "0.1")} and jobs["b"].gpus == {("nvidia", "0.2")}
 
 
 def test_idle_power_shared_equally_in_allocated_view_and_reported_in_active_view():

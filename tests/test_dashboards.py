@@ -387,6 +387,32 @@ def test_the_owner_table_has_one_row_per_job(tmp_path):
                               "exp_samples": [{"labels": f"{{{owner}}}", "value": 1}]}]}]})
 
 
+def test_a_jobs_gpus_on_a_mixed_node_are_its_own(tmp_path):
+    """NVIDIA GPU 0 and AMD GPU 0 on one node (each vendor's source numbers its GPUs from 0): job 77
+    holds the first, job 78 the second. Each job's utilisation panel and GPU table read its own GPU
+    only (promtool runs the panels' queries)."""
+    from test_rules import promtool_test
+
+    where = 'cluster="prod",site="ams1",fleet="datacenter",node="gpu-01"'
+    gpus = {"nvidia": ("GPU-n0", 0.9), "amd": ("amdgpu-a0", 0.5)}
+    series = [{"series": f'gpu_carbon_gpu_utilization_ratio{{{where},gpu="0",uuid="{uuid}",vendor="{v}"}}',
+               "values": f"{util}x20"} for v, (uuid, util) in gpus.items()]
+    held = {"77": "nvidia", "78": "amd"}
+    series += [{"series": f'gpu_carbon_job_gpu_info{{{where},job_id="{j}",scheduler="slurm",gpu="0",vendor="{v}"}}',
+                "values": "1x20"} for j, v in held.items()]
+    tests = []
+    for job, vendor in held.items():
+        values = {**REAL, "job": job}
+        tests += [{"expr": expand(panel_expr("gpu-carbon-job", "GPU utilisation"), values), "eval_time": "10m",
+                   "exp_samples": [{"labels": f'{{node="gpu-01",vendor="{vendor}",gpu="0"}}',
+                                    "value": gpus[vendor][1]}]},
+                  {"expr": expand(panel_expr("gpu-carbon-job", "GPUs and nodes"), values), "eval_time": "10m",
+                   "exp_samples": [{"labels": f'gpu_carbon_job_gpu_info{{{where},job_id="{job}",scheduler="slurm",'
+                                              f'gpu="0",vendor="{vendor}",device="0"}}', "value": 1}]}]
+    promtool_test(tmp_path, "job_gpus_test.yml", {"evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": series, "promql_expr_test": tests}]})
+
+
 # A mixed fleet for the vendor panels: (node, gpu, uuid, vendor, model, watts, utilisation,
 # unallocated watts, idle watts). Constant power: each panel's figure is plain arithmetic.
 MIXED = [("gpu-01", "0", "GPU-n0", "nvidia", "NVIDIA H100 80GB HBM3", 300, 0.9, 30, 60),

@@ -250,7 +250,7 @@ def test_jobs_on_intel_gpus_split_by_engine_time_and_conserve_energy_exactly(tmp
         meter.sample()
     snap = meter.snapshot
     jobs = {j.job.id: j for j in snap.attribution.jobs}
-    assert set(jobs) == {"1", "2", "3", "4"} and jobs["3"].gpus == {"0", "1"}
+    assert set(jobs) == {"1", "2", "3", "4"} and jobs["3"].gpus == {("intel", "0"), ("intel", "1")}
     # Job 3 holds both GPUs, so the parts add up over the node: every joule a job's or a remainder.
     buckets = snap.attribution.gpus.values()
     energy = math.fsum(d.counters.energy_j for d in snap.devices)

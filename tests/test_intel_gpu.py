@@ -329,7 +329,7 @@ def test_the_intel_max_scenario_through_the_production_sources_is_held_to_its_in
     for d, dev in zip(sc.devices, snap.devices):
         assert abs(dev.counters.energy_j - (d.pattern.energy(start + 60) - d.pattern.energy(start))) <= RESOLUTION_J
     jobs = {j.job.id: j for j in snap.attribution.jobs}
-    assert set(jobs) == {"7101", "7102", "7103", "7104"} and jobs["7101"].gpus == {"0", "1"}
+    assert set(jobs) == {"7101", "7102", "7103", "7104"} and jobs["7101"].gpus == {("intel", "0"), ("intel", "1")}
     buckets = snap.attribution.gpus.values()
     total = math.fsum(d.counters.energy_j for d in snap.devices)
     assert math.fsum(j.energy_allocated_j for j in jobs.values()) + math.fsum(b.unallocated_j for b in buckets) \

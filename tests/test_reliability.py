@@ -288,6 +288,38 @@ def test_damaged_state_is_counted_in_a_health_metric(tmp_path):
     assert "gpu_carbon_state_discarded_entries 1.0" in generate_latest(reg).decode()
 
 
+def test_a_state_from_before_other_vendors_restores_its_bare_gpu_slots_as_nvidias(tmp_path):
+    """A state saved before a job's GPUs carried their vendor (each a bare slot, "0"): the slots are
+    NVIDIA's, the only vendor then. The job, holding GPU 0 again, stays one series per GPU; its other
+    GPU ("1", held before the restart) stays too; an entry of neither shape sets the job aside.
+    Saved again, each is [vendor, slot]."""
+    from gpu_carbon_exporter.collector import SnapshotCollector
+
+    clock = ManualClock()
+    t = clock()
+    job = {"job": {"id": "7", "scheduler": "slurm", "user": "ann", "team": "nlp", "account": "", "namespace": "",
+                   "pod": ""},
+           "energy_allocated_j": 1000.0, "energy_active_j": 900.0, "emissions_allocated_g": 50.0,
+           "emissions_active_g": 45.0, "embodied_g": 0.0, "gpu_seconds": 10.0, "work": {}, "gpus": ["0", "1"],
+           "first_seen": t - 10, "held_from": t - 10, "held_until": t, "last_seen": t}
+    write_state(tmp_path / "state.json", {"saved_at": t, "boot_id": "boot-1", "devices": {}, "attribution": {
+        "jobs": {"slurm/7": job, "slurm/8": {**job, "job": {**job["job"], "id": "8"}, "gpus": [["amd"]]}}}})
+    meter, _ = job_meter(clock, state=StateStore(tmp_path / "state.json"))
+    meter.open()
+    meter.sample()
+    run(meter, clock, 2)
+    (restored,) = meter.snapshot.attribution.jobs  # job 8's GPUs are damaged: set aside
+    assert restored.gpus == {("nvidia", "0"), ("nvidia", "1")}
+    assert restored.energy_allocated_j == pytest.approx(1000.0 + 2 * 300.0, abs=0.01)
+    series = [s.labels for m in SnapshotCollector(lambda: meter.snapshot, clock=clock).collect() for s in m.samples
+              if s.name == "gpu_carbon_job_gpu_info"]
+    assert series == [{"job_id": "7", "scheduler": "slurm", "gpu": g, "vendor": "nvidia"} for g in ("0", "1")]
+    assert meter.snapshot.state_discarded == 1
+    meter.stop()  # saved in today's shape: [vendor, slot]
+    assert read_file(tmp_path / "state.json")["attribution"]["jobs"]["slurm/7"]["gpus"] == [["nvidia", "0"],
+                                                                                         ["nvidia", "1"]]
+
+
 # -- 6. never destroy a file that is not ours --------------------------------------------------------
 def test_state_path_holding_a_foreign_file_is_refused(tmp_path):
     foreign = tmp_path / "config.yml"
@@ -448,7 +480,7 @@ def test_mig_instance_without_an_id_is_named_by_position_and_scrapes():
     run(meter, clock, 2)
     _, text = scrape(meter, clock)
     out = text()
-    assert 'gpu_carbon_job_gpu_info{gpu="0.i0",job_id="42",scheduler="slurm"} 1.0' in out
+    assert 'gpu_carbon_job_gpu_info{gpu="0.i0",job_id="42",scheduler="slurm",vendor="nvidia"} 1.0' in out
     assert 'gpu_carbon_job_energy_joules_total{job_id="42",scheduler="slurm",view="allocated"} 400.0' in out
 
 

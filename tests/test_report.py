@@ -24,7 +24,7 @@ from gpu_carbon_exporter.stack import Exporter, LocalStack
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
-H100 = "NVIDIA H100 80GB HBM3"
+H100, MI300X = "NVIDIA H100 80GB HBM3", "AMD Instinct MI300X"
 O = 8.0  # noqa: E741 — every process is up by then
 END = O + 24
 KILL_AT = O + 9
@@ -49,12 +49,15 @@ STEP_W = ((O, 650.0), (O + 12, 300.0))
 
 
 def node_b(start: float) -> dict:
-    """GPU 0: node b's part of job 701; GPU 1: job 704, power that steps (STEP_W)."""
+    """A mixed node. NVIDIA GPU 0: node b's part of job 701; NVIDIA GPU 1: job 704, power that steps
+    (STEP_W); AMD GPU 0 (each vendor numbers its GPUs from 0): job 705."""
     return {"name": "report-b", "start_time": start, "zone": "FRA", "pue": 1.1, "intensity": {"FRA": [[0, 60]]},
             "devices": [{"model": H100, "power": {"pattern": "steps", "steps": [[0, 0], [O, 550], [END, 0]]}},
-                        {"model": H100, "power": {"pattern": "steps", "steps": [[0, 0], *STEP_W, [END, 0]]}}],
+                        {"model": H100, "power": {"pattern": "steps", "steps": [[0, 0], *STEP_W, [END, 0]]}},
+                        {"model": MI300X, "power": {"pattern": "steps", "steps": [[0, 140], [O, 700], [END, 140]]}}],
             "jobs": [{"id": "701", "user": "ivy", "team": "llm", "start_s": O, "end_s": END, "devices": [0]},
-                     {"id": "704", "user": "ann", "team": "nlp", "start_s": O, "end_s": END, "devices": [1]}]}
+                     {"id": "704", "user": "ann", "team": "nlp", "start_s": O, "end_s": END, "devices": [1]},
+                     {"id": "705", "user": "jon", "team": "llm", "start_s": O, "end_s": END, "devices": [2]}]}
 
 
 def report(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -133,7 +136,7 @@ def test_multi_node_job_is_broken_down_by_node_and_gpu_and_shows_the_restart_gap
     base, truths, _, _ = fleet
     data = json.loads(report("701", "--prometheus", base, "--format", "json").stdout)["report"]
     assert [n["node"] for n in data["nodes"]] == ["a", "b"]
-    assert {(g["node"], g["gpu"]) for g in data["gpus"]} == {("a", "0"), ("b", "0")}
+    assert {(g["node"], g["vendor"], g["gpu"]) for g in data["gpus"]} == {("a", "nvidia", "0"), ("b", "nvidia", "0")}
     for node, truth in (("a", truths["a"]), ("b", truths["b"])):
         (job,) = [j for j in truth.sc.jobs if j.id == "701"]
         got = next(n["energy_j"] for n in data["nodes"] if n["node"] == node)
@@ -146,6 +149,30 @@ def test_multi_node_job_is_broken_down_by_node_and_gpu_and_shows_the_restart_gap
     # power, summed over the nodes, is never made up across the gap: its peak is the nodes' sum
     # (each point a mean over four 250-ms scrapes of counters sampled every 100 ms)
     assert data["peak_power_w"] == pytest.approx(500 + 550, rel=0.1)
+
+
+def test_a_mixed_nodes_jobs_each_list_only_their_own_gpu(fleet):
+    """Node b: job 701 on NVIDIA GPU 0 (550 W), job 705 on AMD GPU 0 (700 W). Each job's report lists
+    only its own GPU there, by vendor, and from the node's exporter too. From Prometheus, with that
+    GPU's energy over the job's time: the simulator's truth, to within what the span's two ends may
+    miss or add, a second of the GPU's power each on a loaded machine (test_report_is_exact_to_the_
+    sample's bound): 1 100 J and 1 400 J, where the other GPU 0 would read 3 600 J off."""
+    base, truths, _, tmp = fleet
+    url = json.loads((tmp / "stack" / "stack.json").read_text())["urls"]["b"]
+    for job_id, vendor, device, watts in (("701", "nvidia", 0, 550.0), ("705", "amd", 2, 700.0)):
+        out = report(job_id, "--prometheus", base, "--format", "json")
+        assert out.returncode == 0, out.stderr
+        data = json.loads(out.stdout)["report"]
+        (row,) = [g for g in data["gpus"] if g["node"] == "b"]
+        want = truths["b"].device_energy_j(device, O, END)
+        print(f"job {job_id}: {vendor} GPU {row['gpu']} on b, report {row['gpu_energy_j']:.1f} J, truth {want:.1f} J")
+        assert (row["vendor"], row["gpu"]) == (vendor, "0")
+        assert abs(row["gpu_energy_j"] - want) <= 2 * 1.0 * watts
+        local = report(job_id, "--exporter", url, "--format", "json")
+        assert local.returncode == 0, local.stderr
+        assert [(g["vendor"], g["gpu"]) for g in json.loads(local.stdout)["report"]["gpus"]] == [(vendor, "0")]
+    (job,) = [j for j in truths["b"].sc.jobs if j.id == "705"]
+    assert data["totals"]["energy_kwh"] == pytest.approx(truths["b"].job_allocated_j(job, 0, END + 5) / 3.6e6, rel=0.01)
 
 
 def exposed_span(url: str, job_id: str) -> tuple[float, float]:
@@ -481,6 +508,19 @@ def test_counter_samples_take_the_exporters_sample_times():
     assert (power[0][0], power[-1][1]) == (9.0, 29.9)
     (kept,), exact = sampled_at([energy], [])
     assert not exact and kept.samples == energy.samples
+
+
+def test_a_held_gpu_is_looked_up_by_node_vendor_and_index():
+    """NVIDIA GPU 0 and AMD GPU 0 on one node: a held GPU (or MIG instance) reads its own vendor's;
+    one exposed without a vendor (an exporter from before the label) reads the node's GPU of that
+    index, as reports did before."""
+    from gpu_carbon_exporter.report.collect import _physical
+
+    by_gpu = {("n", "amd", "0"): "amd0", ("n", "nvidia", "0"): "nv0", ("n", "nvidia", "1"): "nv1"}
+    assert _physical(by_gpu, "n", "nvidia", "0") == "nv0" and _physical(by_gpu, "n", "amd", "0") == "amd0"
+    assert _physical(by_gpu, "n", "nvidia", "1.2") == "nv1"  # a MIG instance: its physical GPU
+    assert _physical(by_gpu, "n", "amd", "1") is None and _physical(by_gpu, "m", "nvidia", "0") is None
+    assert _physical(by_gpu, "n", "", "1") == "nv1"
 
 
 def test_gaps_include_nodes_that_start_late_or_stop_early():

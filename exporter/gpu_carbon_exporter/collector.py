@@ -222,8 +222,8 @@ class SnapshotCollector(Collector):
         keys = ["job_id", "scheduler"]
         info = _gauge(JOB_INFO, "Job identity: user (only if enabled), team, account, namespace and pod; "
                       "always 1.", keys + ["user", "team", "account", "namespace", "pod"])
-        gpus = _gauge(JOB_GPU_INFO, "A GPU (index, or gpu.instance for MIG) the job holds or held; always 1.",
-                      keys + ["gpu"])
+        gpus = _gauge(JOB_GPU_INFO, "A GPU (index, or gpu.instance for MIG, and vendor: each vendor's GPUs are "
+                      "numbered from 0) the job holds or held; always 1.", keys + ["gpu", "vendor"])
         energy = _counter(JOB_ENERGY_JOULES_TOTAL, "GPU energy attributed to the job (J). view=allocated: share of "
                           "active energy plus an equal share of idle; view=active: active energy only.",
                           keys + ["view"])
@@ -240,8 +240,8 @@ class SnapshotCollector(Collector):
         for jc in sorted(att.jobs, key=lambda j: j.job.key):
             j = jc.job
             info.add_metric([j.id, j.scheduler, j.user, j.team, j.account, j.namespace, j.pod], 1)
-            for gpu in sorted(jc.gpus, key=_slot_order):
-                gpus.add_metric([j.id, j.scheduler, gpu], 1)
+            for vendor, gpu in sorted(jc.gpus, key=lambda g: (g[0], _slot_order(g[1]))):
+                gpus.add_metric([j.id, j.scheduler, gpu, vendor], 1)
             for view, e, g in (("allocated", jc.energy_allocated_j, jc.emissions_allocated_g),
                                ("active", jc.energy_active_j, jc.emissions_active_g)):
                 energy.add_metric([j.id, j.scheduler, view], e)

@@ -94,7 +94,8 @@ class JobCounters:
     emissions_allocated_g: float = 0.0
     emissions_active_g: float = 0.0
     embodied_g: float = 0.0  # allocated view: embodied carbon of the GPU time held
-    gpus: set[str] = field(default_factory=set)  # GPU indices (and MIG "gpu.gi")
+    # (vendor, slot): slot the GPU's index (or MIG "gpu.gi"), which each vendor's source counts from 0
+    gpus: set[tuple[str, str]] = field(default_factory=set)
     first_seen: float = 0.0
     last_seen: float = 0.0
     gpu_seconds: float = 0.0  # GPU time held (s); shared GPUs split equally, MIG by SM share

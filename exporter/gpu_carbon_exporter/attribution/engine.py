@@ -68,7 +68,7 @@ class Attribution:
             for h in holders:
                 jc = self._counters(h.job, now)
                 jc.job = h.job
-                jc.gpus.add(slot)
+                jc.gpus.add((device.vendor, slot))
                 jc.last_seen = now
 
     def forget_holders(self, uuid: str) -> None:
@@ -131,7 +131,7 @@ class Attribution:
                          "energy_active_j": j.energy_active_j, "emissions_allocated_g": j.emissions_allocated_g,
                          "emissions_active_g": j.emissions_active_g, "embodied_g": j.embodied_g,
                          "gpu_seconds": j.gpu_seconds, "work": dict(j.work),
-                         "gpus": sorted(j.gpus), "first_seen": j.first_seen + to_wall,
+                         "gpus": [list(g) for g in sorted(j.gpus)], "first_seen": j.first_seen + to_wall,
                          "held_from": j.held_from, "held_until": j.held_until,
                          "last_seen": j.last_seen + to_wall} for k, j in self.jobs.items()},
             "gpus": {u: vars(b) for u, b in self.gpus.items()},
@@ -205,19 +205,28 @@ def _job_from_state(j: dict, to_mono: float, mono_now: float) -> JobCounters:
     if not all(isinstance(v, str) for v in job.values()):
         raise BadEntry("job identity: not all strings")
     gpus = j.get("gpus", [])
-    if not isinstance(gpus, list) or not all(isinstance(g, str) for g in gpus):
-        raise BadEntry("gpus: not a list of strings")
+    if not isinstance(gpus, list):
+        raise BadEntry("gpus: not a list")
     # Linger restarts at the restart: the mappers get their time to see the job again before it expires.
     work = j.get("work", {})
     if not isinstance(work, dict):
         raise BadEntry("work: not a mapping")
     return JobCounters(Job(**job), number(j, "energy_allocated_j"), number(j, "energy_active_j"),
                        number(j, "emissions_allocated_g"), number(j, "emissions_active_g"),
-                       number(j, "embodied_g", default=0.0), set(gpus),
+                       number(j, "embodied_g", default=0.0), {_gpu_from_state(g) for g in gpus},
                        min(number(j, "first_seen", hi=4e9) + to_mono, mono_now), mono_now,
                        number(j, "gpu_seconds", default=0.0),
                        {str(u): number(work, u) for u in work},
                        number(j, "held_from", optional=True, hi=4e9), number(j, "held_until", optional=True, hi=4e9))
+
+
+def _gpu_from_state(g: object) -> tuple[str, str]:
+    """A held GPU, ``[vendor, slot]``; a bare slot is a state from before other vendors' GPUs: NVIDIA's."""
+    if isinstance(g, str):
+        return "nvidia", g
+    if isinstance(g, list) and len(g) == 2 and all(isinstance(x, str) for x in g):
+        return g[0], g[1]
+    raise BadEntry(f"gpus: {g!r:.60} is neither [vendor, slot] nor a slot")
 
 
 def _buckets_from_state(b: dict) -> GpuBuckets:

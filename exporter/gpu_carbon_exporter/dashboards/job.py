@@ -17,6 +17,7 @@ from .common import (data_link, kwh, link, job_variable, query, series_panel, st
 UID = "gpu-carbon-job"
 TITLE = "GPU carbon / Job"
 JOB = 'cluster=~"$cluster", job_id="$job"'  # one job: an id is unique within its cluster
+GPU_KEY = "cluster, site, fleet, node, vendor, gpu"  # a GPU: each vendor's source numbers its GPUs from 0
 # Every node of a multi-node job exposes its job_info (with its own node and pod labels): one row per
 # job, with the owner labels only, the first if two nodes disagree (as job:gpu_carbon_job_info:dedup).
 OWNER = (f"topk by (cluster, scheduler, job_id) (1, max by ({', '.join((*JOB_LABELS, *JOB_INFO_LABELS))}) "
@@ -75,19 +76,21 @@ def panels() -> list:
                      [(f"sum by (node, view) (rate({JOB_ENERGY_JOULES_TOTAL}{{{JOB}}}[$__rate_interval]))",
                        "{{node}} {{view}}")], "watt", (12, 7, 12, 8)),
         series_panel("GPU utilisation", "Utilisation of the GPUs the job holds (gpu_carbon_gpu_utilization_ratio "
-                     "joined to gpu_carbon_job_gpu_info): the whole GPU's, also on a GPU the job shares, and "
-                     "while a finished job lingers; MIG instances have no utilisation of their own.",
-                     [(f"avg by (node, gpu) ({GPU_UTILIZATION_RATIO} * on (cluster, site, fleet, node, gpu) "
-                       "group_left (job_id) max by (cluster, site, fleet, node, gpu, job_id) "
-                       f"({JOB_GPU_INFO}{{{JOB}}}))", "{{node}} GPU {{gpu}}")], "percentunit",
+                     "joined to gpu_carbon_job_gpu_info by node, vendor and index: each vendor numbers its GPUs "
+                     "from 0): the whole GPU's, also on a GPU the job shares, and while a finished job lingers; "
+                     "MIG instances have no utilisation of their own.",
+                     [(f"avg by (node, vendor, gpu) ({GPU_UTILIZATION_RATIO} * on ({GPU_KEY}) "
+                       f"group_left (job_id) max by ({GPU_KEY}, job_id) "
+                       f"({JOB_GPU_INFO}{{{JOB}}}))", "{{node}} {{vendor}} GPU {{gpu}}")], "percentunit",
                      (0, 21, 24, 8)),
-        table_panel("GPUs and nodes", "Every GPU (or MIG instance) the job held in the range, by node "
+        table_panel("GPUs and nodes", "Every GPU (or MIG instance) the job held in the range, by node and vendor "
                     "(gpu_carbon_job_gpu_info; a finished job is exposed only for attribution.linger_seconds, so "
                     "the range must reach back to when it ran). `device` is the physical GPU of a MIG instance; "
                     "click a row for it on the node dashboard.",
                     f'label_replace(last_over_time({JOB_GPU_INFO}{{{JOB}}}[$__range]), "device", "$1", '
                     '"gpu", "([0-9]+).*")', "none", (0, 15, 12, 6),
-                    links=[data_link("GPU ${__data.fields.device} on ${__data.fields.node}", "gpu-carbon-node",
+                    links=[data_link("${__data.fields.vendor} GPU ${__data.fields.device} on ${__data.fields.node}",
+                                     "gpu-carbon-node",
                                      "var-node=${__data.fields.node}&var-gpu=${__data.fields.device}")]),
         table_panel("Owner", "The job's user, team, account and namespace (gpu_carbon_job_info) as last seen in "
                     "the range: one row per job, however many nodes expose it (each node's pod is in its own "

@@ -7,7 +7,7 @@ import re
 import statistics
 import time
 from collections import defaultdict
-from typing import Iterable
+from typing import Iterable, TypeVar
 
 from .. import __version__
 from ..names import (
@@ -20,6 +20,7 @@ from .model import Gap, GpuRow, IntensitySource, JobReport, NodeTotals
 from .prom import Prometheus, ReportError, Series
 
 OWNER = ("user", "team", "account", "namespace", "pod")
+T = TypeVar("T")
 # Node totals read from the job's counters: field -> (metric, extra matchers)
 COUNTERS = {
     "energy_j": (JOB_ENERGY_JOULES_TOTAL, ', view="allocated"'),
@@ -308,38 +309,50 @@ def _capped_peak(peak: float | None, gpus: list[list[tuple[float, float]] | None
     return min(peak, max(together.values()))
 
 
+def _gpu_key(s: Series) -> tuple[str, str, str]:
+    """A GPU: (node, vendor, index); each vendor's source numbers its GPUs from 0."""
+    return s.labels.get("node", ""), s.labels.get("vendor", ""), s.labels.get("gpu", "")
+
+
+def _physical(by_gpu: dict[tuple[str, str, str], T], node: str, vendor: str, gpu: str) -> T | None:
+    """What ``by_gpu`` holds for the physical GPU of a held GPU (a MIG instance's GPU). A held GPU without
+    a vendor (exposed before jobs' GPUs carried one) is the node's GPU of that index, of any vendor."""
+    physical = gpu.split(".")[0]
+    if vendor:
+        return by_gpu.get((node, vendor, physical))
+    return next((by_gpu[k] for k in sorted(by_gpu) if (k[0], k[2]) == (node, physical)), None)
+
+
 def _context(prom: Prometheus, report: JobReport, sel: str, cluster: str, step: float, since_s: float,
              now: float) -> None:
     """GPUs and their energy, power and utilisation; intensity, its sources and fallback; PUE."""
     node_re = "|".join(re.escape(n.node) for n in report.nodes if n.node) or ".*"
-    held = {(s.labels.get("node", ""), s.labels.get("gpu", ""))
-            for s in prom.instant(f"last_over_time({JOB_GPU_INFO}{{{sel}}}[{int(since_s)}s])", now)}
-    gpu_re = "|".join(sorted({re.escape(g.split(".")[0]) for _, g in held})) or ".*"
+    held = {_gpu_key(s) for s in prom.instant(f"last_over_time({JOB_GPU_INFO}{{{sel}}}[{int(since_s)}s])", now)}
+    gpu_re = "|".join(sorted({re.escape(g.split(".")[0]) for _, _, g in held})) or ".*"
     nodes_only = f"cluster={quote(cluster)}, node=~{quote(node_re)}"
     where = f"{nodes_only}, gpu=~{quote(gpu_re)}"
     window = max(int(report.end - report.start + step), int(step))
     rstep = max(step, (report.end - report.start) / 600)
-    devices = {(s.labels.get("node", ""), s.labels.get("gpu", "")): s
-               for s in prom.raw(f"{GPU_ENERGY_JOULES_TOTAL}{{{where}}}", report.start - 2 * step,
-                                 report.end + step)}
+    devices = {_gpu_key(s): s for s in prom.raw(f"{GPU_ENERGY_JOULES_TOTAL}{{{where}}}", report.start - 2 * step,
+                                                 report.end + step)}
     report.methods = sorted({s.labels["method"] for s in devices.values() if "method" in s.labels})
-    util = {(s.labels.get("node", ""), s.labels.get("gpu", "")): s.samples[-1][1] for s in prom.instant(
+    util = {_gpu_key(s): s.samples[-1][1] for s in prom.instant(
         f"avg_over_time({GPU_UTILIZATION_RATIO}{{{where}}}[{window}s])", report.end)}
     # each point the highest sample of the step before it: a burst between grid points is not thinned away
-    power = {(s.labels.get("node", ""), s.labels.get("gpu", "")): s.samples for s in prom.range(
+    power = {_gpu_key(s): s.samples for s in prom.range(
         f"max_over_time({GPU_POWER_WATTS}{{{where}}}[{max(int(rstep * 1000), 1)}ms])",
         report.start, report.end, rstep)}
-    for node, gpu in sorted(held):
-        physical = gpu.split(".")[0]  # a MIG instance's GPU
-        row = GpuRow(node, gpu)
-        if (node, physical) in devices:
-            row.gpu_energy_j = counter_between(devices[(node, physical)].samples, report.start, report.end)
-        row.mean_utilization = util.get((node, physical))
-        if (node, physical) in power:
-            report.gpu_power[f"{node}/{gpu}"] = power[(node, physical)]
-            row.peak_power_w = max(w for _, w in power[(node, physical)])
+    for node, vendor, gpu in sorted(held):
+        row = GpuRow(node, gpu, vendor=vendor)
+        energy, watts = _physical(devices, node, vendor, gpu), _physical(power, node, vendor, gpu)
+        if energy is not None:
+            row.gpu_energy_j = counter_between(energy.samples, report.start, report.end)
+        row.mean_utilization = _physical(util, node, vendor, gpu)
+        if watts is not None:
+            report.gpu_power[f"{node}/{row.name}"] = watts
+            row.peak_power_w = max(w for _, w in watts)
         report.gpus.append(row)
-    report.peak_power_w = _capped_peak(report.peak_power_w, [power.get((node, g.split(".")[0])) for node, g in held])
+    report.peak_power_w = _capped_peak(report.peak_power_w, [_physical(power, *g) for g in held])
     if report.peak_power_w is not None and report.mean_power_w is not None:
         # the gauge (an averaged reading on NVML) may read a little under the counters: never below the mean
         report.peak_power_w = max(report.peak_power_w, report.mean_power_w)

@@ -60,7 +60,7 @@ def from_exporter(url: str, job_id: str, timeout: float = 30.0) -> JobReport:
             if s.name == JOB_INFO:
                 owner = {k: labels[k] for k in OWNER if labels.get(k)}
             elif s.name == JOB_GPU_INFO:
-                gpus.append(GpuRow(node.node, labels.get("gpu", "")))
+                gpus.append(GpuRow(node.node, labels.get("gpu", ""), vendor=labels.get("vendor", "")))
             elif s.name in (JOB_START_TIME_SECONDS, JOB_END_TIME_SECONDS):
                 span["start" if s.name == JOB_START_TIME_SECONDS else "end"] = s.value
             elif s.name == JOB_WORK_UNITS_TOTAL:

@@ -35,6 +35,12 @@ class GpuRow:
     gpu_energy_j: float | None = None
     mean_utilization: float | None = None  # 0-1, the whole GPU's
     peak_power_w: float | None = None
+    vendor: str = ""  # each vendor numbers its GPUs from 0; "" from an exporter before jobs' GPUs named it
+
+    @property
+    def name(self) -> str:
+        """The GPU on its node: ``amd 0``; the index alone where the vendor is not known."""
+        return f"{self.vendor} {self.gpu}" if self.vendor else self.gpu
 
 
 @dataclass

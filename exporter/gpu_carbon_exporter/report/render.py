@@ -114,7 +114,7 @@ def node_rows(r: JobReport) -> list[list[str]]:
 
 
 def gpu_rows(r: JobReport) -> list[list[str]]:
-    return [[g.node or "-", g.gpu, fmt(g.gpu_energy_j / JOULES_PER_KWH if g.gpu_energy_j is not None else None, "kWh"),
+    return [[g.node or "-", g.name, fmt(g.gpu_energy_j / JOULES_PER_KWH if g.gpu_energy_j is not None else None, "kWh"),
              fmt(100 * g.mean_utilization, "%") if g.mean_utilization is not None else "n/a",
              fmt(g.peak_power_w, "W")] for g in r.gpus]
 
