@@ -1,6 +1,7 @@
 """The committed promtool unit tests (prometheus/tests/*_test.yml) run by the real promtool: alerts,
 budgets and recording rules. A file of their own so the test workers start them beside the other long
-files (the budget cases evaluate every group for 25 h of 1-minute steps)."""
+files (the slow budget cases evaluate every group for up to 13.5 h of 1-minute steps, the slow
+burn-rate tiers 25 h of 5-minute steps: tests/budget_cases.py)."""
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,7 @@ FILES = sorted(p.name for p in PROMTOOL_TESTS.glob("*_test.yml"))
 
 
 def test_there_are_promtool_cases():
-    assert {"alerts_test.yml", "budgets_test.yml", "recording_test.yml"} <= set(FILES)
+    assert {"alerts_test.yml", "budgets_test.yml", "budget_tiers_test.yml", "recording_test.yml"} <= set(FILES)
 
 
 @pytest.mark.parametrize("name", FILES)

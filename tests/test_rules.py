@@ -112,13 +112,16 @@ def test_committed_budget_rules_and_promtool_cases_are_generated(tmp_path):
     import alert_cases
     import budget_cases
 
-    assert main(["rules", "--out", str(tmp_path), "--budgets", str(PROMTOOL_TESTS / "budgets.yml")]) == 0
-    committed = sorted(p.name for p in (PROMTOOL_TESTS / "rules").iterdir())
-    assert committed == sorted(p.name for p in tmp_path.iterdir())
-    for name in committed:
-        assert (PROMTOOL_TESTS / "rules" / name).read_text() == (tmp_path / name).read_text(), \
-            "regenerate: see prometheus/tests/budgets.yml"
+    for budgets, rules in (("budgets.yml", "rules"), ("budget_tiers.yml", "rules-tiers")):
+        out = tmp_path / rules
+        assert main(["rules", "--out", str(out), "--budgets", str(PROMTOOL_TESTS / budgets)]) == 0
+        committed = sorted(p.name for p in (PROMTOOL_TESTS / rules).iterdir())
+        assert committed == sorted(p.name for p in out.iterdir())
+        for name in committed:
+            assert (PROMTOOL_TESTS / rules / name).read_text() == (out / name).read_text(), \
+                f"regenerate: see prometheus/tests/{budgets}"
     assert (PROMTOOL_TESTS / "budgets_test.yml").read_text() == budget_cases.render()
+    assert (PROMTOOL_TESTS / "budget_tiers_test.yml").read_text() == budget_cases.render_tiers()
     assert (PROMTOOL_TESTS / "alerts_test.yml").read_text() == alert_cases.render()
 
 
