@@ -126,3 +126,32 @@ def test_a_restarted_demo_recovers_its_downtime_like_a_real_driver(tmp_path):
     assert not any(d.exists() for d in left)
     key = next(k for k in first if k.startswith("gpu_carbon_gpu_energy_joules_total{gpu=\"7\""))
     assert second[key] - first[key] >= 68 * 1.0  # GPU 7 idles at 68 W: at least 1 s of downtime recovered
+
+
+def test_a_stop_signal_persists_the_counters_and_ends_at_once(tmp_path):
+    """SIGTERM ends the server loop at once (the handler raises in the main thread; the loop no longer
+    polls for a shutdown) and the counters are persisted durably: the next run starts from at least
+    what this one exposed. A second signal while persisting does not cut it short."""
+    port = free_port()
+    proc = start(tmp_path, port)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
+        exposed = counters(port)
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = (tmp_path / "exporter.log").read_text()
+    assert log.count("persisting counters and exiting") == 1
+    assert (tmp_path / "state.json").exists()
+    proc = start(tmp_path, port)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
+        again = counters(port)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert exposed and all(again.get(k, 0.0) >= v for k, v in exposed.items()), \
+        [k for k, v in exposed.items() if again.get(k, 0.0) < v]

@@ -194,7 +194,7 @@ def test_the_idle_watchdog_ends_with_the_server_whatever_the_order():
     watchdog = next(t for t in threading.enumerate() if t.name == "http-deadlines")
     closer = threading.Thread(target=server.server_close)
     with server._lock:  # what a connection's thread holds while it opens or ends
-        server._conn_opened.set()  # a connection came and went: the watchdog wakes, then waits on the lock
+        server._wake.set()  # a connection came and went: the watchdog wakes, then waits on the lock
         closer.start()  # the shutdown lands meanwhile
         closer.join(0.2)
     closer.join(5)

@@ -134,9 +134,16 @@ def _serve(meter: Meter, cfg: Section) -> int:
     log.info("listening on %s://%s/metrics%s", scheme, format_address(host, server.server_address[1]),
              f" on node {node}" if node else "")
 
+    stopping: list[int] = []
+
     def stop(signum: int, _frame: Any) -> None:
+        if stopping:  # already on the way out: persisting the counters is not cut short
+            return
+        stopping.append(signum)
         log.info("received signal %d, %sexiting", signum, "persisting counters and " if meter.state else "")
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        # Raised in the main thread, which is in serve_forever: its wait returns at once, so the loop
+        # needs no polling to see a shutdown (it woke every second for that: 0.01 % of a core).
+        raise _Stop
 
     def reload(_signum: int, _frame: Any) -> None:
         from .web import reload as reload_web
@@ -144,20 +151,30 @@ def _serve(meter: Meter, cfg: Section) -> int:
         threading.Thread(target=reload_web, args=(server, cfg.web.config_file, "received SIGHUP"),
                          name="reload", daemon=True).start()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, reload)
     if cfg.web.config_file:
         from .web import watch_web_config
 
         threading.Thread(target=watch_web_config, args=(server, cfg.web.config_file, threading.Event()),
                          name="web-config-watch", daemon=True).start()
-    try:
-        server.serve_forever(poll_interval=1.0)
+    try:  # the stop handlers inside: the counters are persisted whenever a stop signal lands
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        server.serve_forever(poll_interval=SERVE_POLL_S)
+    except _Stop:
+        pass
     finally:
         server.server_close()
         meter.stop()
     return 0
+
+
+class _Stop(Exception):
+    """A stop signal (SIGTERM, SIGINT) ending the server loop."""
+
+
+# serve_forever wakes this often to look for a shutdown() request; a stop signal raises _Stop instead.
+SERVE_POLL_S = 3600.0
 
 
 ONCE_FETCH_DEADLINE_S = 5.0

@@ -37,6 +37,11 @@ MAX_REQUESTS_PER_CONNECTION = 100
 EVICTABLE_AFTER_S = 0.5
 # A wait for the next request head shorter than this is pipelining: the run of responses goes on.
 PIPELINED_S = 0.05
+# The watchdog sleeps until the soonest deadline, woken sooner when a connection opens or a response
+# starts (its deadline, what is left of its write budget, may come first); this caps each sleep in
+# case a wake-up is ever missed, and is how soon a connection cut but still open is cut again.
+WATCHDOG_MAX_SLEEP_S = 1.0
+RECUT_S = 0.1
 
 
 class _Conn:
@@ -130,7 +135,7 @@ class ExporterServer(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self._stop_watchdog = threading.Event()
-        self._conn_opened = threading.Event()  # wakes the watchdog, which sleeps while there is no connection
+        self._wake = threading.Event()  # a connection opened or a response started: the watchdog looks again
         super().__init__(address, Handler)
         threading.Thread(target=self._watchdog, name="http-deadlines", daemon=True).start()
 
@@ -141,7 +146,7 @@ class ExporterServer(ThreadingHTTPServer):
     def server_close(self) -> None:
         with self._lock:
             self._stop_watchdog.set()
-            self._conn_opened.set()
+            self._wake.set()
         super().server_close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -157,7 +162,7 @@ class ExporterServer(ThreadingHTTPServer):
                 return
             conn = _Conn(request, self.read_timeout_seconds)
             self._conns[id(conn)] = conn
-            self._conn_opened.set()
+            self._wake.set()
             self._starting[id(request)] = conn  # handed to the connection's thread
         super().process_request(request, client_address)
 
@@ -191,6 +196,7 @@ class ExporterServer(ThreadingHTTPServer):
         if conn is None:
             return True
         conn.start_write(time.monotonic())
+        self._wake.set()  # after the new deadline is set: the watchdog's next look sees it
         return conn.requests < MAX_REQUESTS_PER_CONNECTION
 
     def wrote(self, n: int) -> None:
@@ -199,19 +205,24 @@ class ExporterServer(ThreadingHTTPServer):
             conn.sent += n
 
     def _watchdog(self) -> None:
-        while not self._stop_watchdog.is_set():
+        """Cuts every connection past its deadline. Asleep while none is open (an idle exporter stays
+        asleep), else until the soonest deadline: a keep-alive scraper's idle connection costs one
+        wake-up, not ten a second."""
+        while True:
             with self._lock:  # server_close sets both events under this lock: no wake-up is lost
-                idle = not self._conns and not self._stop_watchdog.is_set()
-                if idle:
-                    self._conn_opened.clear()
-            if idle:  # nothing to cut: no ticks until a connection opens (an idle exporter stays asleep)
-                self._conn_opened.wait()
+                if self._stop_watchdog.is_set():
+                    return
+                self._wake.clear()  # set again after this by a new connection or response: the wait returns
+                soonest = min((c.deadline for c in self._conns.values()), default=None)
+            if soonest is None:
+                self._wake.wait()
                 continue
-            if self._stop_watchdog.wait(0.1):
-                return
+            self._wake.wait(min(max(soonest - time.monotonic(), 0.0), WATCHDOG_MAX_SLEEP_S))
             now = time.monotonic()
             with self._lock:
                 late = [c for c in self._conns.values() if now > c.deadline]
+                for conn in late:  # gone once its thread ends; looked at again meanwhile, not spun on
+                    conn.deadline = now + RECUT_S
             for conn in late:
                 conn.cut()
 
