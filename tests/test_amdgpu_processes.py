@@ -63,6 +63,20 @@ def truth_pct(clients, sc, j, d, t0, t1):
     return 100 * (1 + DMA_SHARE) * clients.rate(job, dev) * busy / (t1 - t0)
 
 
+
+def slurm_meter_run(sources: list, proc_root, clock, sims: list, seconds: int, pue: float = 1.0):
+    """A meter over ``sources`` with the Slurm mapper reading ``proc_root``, sampled once, then once a
+    second for ``seconds`` while the simulators ``sims`` step: its last snapshot."""
+    acfg = parse_config({"attribution": {"mappers": "slurm", "slurm_environ": True}})["attribution"]
+    meter = Meter(sources, StaticIntensity("Z", 300.0), pue=pue, clock=clock,
+                  attribution=build_attribution(acfg, proc_root=proc_root))
+    meter.open()
+    meter.sample()
+    for _ in range(seconds):
+        step(sims, clock, 1.0)
+        meter.sample()
+    return meter.snapshot
+
 def test_per_process_shares_match_the_simulated_engine_time(tmp_path):
     sc, sim, clients, clock, src = amd_node(tmp_path)
     devices = src.open()
@@ -137,15 +151,7 @@ def test_a_mixed_nodes_jobs_split_across_vendors_conserve_energy_exactly(tmp_pat
     sources = [NvmlSource(SimulatedNvml(sc, lambda: clock.sim), read_processes=True, clock=clock),
                AmdgpuSource(tmp_path / "amd", clock=clock, clients=scanner, read_processes=True),
                IntelGpuSource(tmp_path / "intel", clients=scanner, read_processes=True, clock=clock)]
-    acfg = parse_config({"attribution": {"mappers": "slurm", "slurm_environ": True}})["attribution"]
-    meter = Meter(sources, StaticIntensity("Z", 300.0), pue=1.2, clock=clock,
-                  attribution=build_attribution(acfg, proc_root=proc))
-    meter.open()
-    meter.sample()
-    for _ in range(15):
-        step([amd, intel], clock, 1.0)
-        meter.sample()
-    snap = meter.snapshot
+    snap = slurm_meter_run(sources, proc, clock, [amd, intel], 15, pue=1.2)
     assert [d.identity.vendor for d in snap.devices] == ["nvidia", "amd", "intel"]
     jobs = conserved(snap)
     # (each source numbers its GPUs from 0: the job's gpus read {"0"}; the buckets are by uuid)
@@ -175,15 +181,7 @@ def test_jobs_on_nvidia_gpu_0_and_amd_gpu_0_are_told_apart_and_each_gets_its_gpu
     sources = [NvmlSource(SimulatedNvml(sc, lambda: clock.sim), read_processes=True, clock=clock),
                AmdgpuSource(tmp_path / "amd", clock=clock, clients=DrmClientScanner(proc, clock=clock),
                             read_processes=True)]
-    acfg = parse_config({"attribution": {"mappers": "slurm", "slurm_environ": True}})["attribution"]
-    meter = Meter(sources, StaticIntensity("Z", 300.0), clock=clock,
-                  attribution=build_attribution(acfg, proc_root=proc))
-    meter.open()
-    meter.sample()
-    for _ in range(12):
-        step([amd], clock, 1.0)
-        meter.sample()
-    snap = meter.snapshot
+    snap = slurm_meter_run(sources, proc, clock, [amd], 12)
     assert [(d.identity.vendor, d.identity.index) for d in snap.devices] == [("nvidia", 0), ("amd", 0)]
     held = {(s.labels["job_id"], s.labels["vendor"], s.labels["gpu"])
             for m in SnapshotCollector(lambda: snap, clock=clock).collect() for s in m.samples
@@ -326,15 +324,7 @@ def test_processes_on_partitions_of_one_card_are_its_holders_split_by_engine_tim
 
 def test_the_cards_energy_goes_to_its_partitions_jobs_by_engine_time_once(tmp_path):
     sc, sim, clients, clock, src = cpx_node(tmp_path)
-    acfg = parse_config({"attribution": {"mappers": "slurm", "slurm_environ": True}})["attribution"]
-    meter = Meter([src], StaticIntensity("Z", 300.0), clock=clock,
-                  attribution=build_attribution(acfg, proc_root=str(tmp_path / "proc")))
-    meter.open()
-    meter.sample()
-    for _ in range(12):
-        step([sim], clock, 1.0)
-        meter.sample()
-    snap = meter.snapshot
+    snap = slurm_meter_run([src], str(tmp_path / "proc"), clock, [sim], 12)
     jobs = conserved(snap)
     assert set(jobs) == {"1", "2", "3", "4", "5"} and snap.collectors["drm_clients"].success
     assert [snap.attribution.gpus[d.identity.uuid].method for d in snap.devices] == ["sm", "sm"]

@@ -4,6 +4,7 @@ the meter and the attribution engine, conserved exactly."""
 import logging
 import math
 import os
+from typing import Callable
 
 import pytest
 
@@ -213,12 +214,11 @@ def test_an_amdgpu_client_without_engine_lines_used_nothing(tmp_path):
     assert (p.pid, p.sm_util_pct, p.used_memory_bytes) == (77, 0.0, 4096 * 1024)
 
 
-def test_processes_whose_files_cannot_be_read_are_named_once(tmp_path, caplog, monkeypatch):
-    """Another user's process, without CAP_SYS_PTRACE: its fd directory cannot be listed (EACCES)."""
+def deny_fd_listing(locked: str, monkeypatch) -> Callable[[], None]:
+    """The fd directory ``locked`` answers EACCES, as another user's process does without
+    CAP_SYS_PTRACE (as root, chmod denies nothing); returns what undoes it."""
     from gpu_carbon_exporter.attribution import fdinfo
 
-    sc, sim, clock, scanner = node(tmp_path)
-    locked = str(tmp_path / "proc" / str(job_pid(0, 0)) / "fd")
     listdir = os.listdir
 
     def denying(path):
@@ -227,6 +227,13 @@ def test_processes_whose_files_cannot_be_read_are_named_once(tmp_path, caplog, m
         return listdir(path)
 
     monkeypatch.setattr(fdinfo.os, "listdir", denying)
+    return lambda: monkeypatch.setattr(fdinfo.os, "listdir", listdir)
+
+
+def test_processes_whose_files_cannot_be_read_are_named_once(tmp_path, caplog, monkeypatch):
+    """Another user's process, without CAP_SYS_PTRACE: its fd directory cannot be listed (EACCES)."""
+    sc, sim, clock, scanner = node(tmp_path)
+    deny_fd_listing(str(tmp_path / "proc" / str(job_pid(0, 0)) / "fd"), monkeypatch)
     with caplog.at_level(logging.WARNING):
         for _ in range(3):
             scanner.usage(pci_address(sc.devices[0]))

@@ -20,7 +20,7 @@ from gpu_carbon_exporter.sim.trace import job_pid
 from gpu_carbon_exporter.sources.intel_gpu import IntelGpuSource
 from gpu_carbon_exporter.startup import build_attribution
 
-from test_fdinfo import MAX, SHARED, node, step, truth_pct
+from test_fdinfo import MAX, SHARED, deny_fd_listing, node, step, truth_pct
 
 DATA = {**SHARED, "zone": "Z", "intensity": {"Z": [[0, 300]]}}
 WATTS = (450, 300)  # the two cards' constant power
@@ -84,16 +84,7 @@ def unreadable_proc(tmp_path, monkeypatch):
 
 def denied(tmp_path, monkeypatch):
     """Job 1's process belongs to another user: its fd directory is EACCES (as root, chmod denies nothing)."""
-    locked = str(tmp_path / "proc" / str(job_pid(0, 0)) / "fd")
-    listdir = os.listdir
-
-    def denying(path):
-        if str(path) == locked:
-            raise PermissionError(13, "Permission denied", locked)
-        return listdir(path)
-
-    monkeypatch.setattr(fdinfo.os, "listdir", denying)
-    return lambda: monkeypatch.setattr(fdinfo.os, "listdir", listdir)
+    return deny_fd_listing(str(tmp_path / "proc" / str(job_pid(0, 0)) / "fd"), monkeypatch)
 
 
 def _garble(tmp_path, pid, key):

@@ -135,7 +135,8 @@ class ExporterServer(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self._stop_watchdog = threading.Event()
-        self._wake = threading.Event()  # a connection opened or a response started: the watchdog looks again
+        self._wake = threading.Event()  # a deadline sooner than the watchdog's wake-up: it looks again
+        self._sleep_until = float("inf")  # when the watchdog wakes next (monotonic; under _lock)
         super().__init__(address, Handler)
         threading.Thread(target=self._watchdog, name="http-deadlines", daemon=True).start()
 
@@ -162,7 +163,8 @@ class ExporterServer(ThreadingHTTPServer):
                 return
             conn = _Conn(request, self.read_timeout_seconds)
             self._conns[id(conn)] = conn
-            self._wake.set()
+            if conn.deadline < self._sleep_until:
+                self._wake.set()
             self._starting[id(request)] = conn  # handed to the connection's thread
         super().process_request(request, client_address)
 
@@ -195,8 +197,10 @@ class ExporterServer(ThreadingHTTPServer):
         conn = getattr(self._local, "conn", None)
         if conn is None:
             return True
-        conn.start_write(time.monotonic())
-        self._wake.set()  # after the new deadline is set: the watchdog's next look sees it
+        with self._lock:  # the watchdog sees the new deadline, or this sees when it wakes next
+            conn.start_write(time.monotonic())
+            if conn.deadline < self._sleep_until:  # rare: a write budget nearly spent
+                self._wake.set()
         return conn.requests < MAX_REQUESTS_PER_CONNECTION
 
     def wrote(self, n: int) -> None:
@@ -206,18 +210,19 @@ class ExporterServer(ThreadingHTTPServer):
 
     def _watchdog(self) -> None:
         """Cuts every connection past its deadline. Asleep while none is open (an idle exporter stays
-        asleep), else until the soonest deadline: a keep-alive scraper's idle connection costs one
-        wake-up, not ten a second."""
+        asleep), else until the soonest deadline (at most WATCHDOG_MAX_SLEEP_S): a keep-alive scraper's
+        idle connection costs a wake-up a second, not ten, and a scrape none (a new connection or a
+        response wakes it only when its deadline comes sooner than that)."""
         while True:
             with self._lock:  # server_close sets both events under this lock: no wake-up is lost
                 if self._stop_watchdog.is_set():
                     return
-                self._wake.clear()  # set again after this by a new connection or response: the wait returns
-                soonest = min((c.deadline for c in self._conns.values()), default=None)
-            if soonest is None:
-                self._wake.wait()
-                continue
-            self._wake.wait(min(max(soonest - time.monotonic(), 0.0), WATCHDOG_MAX_SLEEP_S))
+                self._wake.clear()
+                soonest = min((c.deadline for c in self._conns.values()), default=float("inf"))
+                now = time.monotonic()
+                self._sleep_until = min(soonest, now + WATCHDOG_MAX_SLEEP_S) if self._conns else float("inf")
+                timeout = None if not self._conns else max(self._sleep_until - now, 0.0)
+            self._wake.wait(timeout)
             now = time.monotonic()
             with self._lock:
                 late = [c for c in self._conns.values() if now > c.deadline]
