@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gzip
 import logging
+import time
+from functools import lru_cache
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,9 @@ LANDING = """<!doctype html><html><head><title>gpu-carbon-exporter</title></head
 </body></html>"""
 
 
+# A scraper sends the same Accept and Accept-Encoding every time: their answers are kept, a few
+# (bounded: a client inventing a new header each request only churns this small cache).
+@lru_cache(maxsize=32)
 def accepts_gzip(header: str | None) -> bool:
     """Whether an Accept-Encoding header allows gzip (``gzip;q=0`` and ``*;q=0`` forbid it)."""
     gz = star = None
@@ -51,6 +56,7 @@ def accepts_gzip(header: str | None) -> bool:
     return star is not None and star > 0
 
 
+@lru_cache(maxsize=32)
 def negotiate(accept: str | None) -> tuple[str, str]:
     """(format, content type) for an Accept header: ``text``, ``openmetrics`` (our fast encoder), or
     ``client`` where a name escaping our encoder does not do (``dots``, ``values``) was asked for."""
@@ -71,6 +77,18 @@ class Handler(BaseHTTPRequestHandler):
     server_version = f"gpu-carbon-exporter/{__version__}"
     sys_version = ""  # no Python version in the Server header
     disable_nagle_algorithm = True  # a body over WRITE_CHUNK goes in several writes: no 40-ms delayed-ACK stall
+
+    _date: tuple[int, str] = (0, "")  # the Date header's text, for the second it is of
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        now = int(time.time())
+        second, text = Handler._date
+        if second != now:  # formatted once a second, not once a request
+            text = super().date_time_string(now)
+            Handler._date = (now, text)
+        return text
 
     def log_message(self, fmt: str, *args: Any) -> None:
         if log.isEnabledFor(logging.DEBUG):  # called for every request: format nothing when unread
