@@ -1,5 +1,6 @@
 """kill -9 at random moments, over and over: no exposed counter ever goes down across restarts.
 Also SIGHUP: the exporter reloads its web config and keeps running and counting."""
+import contextlib
 import os
 import random
 import re
@@ -155,3 +156,43 @@ def test_a_stop_signal_persists_the_counters_and_ends_at_once(tmp_path):
         proc.wait(timeout=20)
     assert exposed and all(again.get(k, 0.0) >= v for k, v in exposed.items()), \
         [k for k, v in exposed.items() if again.get(k, 0.0) < v]
+
+
+def test_a_stop_signal_while_a_connection_is_accepted_still_stops_and_persists(tmp_path):
+    """The main thread also accepts connections; a stop signal landing there (here: sent from inside
+    the server's process_request) must still end the loop and persist the counters. It once raised an
+    Exception, which socketserver's accept path swallowed: every later signal was then ignored."""
+    wrapper = tmp_path / "wrap.py"
+    wrapper.write_text(
+        "import os, signal, sys\n"
+        "from gpu_carbon_exporter.web import server\n"
+        "accept = server.ExporterServer.process_request\n"
+        "def process_request(self, request, address):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)  # lands while the main thread accepts this connection\n"
+        "    return accept(self, request, address)\n"
+        "server.ExporterServer.process_request = process_request\n"
+        "from gpu_carbon_exporter.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    port = free_port()
+    log = open(tmp_path / "exporter.log", "w")
+    proc = subprocess.Popen([sys.executable, str(wrapper), "--simulate", "jobs-mix", "--sampling.interval", "0.1",
+                             "--state.path", str(tmp_path / "state.json"), "--web.listen-address", f"127.0.0.1:{port}"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        with contextlib.suppress(requests.RequestException):  # the connection that carries the signal
+            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        wait_for = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < wait_for and "listening on" not in \
+                (tmp_path / "exporter.log").read_text():
+            time.sleep(0.1)
+        while proc.poll() is None and time.monotonic() < wait_for:
+            with contextlib.suppress(requests.RequestException):
+                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+            time.sleep(0.2)
+        assert proc.poll() == 0, (tmp_path / "exporter.log").read_text()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (tmp_path / "state.json").exists()
+    assert "persisting counters and exiting" in (tmp_path / "exporter.log").read_text()

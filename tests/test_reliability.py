@@ -288,11 +288,11 @@ def test_damaged_state_is_counted_in_a_health_metric(tmp_path):
     assert "gpu_carbon_state_discarded_entries 1.0" in generate_latest(reg).decode()
 
 
-def test_a_state_from_before_other_vendors_restores_its_bare_gpu_slots_as_nvidias(tmp_path):
-    """A state saved before a job's GPUs carried their vendor (each a bare slot, "0"): the slots are
-    NVIDIA's, the only vendor then. The job, holding GPU 0 again, stays one series per GPU; its other
-    GPU ("1", held before the restart) stays too; an entry of neither shape sets the job aside.
-    Saved again, each is [vendor, slot]."""
+def test_a_state_from_before_held_gpus_carried_their_vendor_restores_bare_slots_without_one(tmp_path):
+    """A state saved before a job's GPUs carried their vendor (each a bare slot, "0"): AMD and Intel
+    GPUs were attributed by then, so the vendor is unknown (""). The job, holding NVIDIA GPU 0 again,
+    has it once, with its vendor; its other GPU ("1", held before the restart) stays without one; an
+    entry of neither shape sets the job aside. Saved again, each is [vendor, slot]."""
     from gpu_carbon_exporter.collector import SnapshotCollector
 
     clock = ManualClock()
@@ -309,15 +309,16 @@ def test_a_state_from_before_other_vendors_restores_its_bare_gpu_slots_as_nvidia
     meter.sample()
     run(meter, clock, 2)
     (restored,) = meter.snapshot.attribution.jobs  # job 8's GPUs are damaged: set aside
-    assert restored.gpus == {("nvidia", "0"), ("nvidia", "1")}
+    assert restored.gpus == {("nvidia", "0"), ("", "1")}
     assert restored.energy_allocated_j == pytest.approx(1000.0 + 2 * 300.0, abs=0.01)
     series = [s.labels for m in SnapshotCollector(lambda: meter.snapshot, clock=clock).collect() for s in m.samples
               if s.name == "gpu_carbon_job_gpu_info"]
-    assert series == [{"job_id": "7", "scheduler": "slurm", "gpu": g, "vendor": "nvidia"} for g in ("0", "1")]
+    assert series == [{"job_id": "7", "scheduler": "slurm", "gpu": "1", "vendor": ""},
+                      {"job_id": "7", "scheduler": "slurm", "gpu": "0", "vendor": "nvidia"}]
     assert meter.snapshot.state_discarded == 1
     meter.stop()  # saved in today's shape: [vendor, slot]
-    assert read_file(tmp_path / "state.json")["attribution"]["jobs"]["slurm/7"]["gpus"] == [["nvidia", "0"],
-                                                                                         ["nvidia", "1"]]
+    assert read_file(tmp_path / "state.json")["attribution"]["jobs"]["slurm/7"]["gpus"] == [["", "1"],
+                                                                                         ["nvidia", "0"]]
 
 
 # -- 6. never destroy a file that is not ours --------------------------------------------------------

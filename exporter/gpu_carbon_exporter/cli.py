@@ -164,13 +164,16 @@ def _serve(meter: Meter, cfg: Section) -> int:
     except _Stop:
         pass
     finally:
+        stopping.append(0)  # however the loop ended: a stop signal now does not cut persisting short
         server.server_close()
         meter.stop()
     return 0
 
 
-class _Stop(Exception):
-    """A stop signal (SIGTERM, SIGINT) ending the server loop."""
+class _Stop(BaseException):
+    """A stop signal (SIGTERM, SIGINT) ending the server loop. A BaseException, as KeyboardInterrupt
+    is: the loop's ``except Exception`` around accepting a connection (which runs in the main thread)
+    must not swallow it."""
 
 
 # serve_forever wakes this often to look for a shutdown() request; a stop signal raises _Stop instead.

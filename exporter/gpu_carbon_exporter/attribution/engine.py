@@ -69,6 +69,7 @@ class Attribution:
                 jc = self._counters(h.job, now)
                 jc.job = h.job
                 jc.gpus.add((device.vendor, slot))
+                jc.gpus.discard(("", slot))  # restored from an older state without its vendor: now known
                 jc.last_seen = now
 
     def forget_holders(self, uuid: str) -> None:
@@ -221,9 +222,12 @@ def _job_from_state(j: dict, to_mono: float, mono_now: float) -> JobCounters:
 
 
 def _gpu_from_state(g: object) -> tuple[str, str]:
-    """A held GPU, ``[vendor, slot]``; a bare slot is a state from before other vendors' GPUs: NVIDIA's."""
+    """A held GPU, ``[vendor, slot]``. A bare slot is from a state saved before held GPUs carried their
+    vendor, when AMD and Intel GPUs were already attributed: its vendor is unknown (""; exposed without
+    one, which the report and dashboards read as that index on any vendor) until the job is seen
+    holding it again."""
     if isinstance(g, str):
-        return "nvidia", g
+        return "", g
     if isinstance(g, list) and len(g) == 2 and all(isinstance(x, str) for x in g):
         return g[0], g[1]
     raise BadEntry(f"gpus: {g!r:.60} is neither [vendor, slot] nor a slot")

@@ -328,6 +328,8 @@ def _context(prom: Prometheus, report: JobReport, sel: str, cluster: str, step: 
     """GPUs and their energy, power and utilisation; intensity, its sources and fallback; PUE."""
     node_re = "|".join(re.escape(n.node) for n in report.nodes if n.node) or ".*"
     held = {_gpu_key(s) for s in prom.instant(f"last_over_time({JOB_GPU_INFO}{{{sel}}}[{int(since_s)}s])", now)}
+    # a range across an upgrade holds a GPU both without its vendor and with it: the GPU once
+    held -= {(n, "", g) for n, v, g in held if v}
     gpu_re = "|".join(sorted({re.escape(g.split(".")[0]) for _, _, g in held})) or ".*"
     nodes_only = f"cluster={quote(cluster)}, node=~{quote(node_re)}"
     where = f"{nodes_only}, gpu=~{quote(gpu_re)}"

@@ -166,7 +166,13 @@ class ExporterServer(ThreadingHTTPServer):
             if conn.deadline < self._sleep_until:
                 self._wake.set()
             self._starting[id(request)] = conn  # handed to the connection's thread
-        super().process_request(request, client_address)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread took it (a stop signal, no thread to be had): no slot held
+            with self._lock:
+                self._conns.pop(id(conn), None)
+                self._starting.pop(id(request), None)
+            raise
 
     def _evict_one(self) -> bool:
         """Make room for a new connection (called with the lock held): close the one waiting longest
