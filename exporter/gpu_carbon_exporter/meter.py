@@ -57,6 +57,7 @@ class Meter:
         self.lost_device_retry_seconds = lost_device_retry_seconds
         self._devices: list[Device] = []
         self._open_sources: list[DeviceSource] = []
+        self._readers: list[SharedReader] = []  # what the open sources share, each once (set by open)
         self._collectors: dict[str, CollectorStatus] = {}
         self.ledger = Ledger(intensity, pue=pue, embodied=embodied, wue_liters_per_kwh=wue_liters_per_kwh,
                              attribution=attribution)
@@ -121,6 +122,7 @@ class Meter:
         mark_node_devices(self._devices)
         if not self._open_sources:
             raise SourceUnavailable("; ".join(errors) or "no source enabled or detected")
+        self._readers = self._shared_readers()
         for err in errors:
             log.warning("source unavailable, continuing without it: %s", err)
         # StateError: not even the checkpoints' space can be had
@@ -224,7 +226,7 @@ class Meter:
         end = self.clock()
         for name, oks in per_source.items():
             self._collectors[name] = CollectorStatus(any(oks), took[name], end)
-        for reader in self._shared_readers():  # read while the devices were: no run, no new status (its age grows)
+        for reader in self._readers:  # read while the devices were: no run, no new status (its age grows)
             run = reader.take_run()
             if run is not None:
                 self._collectors[reader.name] = CollectorStatus(run.success, run.duration_s, end)
