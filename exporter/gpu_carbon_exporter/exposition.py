@@ -33,7 +33,9 @@ TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # The tail goes into the gzip member as stored (uncompressed) deflate blocks: it is a couple of
 # kilobytes, and compressing it cost about 30 us a scrape in the server (level 1, a small window),
 # a tenth of a cached scrape's CPU, to save about 1.2 KB on the wire.
-_TAIL_LEVEL, _TAIL_WBITS = 0, -9  # raw deflate (no header of its own); no window: nothing is matched
+# Raw deflate (no header of its own), the smallest window and memory level: nothing is matched, and
+# a compressor with the default memory level took 14 us to set up against 2 us.
+_TAIL_LEVEL, _TAIL_WBITS, _TAIL_MEMLEVEL = 0, -9, 1
 OPENMETRICS_EOF = "# EOF\n"
 
 
@@ -94,7 +96,7 @@ class Exposition:
         tail_bytes = (tail + (OPENMETRICS_EOF if openmetrics else "")).encode("utf-8")
         if not compress:
             return plain + tail_bytes
-        deflate = zlib.compressobj(_TAIL_LEVEL, zlib.DEFLATED, _TAIL_WBITS, 1)
+        deflate = zlib.compressobj(_TAIL_LEVEL, zlib.DEFLATED, _TAIL_WBITS, _TAIL_MEMLEVEL)
         trailer = struct.pack("<II", zlib.crc32(tail_bytes, crc), (size + len(tail_bytes)) & 0xFFFFFFFF)
         return b"".join((packed, deflate.compress(tail_bytes), deflate.flush(), trailer))
 
