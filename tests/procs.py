@@ -88,6 +88,14 @@ def wait_until(check, timeout: float, what: str):
     raise TimeoutError(f"{what} within {timeout:.0f} s")
 
 
+def last_evaluations(base: str, recording_only: bool = False) -> dict[str, float]:
+    """When each rule group of the Prometheus at ``base`` last began an evaluation (Unix seconds, from
+    its rules API); ``recording_only``: only the groups that hold a recording rule."""
+    groups = requests.get(f"{base}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    return {g["name"]: datetime.fromisoformat(g["lastEvaluation"][:26].rstrip("Z") + "+00:00").timestamp()
+            for g in groups if not recording_only or any(r["type"] == "recording" for r in g["rules"])}
+
+
 def settled(base: str, after: float, timeout: float = 60.0) -> float:
     """Wait until Prometheus at ``base`` has scraped every target after ``after`` (Unix seconds) and then
     begun an evaluation of every group of recording rules; returns the time it had. Reading a panel at that
@@ -97,9 +105,7 @@ def settled(base: str, after: float, timeout: float = 60.0) -> float:
         return bool(stamps) and min(float(r["value"][1]) for r in stamps) >= after
 
     def evaluated() -> bool:
-        groups = requests.get(f"{base}/api/v1/rules", timeout=10).json()["data"]["groups"]
-        return all(datetime.fromisoformat(g["lastEvaluation"][:26].rstrip("Z") + "+00:00").timestamp() > since
-                   for g in groups if any(r["type"] == "recording" for r in g["rules"]))
+        return all(t > since for t in last_evaluations(base, recording_only=True).values())
 
     wait_until(scraped, timeout, f"a scrape of every target after {after:.1f}")
     since = time.time()

@@ -16,18 +16,16 @@ import json
 import signal
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
 
 from gpu_carbon_exporter.sim.scenario import GroundTruth, parse_scenario
 from gpu_carbon_exporter.stack import Exporter, LocalStack
 
 from conftest import free_port, require_binary
-from procs import query, wait_for_series, wait_until
+from procs import last_evaluations, query, wait_for_series, wait_until
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,9 +196,7 @@ def test_rules_budget_alert_and_windows_through_prometheus_and_alertmanager(tmp_
 
     def last_eval(group: str) -> float:
         """When ``group`` last began an evaluation (Prometheus's rules API)."""
-        groups = requests.get(f"{base}/api/v1/rules", timeout=10).json()["data"]["groups"]
-        stamp = next(g["lastEvaluation"] for g in groups if g["name"] == group)
-        return datetime.fromisoformat(stamp[:26].rstrip("Z") + "+00:00").timestamp()
+        return last_evaluations(base)[group]
 
     try:
         stack.start()
